@@ -1,0 +1,1 @@
+//! flow-consul (work in progress).

@@ -1,0 +1,273 @@
+//! Domain types shared by every port and by the release engine.
+//!
+//! They carry no I/O and validate on construction, so an adapter that receives a
+//! [`ServiceName`] or a [`ScaleSpec`] never has to re-check it.
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+/// One of the two slots of a blue-green release.
+///
+/// The stored colour names the live slot; a release always goes into the other one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Color {
+    /// The first colour released for a new service.
+    Blue,
+    /// The colour an absent stored colour stands for (so the first release is blue).
+    Green,
+}
+
+impl Color {
+    /// The other colour.
+    pub fn other(self) -> Color {
+        match self {
+            Color::Blue => Color::Green,
+            Color::Green => Color::Blue,
+        }
+    }
+
+    /// The colour the next blue-green release goes into, given the live one.
+    ///
+    /// Docker Flow 1.x treated an absent colour as green, so the first release is blue;
+    /// we keep that so state written by 1.x is taken over unchanged.
+    pub fn next_after(live: Option<Color>) -> Color {
+        live.unwrap_or(Color::Green).other()
+    }
+
+    /// `"blue"` or `"green"`, as stored under `docker-flow/<service>/color`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Color::Blue => "blue",
+            Color::Green => "green",
+        }
+    }
+}
+
+impl fmt::Display for Color {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A text that is not `blue` or `green`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{value:?} is not a colour: expected \"blue\" or \"green\"")]
+pub struct ParseColorError {
+    /// The rejected text.
+    pub value: String,
+}
+
+impl FromStr for Color {
+    type Err = ParseColorError;
+
+    /// Accepts exactly `blue` or `green` (surrounding white space is ignored, as 1.x wrote a
+    /// trailing newline at times). Anything else is an error, never a silent default.
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "blue" => Ok(Color::Blue),
+            "green" => Ok(Color::Green),
+            _ => Err(ParseColorError {
+                value: s.to_string(),
+            }),
+        }
+    }
+}
+
+/// The name a service is known by in the registry and the proxy: `<project>-<target>`.
+///
+/// Restricted to ASCII letters, digits, `-`, `_` and `.`, so it is safe as a registry key
+/// segment, a container-name prefix and an HAProxy identifier without escaping.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct ServiceName(String);
+
+/// A service name with characters that are not allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid service name {value:?}: use 1 to 200 ASCII letters, digits, '-', '_' or '.', starting with a letter or digit")]
+pub struct InvalidServiceName {
+    /// The rejected text.
+    pub value: String,
+}
+
+impl ServiceName {
+    /// Validates `name`.
+    pub fn new(name: impl Into<String>) -> Result<Self, InvalidServiceName> {
+        let name = name.into();
+        let valid = !name.is_empty()
+            && name.len() <= 200
+            && name.as_bytes()[0].is_ascii_alphanumeric()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+        if valid {
+            Ok(ServiceName(name))
+        } else {
+            Err(InvalidServiceName { value: name })
+        }
+    }
+
+    /// The name as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The registry name of one colour's instances: `<service>-<color>` (1.x's `SERVICE_NAME`).
+    pub fn colored(&self, color: Color) -> String {
+        format!("{}-{}", self.0, color)
+    }
+
+    /// The registry name of a group's instances: coloured in blue-green mode, plain otherwise.
+    pub fn instance_name(&self, color: Option<Color>) -> String {
+        match color {
+            Some(color) => self.colored(color),
+            None => self.0.clone(),
+        }
+    }
+}
+
+impl fmt::Display for ServiceName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl TryFrom<String> for ServiceName {
+    type Error = InvalidServiceName;
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        ServiceName::new(value)
+    }
+}
+
+impl From<ServiceName> for String {
+    fn from(value: ServiceName) -> Self {
+        value.0
+    }
+}
+
+/// How many instances a step should leave running: `N`, `+N` or `-N`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ScaleSpec {
+    /// Exactly this many (a result below 1 becomes 1).
+    Absolute(u32),
+    /// This many more (or fewer) than the stored scale, which defaults to 1.
+    Relative(i64),
+}
+
+/// A `--scale` value that is not `N`, `+N` or `-N`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid scale {value:?}: use a whole number N (absolute), +N or -N (relative to the stored scale), e.g. --scale=3 or --scale=+2")]
+pub struct InvalidScale {
+    /// The rejected text.
+    pub value: String,
+}
+
+impl ScaleSpec {
+    /// The instance count this spec asks for, given the stored scale.
+    ///
+    /// Relative specs start from the stored scale (1 when none is stored); the result is
+    /// never below 1 and saturates at `u32::MAX`.
+    pub fn apply(self, stored: Option<u32>) -> u32 {
+        let wanted = match self {
+            ScaleSpec::Absolute(n) => i64::from(n),
+            ScaleSpec::Relative(delta) => i64::from(stored.unwrap_or(1)).saturating_add(delta),
+        };
+        wanted.clamp(1, i64::from(u32::MAX)) as u32
+    }
+}
+
+impl FromStr for ScaleSpec {
+    type Err = InvalidScale;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let invalid = || InvalidScale {
+            value: s.to_string(),
+        };
+        let digits_only = |d: &str| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit());
+        let text = s.trim();
+        if let Some(rest) = text.strip_prefix('+') {
+            if !digits_only(rest) {
+                return Err(invalid());
+            }
+            rest.parse::<i64>()
+                .map(ScaleSpec::Relative)
+                .map_err(|_| invalid())
+        } else if let Some(rest) = text.strip_prefix('-') {
+            if !digits_only(rest) {
+                return Err(invalid());
+            }
+            rest.parse::<i64>()
+                .map(|n| ScaleSpec::Relative(-n))
+                .map_err(|_| invalid())
+        } else if digits_only(text) {
+            text.parse::<u32>()
+                .map(ScaleSpec::Absolute)
+                .map_err(|_| invalid())
+        } else {
+            Err(invalid())
+        }
+    }
+}
+
+impl fmt::Display for ScaleSpec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ScaleSpec::Absolute(n) => write!(f, "{n}"),
+            ScaleSpec::Relative(d) if *d >= 0 => write!(f, "+{d}"),
+            ScaleSpec::Relative(d) => write!(f, "{d}"),
+        }
+    }
+}
+
+/// What the registry keeps per service.
+///
+/// `color` and `scale` are Docker Flow 1.x's keys (`docker-flow/<S>/color`,
+/// `docker-flow/<S>/scale`); `last_release` is ours.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseState {
+    /// The live colour (blue-green services only). `None`: nothing released in colour yet.
+    pub color: Option<Color>,
+    /// The instance count of the live group. `None`: never stored (counts as 1).
+    pub scale: Option<u32>,
+    /// The last committed release, when one was made by this tool.
+    pub last_release: Option<ReleaseRecord>,
+}
+
+/// What a committed release leaves on record.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseRecord {
+    /// The colour released into (`None` without blue-green).
+    pub color: Option<Color>,
+    /// The image reference the release started.
+    pub image: String,
+    /// How many instances it left running.
+    pub scale: u32,
+    /// When it was committed.
+    pub released_at: SystemTime,
+    /// Who committed it (the lock holder text).
+    pub released_by: String,
+}
+
+/// A backend's token for compare-and-swap: the version of a stored value.
+///
+/// Opaque to the engine, which only hands back what it loaded. [`Revision::NONE`] means
+/// "nothing stored yet" and makes a store create-only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct Revision(pub u64);
+
+impl Revision {
+    /// Nothing stored yet.
+    pub const NONE: Revision = Revision(0);
+}
+
+/// A value together with the revision it was read at.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned<T> {
+    /// The value.
+    pub value: T,
+    /// Its revision, to hand back to a compare-and-swap write.
+    pub revision: Revision,
+}

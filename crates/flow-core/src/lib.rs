@@ -1,0 +1,70 @@
+//! The heart of docker-flow: domain types, the three ports and the release engine.
+//!
+//! # Design
+//!
+//! docker-flow releases a Compose service into the idle colour of a blue-green pair, waits for
+//! it to be healthy, switches the proxy, commits the new state and (when asked) stops the old
+//! colour. Everything that touches the outside world goes through one of three ports:
+//!
+//! * [`Orchestrator`] — the container engine (Docker, through `flow-docker`);
+//! * [`Registry`] — release state, the deploy lock and instance registrations (the embedded
+//!   file store in `flow-store`, Consul in `flow-consul`, etcd in `flow-etcd`);
+//! * [`Proxy`] — the reverse proxy (HAProxy, through `flow-proxy`).
+//!
+//! Each port is an object-safe `async_trait` with a written contract (see its module) so
+//! that `Arc<dyn Orchestrator>` and friends can be wired at run time from options, and
+//! so that the engine, which only sees the traits, can be tested without any of them. This
+//! crate does no I/O of its own: the only effects it has are the ports' calls and timers.
+//!
+//! The release itself is an explicit state machine ([`release`]): an enum of phases advanced by
+//! one `step` function, each variant documenting where it goes next and how it aborts. The
+//! engine guarantees the order *new colour started → healthy → proxy switched → state
+//! committed → old colour stopped*, and that a failure before the commit removes what the
+//! release started and leaves the live colour and the stored state untouched.
+//!
+//! # Testing against the ports
+//!
+//! [`memory`] has an in-memory implementation of every port, for tests that want behaviour
+//! rather than expectations. With the cargo feature `mocks`, [`mocks`] exports mockall mocks
+//! of the three ports for embedders' unit tests.
+//!
+//! ```toml
+//! [dev-dependencies]
+//! flow-core = { version = "0.1", features = ["mocks"] }
+//! ```
+//!
+//! With the feature `conformance`, `conformance` holds the suite every [`Registry`] backend
+//! must pass.
+
+#![deny(missing_docs)]
+
+pub mod domain;
+pub mod memory;
+pub mod orchestrator;
+pub mod proxy;
+pub mod registry;
+pub mod release;
+pub mod time;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;
+
+pub use domain::{
+    Color, InvalidScale, InvalidServiceName, ParseColorError, ReleaseRecord, ReleaseState,
+    Revision, ScaleSpec, ServiceName, Versioned,
+};
+pub use orchestrator::{
+    Diagnosis, DynOrchestrator, Group, Health, Instance, Orchestrator, OrchestratorError,
+    TargetInfo,
+};
+pub use proxy::{DynProxy, PathType, Proxy, ProxyError, Route};
+pub use registry::{DynRegistry, HealthCheck, Lease, Registration, Registry, RegistryError};
+
+/// mockall mocks of the three ports (feature `mocks`), for unit tests of code that drives
+/// them.
+#[cfg(feature = "mocks")]
+pub mod mocks {
+    pub use crate::orchestrator::MockOrchestrator;
+    pub use crate::proxy::MockProxy;
+    pub use crate::registry::MockRegistry;
+}

@@ -1,0 +1,1 @@
+//! flow-docker (work in progress).

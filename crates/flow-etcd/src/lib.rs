@@ -1,0 +1,1 @@
+//! flow-etcd (work in progress).

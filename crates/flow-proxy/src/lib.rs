@@ -1,0 +1,1 @@
+//! flow-proxy (work in progress).

@@ -1,0 +1,1 @@
+//! flow-store (work in progress).

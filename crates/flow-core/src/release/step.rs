@@ -1,0 +1,65 @@
+//! The steps of an invocation (`--flow`).
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+
+/// One step of an invocation, run in the order given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Step {
+    /// Start the target in the idle colour (or as fresh instances without blue-green),
+    /// health-gate it, switch the proxy when one is configured, and commit.
+    Deploy,
+    /// Scale the live group to the computed count (a no-op after a `deploy` of the same
+    /// invocation, which already started that many).
+    Scale,
+    /// Stop (keep) the previous colour's instances, draining them first when a proxy is set.
+    StopOld,
+    /// Point the proxy at the live colour.
+    Proxy,
+}
+
+/// A `--flow` value that names no step.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown step {value:?} in --flow: use deploy, scale, stop-old or proxy")]
+pub struct UnknownStep {
+    /// The rejected text.
+    pub value: String,
+}
+
+impl Step {
+    /// The step's name as written in `--flow`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Step::Deploy => "deploy",
+            Step::Scale => "scale",
+            Step::StopOld => "stop-old",
+            Step::Proxy => "proxy",
+        }
+    }
+}
+
+impl fmt::Display for Step {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Step {
+    type Err = UnknownStep;
+
+    /// Case-insensitive, as 1.x users wrote `-F Deploy` at times; unknown names are refused
+    /// (1.x ignored them silently).
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "deploy" => Ok(Step::Deploy),
+            "scale" => Ok(Step::Scale),
+            "stop-old" | "stop_old" => Ok(Step::StopOld),
+            "proxy" => Ok(Step::Proxy),
+            _ => Err(UnknownStep {
+                value: s.to_string(),
+            }),
+        }
+    }
+}

@@ -1,1 +1,1275 @@
-//! flow-docker (work in progress).
+//! docker-flow's [`Orchestrator`] on the Docker Engine API, and its Compose file reader.
+//!
+//! # Design
+//!
+//! * **The API, never the CLI.** Everything goes through [bollard] (the Engine HTTP API), so
+//!   there is no `docker`/`docker-compose` binary to install, parse or wait for, and
+//!   independent calls run concurrently: [`Orchestrator::start`] creates and starts up to
+//!   [`START_CONCURRENCY`] containers at once, which is what makes a release's start phase
+//!   faster than a `docker run` loop.
+//! * **Compose is read, not run.** [`compose`] parses the subset of the Compose format a
+//!   release needs into our own types; unknown keys are warnings. Containers are created as
+//!   Compose would label them, so `docker compose ps` and other tools still see them.
+//! * **Labels are the state.** Instances are found by label, never by parsing names, so an
+//!   instance renamed or started by an earlier run is still found, and nothing outside the
+//!   project is ever touched.
+//! * **API version.** bollard asks for a newer API than Docker 20.10 speaks; [`connect`]
+//!   negotiates the version down, and only API 1.41 features are used (for example one
+//!   network endpoint at create time, further networks connected before start).
+//!
+//! # Names and labels
+//!
+//! Instances of a target are named `<project>-<target>-<color>-<n>` in blue-green mode and
+//! `<project>-<target>-<n>` otherwise; side targets `<project>-<side>-1` (or their
+//! `container_name`). Every container carries the Compose labels
+//! `com.docker.compose.project`, `com.docker.compose.service` (`<target>-<color>` in
+//! blue-green mode, `<target>` otherwise) and `com.docker.compose.container-number`, and
+//! docker-flow's own:
+//!
+//! | label | value |
+//! |---|---|
+//! | [`LABEL_SERVICE`] `io.docker-flow.service` | the service name `S` (`<project>-<target>` unless overridden) |
+//! | [`LABEL_TARGET`] `io.docker-flow.target` | the Compose service released |
+//! | [`LABEL_COLOR`] `io.docker-flow.color` | `blue` / `green` (blue-green mode only) |
+//! | [`LABEL_NUMBER`] `io.docker-flow.number` | the instance number, from 1 |
+//! | [`LABEL_SIDE_TARGET`] `io.docker-flow.side-target` | the side target's name (side targets only) |
+//!
+//! Instances also get `SERVICE_NAME=<S>-<color>` (or `<S>`) in their environment, as Docker
+//! Flow 1.x set it for registrators. Networks and volumes created for a project carry
+//! `com.docker.compose.project` too.
+//!
+//! # Health
+//!
+//! [`Orchestrator::health`] answers, in this order: an exited container is `Exited`; with a
+//! `health_path` option, an HTTP GET of `http://<ip>:<port><path>` decides (2xx is healthy —
+//! the flag is explicit, so it wins over an image's HEALTHCHECK); with a Docker healthcheck,
+//! Docker's status is mapped; otherwise the container is healthy once it has run for the
+//! grace period.
+
+#![deny(missing_docs)]
+
+pub mod compose;
+
+use std::collections::HashMap;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use async_trait::async_trait;
+use bollard::errors::Error as DockerError;
+use bollard::models::{
+    ContainerCreateBody, ContainerInspectResponse, EndpointSettings, HealthConfig,
+    HealthStatusEnum, HostConfig, NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig,
+    PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+};
+use bollard::query_parameters::{
+    CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions,
+    LogsOptions, RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
+};
+use bollard::Docker;
+use flow_core::{
+    Diagnosis, Group, Health, Instance, Orchestrator, OrchestratorError, ServiceName, TargetInfo,
+};
+use futures::{StreamExt, TryStreamExt};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use compose::{ComposeProject, HealthcheckSpec, ServiceSpec, VolumeSource};
+
+/// Compose's project label.
+pub const LABEL_PROJECT: &str = "com.docker.compose.project";
+/// Compose's service label.
+pub const LABEL_COMPOSE_SERVICE: &str = "com.docker.compose.service";
+/// Compose's container-number label.
+pub const LABEL_CONTAINER_NUMBER: &str = "com.docker.compose.container-number";
+/// The docker-flow service name `S` of an instance.
+pub const LABEL_SERVICE: &str = "io.docker-flow.service";
+/// The Compose service (target) an instance runs.
+pub const LABEL_TARGET: &str = "io.docker-flow.target";
+/// The colour of an instance in blue-green mode.
+pub const LABEL_COLOR: &str = "io.docker-flow.color";
+/// The instance number within its group.
+pub const LABEL_NUMBER: &str = "io.docker-flow.number";
+/// Marks a side target's container, with the side target's name.
+pub const LABEL_SIDE_TARGET: &str = "io.docker-flow.side-target";
+
+/// How many containers [`Orchestrator::start`] creates and starts at once. Enough to hide
+/// the engine's per-call latency; more only queues inside the engine.
+pub const START_CONCURRENCY: usize = 8;
+
+/// How many log lines [`Orchestrator::diagnose`] returns.
+const LOG_TAIL_LINES: &str = "20";
+
+/// The socket the engine listens on when neither `--host` nor `DOCKER_HOST` say otherwise.
+const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+
+/// Seconds bollard waits for one engine answer.
+const REQUEST_TIMEOUT_SECS: u64 = 120;
+
+/// Where and how to reach the engine: `--host`, `--cert-path` and `DOCKER_TLS_VERIFY`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ConnectSettings {
+    /// `unix:///path`, `tcp://host:port` or `http://host:port`; `None` is the local socket.
+    pub host: Option<String>,
+    /// The directory with `ca.pem`, `cert.pem` and `key.pem` for TLS (default `~/.docker`).
+    pub cert_path: Option<PathBuf>,
+    /// Whether to speak TLS to a `tcp://` host and verify it.
+    pub tls_verify: bool,
+}
+
+impl ConnectSettings {
+    /// The settings Docker's own tools read: `DOCKER_HOST`, `DOCKER_CERT_PATH`,
+    /// `DOCKER_TLS_VERIFY` (any value but empty or `0` turns it on).
+    pub fn from_env() -> Self {
+        ConnectSettings {
+            host: std::env::var("DOCKER_HOST").ok().filter(|h| !h.is_empty()),
+            cert_path: std::env::var_os("DOCKER_CERT_PATH").map(PathBuf::from),
+            tls_verify: std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty() && v != "0"),
+        }
+    }
+
+    /// The endpoint these settings point at, as shown in messages.
+    pub fn endpoint(&self) -> String {
+        self.host
+            .clone()
+            .unwrap_or_else(|| DEFAULT_HOST.to_string())
+    }
+}
+
+/// Connects to the engine and negotiates the API version. Fails with
+/// [`OrchestratorError::Unreachable`] naming the endpoint when nothing answers there.
+///
+/// TLS (`tls_verify` with a `tcp://` or `https://` host) uses rustls through bollard's `ssl`
+/// feature, with the client certificate and CA from `cert_path`.
+pub async fn connect(settings: &ConnectSettings) -> Result<Docker, OrchestratorError> {
+    let endpoint = settings.endpoint();
+    let unreachable =
+        |source: Box<dyn std::error::Error + Send + Sync>| OrchestratorError::Unreachable {
+            endpoint: endpoint.clone(),
+            source,
+        };
+    let version = bollard::API_DEFAULT_VERSION;
+    let client = if endpoint.starts_with("unix://") {
+        Docker::connect_with_unix(&endpoint, REQUEST_TIMEOUT_SECS, version)
+    } else if endpoint.starts_with("https://")
+        || (settings.tls_verify && endpoint.starts_with("tcp://"))
+    {
+        let cert_dir = settings.cert_path.clone().unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".docker")
+        });
+        Docker::connect_with_ssl(
+            &endpoint,
+            &cert_dir.join("key.pem"),
+            &cert_dir.join("cert.pem"),
+            &cert_dir.join("ca.pem"),
+            REQUEST_TIMEOUT_SECS,
+            version,
+        )
+    } else if endpoint.starts_with("tcp://") || endpoint.starts_with("http://") {
+        Docker::connect_with_http(&endpoint, REQUEST_TIMEOUT_SECS, version)
+    } else {
+        return Err(unreachable(
+            format!("unsupported address {endpoint:?}: use unix:///path, tcp://host:port or http://host:port").into(),
+        ));
+    };
+    let client = client.map_err(|error| unreachable(Box::new(error)))?;
+    client
+        .negotiate_version()
+        .await
+        .map_err(|error| unreachable(Box::new(error)))
+}
+
+/// When to pull a target's image.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum PullPolicy {
+    /// Pull before every release.
+    Always,
+    /// Pull only when the image is not present locally (the default).
+    #[default]
+    Missing,
+    /// Never pull: an image that is not present is an error.
+    Never,
+}
+
+/// A `--pull` value that is not `always`, `missing` or `never`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{value:?} is not a pull policy: use always, missing or never")]
+pub struct InvalidPullPolicy {
+    /// The rejected text.
+    pub value: String,
+}
+
+impl FromStr for PullPolicy {
+    type Err = InvalidPullPolicy;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim() {
+            "always" => Ok(PullPolicy::Always),
+            "missing" => Ok(PullPolicy::Missing),
+            "never" => Ok(PullPolicy::Never),
+            _ => Err(InvalidPullPolicy {
+                value: s.to_string(),
+            }),
+        }
+    }
+}
+
+impl fmt::Display for PullPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            PullPolicy::Always => "always",
+            PullPolicy::Missing => "missing",
+            PullPolicy::Never => "never",
+        })
+    }
+}
+
+/// How [`DockerOrchestrator`] runs a project's targets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DockerOptions {
+    /// The Compose project name (container, network and volume name prefix).
+    pub project: String,
+    /// The service name `S` of the target; `None` is `<project>-<target>`.
+    pub service_name: Option<ServiceName>,
+    /// When to pull images.
+    pub pull: PullPolicy,
+    /// A path to GET on each instance to decide its health, instead of Docker's healthcheck.
+    pub health_path: Option<String>,
+    /// The container port the service answers on; `None` takes the target's only exposed
+    /// or published port.
+    pub port: Option<u16>,
+    /// How long an instance without a health check must run to count as healthy.
+    pub grace_period: Duration,
+    /// How long a stop waits for the container to exit before killing it.
+    pub stop_timeout: Duration,
+}
+
+impl DockerOptions {
+    /// Options for `project` with the defaults: pull `missing`, no health path, a 2 s grace
+    /// period and a 10 s stop timeout.
+    pub fn new(project: impl Into<String>) -> Self {
+        DockerOptions {
+            project: project.into(),
+            service_name: None,
+            pull: PullPolicy::Missing,
+            health_path: None,
+            port: None,
+            grace_period: Duration::from_secs(2),
+            stop_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The [`Orchestrator`] on a Docker engine, for the services of one Compose project.
+#[derive(Clone)]
+pub struct DockerOrchestrator {
+    docker: Docker,
+    endpoint: String,
+    compose: Arc<ComposeProject>,
+    options: DockerOptions,
+}
+
+impl fmt::Debug for DockerOrchestrator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DockerOrchestrator")
+            .field("endpoint", &self.endpoint)
+            .field("compose", &self.compose.path)
+            .field("options", &self.options)
+            .finish()
+    }
+}
+
+impl fmt::Display for DockerOrchestrator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "Docker engine at {} (project {})",
+            self.endpoint, self.options.project
+        )
+    }
+}
+
+impl DockerOrchestrator {
+    /// An orchestrator on an already connected client (see [`connect`]); `endpoint` is what
+    /// messages name.
+    pub fn new(
+        docker: Docker,
+        endpoint: impl Into<String>,
+        compose: Arc<ComposeProject>,
+        options: DockerOptions,
+    ) -> Self {
+        DockerOrchestrator {
+            docker,
+            endpoint: endpoint.into(),
+            compose,
+            options,
+        }
+    }
+
+    /// Connects with `settings` (see [`connect`]) and builds the orchestrator.
+    pub async fn connect(
+        settings: &ConnectSettings,
+        compose: Arc<ComposeProject>,
+        options: DockerOptions,
+    ) -> Result<Self, OrchestratorError> {
+        let docker = connect(settings).await?;
+        Ok(Self::new(docker, settings.endpoint(), compose, options))
+    }
+
+    /// The Compose project it runs.
+    pub fn compose(&self) -> &ComposeProject {
+        &self.compose
+    }
+
+    /// Its options.
+    pub fn options(&self) -> &DockerOptions {
+        &self.options
+    }
+
+    /// The service name `S` of `target`: the override, else `<project>-<target>`.
+    pub fn service_name(&self, target: &str) -> String {
+        match &self.options.service_name {
+            Some(name) => name.to_string(),
+            None => format!("{}-{}", self.options.project, target),
+        }
+    }
+
+    /// The container name of instance `number` of `group`.
+    pub fn container_name(&self, group: &Group, number: u32) -> String {
+        format!("{}-{}-{}", self.options.project, group, number)
+    }
+
+    /// The engine name of the Compose network `network`.
+    fn network_name(&self, network: &str) -> String {
+        match self.compose.networks.get(network) {
+            Some(spec) if spec.name.is_some() => spec.name.clone().unwrap_or_default(),
+            Some(spec) if spec.external => network.to_string(),
+            _ => format!("{}_{}", self.options.project, network),
+        }
+    }
+
+    /// The engine name of the Compose named volume `volume`.
+    fn volume_name(&self, volume: &str) -> String {
+        match self.compose.volumes.get(volume) {
+            Some(spec) if spec.name.is_some() => spec.name.clone().unwrap_or_default(),
+            Some(spec) if spec.external => volume.to_string(),
+            _ => format!("{}_{}", self.options.project, volume),
+        }
+    }
+
+    fn project_labels(&self) -> HashMap<String, String> {
+        HashMap::from([(LABEL_PROJECT.to_string(), self.options.project.clone())])
+    }
+
+    /// Makes sure the image is present according to the pull policy.
+    async fn ensure_image(&self, image: &str) -> Result<(), OrchestratorError> {
+        let present = match self.docker.inspect_image(image).await {
+            Ok(_) => true,
+            Err(error) if status_of(&error) == Some(404) => false,
+            Err(error) => return Err(self.engine_error(format!("inspect image {image}"), error)),
+        };
+        match (self.options.pull, present) {
+            (PullPolicy::Missing, true) | (PullPolicy::Never, true) => Ok(()),
+            (PullPolicy::Never, false) => Err(OrchestratorError::Image {
+                image: image.to_string(),
+                message: "it is not present locally and the pull policy is `never`; build or load it first, or use --pull missing".into(),
+            }),
+            (PullPolicy::Always, _) | (PullPolicy::Missing, false) => self.pull(image).await,
+        }
+    }
+
+    async fn pull(&self, image: &str) -> Result<(), OrchestratorError> {
+        let (repository, tag) = split_image_reference(image);
+        let options = CreateImageOptions {
+            from_image: Some(repository),
+            tag,
+            ..Default::default()
+        };
+        let mut progress = self.docker.create_image(Some(options), None, None);
+        while let Some(step) = progress.next().await {
+            let failure = match step {
+                Ok(info) => info.error_detail.and_then(|d| d.message),
+                Err(error) => Some(error.to_string()),
+            };
+            if let Some(message) = failure {
+                return Err(OrchestratorError::Image {
+                    image: image.to_string(),
+                    message: format!("pulling it failed: {message}"),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Creates the service's networks and named volumes that do not exist yet.
+    async fn ensure_resources(&self, service: &ServiceSpec) -> Result<(), OrchestratorError> {
+        for network in &service.networks {
+            self.ensure_network(network).await?;
+        }
+        for mount in &service.volumes {
+            if let VolumeSource::Named(volume) = &mount.source {
+                self.ensure_volume(volume).await?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn ensure_network(&self, network: &str) -> Result<(), OrchestratorError> {
+        let name = self.network_name(network);
+        match self.docker.inspect_network(&name, None).await {
+            Ok(_) => return Ok(()),
+            Err(error) if status_of(&error) == Some(404) => {}
+            Err(error) => return Err(self.engine_error(format!("inspect network {name}"), error)),
+        }
+        if self
+            .compose
+            .networks
+            .get(network)
+            .is_some_and(|n| n.external)
+        {
+            return Err(OrchestratorError::Engine {
+                operation: format!("use network {name}"),
+                message: "it is declared `external` but does not exist; create it first".into(),
+            });
+        }
+        let mut labels = self.project_labels();
+        labels.insert("com.docker.compose.network".into(), network.to_string());
+        let request = NetworkCreateRequest {
+            name: name.clone(),
+            driver: Some("bridge".into()),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        match self.docker.create_network(request).await {
+            Ok(_) => Ok(()),
+            // Another release created it meanwhile.
+            Err(error) if status_of(&error) == Some(409) => Ok(()),
+            Err(error) => Err(self.engine_error(format!("create network {name}"), error)),
+        }
+    }
+
+    async fn ensure_volume(&self, volume: &str) -> Result<(), OrchestratorError> {
+        let name = self.volume_name(volume);
+        match self.docker.inspect_volume(&name).await {
+            Ok(_) => return Ok(()),
+            Err(error) if status_of(&error) == Some(404) => {}
+            Err(error) => return Err(self.engine_error(format!("inspect volume {name}"), error)),
+        }
+        let mut labels = self.project_labels();
+        labels.insert("com.docker.compose.volume".into(), volume.to_string());
+        let request = VolumeCreateRequest {
+            name: Some(name.clone()),
+            labels: Some(labels),
+            ..Default::default()
+        };
+        self.docker
+            .create_volume(request)
+            .await
+            .map(|_| ())
+            .map_err(|error| self.engine_error(format!("create volume {name}"), error))
+    }
+
+    /// The engine's container configuration for `service`.
+    fn container_body(
+        &self,
+        service: &ServiceSpec,
+        labels: HashMap<String, String>,
+        service_name_env: &str,
+        alias: &str,
+    ) -> ContainerCreateBody {
+        let mut env: Vec<String> = service
+            .environment
+            .iter()
+            .filter(|(key, _)| key.as_str() != "SERVICE_NAME")
+            .map(|(key, value)| format!("{key}={value}"))
+            .collect();
+        env.push(format!("SERVICE_NAME={service_name_env}"));
+        let mut all_labels: HashMap<String, String> = service
+            .labels
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        all_labels.extend(labels);
+        let exposed: Vec<String> = service
+            .ports
+            .iter()
+            .map(|p| format!("{}/{}", p.container_port, p.protocol))
+            .chain(service.expose.iter().map(|p| format!("{p}/tcp")))
+            .collect();
+        let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+        for port in &service.ports {
+            if port.host_port.is_none() && port.host_ip.is_none() {
+                // `ports: ["8080"]` publishes on a port the engine picks.
+                port_bindings
+                    .entry(format!("{}/{}", port.container_port, port.protocol))
+                    .or_insert_with(|| Some(Vec::new()))
+                    .get_or_insert_with(Vec::new)
+                    .push(PortBinding {
+                        host_ip: None,
+                        host_port: Some(String::new()),
+                    });
+                continue;
+            }
+            port_bindings
+                .entry(format!("{}/{}", port.container_port, port.protocol))
+                .or_insert_with(|| Some(Vec::new()))
+                .get_or_insert_with(Vec::new)
+                .push(PortBinding {
+                    host_ip: port.host_ip.clone(),
+                    host_port: Some(port.host_port.map(|p| p.to_string()).unwrap_or_default()),
+                });
+        }
+        let binds: Vec<String> = service
+            .volumes
+            .iter()
+            .filter_map(|mount| {
+                let source = match &mount.source {
+                    VolumeSource::Bind(path) => path.display().to_string(),
+                    VolumeSource::Named(name) => self.volume_name(name),
+                    VolumeSource::Anonymous => return None,
+                };
+                let mode = if mount.read_only { ":ro" } else { "" };
+                Some(format!("{source}:{}{mode}", mount.target))
+            })
+            .collect();
+        let anonymous_volumes: Vec<String> = service
+            .volumes
+            .iter()
+            .filter(|m| m.source == VolumeSource::Anonymous)
+            .map(|m| m.target.clone())
+            .collect();
+        let primary_network = self.network_name(
+            service
+                .networks
+                .first()
+                .map(String::as_str)
+                .unwrap_or("default"),
+        );
+        let healthcheck = service.healthcheck.as_ref().map(|check| match check {
+            HealthcheckSpec::Disabled => HealthConfig {
+                test: Some(vec!["NONE".into()]),
+                ..Default::default()
+            },
+            HealthcheckSpec::Check {
+                test,
+                interval,
+                timeout,
+                retries,
+                start_period,
+            } => HealthConfig {
+                test: test.clone(),
+                interval: interval.map(nanos),
+                timeout: timeout.map(nanos),
+                retries: retries.map(i64::from),
+                start_period: start_period.map(nanos),
+                start_interval: None,
+            },
+        });
+        ContainerCreateBody {
+            image: Some(service.image.clone()),
+            cmd: service.command.clone(),
+            entrypoint: service.entrypoint.clone(),
+            env: Some(env),
+            labels: Some(all_labels),
+            exposed_ports: (!exposed.is_empty()).then_some(exposed),
+            volumes: (!anonymous_volumes.is_empty()).then_some(anonymous_volumes),
+            healthcheck,
+            host_config: Some(HostConfig {
+                binds: (!binds.is_empty()).then_some(binds),
+                port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
+                restart_policy: service.restart.as_deref().map(restart_policy),
+                network_mode: Some(primary_network.clone()),
+                ..Default::default()
+            }),
+            networking_config: Some(NetworkingConfig {
+                endpoints_config: Some(HashMap::from([(
+                    primary_network,
+                    EndpointSettings {
+                        aliases: Some(vec![alias.to_string()]),
+                        ..Default::default()
+                    },
+                )])),
+            }),
+            ..Default::default()
+        }
+    }
+
+    /// Creates `name` from `body`, joins the service's further networks and starts it.
+    /// Returns the id, or the id (if it was created) with the error.
+    async fn create_and_start(
+        &self,
+        name: &str,
+        body: ContainerCreateBody,
+        service: &ServiceSpec,
+        alias: &str,
+    ) -> Result<String, (Option<String>, OrchestratorError)> {
+        let created = self
+            .docker
+            .create_container(
+                Some(CreateContainerOptions {
+                    name: Some(name.to_string()),
+                    ..Default::default()
+                }),
+                body,
+            )
+            .await
+            .map_err(|error| (None, instance_error("create", name, error)))?;
+        let id = created.id;
+        // API 1.41 accepts one endpoint at create time; the others are joined before start.
+        for network in service.networks.iter().skip(1) {
+            let request = NetworkConnectRequest {
+                container: id.clone(),
+                endpoint_config: Some(EndpointSettings {
+                    aliases: Some(vec![alias.to_string()]),
+                    ..Default::default()
+                }),
+            };
+            if let Err(error) = self
+                .docker
+                .connect_network(&self.network_name(network), request)
+                .await
+            {
+                return Err((Some(id), instance_error("connect network of", name, error)));
+            }
+        }
+        if let Err(error) = self
+            .docker
+            .start_container(&id, None::<StartContainerOptions>)
+            .await
+        {
+            return Err((Some(id), instance_error("start", name, error)));
+        }
+        Ok(id)
+    }
+
+    async fn inspect(
+        &self,
+        id: &str,
+        name: &str,
+    ) -> Result<ContainerInspectResponse, OrchestratorError> {
+        self.docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .map_err(|error| instance_error("inspect", name, error))
+    }
+
+    /// Builds the [`Instance`] of an inspected container of `group`.
+    fn instance_of(&self, group: &Group, inspected: &ContainerInspectResponse) -> Instance {
+        let config = inspected.config.as_ref();
+        let labels = config.and_then(|c| c.labels.as_ref());
+        let number = labels
+            .and_then(|l| l.get(LABEL_NUMBER))
+            .and_then(|n| n.parse().ok())
+            .unwrap_or(0);
+        let running = inspected
+            .state
+            .as_ref()
+            .and_then(|s| s.running)
+            .unwrap_or(false);
+        let address = if running {
+            self.address_of(&group.target, inspected)
+        } else {
+            None
+        };
+        Instance {
+            id: inspected.id.clone().unwrap_or_default(),
+            name: inspected
+                .name
+                .clone()
+                .unwrap_or_default()
+                .trim_start_matches('/')
+                .to_string(),
+            group: group.clone(),
+            number,
+            running,
+            address,
+            image: config.and_then(|c| c.image.clone()).unwrap_or_default(),
+        }
+    }
+
+    /// The container's IP on the target's first network and the service port.
+    fn address_of(&self, target: &str, inspected: &ContainerInspectResponse) -> Option<SocketAddr> {
+        let service = self.compose.services.get(target)?;
+        let network = self.network_name(service.networks.first()?);
+        let ip: IpAddr = inspected
+            .network_settings
+            .as_ref()?
+            .networks
+            .as_ref()?
+            .get(&network)?
+            .ip_address
+            .as_deref()?
+            .parse()
+            .ok()?;
+        let port = match self.options.port {
+            Some(port) => port,
+            None => {
+                // The container's exposed ports include the image's EXPOSE and Compose's
+                // `ports`/`expose`; the service port is the only TCP one.
+                let exposed = inspected.config.as_ref()?.exposed_ports.as_ref()?;
+                let mut tcp = exposed
+                    .iter()
+                    .filter_map(|p| p.strip_suffix("/tcp").and_then(|n| n.parse::<u16>().ok()));
+                let first = tcp.next()?;
+                if tcp.next().is_some() {
+                    return None;
+                }
+                first
+            }
+        };
+        Some(SocketAddr::new(ip, port))
+    }
+
+    fn engine_error(&self, operation: String, error: DockerError) -> OrchestratorError {
+        match error {
+            DockerError::DockerResponseServerError { message, .. } => {
+                OrchestratorError::Engine { operation, message }
+            }
+            other => OrchestratorError::Unreachable {
+                endpoint: self.endpoint.clone(),
+                source: Box::new(other),
+            },
+        }
+    }
+
+    /// Removes containers by id, force, ignoring those already gone.
+    async fn force_remove(&self, ids: &[(String, String)]) -> Result<(), OrchestratorError> {
+        let removals = ids.iter().map(|(id, name)| async move {
+            let options = RemoveContainerOptions {
+                force: true,
+                v: true,
+                ..Default::default()
+            };
+            match self.docker.remove_container(id, Some(options)).await {
+                Ok(()) => Ok(()),
+                // Gone already, or its removal is already in progress.
+                Err(error) if matches!(status_of(&error), Some(404 | 409)) => Ok(()),
+                Err(error) => Err(instance_error("remove", name, error)),
+            }
+        });
+        futures::stream::iter(removals.collect::<Vec<_>>())
+            .buffer_unordered(START_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await
+            .map(|_| ())
+    }
+
+    /// Starts one side target if it is absent or stopped.
+    async fn ensure_side_target(&self, side: &str) -> Result<(), OrchestratorError> {
+        let service = self.compose.service(side)?;
+        let name = service
+            .container_name
+            .clone()
+            .unwrap_or_else(|| format!("{}-{}-1", self.options.project, side));
+        match self
+            .docker
+            .inspect_container(&name, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(inspected) => {
+                let running = inspected.state.and_then(|s| s.running).unwrap_or(false);
+                if running {
+                    return Ok(());
+                }
+                return self
+                    .docker
+                    .start_container(&name, None::<StartContainerOptions>)
+                    .await
+                    .map_err(|error| instance_error("start", &name, error));
+            }
+            Err(error) if status_of(&error) == Some(404) => {}
+            Err(error) => return Err(instance_error("inspect", &name, error)),
+        }
+        self.ensure_image(&service.image).await?;
+        self.ensure_resources(service).await?;
+        let mut labels = self.project_labels();
+        labels.insert(LABEL_COMPOSE_SERVICE.into(), side.to_string());
+        labels.insert(LABEL_CONTAINER_NUMBER.into(), "1".into());
+        labels.insert(LABEL_SIDE_TARGET.into(), side.to_string());
+        let service_name = format!("{}-{}", self.options.project, side);
+        let body = self.container_body(service, labels, &service_name, side);
+        match self.create_and_start(&name, body, service, side).await {
+            Ok(_) => Ok(()),
+            Err((created, error)) => {
+                if let Some(id) = created {
+                    self.force_remove(&[(id, name.clone())]).await?;
+                }
+                Err(error)
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Orchestrator for DockerOrchestrator {
+    async fn describe(&self, target: &str) -> Result<TargetInfo, OrchestratorError> {
+        let service = self.compose.service(target)?;
+        Ok(TargetInfo {
+            image: service.image.clone(),
+        })
+    }
+
+    async fn prepare(&self, target: &str) -> Result<(), OrchestratorError> {
+        let service = self.compose.service(target)?;
+        self.ensure_image(&service.image).await?;
+        self.ensure_resources(service).await
+    }
+
+    async fn start_side_targets(&self, side_targets: &[String]) -> Result<(), OrchestratorError> {
+        // Every name is checked before anything is started.
+        for side in side_targets {
+            self.compose.service(side)?;
+        }
+        for side in side_targets {
+            self.ensure_side_target(side).await?;
+        }
+        Ok(())
+    }
+
+    async fn list(&self, group: &Group) -> Result<Vec<Instance>, OrchestratorError> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![
+                format!("{LABEL_PROJECT}={}", self.options.project),
+                format!("{LABEL_COMPOSE_SERVICE}={group}"),
+                format!("{LABEL_TARGET}={}", group.target),
+            ],
+        )]);
+        let summaries = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|error| self.engine_error(format!("list containers of {group}"), error))?;
+        let inspections = summaries
+            .into_iter()
+            .filter_map(|s| s.id)
+            .map(|id| async move {
+                match self.inspect(&id, &id).await {
+                    Ok(inspected) => Ok(Some(self.instance_of(group, &inspected))),
+                    // Removed between the list and the inspect: not an instance any more.
+                    Err(OrchestratorError::Instance { message, .. })
+                        if message.contains("No such container") =>
+                    {
+                        Ok(None)
+                    }
+                    Err(error) => Err(error),
+                }
+            });
+        let mut instances: Vec<Instance> = futures::stream::iter(inspections.collect::<Vec<_>>())
+            .buffer_unordered(START_CONCURRENCY)
+            .try_filter_map(|instance| async move { Ok(instance) })
+            .try_collect()
+            .await?;
+        instances.sort_by_key(|instance| instance.number);
+        Ok(instances)
+    }
+
+    async fn start(
+        &self,
+        group: &Group,
+        numbers: &[u32],
+    ) -> Result<Vec<Instance>, OrchestratorError> {
+        let service = self.compose.service(&group.target)?;
+        let service_name = self.service_name(&group.target);
+        let instance_service_name = match group.color {
+            Some(color) => format!("{service_name}-{color}"),
+            None => service_name.clone(),
+        };
+        let alias = group.to_string();
+        let attempts = numbers.iter().map(|&number| {
+            let name = self.container_name(group, number);
+            let mut labels = self.project_labels();
+            labels.insert(LABEL_COMPOSE_SERVICE.into(), group.to_string());
+            labels.insert(LABEL_CONTAINER_NUMBER.into(), number.to_string());
+            labels.insert(LABEL_SERVICE.into(), service_name.clone());
+            labels.insert(LABEL_TARGET.into(), group.target.clone());
+            labels.insert(LABEL_NUMBER.into(), number.to_string());
+            if let Some(color) = group.color {
+                labels.insert(LABEL_COLOR.into(), color.to_string());
+            }
+            let body = self.container_body(service, labels, &instance_service_name, &alias);
+            let alias = alias.clone();
+            async move {
+                let outcome = self.create_and_start(&name, body, service, &alias).await;
+                (number, name, outcome)
+            }
+        });
+        let outcomes: Vec<_> = futures::stream::iter(attempts.collect::<Vec<_>>())
+            .buffer_unordered(START_CONCURRENCY)
+            .collect()
+            .await;
+        let mut started = Vec::new();
+        let mut failures = Vec::new();
+        for (number, name, outcome) in outcomes {
+            match outcome {
+                Ok(id) => started.push((number, id, name)),
+                Err((created, error)) => {
+                    if let Some(id) = created {
+                        started.push((number, id, name));
+                    }
+                    failures.push((number, error));
+                }
+            }
+        }
+        if !failures.is_empty() {
+            // All or nothing: remove what this call created before reporting the first
+            // failure (by number, so the message does not depend on timing).
+            let created: Vec<(String, String)> = started
+                .into_iter()
+                .map(|(_, id, name)| (id, name))
+                .collect();
+            self.force_remove(&created).await?;
+            failures.sort_by_key(|(number, _)| *number);
+            let (_, error) = failures.remove(0);
+            return Err(error);
+        }
+        let inspections = started.iter().map(|(_, id, name)| async move {
+            self.inspect(id, name)
+                .await
+                .map(|inspected| self.instance_of(group, &inspected))
+        });
+        let inspected: Result<Vec<Instance>, _> =
+            futures::stream::iter(inspections.collect::<Vec<_>>())
+                .buffer_unordered(START_CONCURRENCY)
+                .try_collect()
+                .await;
+        match inspected {
+            Ok(mut instances) => {
+                instances.sort_by_key(|instance| instance.number);
+                Ok(instances)
+            }
+            Err(error) => {
+                let created: Vec<(String, String)> = started
+                    .into_iter()
+                    .map(|(_, id, name)| (id, name))
+                    .collect();
+                self.force_remove(&created).await?;
+                Err(error)
+            }
+        }
+    }
+
+    async fn health(&self, instance: &Instance) -> Result<Health, OrchestratorError> {
+        let inspected = self.inspect(&instance.id, &instance.name).await?;
+        let state = inspected.state.clone().unwrap_or_default();
+        if !state.running.unwrap_or(false) {
+            use bollard::models::ContainerStateStatusEnum as Status;
+            return Ok(match state.status {
+                Some(Status::CREATED | Status::RESTARTING) => Health::Starting {
+                    detail: Some("the container is not running yet".into()),
+                },
+                _ => Health::Exited {
+                    code: state.exit_code.unwrap_or(-1),
+                },
+            });
+        }
+        if let Some(path) = &self.options.health_path {
+            let Some(address) = self.address_of(&instance.group.target, &inspected) else {
+                return Ok(Health::Starting {
+                    detail: Some(format!(
+                        "no address to GET {path} on: the container has no IP on the project network or no single service port (set --port)"
+                    )),
+                });
+            };
+            return Ok(http_health(address, path).await);
+        }
+        if let Some(docker_health) = &state.health {
+            let last_output = docker_health
+                .log
+                .as_ref()
+                .and_then(|log| log.last())
+                .and_then(|result| result.output.clone())
+                .map(|output| output.trim().to_string());
+            match docker_health.status {
+                Some(HealthStatusEnum::HEALTHY) => return Ok(Health::Healthy),
+                Some(HealthStatusEnum::UNHEALTHY) => {
+                    return Ok(Health::Unhealthy {
+                        detail: last_output.unwrap_or_else(|| "no health check output".into()),
+                    })
+                }
+                Some(HealthStatusEnum::STARTING) => {
+                    return Ok(Health::Starting {
+                        detail: last_output,
+                    })
+                }
+                // `none` / empty: no healthcheck configured, fall through to the grace period.
+                _ => {}
+            }
+        }
+        let running_for = state
+            .started_at
+            .as_deref()
+            .and_then(parse_rfc3339)
+            .and_then(|started| SystemTime::now().duration_since(started).ok())
+            .unwrap_or(Duration::ZERO);
+        if running_for >= self.options.grace_period {
+            Ok(Health::Healthy)
+        } else {
+            Ok(Health::Starting {
+                detail: Some(format!(
+                    "no health check: running for {:.1}s of the {:.1}s grace period",
+                    running_for.as_secs_f64(),
+                    self.options.grace_period.as_secs_f64()
+                )),
+            })
+        }
+    }
+
+    async fn diagnose(&self, instance: &Instance) -> Result<Diagnosis, OrchestratorError> {
+        let inspected = self.inspect(&instance.id, &instance.name).await?;
+        let last_health_output = inspected
+            .state
+            .and_then(|s| s.health)
+            .and_then(|h| h.log)
+            .and_then(|log| log.last().and_then(|r| r.output.clone()))
+            .map(|output| output.trim().to_string());
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: LOG_TAIL_LINES.to_string(),
+            ..Default::default()
+        };
+        let chunks: Vec<_> = self
+            .docker
+            .logs(&instance.id, Some(options))
+            .try_collect()
+            .await
+            .map_err(|error| instance_error("read logs of", &instance.name, error))?;
+        let log_tail = chunks.iter().map(ToString::to_string).collect::<String>();
+        Ok(Diagnosis {
+            last_health_output,
+            log_tail,
+        })
+    }
+
+    async fn stop(&self, instances: &[Instance]) -> Result<(), OrchestratorError> {
+        let timeout = i32::try_from(self.options.stop_timeout.as_secs()).unwrap_or(i32::MAX);
+        let stops = instances.iter().map(|instance| async move {
+            let options = StopContainerOptions {
+                t: Some(timeout),
+                signal: None,
+            };
+            match self
+                .docker
+                .stop_container(&instance.id, Some(options))
+                .await
+            {
+                Ok(()) => Ok(()),
+                // 304: already stopped; 404: already gone.
+                Err(error) if matches!(status_of(&error), Some(304 | 404)) => Ok(()),
+                Err(error) => Err(instance_error("stop", &instance.name, error)),
+            }
+        });
+        futures::stream::iter(stops.collect::<Vec<_>>())
+            .buffer_unordered(START_CONCURRENCY)
+            .try_collect::<Vec<()>>()
+            .await
+            .map(|_| ())
+    }
+
+    async fn remove(&self, instances: &[Instance]) -> Result<(), OrchestratorError> {
+        let ids: Vec<(String, String)> = instances
+            .iter()
+            .map(|i| (i.id.clone(), i.name.clone()))
+            .collect();
+        self.force_remove(&ids).await
+    }
+}
+
+/// The HTTP status of an engine answer, when it was one.
+fn status_of(error: &DockerError) -> Option<u16> {
+    match error {
+        DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),
+        _ => None,
+    }
+}
+
+fn instance_error(operation: &'static str, name: &str, error: DockerError) -> OrchestratorError {
+    let message = match error {
+        DockerError::DockerResponseServerError { message, .. } => message,
+        other => other.to_string(),
+    };
+    OrchestratorError::Instance {
+        operation,
+        instance: name.to_string(),
+        message,
+    }
+}
+
+fn nanos(duration: Duration) -> i64 {
+    i64::try_from(duration.as_nanos()).unwrap_or(i64::MAX)
+}
+
+fn restart_policy(text: &str) -> RestartPolicy {
+    let (name, retries) = match text.split_once(':') {
+        Some((name, retries)) => (name, retries.parse().ok()),
+        None => (text, None),
+    };
+    RestartPolicy {
+        name: Some(match name {
+            "always" => RestartPolicyNameEnum::ALWAYS,
+            "on-failure" => RestartPolicyNameEnum::ON_FAILURE,
+            "unless-stopped" => RestartPolicyNameEnum::UNLESS_STOPPED,
+            _ => RestartPolicyNameEnum::NO,
+        }),
+        maximum_retry_count: retries,
+    }
+}
+
+/// Splits `repo[:tag]` (a registry port is not a tag); digests are pulled whole.
+fn split_image_reference(image: &str) -> (String, Option<String>) {
+    if image.contains('@') {
+        return (image.to_string(), None);
+    }
+    let last_segment_start = image.rfind('/').map_or(0, |i| i + 1);
+    match image[last_segment_start..].rfind(':') {
+        Some(colon) => {
+            let split = last_segment_start + colon;
+            (
+                image[..split].to_string(),
+                Some(image[split + 1..].to_string()),
+            )
+        }
+        None => (image.to_string(), Some("latest".to_string())),
+    }
+}
+
+/// GETs `path` on `address`: 2xx is healthy, anything else (or no answer) is still starting
+/// with the reason as detail. The release engine applies the overall timeout.
+async fn http_health(address: SocketAddr, path: &str) -> Health {
+    let probe = async {
+        let mut stream = tokio::net::TcpStream::connect(address).await?;
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nUser-Agent: docker-flow\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut head = Vec::with_capacity(256);
+        let mut buffer = [0u8; 256];
+        while !head.windows(2).any(|w| w == b"\r\n") && head.len() < 4096 {
+            let read = stream.read(&mut buffer).await?;
+            if read == 0 {
+                break;
+            }
+            head.extend_from_slice(&buffer[..read]);
+        }
+        Ok::<String, std::io::Error>(
+            String::from_utf8_lossy(&head)
+                .lines()
+                .next()
+                .unwrap_or("")
+                .to_string(),
+        )
+    };
+    match tokio::time::timeout(Duration::from_secs(5), probe).await {
+        Ok(Ok(status_line)) => {
+            let code = status_line.split_whitespace().nth(1).unwrap_or("");
+            if code.starts_with('2') {
+                Health::Healthy
+            } else {
+                Health::Starting {
+                    detail: Some(format!(
+                        "GET http://{address}{path} answered {status_line:?}"
+                    )),
+                }
+            }
+        }
+        Ok(Err(error)) => Health::Starting {
+            detail: Some(format!("GET http://{address}{path} failed: {error}")),
+        },
+        Err(_) => Health::Starting {
+            detail: Some(format!(
+                "GET http://{address}{path} did not answer within 5s"
+            )),
+        },
+    }
+}
+
+/// Parses the engine's RFC 3339 timestamps (`2026-11-28T05:01:02.123456789Z`, UTC).
+fn parse_rfc3339(text: &str) -> Option<SystemTime> {
+    let (date, time) = text.split_once('T')?;
+    let mut date_parts = date.splitn(3, '-');
+    let year: i64 = date_parts.next()?.parse().ok()?;
+    let month: i64 = date_parts.next()?.parse().ok()?;
+    let day: i64 = date_parts.next()?.parse().ok()?;
+    let time = time.strip_suffix('Z')?;
+    let (clock, fraction) = match time.split_once('.') {
+        Some((clock, fraction)) => (clock, fraction),
+        None => (time, ""),
+    };
+    let mut clock_parts = clock.splitn(3, ':');
+    let hours: i64 = clock_parts.next()?.parse().ok()?;
+    let minutes: i64 = clock_parts.next()?.parse().ok()?;
+    let seconds: i64 = clock_parts.next()?.parse().ok()?;
+    // Days since the epoch of a proleptic Gregorian date (Howard Hinnant's algorithm).
+    let shifted_year = if month <= 2 { year - 1 } else { year };
+    let era = shifted_year.div_euclid(400);
+    let year_of_era = shifted_year - era * 400;
+    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    let days = era * 146_097 + day_of_era - 719_468;
+    let total_seconds = days * 86_400 + hours * 3600 + minutes * 60 + seconds;
+    let nanos: u32 = if fraction.is_empty() {
+        0
+    } else {
+        format!("{:0<9}", &fraction[..fraction.len().min(9)])
+            .parse()
+            .ok()?
+    };
+    // The zero time (`0001-01-01T00:00:00Z`) means "never started".
+    let seconds = u64::try_from(total_seconds).ok()?;
+    Some(UNIX_EPOCH + Duration::new(seconds, nanos))
+}
+
+#[cfg(test)]
+mod unit_tests {
+    use super::*;
+    use flow_core::Color;
+
+    #[test]
+    fn parses_engine_timestamps() {
+        let parsed = parse_rfc3339("2026-11-28T05:01:02.5Z").unwrap();
+        let since_epoch = parsed.duration_since(UNIX_EPOCH).unwrap();
+        assert_eq!(since_epoch.as_secs(), 1_795_842_062);
+        assert_eq!(since_epoch.subsec_millis(), 500);
+        assert_eq!(parse_rfc3339("0001-01-01T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339("garbage"), None);
+    }
+
+    #[test]
+    fn splits_image_references() {
+        assert_eq!(
+            split_image_reference("demo:v1"),
+            ("demo".into(), Some("v1".into()))
+        );
+        assert_eq!(
+            split_image_reference("registry:5000/team/demo"),
+            ("registry:5000/team/demo".into(), Some("latest".into()))
+        );
+        assert_eq!(
+            split_image_reference("demo@sha256:abc"),
+            ("demo@sha256:abc".into(), None)
+        );
+    }
+
+    #[test]
+    fn pull_policy_round_trips_and_rejects_typos() {
+        for policy in [PullPolicy::Always, PullPolicy::Missing, PullPolicy::Never] {
+            assert_eq!(policy.to_string().parse::<PullPolicy>(), Ok(policy));
+        }
+        assert!("sometimes"
+            .parse::<PullPolicy>()
+            .unwrap_err()
+            .to_string()
+            .contains("always, missing or never"));
+    }
+
+    #[test]
+    fn colors_name_containers() {
+        let group = Group::new("web", Some(Color::Blue));
+        assert_eq!(group.to_string(), "web-blue");
+    }
+}

@@ -13,6 +13,7 @@
 //!   yml/env list (which is "the first occurrence replaces, later ones append"); environment
 //!   lists are comma-separated. `-F` and `-T` also split on commas; `--service-path` does
 //!   not, as a `path_reg` expression may contain one.
+//! * An empty `--flow` list (e.g. `FLOW=`) means the default, `[deploy]`.
 //! * The `--flow` environment variable is `FLOW`, as 1.x documented; `FLOW_FLOW`, the name
 //!   every other option's pattern gives, is accepted too and wins when both are set.
 //! * An empty environment variable counts as unset for single values (shells make it hard
@@ -214,15 +215,14 @@ pub enum PullPolicy {
     Never,
 }
 
-impl FromStr for PullPolicy {
-    type Err = ();
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s.trim().to_ascii_lowercase().as_str() {
-            "always" => Ok(PullPolicy::Always),
-            "missing" => Ok(PullPolicy::Missing),
-            "never" => Ok(PullPolicy::Never),
-            _ => Err(()),
+impl PullPolicy {
+    /// `always`, `missing` or `never`, any case.
+    fn parse(text: &str) -> Option<PullPolicy> {
+        match text.trim().to_ascii_lowercase().as_str() {
+            "always" => Some(PullPolicy::Always),
+            "missing" => Some(PullPolicy::Missing),
+            "never" => Some(PullPolicy::Never),
+            _ => None,
         }
     }
 }
@@ -1062,10 +1062,8 @@ fn load_release(flags: ReleaseFlags, context: &Context) -> Result<ReleaseConfig,
 
     let pull = match layers.scalar(&PULL, flags.pull) {
         None => PullPolicy::default(),
-        Some(value) => value
-            .text
-            .parse()
-            .map_err(|()| invalid(value, "use always, missing or never"))?,
+        Some(value) => PullPolicy::parse(&value.text)
+            .ok_or_else(|| invalid(value, "use always, missing or never"))?,
     };
     let health_path = layers
         .scalar(&HEALTH_PATH, flags.health_path)

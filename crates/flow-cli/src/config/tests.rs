@@ -144,6 +144,12 @@ fn flow_flow_env_wins_over_flow() {
     assert_eq!(config.release.steps, [Step::Deploy, Step::Scale]);
     let config = release(&["-t", "app"], &[("FLOW", "scale")], None);
     assert_eq!(config.release.steps, [Step::Scale]);
+    let config = release(&[], &[("FLOW", "")], Some("target: app\nflow: [scale]\n"));
+    assert_eq!(
+        config.release.steps,
+        [Step::Deploy],
+        "an empty list means the default"
+    );
 }
 
 #[test]

@@ -271,3 +271,108 @@ pub struct Versioned<T> {
     /// Its revision, to hand back to a compare-and-swap write.
     pub revision: Revision,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn colours_alternate_and_absent_means_green() {
+        assert_eq!(Color::next_after(None), Color::Blue);
+        assert_eq!(Color::next_after(Some(Color::Blue)), Color::Green);
+        assert_eq!(Color::next_after(Some(Color::Green)), Color::Blue);
+        assert_eq!("green\n".parse::<Color>(), Ok(Color::Green));
+        assert!("Blue".parse::<Color>().is_err());
+        assert!("<html>"
+            .parse::<Color>()
+            .unwrap_err()
+            .to_string()
+            .contains("\"blue\" or \"green\""));
+    }
+
+    #[test]
+    fn service_names_reject_what_would_break_keys_or_configs() {
+        assert!(ServiceName::new("demo-app_1.2").is_ok());
+        for bad in [
+            "",
+            "-app",
+            "a b",
+            "a/b",
+            "a#b",
+            "a\"b",
+            "a\nb",
+            &"x".repeat(201),
+        ] {
+            assert!(ServiceName::new(bad).is_err(), "{bad:?} accepted");
+        }
+        let name = ServiceName::new("demo-app").unwrap();
+        assert_eq!(name.colored(Color::Blue), "demo-app-blue");
+        assert_eq!(name.instance_name(None), "demo-app");
+    }
+
+    #[test]
+    fn scale_specs_parse_and_refuse_clearly() {
+        assert_eq!("3".parse(), Ok(ScaleSpec::Absolute(3)));
+        assert_eq!("+2".parse(), Ok(ScaleSpec::Relative(2)));
+        assert_eq!("-10".parse(), Ok(ScaleSpec::Relative(-10)));
+        for bad in [
+            "",
+            "+",
+            "-",
+            "two",
+            "+-1",
+            "1.5",
+            "3x",
+            "++1",
+            "99999999999",
+        ] {
+            let error = bad.parse::<ScaleSpec>().unwrap_err();
+            assert!(error.to_string().contains("+N or -N"), "{bad:?}: {error}");
+        }
+    }
+
+    #[test]
+    fn scale_examples_from_the_reference() {
+        assert_eq!(ScaleSpec::Relative(2).apply(None), 3);
+        assert_eq!(ScaleSpec::Relative(-10).apply(Some(3)), 1);
+        assert_eq!(ScaleSpec::Absolute(0).apply(Some(5)), 1);
+        assert_eq!(ScaleSpec::Absolute(4).apply(Some(9)), 4);
+    }
+
+    proptest! {
+        #[test]
+        fn scale_is_never_below_one(spec in any_spec(), stored in proptest::option::of(0u32..10_000)) {
+            prop_assert!(spec.apply(stored) >= 1);
+        }
+
+        #[test]
+        fn relative_scale_adds_to_the_stored_scale(delta in -20_000i64..20_000, stored in proptest::option::of(1u32..10_000)) {
+            let expected = (i64::from(stored.unwrap_or(1)) + delta).max(1);
+            prop_assert_eq!(i64::from(ScaleSpec::Relative(delta).apply(stored)), expected);
+        }
+
+        #[test]
+        fn absolute_scale_ignores_the_stored_scale(n in 1u32..100_000, stored in proptest::option::of(any::<u32>())) {
+            prop_assert_eq!(ScaleSpec::Absolute(n).apply(stored), n);
+        }
+
+        #[test]
+        fn display_parses_back(spec in any_spec()) {
+            prop_assert_eq!(spec.to_string().parse::<ScaleSpec>(), Ok(spec));
+        }
+
+        #[test]
+        fn relative_extremes_saturate(delta in any::<i64>(), stored in proptest::option::of(any::<u32>())) {
+            let result = ScaleSpec::Relative(delta).apply(stored);
+            prop_assert!(result >= 1);
+        }
+    }
+
+    fn any_spec() -> impl Strategy<Value = ScaleSpec> {
+        prop_oneof![
+            any::<u32>().prop_map(ScaleSpec::Absolute),
+            (-1_000_000_000i64..1_000_000_000).prop_map(ScaleSpec::Relative),
+        ]
+    }
+}

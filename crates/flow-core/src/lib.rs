@@ -33,6 +33,61 @@
 //! flow-core = { version = "0.1", features = ["mocks"] }
 //! ```
 //!
+//! A unit test of a first blue-green release, as an embedder writes it (this example runs as
+//! a doctest with `--features mocks`):
+//!
+//! ```
+//! # #[cfg(feature = "mocks")]
+//! # fn main() {
+//! use std::sync::Arc;
+//! use std::time::{Duration, SystemTime};
+//!
+//! use flow_core::mocks::{MockOrchestrator, MockRegistry};
+//! use flow_core::release::{Engine, Event, Ports, ReleaseOptions, Step, Timeouts};
+//! use flow_core::{Color, Group, Health, Instance, Lease, Revision, ServiceName, TargetInfo, Versioned};
+//!
+//! let service = ServiceName::new("shop-web").unwrap();
+//! let mut registry = MockRegistry::new();
+//! registry.expect_lock().returning(|service, holder, ttl| {
+//!     Ok(Lease { service: service.clone(), holder: holder.into(), token: "t".into(),
+//!                acquired_at: SystemTime::now(), ttl })
+//! });
+//! registry.expect_load().returning(|_| Ok(Versioned { value: Default::default(), revision: Revision::NONE }));
+//! // The first release goes blue, and is committed once.
+//! registry.expect_store()
+//!     .withf(|_, state, _| state.color == Some(Color::Blue) && state.scale == Some(1))
+//!     .times(1)
+//!     .returning(|_, _, _| Ok(Revision(1)));
+//! registry.expect_unlock().returning(|_| Ok(()));
+//!
+//! let mut orchestrator = MockOrchestrator::new();
+//! orchestrator.expect_describe().returning(|_| Ok(TargetInfo { image: "shop/web:2".into() }));
+//! orchestrator.expect_list().returning(|_| Ok(vec![]));
+//! orchestrator.expect_prepare().returning(|_| Ok(()));
+//! orchestrator.expect_start().returning(|group: &Group, numbers: &[u32]| {
+//!     Ok(numbers.iter().map(|&number| Instance {
+//!         id: format!("c{number}"), name: format!("shop-web-blue-{number}"), group: group.clone(),
+//!         number, running: true, address: None, image: "shop/web:2".into(),
+//!     }).collect())
+//! });
+//! orchestrator.expect_health().returning(|_| Ok(Health::Healthy));
+//!
+//! let engine = Engine::new(
+//!     Ports { orchestrator: Arc::new(orchestrator), registry: Arc::new(registry), proxy: None },
+//!     ReleaseOptions {
+//!         service, target: "web".into(), side_targets: vec![], blue_green: true,
+//!         steps: vec![Step::Deploy], scale: None, route: None,
+//!         timeouts: Timeouts::default(), holder: "unit test".into(),
+//!     },
+//! ).unwrap();
+//! let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
+//! let report = runtime.block_on(engine.run(&|_: &Event| {})).unwrap();
+//! assert_eq!(report.live_color, Some(Color::Blue));
+//! # }
+//! # #[cfg(not(feature = "mocks"))]
+//! # fn main() {}
+//! ```
+//!
 //! With the feature `conformance`, `conformance` holds the suite every [`Registry`] backend
 //! must pass.
 
@@ -62,7 +117,7 @@ pub use registry::{DynRegistry, HealthCheck, Lease, Registration, Registry, Regi
 
 /// mockall mocks of the three ports (feature `mocks`), for unit tests of code that drives
 /// them.
-#[cfg(feature = "mocks")]
+#[cfg(any(test, feature = "mocks"))]
 pub mod mocks {
     pub use crate::orchestrator::MockOrchestrator;
     pub use crate::proxy::MockProxy;

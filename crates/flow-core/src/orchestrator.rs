@@ -170,7 +170,7 @@ pub enum OrchestratorError {
 
 /// The container engine that runs a service's instances. See the [module docs](self) for
 /// the contract every implementation keeps.
-#[cfg_attr(feature = "mocks", mockall::automock)]
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait Orchestrator: fmt::Debug + fmt::Display + Send + Sync {
     /// What is configured for `target`.
@@ -208,7 +208,7 @@ pub trait Orchestrator: fmt::Debug + fmt::Display + Send + Sync {
 /// A shared, dynamically dispatched orchestrator.
 pub type DynOrchestrator = std::sync::Arc<dyn Orchestrator>;
 
-#[cfg(feature = "mocks")]
+#[cfg(any(test, feature = "mocks"))]
 impl fmt::Display for MockOrchestrator {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("mock orchestrator")

@@ -111,7 +111,7 @@ pub enum ProxyError {
 
 /// The reverse proxy in front of the services. See the [module docs](self) for the contract
 /// every implementation keeps.
-#[cfg_attr(feature = "mocks", mockall::automock)]
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait Proxy: fmt::Debug + fmt::Display + Send + Sync {
     /// Routes the service to exactly `servers`; returns once they are all UP.
@@ -131,7 +131,7 @@ pub trait Proxy: fmt::Debug + fmt::Display + Send + Sync {
 /// A shared, dynamically dispatched proxy.
 pub type DynProxy = std::sync::Arc<dyn Proxy>;
 
-#[cfg(feature = "mocks")]
+#[cfg(any(test, feature = "mocks"))]
 impl fmt::Display for MockProxy {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("mock proxy")

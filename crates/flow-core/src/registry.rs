@@ -140,7 +140,7 @@ pub enum RegistryError {
 
 /// Where release state, the deploy lock and instance registrations live. See the
 /// [module docs](self) for the contract every implementation keeps.
-#[cfg_attr(feature = "mocks", mockall::automock)]
+#[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
 #[async_trait]
 pub trait Registry: fmt::Debug + fmt::Display + Send + Sync {
     /// Reads the state of `service` with its revision.
@@ -184,7 +184,7 @@ pub trait Registry: fmt::Debug + fmt::Display + Send + Sync {
 /// A shared, dynamically dispatched registry.
 pub type DynRegistry = std::sync::Arc<dyn Registry>;
 
-#[cfg(feature = "mocks")]
+#[cfg(any(test, feature = "mocks"))]
 impl fmt::Display for MockRegistry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("mock registry")

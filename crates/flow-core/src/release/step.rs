@@ -63,3 +63,22 @@ impl FromStr for Step {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steps_parse_case_insensitively_and_refuse_unknown_names() {
+        assert_eq!("Deploy".parse(), Ok(Step::Deploy));
+        assert_eq!("STOP-OLD".parse(), Ok(Step::StopOld));
+        assert_eq!(" proxy ".parse(), Ok(Step::Proxy));
+        let error = "deploi".parse::<Step>().unwrap_err();
+        assert!(error
+            .to_string()
+            .contains("deploy, scale, stop-old or proxy"));
+        for step in [Step::Deploy, Step::Scale, Step::StopOld, Step::Proxy] {
+            assert_eq!(step.to_string().parse(), Ok(step));
+        }
+    }
+}

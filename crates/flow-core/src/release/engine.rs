@@ -1,0 +1,1041 @@
+//! The engine: takes the lock, runs the steps in order, and drives each through the ports.
+
+use std::collections::BTreeSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use futures::future::join_all;
+use tokio::time::{sleep, Instant};
+
+use crate::domain::{Color, ReleaseRecord, ReleaseState, Revision, ServiceName};
+use crate::orchestrator::{DynOrchestrator, Group, Health, Instance};
+use crate::proxy::{DynProxy, Route};
+use crate::registry::{DynRegistry, Lease};
+use crate::release::event::{Event, Observer, Phase};
+use crate::release::{Cause, ReleaseError, ReleaseOptions, Step};
+
+/// The adapters a release runs through. The proxy is optional: without one, no switching or
+/// draining happens.
+#[derive(Debug, Clone)]
+pub struct Ports {
+    /// The container engine.
+    pub orchestrator: DynOrchestrator,
+    /// Where state, lock and registrations live.
+    pub registry: DynRegistry,
+    /// The reverse proxy, when one is configured.
+    pub proxy: Option<DynProxy>,
+}
+
+/// How long one phase took, for the summary line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct PhaseTiming {
+    /// The step (`None` for the lock).
+    pub step: Option<Step>,
+    /// The phase.
+    pub phase: Phase,
+    /// How long it took.
+    pub took: std::time::Duration,
+}
+
+/// What a successful invocation did.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Report {
+    /// The service.
+    pub service: ServiceName,
+    /// The live colour afterwards (`None` without blue-green).
+    pub live_color: Option<Color>,
+    /// The stored scale afterwards.
+    pub scale: Option<u32>,
+    /// One line per step, in order.
+    pub summaries: Vec<(Step, String)>,
+    /// Every phase's duration, in order.
+    pub timings: Vec<PhaseTiming>,
+}
+
+/// Runs invocations: validated options plus the ports they go through.
+#[derive(Debug, Clone)]
+pub struct Engine {
+    pub(crate) ports: Ports,
+    pub(crate) options: ReleaseOptions,
+}
+
+impl Engine {
+    /// Checks that the options are coherent with each other and with the ports given.
+    ///
+    /// Fails with [`ReleaseError::InvalidOptions`] (nothing called yet) when: no step is
+    /// given; a step is given twice; `scale` is asked without a scale; `stop-old` is asked
+    /// without blue-green; a proxy is configured (or `proxy` asked) without route settings;
+    /// `proxy` is asked without a proxy; the route has no path.
+    pub fn new(ports: Ports, options: ReleaseOptions) -> Result<Engine, ReleaseError> {
+        let invalid = |m: String| Err(ReleaseError::InvalidOptions(m));
+        if options.steps.is_empty() {
+            return invalid(
+                "no step to run: give at least one of --flow deploy, scale, stop-old, proxy".into(),
+            );
+        }
+        let mut seen = BTreeSet::new();
+        for step in &options.steps {
+            if !seen.insert(step.as_str()) {
+                return invalid(format!(
+                    "step {step} is given twice in --flow; give each step once"
+                ));
+            }
+        }
+        if options.steps.contains(&Step::Scale) && options.scale.is_none() {
+            return invalid("-F scale needs --scale (N, +N or -N)".into());
+        }
+        if options.steps.contains(&Step::StopOld) && !options.blue_green {
+            return invalid("-F stop-old only applies to blue-green releases: add --blue-green (without it, a deploy replaces the old instances itself)".into());
+        }
+        if options.steps.contains(&Step::Proxy) && ports.proxy.is_none() {
+            return invalid(
+                "-F proxy needs a proxy: set --proxy-host (and --proxy-reconf-port if not 8080)"
+                    .into(),
+            );
+        }
+        if ports.proxy.is_some() || options.steps.contains(&Step::Proxy) {
+            match &options.route {
+                None => return invalid("--service-path is required when a proxy is used: give the URL path(s) the proxy routes to the service, e.g. --service-path /api".into()),
+                Some(route) if route.paths.is_empty() => return invalid("--service-path is empty: give at least one URL path".into()),
+                Some(_) => {}
+            }
+        }
+        Ok(Engine { ports, options })
+    }
+
+    /// The options this engine runs.
+    pub fn options(&self) -> &ReleaseOptions {
+        &self.options
+    }
+
+    /// Runs every step in order under the service's deploy lock, reporting progress to
+    /// `observer`. The lock is released at the end, whatever happened.
+    pub async fn run(&self, observer: &dyn Observer) -> Result<Report, ReleaseError> {
+        let started = Instant::now();
+        let registry = &self.ports.registry;
+        let service = &self.options.service;
+        let lease = registry
+            .lock(
+                service,
+                &self.options.holder,
+                self.options.timeouts.lock_ttl,
+            )
+            .await
+            .map_err(|e| ReleaseError::NothingChanged {
+                step: None,
+                cause: e.into(),
+            })?;
+        let keeper = LeaseKeeper::start(registry.clone(), lease.clone());
+        let outcome = async {
+            let loaded =
+                registry
+                    .load(service)
+                    .await
+                    .map_err(|e| ReleaseError::NothingChanged {
+                        step: None,
+                        cause: e.into(),
+                    })?;
+            let mut run = Run::new(self, observer, &keeper, loaded.value, loaded.revision);
+            run.timing(None, Phase::Lock, started.elapsed());
+            for step in &self.options.steps {
+                run.step(*step).await?;
+            }
+            Ok(run.report())
+        }
+        .await;
+        keeper.stop();
+        // Unlocking a lease that expired is harmless: it is free already.
+        let _ = registry.unlock(&lease).await;
+        outcome
+    }
+}
+
+/// Renews the deploy lock in the background and remembers whether it was lost, so the engine
+/// can refuse to change anything more once it is.
+pub(crate) struct LeaseKeeper {
+    lost: Arc<AtomicBool>,
+    task: tokio::task::JoinHandle<()>,
+    service: ServiceName,
+}
+
+impl LeaseKeeper {
+    fn start(registry: DynRegistry, lease: Lease) -> LeaseKeeper {
+        let lost = Arc::new(AtomicBool::new(false));
+        let flag = lost.clone();
+        let service = lease.service.clone();
+        let period = lease.ttl / 3;
+        let task = tokio::spawn(async move {
+            loop {
+                sleep(period).await;
+                if registry.renew(&lease).await.is_err() {
+                    flag.store(true, Ordering::SeqCst);
+                    return;
+                }
+            }
+        });
+        LeaseKeeper {
+            lost,
+            task,
+            service,
+        }
+    }
+
+    /// Fails once the lease is lost: nothing may be changed after that.
+    fn ensure_held(&self) -> Result<(), Cause> {
+        if self.lost.load(Ordering::SeqCst) {
+            Err(crate::registry::RegistryError::LeaseLost {
+                service: self.service.clone(),
+            }
+            .into())
+        } else {
+            Ok(())
+        }
+    }
+
+    fn stop(&self) {
+        self.task.abort();
+    }
+}
+
+/// The phases of a deploy. `Run::advance` moves from one to the next; each variant says what
+/// it does, where it goes next, and what a failure in it leads to.
+#[derive(Debug)]
+enum DeployPhase {
+    /// Read the target's image, pull it, create its network, start side targets, and remove
+    /// the instances left in the group this release goes into.
+    /// → `Starting`. Failure → `Failed` (nothing of the live release was touched).
+    Preparing,
+    /// Create and start the new instances (all or nothing, by the orchestrator's contract).
+    /// → `WaitingHealthy`. Failure → `Failed` (nothing of the live release was touched).
+    Starting,
+    /// Poll the new instances until every one is healthy, within the health timeout.
+    /// → `Switching` when a proxy is configured, else `Committing`.
+    /// Unhealthy, exited, timed out → `RollingBack`.
+    WaitingHealthy { started: Vec<Instance> },
+    /// Point the proxy at the new instances; it answers once they are UP there.
+    /// → `Committing`. Failure → `RollingBack` (the proxy kept the old servers).
+    Switching { started: Vec<Instance> },
+    /// Compare-and-swap the new colour, scale and release record into the registry.
+    /// → `Retiring`. Failure (conflict, lost lock) → `RollingBack`, which also points the
+    /// proxy back at the old servers.
+    Committing {
+        started: Vec<Instance>,
+        switched: bool,
+    },
+    /// Without blue-green, drain and remove the replaced instances (blue-green keeps the old
+    /// colour running until `stop-old`).
+    /// → `Done`. Failure → `Failed` with [`ReleaseError::AfterCommit`].
+    Retiring,
+    /// Undo: point the proxy back at the old servers when it had been switched, then remove
+    /// what this release started. → `Failed` with [`ReleaseError::Aborted`].
+    RollingBack {
+        started: Vec<Instance>,
+        switched: bool,
+        cause: Cause,
+    },
+    /// The deploy is committed and finished.
+    Done,
+    /// The deploy failed; the error says what it left behind.
+    Failed(ReleaseError),
+}
+
+/// What a deploy works with, fixed in `Preparing`.
+#[derive(Debug, Default)]
+struct DeployPlan {
+    /// The group the new instances go into.
+    group: Option<Group>,
+    /// Their numbers.
+    numbers: Vec<u32>,
+    /// The image they run.
+    image: String,
+    /// The live instances before this deploy (running ones only).
+    old: Vec<Instance>,
+    /// The colour that was live before (blue-green only).
+    old_color: Option<Color>,
+}
+
+/// One invocation in progress.
+struct Run<'a> {
+    engine: &'a Engine,
+    observer: &'a dyn Observer,
+    keeper: &'a LeaseKeeper,
+    state: ReleaseState,
+    revision: Revision,
+    /// The scale `--scale` asks for, computed once from the state loaded at the start so that a
+    /// relative scale is applied once per invocation whatever the order of the steps.
+    wanted_scale: Option<u32>,
+    /// Whether a deploy of this invocation committed (a later `scale` is then a no-op).
+    deployed: bool,
+    summaries: Vec<(Step, String)>,
+    timings: Vec<PhaseTiming>,
+    plan: DeployPlan,
+}
+
+impl<'a> Run<'a> {
+    fn new(
+        engine: &'a Engine,
+        observer: &'a dyn Observer,
+        keeper: &'a LeaseKeeper,
+        state: ReleaseState,
+        revision: Revision,
+    ) -> Run<'a> {
+        let wanted_scale = engine.options.scale.map(|spec| spec.apply(state.scale));
+        Run {
+            engine,
+            observer,
+            keeper,
+            state,
+            revision,
+            wanted_scale,
+            deployed: false,
+            summaries: Vec::new(),
+            timings: Vec::new(),
+            plan: DeployPlan::default(),
+        }
+    }
+
+    fn options(&self) -> &ReleaseOptions {
+        &self.engine.options
+    }
+
+    fn orchestrator(&self) -> &DynOrchestrator {
+        &self.engine.ports.orchestrator
+    }
+
+    fn proxy(&self) -> Option<&DynProxy> {
+        self.engine.ports.proxy.as_ref()
+    }
+
+    fn emit(&self, event: Event) {
+        self.observer.on_event(&event);
+    }
+
+    fn timing(&mut self, step: Option<Step>, phase: Phase, took: std::time::Duration) {
+        self.timings.push(PhaseTiming { step, phase, took });
+        self.emit(Event::PhaseFinished { step, phase, took });
+    }
+
+    fn report(self) -> Report {
+        Report {
+            service: self.engine.options.service.clone(),
+            live_color: self.state.color,
+            scale: self.state.scale,
+            summaries: self.summaries,
+            timings: self.timings,
+        }
+    }
+
+    async fn step(&mut self, step: Step) -> Result<(), ReleaseError> {
+        self.emit(Event::StepStarted { step });
+        let summary = match step {
+            Step::Deploy => self.deploy().await?,
+            Step::Scale => self.scale().await?,
+            Step::StopOld => self.stop_old().await?,
+            Step::Proxy => self.point_proxy().await?,
+        };
+        self.emit(Event::StepFinished {
+            step,
+            summary: summary.clone(),
+        });
+        self.summaries.push((step, summary));
+        Ok(())
+    }
+
+    /// The live group: the stored colour in blue-green mode, the target itself otherwise.
+    fn live_group(&self) -> Result<Group, Cause> {
+        let target = self.options().target.clone();
+        if self.options().blue_green {
+            match self.state.color {
+                Some(color) => Ok(Group::new(target, Some(color))),
+                None => Err(Cause::NothingLive {
+                    service: self.options().service.clone(),
+                }),
+            }
+        } else {
+            Ok(Group::new(target, None))
+        }
+    }
+
+    fn route(&self, color: Option<Color>) -> Option<Route> {
+        self.options().route.as_ref().map(|settings| Route {
+            service: self.options().service.clone(),
+            color,
+            paths: settings.paths.clone(),
+            domain: settings.domain.clone(),
+            path_type: settings.path_type,
+        })
+    }
+
+    // ----- deploy -----
+
+    async fn deploy(&mut self) -> Result<String, ReleaseError> {
+        let mut phase = DeployPhase::Preparing;
+        loop {
+            phase = match phase {
+                DeployPhase::Done => break,
+                DeployPhase::Failed(error) => return Err(error),
+                other => self.advance(other).await,
+            };
+        }
+        self.deployed = true;
+        let plan = &self.plan;
+        let group = plan
+            .group
+            .as_ref()
+            .map(ToString::to_string)
+            .unwrap_or_default();
+        Ok(format!(
+            "{} instance(s) of {} ({}) live{}",
+            plan.numbers.len(),
+            group,
+            plan.image,
+            match plan.old_color {
+                Some(old) if !plan.old.is_empty() => format!(
+                    "; {} instance(s) of {old} still running (stop them with -F stop-old)",
+                    plan.old.len()
+                ),
+                _ => String::new(),
+            }
+        ))
+    }
+
+    /// Advances a deploy by one phase.
+    async fn advance(&mut self, phase: DeployPhase) -> DeployPhase {
+        let step = Step::Deploy;
+        let began = Instant::now();
+        match phase {
+            DeployPhase::Preparing => match self.prepare_deploy().await {
+                Ok(()) => {
+                    self.timing(Some(step), Phase::Prepare, began.elapsed());
+                    DeployPhase::Starting
+                }
+                Err(cause) => DeployPhase::Failed(ReleaseError::NothingChanged {
+                    step: Some(step),
+                    cause,
+                }),
+            },
+            DeployPhase::Starting => {
+                let group = self.plan.group.clone().expect("planned in Preparing");
+                let started = match self.keeper.ensure_held() {
+                    Ok(()) => self
+                        .orchestrator()
+                        .start(&group, &self.plan.numbers)
+                        .await
+                        .map_err(Cause::from),
+                    Err(cause) => Err(cause),
+                };
+                match started {
+                    Ok(started) => {
+                        self.timing(Some(step), Phase::Start, began.elapsed());
+                        DeployPhase::WaitingHealthy { started }
+                    }
+                    Err(cause) => DeployPhase::Failed(ReleaseError::NothingChanged {
+                        step: Some(step),
+                        cause,
+                    }),
+                }
+            }
+            DeployPhase::WaitingHealthy { started } => match self.wait_healthy(&started).await {
+                Ok(()) => {
+                    self.timing(Some(step), Phase::Healthy, began.elapsed());
+                    if self.proxy().is_some() {
+                        DeployPhase::Switching { started }
+                    } else {
+                        DeployPhase::Committing {
+                            started,
+                            switched: false,
+                        }
+                    }
+                }
+                Err(cause) => DeployPhase::RollingBack {
+                    started,
+                    switched: false,
+                    cause,
+                },
+            },
+            DeployPhase::Switching { started } => {
+                let color = self.plan.group.as_ref().and_then(|g| g.color);
+                match self.switch_to(color, &started).await {
+                    Ok(()) => {
+                        self.timing(Some(step), Phase::Switch, began.elapsed());
+                        DeployPhase::Committing {
+                            started,
+                            switched: true,
+                        }
+                    }
+                    Err(cause) => DeployPhase::RollingBack {
+                        started,
+                        switched: false,
+                        cause,
+                    },
+                }
+            }
+            DeployPhase::Committing { started, switched } => {
+                let state = ReleaseState {
+                    color: self
+                        .plan
+                        .group
+                        .as_ref()
+                        .and_then(|g| g.color)
+                        .or(self.state.color),
+                    scale: Some(self.plan.numbers.len() as u32),
+                    last_release: Some(ReleaseRecord {
+                        color: self.plan.group.as_ref().and_then(|g| g.color),
+                        image: self.plan.image.clone(),
+                        scale: self.plan.numbers.len() as u32,
+                        released_at: SystemTime::now(),
+                        released_by: self.options().holder.clone(),
+                    }),
+                };
+                match self.commit(state).await {
+                    Ok(()) => {
+                        self.timing(Some(step), Phase::Commit, began.elapsed());
+                        DeployPhase::Retiring
+                    }
+                    Err(cause) => DeployPhase::RollingBack {
+                        started,
+                        switched,
+                        cause,
+                    },
+                }
+            }
+            DeployPhase::Retiring => {
+                if self.options().blue_green || self.plan.old.is_empty() {
+                    return DeployPhase::Done;
+                }
+                let old = self.plan.old.clone();
+                match self.drain_and(&old, Retire::Remove, step).await {
+                    Ok(()) => DeployPhase::Done,
+                    Err(cause) => DeployPhase::Failed(ReleaseError::AfterCommit { step, cause }),
+                }
+            }
+            DeployPhase::RollingBack {
+                started,
+                switched,
+                cause,
+            } => {
+                let old = self.plan.old.clone();
+                let old_color = self.plan.old_color;
+                let cleanup_failures = self
+                    .roll_back(
+                        step,
+                        &cause,
+                        &started,
+                        switched.then_some((old_color, &old[..])),
+                    )
+                    .await;
+                self.timing(Some(step), Phase::Rollback, began.elapsed());
+                DeployPhase::Failed(ReleaseError::Aborted {
+                    step,
+                    cause,
+                    cleanup_failures,
+                })
+            }
+            DeployPhase::Done => DeployPhase::Done,
+            DeployPhase::Failed(error) => DeployPhase::Failed(error),
+        }
+    }
+
+    /// Fixes the deploy plan and makes the target startable. Touches nothing that is live.
+    async fn prepare_deploy(&mut self) -> Result<(), Cause> {
+        self.keeper.ensure_held()?;
+        let orchestrator = self.orchestrator().clone();
+        let target = self.options().target.clone();
+        let info = orchestrator.describe(&target).await?;
+        let count = self
+            .wanted_scale
+            .unwrap_or_else(|| self.state.scale.unwrap_or(1));
+        let (group, old_color, old, leftovers, first_number) = if self.options().blue_green {
+            let next = Color::next_after(self.state.color);
+            let group = Group::new(target.clone(), Some(next));
+            // Everything in the idle colour is a leftover of an older release.
+            let leftovers = orchestrator.list(&group).await?;
+            let old = match self.state.color {
+                Some(live) => running(
+                    orchestrator
+                        .list(&Group::new(target.clone(), Some(live)))
+                        .await?,
+                ),
+                None => Vec::new(),
+            };
+            (group, self.state.color, old, leftovers, 1)
+        } else {
+            // Without colours, new instances are numbered after the live ones so both can
+            // run side by side until the new ones are healthy.
+            let group = Group::new(target.clone(), None);
+            let existing = orchestrator.list(&group).await?;
+            let (old, leftovers): (Vec<_>, Vec<_>) = existing.into_iter().partition(|i| i.running);
+            let first = old.iter().map(|i| i.number).max().unwrap_or(0) + 1;
+            (group, None, old, leftovers, first)
+        };
+        self.plan = DeployPlan {
+            group: Some(group),
+            numbers: (first_number..first_number + count).collect(),
+            image: info.image,
+            old,
+            old_color,
+        };
+        orchestrator.prepare(&target).await?;
+        if !self.options().side_targets.is_empty() {
+            orchestrator
+                .start_side_targets(&self.options().side_targets)
+                .await?;
+        }
+        if !leftovers.is_empty() {
+            self.emit(Event::Notice {
+                message: format!(
+                    "removing {} leftover instance(s) of an older release: {}",
+                    leftovers.len(),
+                    names(&leftovers)
+                ),
+            });
+            orchestrator.remove(&leftovers).await?;
+        }
+        Ok(())
+    }
+
+    /// Polls `instances` until all are healthy; fails on the first unhealthy or exited one,
+    /// or when the health timeout runs out.
+    async fn wait_healthy(&self, instances: &[Instance]) -> Result<(), Cause> {
+        let timeouts = self.options().timeouts;
+        let began = Instant::now();
+        let mut pending: Vec<&Instance> = instances.iter().collect();
+        loop {
+            self.keeper.ensure_held()?;
+            let answers = join_all(pending.iter().map(|i| self.orchestrator().health(i))).await;
+            let mut still = Vec::new();
+            for (instance, answer) in pending.into_iter().zip(answers) {
+                match answer? {
+                    Health::Healthy => {}
+                    Health::Starting { .. } => still.push(instance),
+                    health @ (Health::Unhealthy { .. } | Health::Exited { .. }) => {
+                        let diagnosis = self
+                            .orchestrator()
+                            .diagnose(instance)
+                            .await
+                            .unwrap_or_default();
+                        return Err(Cause::Unhealthy {
+                            instance: instance.name.clone(),
+                            health,
+                            diagnosis: Box::new(diagnosis),
+                        });
+                    }
+                }
+            }
+            pending = still;
+            self.emit(Event::WaitingHealthy {
+                healthy: instances.len() - pending.len(),
+                total: instances.len(),
+                elapsed: began.elapsed(),
+            });
+            if pending.is_empty() {
+                return Ok(());
+            }
+            if began.elapsed() >= timeouts.health {
+                let diagnosis = self
+                    .orchestrator()
+                    .diagnose(pending[0])
+                    .await
+                    .unwrap_or_default();
+                return Err(Cause::HealthTimeout {
+                    instances: pending.iter().map(|i| i.name.clone()).collect(),
+                    after: timeouts.health,
+                    diagnosis: Box::new(diagnosis),
+                });
+            }
+            sleep(timeouts.health_poll).await;
+        }
+    }
+
+    /// Points the proxy (when there is one) at exactly `instances`.
+    async fn switch_to(&self, color: Option<Color>, instances: &[Instance]) -> Result<(), Cause> {
+        let (Some(proxy), Some(route)) = (self.proxy(), self.route(color)) else {
+            return Ok(());
+        };
+        self.keeper.ensure_held()?;
+        let servers = addresses(instances)?;
+        proxy.reconfigure(&route, &servers).await?;
+        Ok(())
+    }
+
+    /// Stores `state` by compare-and-swap against the revision this invocation holds.
+    async fn commit(&mut self, state: ReleaseState) -> Result<(), Cause> {
+        self.keeper.ensure_held()?;
+        let revision = self
+            .engine
+            .ports
+            .registry
+            .store(&self.options().service, &state, self.revision)
+            .await?;
+        self.state = state;
+        self.revision = revision;
+        Ok(())
+    }
+
+    /// Waits (bounded by the drain timeout) until the proxy reports no sessions on
+    /// `instances`, then stops or removes them.
+    async fn drain_and(
+        &mut self,
+        instances: &[Instance],
+        retire: Retire,
+        step: Step,
+    ) -> Result<(), Cause> {
+        let began = Instant::now();
+        if let Some(proxy) = self.proxy().cloned() {
+            let servers: Vec<SocketAddr> = instances.iter().filter_map(|i| i.address).collect();
+            let timeouts = self.options().timeouts;
+            loop {
+                let sessions = proxy.sessions(&self.options().service, &servers).await?;
+                self.emit(Event::Draining {
+                    sessions,
+                    elapsed: began.elapsed(),
+                });
+                if sessions == 0 {
+                    break;
+                }
+                if began.elapsed() >= timeouts.drain {
+                    self.emit(Event::Notice {
+                        message: format!(
+                            "{sessions} session(s) still open after the drain timeout ({}); stopping anyway",
+                            crate::time::human(timeouts.drain)
+                        ),
+                    });
+                    break;
+                }
+                sleep(timeouts.drain_poll).await;
+            }
+            self.timing(Some(step), Phase::Drain, began.elapsed());
+        }
+        let began = Instant::now();
+        match retire {
+            Retire::Stop => self.orchestrator().stop(instances).await?,
+            Retire::Remove => self.orchestrator().remove(instances).await?,
+        }
+        self.timing(Some(step), Phase::Retire, began.elapsed());
+        Ok(())
+    }
+
+    /// Undoes a failed step: the proxy goes back to `restore` (colour and servers) when it
+    /// had been switched, then what the step started is removed. Returns what failed.
+    async fn roll_back(
+        &self,
+        step: Step,
+        cause: &Cause,
+        started: &[Instance],
+        restore: Option<(Option<Color>, &[Instance])>,
+    ) -> Vec<String> {
+        self.emit(Event::RollingBack {
+            step,
+            reason: cause.to_string(),
+        });
+        let mut failures = Vec::new();
+        if let (Some((color, old)), Some(proxy)) = (restore, self.proxy()) {
+            let restored = if old.is_empty() {
+                proxy
+                    .remove(&self.options().service)
+                    .await
+                    .map_err(Cause::from)
+            } else {
+                match (self.route(color), addresses(old)) {
+                    (Some(route), Ok(servers)) => proxy
+                        .reconfigure(&route, &servers)
+                        .await
+                        .map_err(Cause::from),
+                    (_, Err(cause)) => Err(cause),
+                    (None, _) => Ok(()),
+                }
+            };
+            if let Err(e) = restored {
+                failures.push(format!(
+                    "point the proxy back at the old instances ({}): {e}",
+                    names(old)
+                ));
+            }
+        }
+        if !started.is_empty() {
+            if let Err(e) = self.orchestrator().remove(started).await {
+                failures.push(format!(
+                    "remove the new instances ({}): {e}",
+                    names(started)
+                ));
+            }
+        }
+        failures
+    }
+
+    // ----- scale -----
+
+    async fn scale(&mut self) -> Result<String, ReleaseError> {
+        let step = Step::Scale;
+        let wanted = self
+            .wanted_scale
+            .expect("validated: scale step has a scale");
+        if self.deployed {
+            return Ok(format!(
+                "already at {wanted} instance(s): the deploy of this run applied --scale"
+            ));
+        }
+        let nothing_changed = |cause: Cause| ReleaseError::NothingChanged {
+            step: Some(step),
+            cause,
+        };
+        let group = self.live_group().map_err(nothing_changed)?;
+        let all = self
+            .orchestrator()
+            .list(&group)
+            .await
+            .map_err(|e| nothing_changed(e.into()))?;
+        let live = running(all.clone());
+        let current = live.len() as u32;
+        if wanted > current {
+            self.scale_up(&group, &all, &live, wanted).await?;
+            Ok(format!(
+                "{group} scaled up from {current} to {wanted} instance(s)"
+            ))
+        } else if wanted < current {
+            self.scale_down(&group, &live, wanted).await?;
+            Ok(format!(
+                "{group} scaled down from {current} to {wanted} instance(s)"
+            ))
+        } else {
+            if self.state.scale != Some(wanted) {
+                let state = ReleaseState {
+                    scale: Some(wanted),
+                    ..self.state.clone()
+                };
+                self.commit(state).await.map_err(nothing_changed)?;
+            }
+            Ok(format!("{group} already runs {wanted} instance(s)"))
+        }
+    }
+
+    async fn scale_up(
+        &mut self,
+        group: &Group,
+        all: &[Instance],
+        live: &[Instance],
+        wanted: u32,
+    ) -> Result<(), ReleaseError> {
+        let step = Step::Scale;
+        let began = Instant::now();
+        let first = all.iter().map(|i| i.number).max().unwrap_or(0) + 1;
+        let numbers: Vec<u32> = (first..first + wanted - live.len() as u32).collect();
+        let started = match self.keeper.ensure_held() {
+            Ok(()) => self
+                .orchestrator()
+                .start(group, &numbers)
+                .await
+                .map_err(Cause::from),
+            Err(cause) => Err(cause),
+        }
+        .map_err(|cause| ReleaseError::NothingChanged {
+            step: Some(step),
+            cause,
+        })?;
+        self.timing(Some(step), Phase::Start, began.elapsed());
+        let mut switched = false;
+        let outcome = async {
+            let began = Instant::now();
+            self.wait_healthy(&started).await?;
+            self.timing(Some(step), Phase::Healthy, began.elapsed());
+            if self.proxy().is_some() {
+                let began = Instant::now();
+                let serving: Vec<Instance> = live.iter().chain(started.iter()).cloned().collect();
+                self.switch_to(group.color, &serving).await?;
+                switched = true;
+                self.timing(Some(step), Phase::Switch, began.elapsed());
+            }
+            let began = Instant::now();
+            let state = ReleaseState {
+                scale: Some(wanted),
+                ..self.state.clone()
+            };
+            self.commit(state).await?;
+            self.timing(Some(step), Phase::Commit, began.elapsed());
+            Ok::<(), Cause>(())
+        }
+        .await;
+        match outcome {
+            Ok(()) => Ok(()),
+            Err(cause) => {
+                let cleanup_failures = self
+                    .roll_back(
+                        step,
+                        &cause,
+                        &started,
+                        switched.then_some((group.color, live)),
+                    )
+                    .await;
+                Err(ReleaseError::Aborted {
+                    step,
+                    cause,
+                    cleanup_failures,
+                })
+            }
+        }
+    }
+
+    async fn scale_down(
+        &mut self,
+        group: &Group,
+        live: &[Instance],
+        wanted: u32,
+    ) -> Result<(), ReleaseError> {
+        let step = Step::Scale;
+        // The highest numbers go first, so the remaining ones stay 1..=wanted when they were.
+        let mut by_number = live.to_vec();
+        by_number.sort_by_key(|i| std::cmp::Reverse(i.number));
+        let surplus = by_number.len() - wanted as usize;
+        let victims: Vec<Instance> = by_number.drain(..surplus).collect();
+        let keep = by_number;
+        let began = Instant::now();
+        if let Err(cause) = self.switch_to(group.color, &keep).await {
+            // The proxy keeps its servers when it refuses (contract), so nothing changed.
+            return Err(ReleaseError::NothingChanged {
+                step: Some(step),
+                cause,
+            });
+        }
+        if self.proxy().is_some() {
+            self.timing(Some(step), Phase::Switch, began.elapsed());
+        }
+        let began = Instant::now();
+        let state = ReleaseState {
+            scale: Some(wanted),
+            ..self.state.clone()
+        };
+        if let Err(cause) = self.commit(state).await {
+            let cleanup_failures = self
+                .roll_back(
+                    step,
+                    &cause,
+                    &[],
+                    self.proxy().is_some().then_some((group.color, live)),
+                )
+                .await;
+            return Err(ReleaseError::Aborted {
+                step,
+                cause,
+                cleanup_failures,
+            });
+        }
+        self.timing(Some(step), Phase::Commit, began.elapsed());
+        self.drain_and(&victims, Retire::Remove, step)
+            .await
+            .map_err(|cause| ReleaseError::AfterCommit { step, cause })
+    }
+
+    // ----- stop-old -----
+
+    async fn stop_old(&mut self) -> Result<String, ReleaseError> {
+        let step = Step::StopOld;
+        let nothing_changed = |cause: Cause| ReleaseError::NothingChanged {
+            step: Some(step),
+            cause,
+        };
+        let live_group = self.live_group().map_err(nothing_changed)?;
+        let live_color = live_group.color.expect("blue-green validated for stop-old");
+        let old_group = Group::new(self.options().target.clone(), Some(live_color.other()));
+        let old = running(
+            self.orchestrator()
+                .list(&old_group)
+                .await
+                .map_err(|e| nothing_changed(e.into()))?,
+        );
+        if old.is_empty() {
+            return Ok(format!(
+                "nothing to stop: no instance of {old_group} is running"
+            ));
+        }
+        if self.proxy().is_some() && !self.deployed {
+            // Make sure the old colour is out of the rotation before waiting for it to drain
+            // (a no-op when a deploy of this run switched the proxy already).
+            let began = Instant::now();
+            let live = running(
+                self.orchestrator()
+                    .list(&live_group)
+                    .await
+                    .map_err(|e| nothing_changed(e.into()))?,
+            );
+            self.switch_to(Some(live_color), &live)
+                .await
+                .map_err(nothing_changed)?;
+            self.timing(Some(step), Phase::Switch, began.elapsed());
+        }
+        self.keeper.ensure_held().map_err(nothing_changed)?;
+        self.drain_and(&old, Retire::Stop, step)
+            .await
+            .map_err(|cause| ReleaseError::AfterCommit { step, cause })?;
+        Ok(format!(
+            "stopped {} instance(s) of {old_group}: {}",
+            old.len(),
+            names(&old)
+        ))
+    }
+
+    // ----- proxy -----
+
+    async fn point_proxy(&mut self) -> Result<String, ReleaseError> {
+        let step = Step::Proxy;
+        let nothing_changed = |cause: Cause| ReleaseError::NothingChanged {
+            step: Some(step),
+            cause,
+        };
+        let began = Instant::now();
+        let group = self.live_group().map_err(nothing_changed)?;
+        let live = running(
+            self.orchestrator()
+                .list(&group)
+                .await
+                .map_err(|e| nothing_changed(e.into()))?,
+        );
+        if live.is_empty() {
+            return Err(nothing_changed(Cause::NothingLive {
+                service: self.options().service.clone(),
+            }));
+        }
+        self.switch_to(group.color, &live)
+            .await
+            .map_err(nothing_changed)?;
+        self.timing(Some(step), Phase::Switch, began.elapsed());
+        Ok(format!(
+            "proxy routes {} to {} instance(s) of {group}",
+            self.options().service,
+            live.len()
+        ))
+    }
+}
+
+/// What happens to instances once drained.
+#[derive(Debug, Clone, Copy)]
+enum Retire {
+    /// Stop them and keep them, for a manual restart (old colour).
+    Stop,
+    /// Remove them (replaced or scaled away).
+    Remove,
+}
+
+fn running(instances: Vec<Instance>) -> Vec<Instance> {
+    instances.into_iter().filter(|i| i.running).collect()
+}
+
+fn names(instances: &[Instance]) -> String {
+    instances
+        .iter()
+        .map(|i| i.name.as_str())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn addresses(instances: &[Instance]) -> Result<Vec<SocketAddr>, Cause> {
+    instances
+        .iter()
+        .map(|i| {
+            i.address.ok_or_else(|| Cause::NoAddress {
+                instance: i.name.clone(),
+            })
+        })
+        .collect()
+}

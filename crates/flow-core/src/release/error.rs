@@ -1,0 +1,172 @@
+//! What a release can fail with, sorted by what it left behind.
+//!
+//! The sorting is the point: a caller (the CLI maps it to exit codes) must be able to tell
+//! "nothing changed" from "rolled back" from "the new version is live but a later step failed"
+//! without parsing messages.
+
+use std::time::Duration;
+
+use crate::domain::ServiceName;
+use crate::orchestrator::{Diagnosis, Health, OrchestratorError};
+use crate::proxy::ProxyError;
+use crate::registry::RegistryError;
+use crate::release::Step;
+use crate::time::human;
+
+/// Why a step could not go on.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Cause {
+    /// The container engine failed or refused.
+    #[error(transparent)]
+    Orchestrator(#[from] OrchestratorError),
+    /// The registry failed, refused a compare-and-swap, or the lock was held or lost.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// The proxy failed or refused.
+    #[error(transparent)]
+    Proxy(#[from] ProxyError),
+    /// A new instance reported unhealthy or exited while the release waited for it.
+    #[error(
+        "{instance} failed: {}{}",
+        describe_health(health),
+        describe_diagnosis(diagnosis)
+    )]
+    Unhealthy {
+        /// The instance (container name).
+        instance: String,
+        /// What it reported.
+        health: Health,
+        /// Its last health output and log tail.
+        diagnosis: Box<Diagnosis>,
+    },
+    /// New instances were still not healthy when `--health-timeout` ran out.
+    #[error("{} did not become healthy within {} (raise --health-timeout if it is just slow){}", instances.join(", "), human(*after), describe_diagnosis(diagnosis))]
+    HealthTimeout {
+        /// The instances still not healthy.
+        instances: Vec<String>,
+        /// The timeout that ran out.
+        after: Duration,
+        /// Last health output and log tail of the first of them.
+        diagnosis: Box<Diagnosis>,
+    },
+    /// A step needs a live release, and there is none.
+    #[error("{service} has no live release yet: run a deploy first (-F deploy)")]
+    NothingLive {
+        /// The service.
+        service: ServiceName,
+    },
+    /// An instance has no address a proxy could send traffic to.
+    #[error(
+        "{instance} has no address the proxy can reach: set --port to the service's container port"
+    )]
+    NoAddress {
+        /// The instance (container name).
+        instance: String,
+    },
+}
+
+fn describe_health(health: &Health) -> String {
+    match health {
+        Health::Unhealthy { detail } => format!("health check failing: {}", detail.trim()),
+        Health::Exited { code } => format!("exited with code {code}"),
+        Health::Starting { detail } => format!(
+            "still starting{}",
+            detail
+                .as_deref()
+                .map(|d| format!(": {}", d.trim()))
+                .unwrap_or_default()
+        ),
+        Health::Healthy => "healthy".to_string(),
+    }
+}
+
+fn describe_diagnosis(diagnosis: &Diagnosis) -> String {
+    let mut text = String::new();
+    if let Some(output) = diagnosis.last_health_output.as_deref() {
+        text.push_str(&format!("\n  last health output: {}", output.trim()));
+    }
+    if !diagnosis.log_tail.trim().is_empty() {
+        text.push_str("\n  last log lines:");
+        for line in diagnosis.log_tail.trim_end().lines() {
+            text.push_str("\n    ");
+            text.push_str(line);
+        }
+    }
+    text
+}
+
+/// A failed invocation, sorted by what it left behind.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReleaseError {
+    /// The options contradict each other or miss something a step needs; found before any
+    /// port was called.
+    #[error("{0}")]
+    InvalidOptions(String),
+    /// A step failed before anything was changed: the live release, its instances and the
+    /// stored state are as they were. The lock held by another release is one such case.
+    #[error("{}{cause}\nnothing was changed", step.map(|s| format!("{s}: ")).unwrap_or_default())]
+    NothingChanged {
+        /// The step that failed (`None`: before the first step, e.g. taking the lock).
+        step: Option<Step>,
+        /// Why.
+        cause: Cause,
+    },
+    /// A step failed after it had started something, and was rolled back: what it started was
+    /// removed, the proxy points at the servers it had before, the stored state is untouched.
+    /// `cleanup_failures` lists what could not be undone (empty when the rollback was clean).
+    #[error("{step} aborted: {cause}\n{}", rollback_summary(cleanup_failures))]
+    Aborted {
+        /// The step that was rolled back.
+        step: Step,
+        /// Why.
+        cause: Cause,
+        /// Undo actions that failed, in words.
+        cleanup_failures: Vec<String>,
+    },
+    /// A step failed after its new state was committed: the new version is live, but this
+    /// step's follow-up work (removing replaced instances, draining) or a later step failed.
+    #[error("{step} failed after the new state was committed (the new version is live): {cause}")]
+    AfterCommit {
+        /// The step that failed.
+        step: Step,
+        /// Why.
+        cause: Cause,
+    },
+}
+
+fn rollback_summary(failures: &[String]) -> String {
+    if failures.is_empty() {
+        "rolled back: the instances it started were removed; the live version and the stored state are untouched".to_string()
+    } else {
+        format!(
+            "rolled back INCOMPLETELY; fix by hand:\n  - {}",
+            failures.join("\n  - ")
+        )
+    }
+}
+
+impl ReleaseError {
+    /// Whether the failure left everything as it was before the invocation (an `Aborted`
+    /// whose rollback was clean counts: it undid what it did).
+    pub fn left_live_release_untouched(&self) -> bool {
+        match self {
+            ReleaseError::InvalidOptions(_) | ReleaseError::NothingChanged { .. } => true,
+            ReleaseError::Aborted {
+                cleanup_failures, ..
+            } => cleanup_failures.is_empty(),
+            ReleaseError::AfterCommit { .. } => false,
+        }
+    }
+
+    /// The underlying cause, when there is one.
+    pub fn cause(&self) -> Option<&Cause> {
+        match self {
+            ReleaseError::InvalidOptions(_) => None,
+            ReleaseError::NothingChanged { cause, .. }
+            | ReleaseError::Aborted { cause, .. }
+            | ReleaseError::AfterCommit { cause, .. } => Some(cause),
+        }
+    }
+}

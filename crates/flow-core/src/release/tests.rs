@@ -1,0 +1,1451 @@
+//! The engine against mockall mocks of the three ports: the order of operations and every
+//! failure branch.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use mockall::predicate::{always, eq};
+use mockall::Sequence;
+
+use crate::domain::{Color, ReleaseState, Revision, ScaleSpec, ServiceName, Versioned};
+use crate::mocks::{MockOrchestrator, MockProxy, MockRegistry};
+use crate::orchestrator::{Diagnosis, Group, Health, Instance, OrchestratorError, TargetInfo};
+use crate::proxy::{PathType, ProxyError};
+use crate::registry::{Lease, RegistryError};
+use crate::release::{
+    Cause, Engine, Event, PlannedAction, Ports, ReleaseError, ReleaseOptions, RouteSettings, Step,
+    Timeouts,
+};
+
+const TARGET: &str = "app";
+
+fn service() -> ServiceName {
+    ServiceName::new("demo-app").unwrap()
+}
+
+fn options(steps: &[Step], blue_green: bool, scale: Option<ScaleSpec>) -> ReleaseOptions {
+    ReleaseOptions {
+        service: service(),
+        target: TARGET.into(),
+        side_targets: Vec::new(),
+        blue_green,
+        steps: steps.to_vec(),
+        scale,
+        route: Some(RouteSettings {
+            paths: vec!["/".into()],
+            domain: None,
+            path_type: PathType::Prefix,
+        }),
+        timeouts: Timeouts {
+            health: Duration::from_secs(5),
+            health_poll: Duration::from_millis(100),
+            drain: Duration::from_secs(2),
+            drain_poll: Duration::from_millis(100),
+            lock_ttl: Duration::from_secs(30),
+        },
+        holder: "test holder".into(),
+    }
+}
+
+fn instance(color: Option<Color>, number: u32, running: bool) -> Instance {
+    let group = Group::new(TARGET, color);
+    let octet = match color {
+        Some(Color::Blue) => 10,
+        Some(Color::Green) => 20,
+        None => 30,
+    };
+    Instance {
+        id: format!("id-{group}-{number}"),
+        name: format!("demo-{group}-{number}"),
+        group,
+        number,
+        running,
+        address: Some(SocketAddr::from(([10, 0, octet, number as u8], 8080))),
+        image: "demo:v2".into(),
+    }
+}
+
+fn addrs(instances: &[Instance]) -> Vec<SocketAddr> {
+    instances.iter().map(|i| i.address.unwrap()).collect()
+}
+
+fn state(color: Option<Color>, scale: Option<u32>) -> ReleaseState {
+    ReleaseState {
+        color,
+        scale,
+        last_release: None,
+    }
+}
+
+fn lease() -> Lease {
+    Lease {
+        service: service(),
+        holder: "test holder".into(),
+        token: "t".into(),
+        acquired_at: SystemTime::now(),
+        ttl: Duration::from_secs(30),
+    }
+}
+
+/// A registry that grants the lock, holds `initial` at revision 7, and expects the unlock.
+fn registry(seq: &mut Sequence, initial: ReleaseState) -> MockRegistry {
+    let mut registry = MockRegistry::new();
+    registry
+        .expect_lock()
+        .times(1)
+        .in_sequence(seq)
+        .returning(|_, _, _| Ok(lease()));
+    registry
+        .expect_load()
+        .times(1)
+        .in_sequence(seq)
+        .returning(move |_| {
+            Ok(Versioned {
+                value: initial.clone(),
+                revision: Revision(7),
+            })
+        });
+    registry.expect_renew().returning(|_| Ok(()));
+    registry
+}
+
+fn expect_unlock(registry: &mut MockRegistry, seq: &mut Sequence) {
+    registry
+        .expect_unlock()
+        .times(1)
+        .in_sequence(seq)
+        .returning(|_| Ok(()));
+}
+
+fn engine(
+    orchestrator: MockOrchestrator,
+    registry: MockRegistry,
+    proxy: Option<MockProxy>,
+    options: ReleaseOptions,
+) -> Engine {
+    Engine::new(
+        Ports {
+            orchestrator: Arc::new(orchestrator),
+            registry: Arc::new(registry),
+            proxy: proxy.map(|p| Arc::new(p) as _),
+        },
+        options,
+    )
+    .expect("valid options")
+}
+
+fn ignore(_: &Event) {}
+
+/// Expects the Preparing phase of a blue-green deploy into `next` with `live` running.
+fn expect_prepare_bg(
+    orchestrator: &mut MockOrchestrator,
+    seq: &mut Sequence,
+    next: Color,
+    live: Option<(Color, Vec<Instance>)>,
+    leftovers: Vec<Instance>,
+) {
+    orchestrator
+        .expect_describe()
+        .with(eq(TARGET))
+        .times(1)
+        .in_sequence(seq)
+        .returning(|_| {
+            Ok(TargetInfo {
+                image: "demo:v2".into(),
+            })
+        });
+    orchestrator
+        .expect_list()
+        .with(eq(Group::new(TARGET, Some(next))))
+        .times(1)
+        .in_sequence(seq)
+        .returning(move |_| Ok(leftovers.clone()));
+    if let Some((color, instances)) = live {
+        orchestrator
+            .expect_list()
+            .with(eq(Group::new(TARGET, Some(color))))
+            .times(1)
+            .in_sequence(seq)
+            .returning(move |_| Ok(instances.clone()));
+    }
+    orchestrator
+        .expect_prepare()
+        .times(1)
+        .in_sequence(seq)
+        .returning(|_| Ok(()));
+}
+
+fn expect_start(
+    orchestrator: &mut MockOrchestrator,
+    seq: &mut Sequence,
+    color: Option<Color>,
+    numbers: Vec<u32>,
+) -> Vec<Instance> {
+    let started: Vec<Instance> = numbers.iter().map(|n| instance(color, *n, true)).collect();
+    let answer = started.clone();
+    orchestrator
+        .expect_start()
+        .with(eq(Group::new(TARGET, color)), eq(numbers))
+        .times(1)
+        .in_sequence(seq)
+        .returning(move |_, _| Ok(answer.clone()));
+    started
+}
+
+fn expect_healthy(orchestrator: &mut MockOrchestrator, seq: &mut Sequence, count: usize) {
+    orchestrator
+        .expect_health()
+        .times(count)
+        .in_sequence(seq)
+        .returning(|_| Ok(Health::Healthy));
+}
+
+#[tokio::test]
+async fn first_blue_green_deploy_goes_blue_in_the_guaranteed_order() {
+    let mut seq = Sequence::new();
+    let mut registry = registry(&mut seq, ReleaseState::default());
+    let mut orchestrator = MockOrchestrator::new();
+    let mut proxy = MockProxy::new();
+    expect_prepare_bg(&mut orchestrator, &mut seq, Color::Blue, None, vec![]);
+    let started = expect_start(&mut orchestrator, &mut seq, Some(Color::Blue), vec![1]);
+    expect_healthy(&mut orchestrator, &mut seq, 1);
+    let servers = addrs(&started);
+    proxy
+        .expect_reconfigure()
+        .withf(move |route, s| route.color == Some(Color::Blue) && s == servers.as_slice())
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(()));
+    registry
+        .expect_store()
+        .withf(|_, state, expected| {
+            state.color == Some(Color::Blue)
+                && state.scale == Some(1)
+                && state.last_release.as_ref().map(|r| r.image.as_str()) == Some("demo:v2")
+                && *expected == Revision(7)
+        })
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _| Ok(Revision(8)));
+    expect_unlock(&mut registry, &mut seq);
+
+    let report = engine(
+        orchestrator,
+        registry,
+        Some(proxy),
+        options(&[Step::Deploy], true, None),
+    )
+    .run(&ignore)
+    .await
+    .expect("deploy succeeds");
+    assert_eq!(report.live_color, Some(Color::Blue));
+    assert_eq!(report.scale, Some(1));
+    let phases: Vec<&str> = report.timings.iter().map(|t| t.phase.as_str()).collect();
+    assert_eq!(
+        phases,
+        ["lock", "prepare", "start", "healthy", "switch", "commit"]
+    );
+}
+
+#[tokio::test]
+async fn second_deploy_goes_to_the_other_colour_removes_leftovers_and_keeps_the_old_running() {
+    let mut seq = Sequence::new();
+    let mut registry = registry(&mut seq, state(Some(Color::Blue), Some(2)));
+    let mut orchestrator = MockOrchestrator::new();
+    let live = vec![
+        instance(Some(Color::Blue), 1, true),
+        instance(Some(Color::Blue), 2, true),
+    ];
+    let leftovers = vec![instance(Some(Color::Green), 1, false)];
+    expect_prepare_bg(
+        &mut orchestrator,
+        &mut seq,
+        Color::Green,
+        Some((Color::Blue, live)),
+        leftovers.clone(),
+    );
+    orchestrator
+        .expect_remove()
+        .with(eq(leftovers))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(()));
+    expect_start(&mut orchestrator, &mut seq, Some(Color::Green), vec![1, 2]);
+    expect_healthy(&mut orchestrator, &mut seq, 2);
+    registry
+        .expect_store()
+        .withf(|_, state, _| state.color == Some(Color::Green) && state.scale == Some(2))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _| Ok(Revision(8)));
+    expect_unlock(&mut registry, &mut seq);
+    orchestrator.expect_stop().never();
+
+    let report = engine(
+        orchestrator,
+        registry,
+        None,
+        options(&[Step::Deploy], true, None),
+    )
+    .run(&ignore)
+    .await
+    .unwrap();
+    assert_eq!(report.live_color, Some(Color::Green));
+    assert!(
+        report.summaries[0]
+            .1
+            .contains("2 instance(s) of blue still running"),
+        "{:?}",
+        report.summaries
+    );
+}
+
+#[tokio::test]
+async fn unhealthy_instance_aborts_removes_what_was_started_and_stores_nothing() {
+    let mut seq = Sequence::new();
+    let mut registry = registry(&mut seq, state(Some(Color::Blue), Some(1)));
+    let mut orchestrator = MockOrchestrator::new();
+    let mut proxy = MockProxy::new();
+    expect_prepare_bg(
+        &mut orchestrator,
+        &mut seq,
+        Color::Green,
+        Some((Color::Blue, vec![instance(Some(Color::Blue), 1, true)])),
+        vec![],
+    );
+    let started = expect_start(&mut orchestrator, &mut seq, Some(Color::Green), vec![1]);
+    orchestrator
+        .expect_health()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| {
+            Ok(Health::Unhealthy {
+                detail: "HTTP 500".into(),
+            })
+        });
+    orchestrator
+        .expect_diagnose()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| {
+            Ok(Diagnosis {
+                last_health_output: Some("HTTP 500".into()),
+                log_tail: "boom\n".into(),
+            })
+        });
+    orchestrator
+        .expect_remove()
+        .with(eq(started))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(()));
+    expect_unlock(&mut registry, &mut seq);
+    registry.expect_store().never();
+    proxy.expect_reconfigure().never();
+
+    let error = engine(
+        orchestrator,
+        registry,
+        Some(proxy),
+        options(&[Step::Deploy], true, None),
+    )
+    .run(&ignore)
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(&error, ReleaseError::Aborted { step: Step::Deploy, cause: Cause::Unhealthy { .. }, cleanup_failures } if cleanup_failures.is_empty()),
+        "{error:?}"
+    );
+    assert!(error.left_live_release_untouched());
+    let text = error.to_string();
+    assert!(
+        text.contains("demo-app-green-1") && text.contains("HTTP 500") && text.contains("boom"),
+        "{text}"
+    );
+}
+
+#[tokio::test]
+async fn exited_instance_aborts_too() {
+    let mut seq = Sequence::new();
+    let mut registry = registry(&mut seq, ReleaseState::default());
+    let mut orchestrator = MockOrchestrator::new();
+    expect_prepare_bg(&mut orchestrator, &mut seq, Color::Blue, None, vec![]);
+    expect_start(&mut orchestrator, &mut seq, Some(Color::Blue), vec![1]);
+    orchestrator
+        .expect_health()
+        .returning(|_| Ok(Health::Exited { code: 3 }));
+    orchestrator
+        .expect_diagnose()
+        .returning(|_| Ok(Diagnosis::default()));
+    orchestrator.expect_remove().times(1).returning(|_| Ok(()));
+    registry.expect_store().never();
+    expect_unlock(&mut registry, &mut seq);
+    let error = engine(
+        orchestrator,
+        registry,
+        None,
+        options(&[Step::Deploy], true, None),
+    )
+    .run(&ignore)
+    .await
+    .unwrap_err();
+    assert!(error.to_string().contains("exited with code 3"), "{error}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn health_timeout_aborts_and_names_the_slow_instances() {
+    let mut seq = Sequence::new();
+    let mut registry = registry(&mut seq, ReleaseState::default());
+    let mut orchestrator = MockOrchestrator::new();
+    expect_prepare_bg(&mut orchestrator, &mut seq, Color::Blue, None, vec![]);
+    expect_start(&mut orchestrator, &mut seq, Some(Color::Blue), vec![1, 2]);
+    // Instance 1 is healthy at once; instance 2 never gets there.
+    orchestrator.expect_health().returning(|i| {
+        Ok(if i.number == 1 {
+            Health::Healthy
+        } else {
+            Health::Starting {
+                detail: Some("connection refused".into()),
+            }
+        })
+    });
+    orchestrator
+        .expect_diagnose()
+        .times(1)
+        .returning(|_| Ok(Diagnosis::default()));
+    orchestrator.expect_remove().times(1).returning(|_| Ok(()));
+    registry.expect_store().never();
+    expect_unlock(&mut registry, &mut seq);
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let observer = move |e: &Event| sink.lock().unwrap().push(e.clone());
+    let error = engine(
+        orchestrator,
+        registry,
+        None,
+        options(&[Step::Deploy], true, Some(ScaleSpec::Absolute(2))),
+    )
+    .run(&observer)
+    .await
+    .unwrap_err();
+    match &error {
+        ReleaseError::Aborted {
+            cause: Cause::HealthTimeout { instances, .. },
+            ..
+        } => {
+            assert_eq!(instances, &vec!["demo-app-blue-2".to_string()])
+        }
+        other => panic!("expected a health timeout, got {other:?}"),
+    }
+    let progress = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| {
+            matches!(
+                e,
+                Event::WaitingHealthy {
+                    healthy: 1,
+                    total: 2,
+                    ..
+                }
+            )
+        })
+        .count();
+    assert!(
+        progress > 10,
+        "progress is reported on every poll ({progress})"
+    );
+}
+
+#[tokio::test]
+async fn failed_proxy_switch_aborts_before_commit_and_the_old_colour_keeps_serving() {
+    let mut seq = Sequence::new();
+    let mut registry = registry(&mut seq, state(Some(Color::Blue), Some(1)));
+    let mut orchestrator = MockOrchestrator::new();
+    let mut proxy = MockProxy::new();
+    expect_prepare_bg(
+        &mut orchestrator,
+        &mut seq,
+        Color::Green,
+        Some((Color::Blue, vec![instance(Some(Color::Blue), 1, true)])),
+        vec![],
+    );
+    let started = expect_start(&mut orchestrator, &mut seq, Some(Color::Green), vec![1]);
+    expect_healthy(&mut orchestrator, &mut seq, 1);
+    proxy
+        .expect_reconfigure()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| {
+            Err(ProxyError::Unreachable {
+                address: "127.0.0.1:8080".into(),
+                source: "connection refused".into(),
+            })
+        });
+    orchestrator
+        .expect_remove()
+        .with(eq(started))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(()));
+    expect_unlock(&mut registry, &mut seq);
+    registry.expect_store().never();
+    proxy.expect_remove().never();
+    let error = engine(
+        orchestrator,
+        registry,
+        Some(proxy),
+        options(&[Step::Deploy], true, None),
+    )
+    .run(&ignore)
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(error, ReleaseError::Aborted { cause: Cause::Proxy(_), ref cleanup_failures, .. } if cleanup_failures.is_empty())
+    );
+}
+
+#[tokio::test]
+async fn commit_conflict_after_the_switch_points_the_proxy_back_and_removes_the_new_colour() {
+    let mut seq = Sequence::new();
+    let mut registry = registry(&mut seq, state(Some(Color::Blue), Some(1)));
+    let mut orchestrator = MockOrchestrator::new();
+    let mut proxy = MockProxy::new();
+    let live = vec![instance(Some(Color::Blue), 1, true)];
+    expect_prepare_bg(
+        &mut orchestrator,
+        &mut seq,
+        Color::Green,
+        Some((Color::Blue, live.clone())),
+        vec![],
+    );
+    let started = expect_start(&mut orchestrator, &mut seq, Some(Color::Green), vec![1]);
+    expect_healthy(&mut orchestrator, &mut seq, 1);
+    let new_servers = addrs(&started);
+    proxy
+        .expect_reconfigure()
+        .withf(move |r, s| r.color == Some(Color::Green) && s == new_servers.as_slice())
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(()));
+    registry
+        .expect_store()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|service, _, _| {
+            Err(RegistryError::Conflict {
+                service: service.clone(),
+            })
+        });
+    let old_servers = addrs(&live);
+    proxy
+        .expect_reconfigure()
+        .withf(move |r, s| r.color == Some(Color::Blue) && s == old_servers.as_slice())
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(()));
+    orchestrator
+        .expect_remove()
+        .with(eq(started))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(()));
+    expect_unlock(&mut registry, &mut seq);
+    let error = engine(
+        orchestrator,
+        registry,
+        Some(proxy),
+        options(&[Step::Deploy], true, None),
+    )
+    .run(&ignore)
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ReleaseError::Aborted {
+                cause: Cause::Registry(RegistryError::Conflict { .. }),
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_rollback_that_cannot_remove_says_what_to_fix_by_hand() {
+    let mut seq = Sequence::new();
+    let mut registry = registry(&mut seq, ReleaseState::default());
+    let mut orchestrator = MockOrchestrator::new();
+    expect_prepare_bg(&mut orchestrator, &mut seq, Color::Blue, None, vec![]);
+    expect_start(&mut orchestrator, &mut seq, Some(Color::Blue), vec![1]);
+    orchestrator.expect_health().returning(|_| {
+        Ok(Health::Unhealthy {
+            detail: "no".into(),
+        })
+    });
+    orchestrator
+        .expect_diagnose()
+        .returning(|_| Ok(Diagnosis::default()));
+    orchestrator.expect_remove().returning(|_| {
+        Err(OrchestratorError::Engine {
+            operation: "remove".into(),
+            message: "daemon gone".into(),
+        })
+    });
+    expect_unlock(&mut registry, &mut seq);
+    let error = engine(
+        orchestrator,
+        registry,
+        None,
+        options(&[Step::Deploy], true, None),
+    )
+    .run(&ignore)
+    .await
+    .unwrap_err();
+    assert!(!error.left_live_release_untouched());
+    assert!(
+        error.to_string().contains("INCOMPLETELY") && error.to_string().contains("daemon gone"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn failed_start_or_prepare_changes_nothing() {
+    for fail_in_prepare in [true, false] {
+        let mut seq = Sequence::new();
+        let mut registry = registry(&mut seq, ReleaseState::default());
+        let mut orchestrator = MockOrchestrator::new();
+        orchestrator.expect_describe().returning(|_| {
+            Ok(TargetInfo {
+                image: "demo:v2".into(),
+            })
+        });
+        orchestrator.expect_list().returning(|_| Ok(vec![]));
+        orchestrator.expect_prepare().returning(move |_| {
+            if fail_in_prepare {
+                Err(OrchestratorError::Image {
+                    image: "demo:v2".into(),
+                    message: "not found".into(),
+                })
+            } else {
+                Ok(())
+            }
+        });
+        orchestrator.expect_start().returning(|_, _| {
+            Err(OrchestratorError::Instance {
+                operation: "create",
+                instance: "demo-app-blue-1".into(),
+                message: "name in use".into(),
+            })
+        });
+        orchestrator.expect_remove().never();
+        registry.expect_store().never();
+        expect_unlock(&mut registry, &mut seq);
+        let error = engine(
+            orchestrator,
+            registry,
+            None,
+            options(&[Step::Deploy], true, None),
+        )
+        .run(&ignore)
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ReleaseError::NothingChanged {
+                    step: Some(Step::Deploy),
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(error.to_string().ends_with("nothing was changed"));
+    }
+}
+
+#[tokio::test]
+async fn a_held_lock_refuses_before_anything_is_read_and_names_the_holder() {
+    let mut registry = MockRegistry::new();
+    registry.expect_lock().returning(|service, _, _| {
+        Err(RegistryError::Locked {
+            service: service.clone(),
+            holder: "docker-flow pid 42 on host-a".into(),
+            since: SystemTime::now(),
+        })
+    });
+    registry.expect_load().never();
+    registry.expect_unlock().never();
+    let mut orchestrator = MockOrchestrator::new();
+    orchestrator.expect_describe().never();
+    let error = engine(
+        orchestrator,
+        registry,
+        None,
+        options(&[Step::Deploy], true, None),
+    )
+    .run(&ignore)
+    .await
+    .unwrap_err();
+    assert!(matches!(
+        error,
+        ReleaseError::NothingChanged { step: None, .. }
+    ));
+    assert!(
+        error.to_string().contains("docker-flow pid 42 on host-a"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_registry_changes_nothing_and_still_unlocks() {
+    let mut seq = Sequence::new();
+    let mut registry = MockRegistry::new();
+    registry
+        .expect_lock()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _| Ok(lease()));
+    registry
+        .expect_load()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| {
+            Err(RegistryError::Unavailable {
+                address: "http://127.0.0.1:8500".into(),
+                source: "refused".into(),
+            })
+        });
+    expect_unlock(&mut registry, &mut seq);
+    let error = engine(
+        MockOrchestrator::new(),
+        registry,
+        None,
+        options(&[Step::Deploy], true, None),
+    )
+    .run(&ignore)
+    .await
+    .unwrap_err();
+    assert!(error.to_string().contains("127.0.0.1:8500"));
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_lost_lease_stops_the_release_before_it_starts_anything() {
+    let mut registry = MockRegistry::new();
+    registry.expect_lock().returning(|_, _, _| {
+        Ok(Lease {
+            ttl: Duration::from_millis(300),
+            ..lease()
+        })
+    });
+    registry.expect_load().returning(|_| {
+        Ok(Versioned {
+            value: ReleaseState::default(),
+            revision: Revision::NONE,
+        })
+    });
+    registry.expect_renew().returning(|l| {
+        Err(RegistryError::LeaseLost {
+            service: l.service.clone(),
+        })
+    });
+    registry.expect_unlock().returning(|_| Ok(()));
+    registry.expect_store().never();
+    let mut orchestrator = MockOrchestrator::new();
+    orchestrator.expect_describe().returning(|_| {
+        Ok(TargetInfo {
+            image: "demo:v2".into(),
+        })
+    });
+    orchestrator.expect_list().returning(|_| Ok(vec![]));
+    // The pull takes long enough for a renewal to fail meanwhile.
+    orchestrator.expect_prepare().returning(|_| {
+        std::thread::sleep(Duration::from_millis(1));
+        Ok(())
+    });
+    orchestrator
+        .expect_start()
+        .returning(|_, _| Ok(vec![instance(Some(Color::Blue), 1, true)]));
+    orchestrator
+        .expect_health()
+        .returning(|_| Ok(Health::Starting { detail: None }));
+    orchestrator.expect_remove().times(1).returning(|_| Ok(()));
+    let error = engine(
+        orchestrator,
+        registry,
+        None,
+        options(&[Step::Deploy], true, None),
+    )
+    .run(&ignore)
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ReleaseError::Aborted {
+                cause: Cause::Registry(RegistryError::LeaseLost { .. }),
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn relative_scale_up_starts_the_missing_numbers_and_stores_the_count() {
+    let mut seq = Sequence::new();
+    let mut registry = registry(&mut seq, state(Some(Color::Blue), Some(1)));
+    let mut orchestrator = MockOrchestrator::new();
+    let mut proxy = MockProxy::new();
+    let live = vec![instance(Some(Color::Blue), 1, true)];
+    let listed = live.clone();
+    orchestrator
+        .expect_list()
+        .with(eq(Group::new(TARGET, Some(Color::Blue))))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(move |_| Ok(listed.clone()));
+    let started = expect_start(&mut orchestrator, &mut seq, Some(Color::Blue), vec![2, 3]);
+    expect_healthy(&mut orchestrator, &mut seq, 2);
+    let all: Vec<SocketAddr> = addrs(&live).into_iter().chain(addrs(&started)).collect();
+    proxy
+        .expect_reconfigure()
+        .withf(move |r, s| r.color == Some(Color::Blue) && s == all.as_slice())
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(()));
+    registry
+        .expect_store()
+        .withf(|_, s, _| s.scale == Some(3) && s.color == Some(Color::Blue))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _| Ok(Revision(8)));
+    expect_unlock(&mut registry, &mut seq);
+    let report = engine(
+        orchestrator,
+        registry,
+        Some(proxy),
+        options(&[Step::Scale], true, Some(ScaleSpec::Relative(2))),
+    )
+    .run(&ignore)
+    .await
+    .unwrap();
+    assert_eq!(report.scale, Some(3));
+}
+
+#[tokio::test]
+async fn scale_down_never_goes_below_one_and_removes_the_highest_numbers_after_draining() {
+    let mut seq = Sequence::new();
+    let mut registry = registry(&mut seq, state(Some(Color::Blue), Some(3)));
+    let mut orchestrator = MockOrchestrator::new();
+    let mut proxy = MockProxy::new();
+    let live: Vec<Instance> = (1..=3)
+        .map(|n| instance(Some(Color::Blue), n, true))
+        .collect();
+    let listed = live.clone();
+    orchestrator
+        .expect_list()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(move |_| Ok(listed.clone()));
+    let keep = addrs(&live[..1]);
+    proxy
+        .expect_reconfigure()
+        .withf(move |_, s| s == keep.as_slice())
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(()));
+    registry
+        .expect_store()
+        .withf(|_, s, _| s.scale == Some(1))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _| Ok(Revision(8)));
+    let victims = addrs(&[live[2].clone(), live[1].clone()]);
+    let mut polls = 0;
+    proxy
+        .expect_sessions()
+        .withf(move |_, s| s == victims.as_slice())
+        .times(2)
+        .in_sequence(&mut seq)
+        .returning(move |_, _| {
+            polls += 1;
+            Ok(if polls == 1 { 4 } else { 0 })
+        });
+    orchestrator
+        .expect_remove()
+        .with(eq(vec![live[2].clone(), live[1].clone()]))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(()));
+    expect_unlock(&mut registry, &mut seq);
+    let report = engine(
+        orchestrator,
+        registry,
+        Some(proxy),
+        options(&[Step::Scale], true, Some(ScaleSpec::Relative(-10))),
+    )
+    .run(&ignore)
+    .await
+    .unwrap();
+    assert_eq!(report.scale, Some(1));
+    assert!(report.timings.iter().any(|t| t.phase.as_str() == "drain"));
+}
+
+#[tokio::test]
+async fn relative_scale_is_applied_once_when_scale_runs_before_deploy() {
+    let mut seq = Sequence::new();
+    let mut registry = registry(&mut seq, state(Some(Color::Blue), Some(1)));
+    let mut orchestrator = MockOrchestrator::new();
+    // scale: 1 running → 3
+    orchestrator
+        .expect_list()
+        .with(eq(Group::new(TARGET, Some(Color::Blue))))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(vec![instance(Some(Color::Blue), 1, true)]));
+    expect_start(&mut orchestrator, &mut seq, Some(Color::Blue), vec![2, 3]);
+    expect_healthy(&mut orchestrator, &mut seq, 2);
+    registry
+        .expect_store()
+        .withf(|_, s, e| s.scale == Some(3) && *e == Revision(7))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _| Ok(Revision(8)));
+    // deploy: into green with the same 3, not 5.
+    let live: Vec<Instance> = (1..=3)
+        .map(|n| instance(Some(Color::Blue), n, true))
+        .collect();
+    expect_prepare_bg(
+        &mut orchestrator,
+        &mut seq,
+        Color::Green,
+        Some((Color::Blue, live)),
+        vec![],
+    );
+    expect_start(
+        &mut orchestrator,
+        &mut seq,
+        Some(Color::Green),
+        vec![1, 2, 3],
+    );
+    expect_healthy(&mut orchestrator, &mut seq, 3);
+    registry
+        .expect_store()
+        .withf(|_, s, e| s.scale == Some(3) && s.color == Some(Color::Green) && *e == Revision(8))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _| Ok(Revision(9)));
+    expect_unlock(&mut registry, &mut seq);
+    let report = engine(
+        orchestrator,
+        registry,
+        None,
+        options(
+            &[Step::Scale, Step::Deploy],
+            true,
+            Some(ScaleSpec::Relative(2)),
+        ),
+    )
+    .run(&ignore)
+    .await
+    .unwrap();
+    assert_eq!(report.scale, Some(3));
+}
+
+#[tokio::test]
+async fn scale_after_deploy_is_a_no_op() {
+    let mut seq = Sequence::new();
+    let mut registry = registry(&mut seq, ReleaseState::default());
+    let mut orchestrator = MockOrchestrator::new();
+    expect_prepare_bg(&mut orchestrator, &mut seq, Color::Blue, None, vec![]);
+    expect_start(
+        &mut orchestrator,
+        &mut seq,
+        Some(Color::Blue),
+        vec![1, 2, 3],
+    );
+    expect_healthy(&mut orchestrator, &mut seq, 3);
+    registry
+        .expect_store()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _| Ok(Revision(8)));
+    expect_unlock(&mut registry, &mut seq);
+    let report = engine(
+        orchestrator,
+        registry,
+        None,
+        options(
+            &[Step::Deploy, Step::Scale],
+            true,
+            Some(ScaleSpec::Relative(2)),
+        ),
+    )
+    .run(&ignore)
+    .await
+    .unwrap();
+    assert!(
+        report.summaries[1].1.contains("already at 3"),
+        "{:?}",
+        report.summaries
+    );
+}
+
+#[tokio::test]
+async fn deploy_then_proxy_then_stop_old_sends_the_new_colour_and_drains_before_stopping() {
+    let mut seq = Sequence::new();
+    let mut registry = registry(&mut seq, state(Some(Color::Green), Some(1)));
+    let mut orchestrator = MockOrchestrator::new();
+    let mut proxy = MockProxy::new();
+    let old = vec![instance(Some(Color::Green), 1, true)];
+    expect_prepare_bg(
+        &mut orchestrator,
+        &mut seq,
+        Color::Blue,
+        Some((Color::Green, old.clone())),
+        vec![],
+    );
+    let started = expect_start(&mut orchestrator, &mut seq, Some(Color::Blue), vec![1]);
+    expect_healthy(&mut orchestrator, &mut seq, 1);
+    proxy
+        .expect_reconfigure()
+        .withf(|r, _| r.color == Some(Color::Blue))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(()));
+    registry
+        .expect_store()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _| Ok(Revision(8)));
+    // proxy step: the live colour is now blue.
+    let listed = started.clone();
+    orchestrator
+        .expect_list()
+        .with(eq(Group::new(TARGET, Some(Color::Blue))))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(move |_| Ok(listed.clone()));
+    proxy
+        .expect_reconfigure()
+        .withf(|r, _| r.color == Some(Color::Blue))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(()));
+    // stop-old: green drained, then stopped (kept).
+    let listed = old.clone();
+    orchestrator
+        .expect_list()
+        .with(eq(Group::new(TARGET, Some(Color::Green))))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(move |_| Ok(listed.clone()));
+    proxy
+        .expect_sessions()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(0));
+    orchestrator
+        .expect_stop()
+        .with(eq(old))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(()));
+    expect_unlock(&mut registry, &mut seq);
+    orchestrator.expect_remove().never();
+    engine(
+        orchestrator,
+        registry,
+        Some(proxy),
+        options(&[Step::Deploy, Step::Proxy, Step::StopOld], true, None),
+    )
+    .run(&ignore)
+    .await
+    .unwrap();
+}
+
+#[tokio::test(start_paused = true)]
+async fn stop_old_stops_anyway_when_the_drain_times_out_and_says_so() {
+    let mut seq = Sequence::new();
+    let mut registry = registry(&mut seq, state(Some(Color::Blue), Some(1)));
+    let mut orchestrator = MockOrchestrator::new();
+    let mut proxy = MockProxy::new();
+    orchestrator
+        .expect_list()
+        .with(eq(Group::new(TARGET, Some(Color::Green))))
+        .returning(|_| Ok(vec![instance(Some(Color::Green), 1, true)]));
+    orchestrator
+        .expect_list()
+        .with(eq(Group::new(TARGET, Some(Color::Blue))))
+        .returning(|_| Ok(vec![instance(Some(Color::Blue), 1, true)]));
+    proxy.expect_reconfigure().times(1).returning(|_, _| Ok(()));
+    proxy.expect_sessions().returning(|_, _| Ok(2));
+    orchestrator.expect_stop().times(1).returning(|_| Ok(()));
+    expect_unlock(&mut registry, &mut seq);
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let sink = events.clone();
+    let observer = move |e: &Event| sink.lock().unwrap().push(e.clone());
+    engine(
+        orchestrator,
+        registry,
+        Some(proxy),
+        options(&[Step::StopOld], true, None),
+    )
+    .run(&observer)
+    .await
+    .unwrap();
+    assert!(events
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|e| matches!(e, Event::Notice { message } if message.contains("stopping anyway"))));
+}
+
+#[tokio::test]
+async fn deploy_without_blue_green_numbers_new_instances_after_the_old_and_removes_the_old_after_commit(
+) {
+    let mut seq = Sequence::new();
+    let mut registry = registry(&mut seq, state(None, Some(2)));
+    let mut orchestrator = MockOrchestrator::new();
+    let old = vec![instance(None, 1, true), instance(None, 2, true)];
+    let stale = instance(None, 5, false);
+    orchestrator
+        .expect_describe()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| {
+            Ok(TargetInfo {
+                image: "demo:v2".into(),
+            })
+        });
+    let mut listed = old.clone();
+    listed.push(stale.clone());
+    orchestrator
+        .expect_list()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(move |_| Ok(listed.clone()));
+    orchestrator
+        .expect_prepare()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(()));
+    orchestrator
+        .expect_remove()
+        .with(eq(vec![stale]))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(()));
+    expect_start(&mut orchestrator, &mut seq, None, vec![3, 4]);
+    expect_healthy(&mut orchestrator, &mut seq, 2);
+    registry
+        .expect_store()
+        .withf(|_, s, _| s.color.is_none() && s.scale == Some(2))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _| Ok(Revision(8)));
+    orchestrator
+        .expect_remove()
+        .with(eq(old))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(()));
+    expect_unlock(&mut registry, &mut seq);
+    engine(
+        orchestrator,
+        registry,
+        None,
+        options(&[Step::Deploy], false, None),
+    )
+    .run(&ignore)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn steps_needing_a_live_release_refuse_when_there_is_none() {
+    for step in [Step::Scale, Step::StopOld, Step::Proxy] {
+        let mut seq = Sequence::new();
+        let mut registry = registry(&mut seq, ReleaseState::default());
+        expect_unlock(&mut registry, &mut seq);
+        registry.expect_store().never();
+        let proxy = MockProxy::new();
+        let error = engine(
+            MockOrchestrator::new(),
+            registry,
+            Some(proxy),
+            options(&[step], true, Some(ScaleSpec::Relative(1))),
+        )
+        .run(&ignore)
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                ReleaseError::NothingChanged {
+                    cause: Cause::NothingLive { .. },
+                    ..
+                }
+            ),
+            "{step}: {error:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn failed_scale_up_switch_removes_the_new_instances() {
+    let mut seq = Sequence::new();
+    let mut registry = registry(&mut seq, state(Some(Color::Blue), Some(1)));
+    let mut orchestrator = MockOrchestrator::new();
+    let mut proxy = MockProxy::new();
+    orchestrator
+        .expect_list()
+        .returning(|_| Ok(vec![instance(Some(Color::Blue), 1, true)]));
+    let started = expect_start(&mut orchestrator, &mut seq, Some(Color::Blue), vec![2]);
+    expect_healthy(&mut orchestrator, &mut seq, 1);
+    proxy.expect_reconfigure().times(1).returning(|r, s| {
+        Err(ProxyError::NotUp {
+            service: r.service.clone(),
+            servers: s.to_vec(),
+        })
+    });
+    orchestrator
+        .expect_remove()
+        .with(eq(started))
+        .times(1)
+        .returning(|_| Ok(()));
+    registry.expect_store().never();
+    expect_unlock(&mut registry, &mut seq);
+    let error = engine(
+        orchestrator,
+        registry,
+        Some(proxy),
+        options(&[Step::Scale], true, Some(ScaleSpec::Relative(1))),
+    )
+    .run(&ignore)
+    .await
+    .unwrap_err();
+    assert!(matches!(
+        error,
+        ReleaseError::Aborted {
+            step: Step::Scale,
+            cause: Cause::Proxy(ProxyError::NotUp { .. }),
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn failed_scale_down_commit_restores_the_proxy_and_removes_nothing() {
+    let mut seq = Sequence::new();
+    let mut registry = registry(&mut seq, state(Some(Color::Blue), Some(2)));
+    let mut orchestrator = MockOrchestrator::new();
+    let mut proxy = MockProxy::new();
+    let live: Vec<Instance> = (1..=2)
+        .map(|n| instance(Some(Color::Blue), n, true))
+        .collect();
+    let listed = live.clone();
+    orchestrator
+        .expect_list()
+        .returning(move |_| Ok(listed.clone()));
+    proxy
+        .expect_reconfigure()
+        .withf(|_, s| s.len() == 1)
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(()));
+    registry
+        .expect_store()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|s, _, _| Err(RegistryError::Conflict { service: s.clone() }));
+    proxy
+        .expect_reconfigure()
+        .withf(|_, s| s.len() == 2)
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(()));
+    orchestrator.expect_remove().never();
+    expect_unlock(&mut registry, &mut seq);
+    let error = engine(
+        orchestrator,
+        registry,
+        Some(proxy),
+        options(&[Step::Scale], true, Some(ScaleSpec::Absolute(1))),
+    )
+    .run(&ignore)
+    .await
+    .unwrap_err();
+    assert!(matches!(
+        error,
+        ReleaseError::Aborted {
+            step: Step::Scale,
+            ..
+        }
+    ));
+}
+
+#[tokio::test]
+async fn a_failure_after_commit_is_reported_as_such() {
+    let mut seq = Sequence::new();
+    let mut registry = registry(&mut seq, state(Some(Color::Blue), Some(1)));
+    let mut orchestrator = MockOrchestrator::new();
+    orchestrator
+        .expect_list()
+        .with(eq(Group::new(TARGET, Some(Color::Green))))
+        .returning(|_| Ok(vec![instance(Some(Color::Green), 1, true)]));
+    orchestrator.expect_stop().returning(|_| {
+        Err(OrchestratorError::Engine {
+            operation: "stop".into(),
+            message: "timeout".into(),
+        })
+    });
+    expect_unlock(&mut registry, &mut seq);
+    let error = engine(
+        orchestrator,
+        registry,
+        None,
+        options(&[Step::StopOld], true, None),
+    )
+    .run(&ignore)
+    .await
+    .unwrap_err();
+    assert!(matches!(
+        error,
+        ReleaseError::AfterCommit {
+            step: Step::StopOld,
+            ..
+        }
+    ));
+    assert!(!error.left_live_release_untouched());
+}
+
+#[test]
+fn incoherent_options_are_refused_before_any_port_is_called() {
+    let ports = |proxy: bool| Ports {
+        orchestrator: Arc::new(MockOrchestrator::new()),
+        registry: Arc::new(MockRegistry::new()),
+        proxy: proxy.then(|| Arc::new(MockProxy::new()) as _),
+    };
+    let cases: Vec<(ReleaseOptions, bool, &str)> = vec![
+        (options(&[], true, None), false, "no step"),
+        (
+            options(&[Step::Deploy, Step::Deploy], true, None),
+            false,
+            "given twice",
+        ),
+        (options(&[Step::Scale], true, None), false, "needs --scale"),
+        (
+            options(&[Step::StopOld], false, None),
+            false,
+            "--blue-green",
+        ),
+        (options(&[Step::Proxy], true, None), false, "--proxy-host"),
+        (
+            ReleaseOptions {
+                route: None,
+                ..options(&[Step::Deploy], true, None)
+            },
+            true,
+            "--service-path is required",
+        ),
+        (
+            ReleaseOptions {
+                route: Some(RouteSettings {
+                    paths: vec![],
+                    domain: None,
+                    path_type: PathType::Prefix,
+                }),
+                ..options(&[Step::Proxy], true, None)
+            },
+            true,
+            "--service-path is empty",
+        ),
+    ];
+    for (options, with_proxy, expected) in cases {
+        match Engine::new(ports(with_proxy), options) {
+            Err(ReleaseError::InvalidOptions(message)) => {
+                assert!(message.contains(expected), "{message}")
+            }
+            other => panic!("expected InvalidOptions containing {expected:?}, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn dry_run_plans_without_locking_or_changing_anything() {
+    let mut registry = MockRegistry::new();
+    registry.expect_load().times(1).returning(|_| {
+        Ok(Versioned {
+            value: state(Some(Color::Blue), Some(2)),
+            revision: Revision(3),
+        })
+    });
+    registry.expect_lock().never();
+    registry.expect_store().never();
+    let mut orchestrator = MockOrchestrator::new();
+    orchestrator.expect_describe().returning(|_| {
+        Ok(TargetInfo {
+            image: "demo:v3".into(),
+        })
+    });
+    orchestrator
+        .expect_list()
+        .with(eq(Group::new(TARGET, Some(Color::Blue))))
+        .returning(|_| {
+            Ok(vec![
+                instance(Some(Color::Blue), 1, true),
+                instance(Some(Color::Blue), 2, true),
+            ])
+        });
+    orchestrator
+        .expect_list()
+        .with(eq(Group::new(TARGET, Some(Color::Green))))
+        .returning(|_| Ok(vec![instance(Some(Color::Green), 1, false)]));
+    orchestrator.expect_start().never();
+    orchestrator.expect_remove().never();
+    orchestrator.expect_stop().never();
+    let mut proxy = MockProxy::new();
+    proxy.expect_reconfigure().never();
+    let plan = engine(
+        orchestrator,
+        registry,
+        Some(proxy),
+        options(
+            &[Step::Deploy, Step::StopOld],
+            true,
+            Some(ScaleSpec::Relative(1)),
+        ),
+    )
+    .plan()
+    .await
+    .unwrap();
+    let actions: Vec<String> = plan.actions.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        actions,
+        vec![
+            "deploy: remove demo-app-green-1 (leftovers of an older release)".to_string(),
+            "deploy: start 3 instance(s) of app-green (numbers 1, 2, 3) from demo:v3, then wait until healthy".to_string(),
+            "deploy: point the proxy at 3 server(s) of green".to_string(),
+            "deploy: store scale 3, colour green".to_string(),
+            "stop-old: drain and stop (keep) demo-app-blue-1, demo-app-blue-2".to_string(),
+        ]
+    );
+    assert!(matches!(plan.actions[1], PlannedAction::Start { .. }));
+    assert!(plan
+        .to_string()
+        .starts_with("plan for demo-app (live colour: blue, stored scale: 2):"));
+}
+
+#[test]
+fn mocks_are_usable_behind_the_dyn_ports() {
+    // The ports are object safe: the mocks go behind Arc<dyn …> and Box<dyn …>.
+    let _: Box<dyn crate::Orchestrator> = Box::new(MockOrchestrator::new());
+    let _: Box<dyn crate::Registry> = Box::new(MockRegistry::new());
+    let _: Box<dyn crate::Proxy> = Box::new(MockProxy::new());
+    let _ = always();
+}

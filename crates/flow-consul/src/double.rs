@@ -20,7 +20,8 @@
 //!   `PUT /v1/session/destroy/<id>`, `GET /v1/session/info/<id>`. A session whose TTL passes
 //!   without a renew is invalidated (checked on every request): the keys it holds are
 //!   released, or deleted with `Behavior=delete`. (Consul may take up to twice the TTL; the
-//!   double takes exactly the TTL.)
+//!   double takes exactly the TTL. `LockDelay` is recorded but not enforced: docker-flow's
+//!   sessions ask for none.)
 //! * **Services** `PUT /v1/agent/service/register` (`ID`, `Name`, `Tags`, `Address`, `Port`,
 //!   `Meta`, `Check` with `HTTP`/`Interval`/`Timeout`/`Status`), `PUT
 //!   /v1/agent/service/deregister/<id>` (404 when unknown), `GET /v1/catalog/services`,

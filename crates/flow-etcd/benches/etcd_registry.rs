@@ -58,6 +58,9 @@ fn main() {
                 .expect("store");
         }
         report("CAS write", started.elapsed());
+        // The writes really landed: etcdctl reads the last scale as plain text.
+        let stored = node.etcdctl(&["get", "docker-flow/bench/scale", "--print-value-only"]);
+        assert_eq!(stored.trim(), (ITERATIONS + 1).to_string());
 
         let started = Instant::now();
         for _ in 0..ITERATIONS {

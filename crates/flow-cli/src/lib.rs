@@ -15,3 +15,7 @@
 
 pub mod args;
 pub mod config;
+pub mod exit;
+pub mod output;
+pub mod release;
+pub mod serve;

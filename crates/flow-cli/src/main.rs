@@ -1,19 +1,38 @@
-//! `docker-flow`: parses and validates the invocation (the run itself is wired next).
+//! `docker-flow`: parses the invocation, runs the command it names, exits with its code.
+//! Everything else lives in the `flow_cli` library and the adapter crates.
+
+use std::process::ExitCode;
 
 use clap::Parser;
+use flow_cli::config::{self, Command};
+use flow_cli::exit::Exit;
 
-fn main() -> std::process::ExitCode {
+fn main() -> ExitCode {
     let cli = flow_cli::args::Cli::parse();
-    let loaded = flow_cli::config::Context::from_process()
-        .and_then(|context| flow_cli::config::load(cli, &context));
-    match loaded {
-        Ok(command) => {
-            println!("{command:#?}");
-            std::process::ExitCode::SUCCESS
-        }
+    let command =
+        match config::Context::from_process().and_then(|context| config::load(cli, &context)) {
+            Ok(command) => command,
+            Err(error) => {
+                eprintln!("docker-flow: {error}");
+                return Exit::BadInput.into();
+            }
+        };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
         Err(error) => {
-            eprintln!("docker-flow: {error}");
-            std::process::ExitCode::from(2)
+            eprintln!("docker-flow: cannot start the async runtime: {error}");
+            return Exit::NothingChanged.into();
         }
-    }
+    };
+    let exit = runtime.block_on(async {
+        match command {
+            Command::Release(config) => flow_cli::release::run(*config).await,
+            Command::ProxyServe(config) => flow_cli::serve::proxy(config).await,
+            Command::Registrator(config) => flow_cli::serve::registrator(config).await,
+        }
+    });
+    exit.into()
 }

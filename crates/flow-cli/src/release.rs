@@ -1,0 +1,152 @@
+//! Runs a release: builds the adapters the validated options name, then hands them to the
+//! engine. Every check that can refuse bad input runs before the first adapter call that
+//! could change anything.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use flow_core::release::{Engine, Ports};
+use flow_core::{DynProxy, DynRegistry};
+use flow_docker::compose::ComposeProject;
+use flow_docker::{ConnectSettings, DockerOptions, DockerOrchestrator};
+
+use crate::config::{PullPolicy, RegistryLocation, ReleaseConfig};
+use crate::exit::Exit;
+use crate::output::Printer;
+
+/// Runs one release invocation to its end and says how it went.
+pub async fn run(config: ReleaseConfig) -> Exit {
+    for warning in &config.warnings {
+        eprintln!("docker-flow: warning: {warning}");
+    }
+    let compose = match load_compose(&config) {
+        Ok(compose) => Arc::new(compose),
+        Err(message) => {
+            eprintln!("docker-flow: {message}");
+            return Exit::BadInput;
+        }
+    };
+    let registry = match registry(&config.registry) {
+        Ok(registry) => registry,
+        Err(message) => {
+            eprintln!("docker-flow: {message}");
+            return Exit::BadInput;
+        }
+    };
+    let settings = ConnectSettings {
+        host: config.docker.host.clone(),
+        cert_path: config.docker.cert_path.clone(),
+        tls_verify: std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty() && v != "0"),
+    };
+    let orchestrator =
+        match DockerOrchestrator::connect(&settings, compose, docker_options(&config)).await {
+            Ok(orchestrator) => orchestrator,
+            Err(error) => {
+                eprintln!("docker-flow: {error}");
+                return Exit::NothingChanged;
+            }
+        };
+    let proxy: Option<DynProxy> = match proxy(&config) {
+        Ok(proxy) => proxy,
+        Err(message) => {
+            eprintln!("docker-flow: {message}");
+            return Exit::BadInput;
+        }
+    };
+    let ports = Ports {
+        orchestrator: Arc::new(orchestrator),
+        registry,
+        proxy,
+    };
+    let engine = match Engine::new(ports, config.release) {
+        Ok(engine) => engine,
+        Err(error) => {
+            eprintln!("docker-flow: {error}");
+            return Exit::of(&error);
+        }
+    };
+    if config.dry_run {
+        return match engine.plan().await {
+            Ok(plan) => {
+                if config.json {
+                    println!("{}", serde_json::to_string(&plan).unwrap_or_default());
+                } else {
+                    print!("{plan}");
+                }
+                Exit::Success
+            }
+            Err(error) => {
+                eprintln!("docker-flow: {error}");
+                Exit::of(&error)
+            }
+        };
+    }
+    let printer = Printer::new(config.json);
+    let started = Instant::now();
+    match engine.run(&printer).await {
+        Ok(report) => {
+            printer.finish(&report, started.elapsed());
+            Exit::Success
+        }
+        Err(error) => {
+            eprintln!("docker-flow: {error}");
+            Exit::of(&error)
+        }
+    }
+}
+
+/// Reads the Compose file and checks the target and side targets against it.
+fn load_compose(config: &ReleaseConfig) -> Result<ComposeProject, String> {
+    let compose = ComposeProject::load(&config.compose_path).map_err(|e| e.to_string())?;
+    for warning in &compose.warnings {
+        eprintln!("docker-flow: warning: {warning}");
+    }
+    let release = &config.release;
+    compose
+        .service(&release.target)
+        .map_err(|e| e.to_string())?;
+    for side in &release.side_targets {
+        compose
+            .service(side)
+            .map_err(|e| format!("side target: {e}"))?;
+    }
+    compose
+        .validate_target(&release.target, release.blue_green)
+        .map_err(|e| e.to_string())?;
+    Ok(compose)
+}
+
+fn docker_options(config: &ReleaseConfig) -> DockerOptions {
+    DockerOptions {
+        service_name: Some(config.release.service.clone()),
+        pull: match config.pull {
+            PullPolicy::Always => flow_docker::PullPolicy::Always,
+            PullPolicy::Missing => flow_docker::PullPolicy::Missing,
+            PullPolicy::Never => flow_docker::PullPolicy::Never,
+        },
+        health_path: config.health_path.clone(),
+        port: config.port,
+        ..DockerOptions::new(config.project.clone())
+    }
+}
+
+/// The registry the options name. Building one contacts nothing.
+fn registry(location: &RegistryLocation) -> Result<DynRegistry, String> {
+    Ok(match location {
+        RegistryLocation::File(dir) => Arc::new(flow_store::FileRegistry::new(dir.clone())),
+        RegistryLocation::Consul { address } => Arc::new(
+            flow_consul::ConsulRegistry::from_env_with(Some(address)).map_err(|e| e.to_string())?,
+        ),
+        RegistryLocation::Etcd { endpoints } => {
+            Arc::new(flow_etcd::EtcdRegistry::new(&endpoints.join(",")).map_err(|e| e.to_string())?)
+        }
+    })
+}
+
+/// The proxy the options name, when one is configured.
+fn proxy(config: &ReleaseConfig) -> Result<Option<DynProxy>, String> {
+    match &config.proxy {
+        None => Ok(None),
+        Some(_) => Err("the proxy adapter is not available in this build".to_string()),
+    }
+}

@@ -1,0 +1,1 @@
+//! flow-registrator (work in progress).

@@ -71,7 +71,7 @@
 //!
 //! # Testing
 //!
-//! With the feature `double`, [`double::ConsulDouble`] is a stateful in-process double of the
+//! With the feature `double`, `double::ConsulDouble` is a stateful in-process double of the
 //! parts of Consul's HTTP API used here, for tests of this crate and of the crates using it.
 
 #![deny(missing_docs)]
@@ -368,18 +368,12 @@ impl ConsulRegistry {
         }
     }
 
-    async fn health_entries(&self, name: &str) -> Result<Vec<Registration>, RegistryError> {
+    /// The health entries (service and checks) of every instance named `name`.
+    async fn health_entries(&self, name: &str) -> Result<Vec<HealthEntry>, RegistryError> {
         let body = self
             .send_ok(Method::GET, self.url(["health", "service", name]), None)
             .await?;
-        let entries: Vec<HealthEntry> = self.parse("a health read", &body)?;
-        let mut registrations: Vec<Registration> = entries
-            .into_iter()
-            .filter(|e| e.service.service == name)
-            .map(|e| e.into_registration())
-            .collect::<Result<_, _>>()?;
-        registrations.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(registrations)
+        self.parse("a health read", &body)
     }
 }
 
@@ -545,7 +539,7 @@ fn json_duration(value: Option<&serde_json::Value>) -> Option<Duration> {
 }
 
 impl HealthEntry {
-    fn into_registration(self) -> Result<Registration, RegistryError> {
+    fn into_registration(self) -> Registration {
         let service_id = self.service.id.clone();
         let check = self
             .checks
@@ -560,7 +554,7 @@ impl HealthEntry {
             });
         let mut meta = self.service.meta.unwrap_or_default();
         meta.remove(MANAGED_META_KEY);
-        Ok(Registration {
+        Registration {
             id: self.service.id,
             name: self.service.service,
             address: self.service.address,
@@ -568,7 +562,7 @@ impl HealthEntry {
             tags: self.service.tags.unwrap_or_default(),
             meta,
             check,
-        })
+        }
     }
 
     fn is_managed(&self) -> bool {
@@ -870,7 +864,16 @@ impl Registry for ConsulRegistry {
     }
 
     async fn instances(&self, name: &str) -> Result<Vec<Registration>, RegistryError> {
-        self.health_entries(name).await
+        let mut registrations = self
+            .health_entries(name)
+            .await?
+            .into_iter()
+            // Consul matches service names without regard to case; the contract is exact.
+            .filter(|e| e.service.service == name)
+            .map(HealthEntry::into_registration)
+            .collect::<Vec<_>>();
+        registrations.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(registrations)
     }
 
     async fn all_instances(&self) -> Result<Vec<Registration>, RegistryError> {
@@ -880,13 +883,13 @@ impl Registry for ConsulRegistry {
         let names: BTreeMap<String, serde_json::Value> = self.parse("a catalog read", &body)?;
         let mut all = Vec::new();
         for name in names.keys() {
-            let body = self
-                .send_ok(Method::GET, self.url(["health", "service", name]), None)
-                .await?;
-            let entries: Vec<HealthEntry> = self.parse("a health read", &body)?;
-            for entry in entries.into_iter().filter(HealthEntry::is_managed) {
-                all.push(entry.into_registration()?);
-            }
+            all.extend(
+                self.health_entries(name)
+                    .await?
+                    .into_iter()
+                    .filter(HealthEntry::is_managed)
+                    .map(HealthEntry::into_registration),
+            );
         }
         all.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(all)

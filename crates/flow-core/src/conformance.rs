@@ -26,6 +26,9 @@
 //!   backend that never suspends.
 //! * Registrations are compared on id, name, address, port, tags and meta. `check` is not
 //!   compared: Consul keeps checks apart from its catalog and does not hand them back.
+//! * The *Corrupt* and *Errors* clauses are not here: checking them needs a raw value written
+//!   under the backend's keys, or a backend that is down, which only the backend's own tests
+//!   can arrange (the file store's tests write damaged files, for example).
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -297,11 +297,19 @@ impl Inner {
     ) -> Result<Lease, RegistryError> {
         let dir = self.service_dir(service)?;
         let _guard = self.store.guard(&dir)?;
-        let held_file = self.store.try_os_lock(&dir.join("lock.held"))?;
         let record_path = dir.join("lock");
         let now = SystemTime::now();
-        if let Some(record) = self.store.read_json::<LockRecord>(&record_path)? {
-            let expired = record.expires_at_ms <= unix_ms(now);
+        let previous = self.store.read_json::<LockRecord>(&record_path)?;
+        let expired = previous
+            .as_ref()
+            .is_some_and(|record| record.expires_at_ms <= unix_ms(now));
+        if let (true, Some(record)) = (expired, &previous) {
+            // If the expired lease is one of ours, let go of its OS lock so the new lease
+            // can take it.
+            self.held().remove(&record.token);
+        }
+        let held_file = self.store.try_os_lock(&dir.join("lock.held"))?;
+        if let Some(record) = previous {
             // We got the OS lock although the record says its holder keeps it: that
             // process is gone.
             let holder_died = held_file.is_some() && record.os_locked;

@@ -356,6 +356,35 @@ async fn an_expired_lease_is_taken_over_from_a_live_holder() {
     assert!(!record_path.exists());
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn an_expired_lease_of_this_store_hands_its_os_lock_to_the_next() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = FileRegistry::new(dir.path());
+    let app = service("app");
+    let old = registry
+        .lock(&app, "first", Duration::from_millis(200))
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let new = registry
+        .lock(&app, "second", Duration::from_secs(60))
+        .await
+        .unwrap();
+    let record: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("app/lock")).unwrap())
+            .unwrap();
+    assert_eq!(record["holder"], "second");
+    assert_eq!(
+        record["os_locked"], true,
+        "the new lease keeps the OS lock, so a crash would free it at once"
+    );
+    assert!(matches!(
+        registry.unlock(&old).await,
+        Err(RegistryError::LeaseLost { .. })
+    ));
+    registry.unlock(&new).await.unwrap();
+}
+
 /// Set in the child process of the crash test: the store directory to lock in.
 const CHILD_DIR_ENV: &str = "FLOW_STORE_TEST_LOCK_HOLDER_DIR";
 const CRASH_TEST: &str = "a_killed_holder_frees_the_lock_at_once";

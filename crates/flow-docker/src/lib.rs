@@ -97,7 +97,7 @@ pub const LABEL_SIDE_TARGET: &str = "io.docker-flow.side-target";
 
 /// How many containers [`Orchestrator::start`] creates and starts at once. Enough to hide
 /// the engine's per-call latency; more only queues inside the engine.
-pub const START_CONCURRENCY: usize = 8;
+pub const START_CONCURRENCY: usize = 16;
 
 /// How many log lines [`Orchestrator::diagnose`] returns.
 const LOG_TAIL_LINES: &str = "20";
@@ -895,7 +895,14 @@ impl Orchestrator for DockerOrchestrator {
             let body = self.container_body(service, labels, &instance_service_name, &alias);
             let alias = alias.clone();
             async move {
-                let outcome = self.create_and_start(&name, body, service, &alias).await;
+                // Inspecting in the same task overlaps it with the other creates.
+                let outcome = match self.create_and_start(&name, body, service, &alias).await {
+                    Ok(id) => match self.inspect(&id, &name).await {
+                        Ok(inspected) => Ok(self.instance_of(group, &inspected)),
+                        Err(error) => Err((Some(id), error)),
+                    },
+                    Err(failure) => Err(failure),
+                };
                 (number, name, outcome)
             }
         });
@@ -903,14 +910,18 @@ impl Orchestrator for DockerOrchestrator {
             .buffer_unordered(START_CONCURRENCY)
             .collect()
             .await;
-        let mut started = Vec::new();
+        let mut instances = Vec::new();
+        let mut created = Vec::new();
         let mut failures = Vec::new();
         for (number, name, outcome) in outcomes {
             match outcome {
-                Ok(id) => started.push((number, id, name)),
-                Err((created, error)) => {
-                    if let Some(id) = created {
-                        started.push((number, id, name));
+                Ok(instance) => {
+                    created.push((instance.id.clone(), name));
+                    instances.push(instance);
+                }
+                Err((created_id, error)) => {
+                    if let Some(id) = created_id {
+                        created.push((id, name));
                     }
                     failures.push((number, error));
                 }
@@ -919,39 +930,13 @@ impl Orchestrator for DockerOrchestrator {
         if !failures.is_empty() {
             // All or nothing: remove what this call created before reporting the first
             // failure (by number, so the message does not depend on timing).
-            let created: Vec<(String, String)> = started
-                .into_iter()
-                .map(|(_, id, name)| (id, name))
-                .collect();
             self.force_remove(&created).await?;
             failures.sort_by_key(|(number, _)| *number);
             let (_, error) = failures.remove(0);
             return Err(error);
         }
-        let inspections = started.iter().map(|(_, id, name)| async move {
-            self.inspect(id, name)
-                .await
-                .map(|inspected| self.instance_of(group, &inspected))
-        });
-        let inspected: Result<Vec<Instance>, _> =
-            futures::stream::iter(inspections.collect::<Vec<_>>())
-                .buffer_unordered(START_CONCURRENCY)
-                .try_collect()
-                .await;
-        match inspected {
-            Ok(mut instances) => {
-                instances.sort_by_key(|instance| instance.number);
-                Ok(instances)
-            }
-            Err(error) => {
-                let created: Vec<(String, String)> = started
-                    .into_iter()
-                    .map(|(_, id, name)| (id, name))
-                    .collect();
-                self.force_remove(&created).await?;
-                Err(error)
-            }
-        }
+        instances.sort_by_key(|instance| instance.number);
+        Ok(instances)
     }
 
     async fn health(&self, instance: &Instance) -> Result<Health, OrchestratorError> {

@@ -152,8 +152,9 @@ impl RegistryInner {
 
 /// An in-memory [`Registry`] keeping the whole contract, with the lock TTL on the wall clock.
 ///
-/// Revisions count up across all services, so a revision is never reused. Clones share the
-/// same state.
+/// Revisions count up across all services, so a revision is never reused. Lease expiry is
+/// measured with `std::time::Instant`, not Tokio's clock: a test with paused Tokio time does
+/// not expire leases by advancing it. Clones share the same state.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryRegistry {
     inner: Arc<Mutex<RegistryInner>>,

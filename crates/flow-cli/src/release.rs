@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use flow_core::release::{Engine, Ports};
+use flow_core::release::{Engine, Interrupt, Ports};
 use flow_core::{DynProxy, DynRegistry};
 use flow_docker::compose::ComposeProject;
 use flow_docker::{ConnectSettings, DockerOptions, DockerOrchestrator};
@@ -81,6 +81,9 @@ pub async fn run(config: ReleaseConfig) -> Exit {
             }
         };
     }
+    let interrupt = Interrupt::new();
+    tokio::spawn(roll_back_on_signal(interrupt.clone()));
+    let engine = engine.with_interrupt(interrupt);
     let printer = Printer::new(config.json);
     let started = Instant::now();
     match engine.run(&printer).await {
@@ -92,6 +95,32 @@ pub async fn run(config: ReleaseConfig) -> Exit {
             eprintln!("docker-flow: {error}");
             Exit::of(&error)
         }
+    }
+}
+
+/// The first Ctrl-C (or SIGTERM) asks the release to stop and roll back; a second one quits at
+/// once (the next run removes whatever was left in the idle colour).
+async fn roll_back_on_signal(interrupt: Interrupt) {
+    wait_for_signal().await;
+    eprintln!("docker-flow: interrupted: rolling back what this run started (interrupt again to quit at once)");
+    interrupt.trigger();
+    wait_for_signal().await;
+    eprintln!("docker-flow: quitting without finishing the rollback");
+    std::process::exit(130);
+}
+
+async fn wait_for_signal() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(stream) => stream,
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
     }
 }
 

@@ -245,7 +245,8 @@ pub struct ReleaseRecord {
     pub image: String,
     /// How many instances it left running.
     pub scale: u32,
-    /// When it was committed.
+    /// When it was committed (stored as RFC 3339 UTC text).
+    #[serde(with = "crate::time::rfc3339_serde")]
     pub released_at: SystemTime,
     /// Who committed it (the lock holder text).
     pub released_by: String,

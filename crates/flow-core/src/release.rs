@@ -24,6 +24,7 @@
 mod engine;
 mod error;
 mod event;
+mod interrupt;
 mod options;
 mod plan;
 mod step;
@@ -33,6 +34,7 @@ mod tests;
 pub use engine::{Engine, PhaseTiming, Ports, Report};
 pub use error::{Cause, ReleaseError};
 pub use event::{Event, Observer, Phase};
+pub use interrupt::Interrupt;
 pub use options::{ReleaseOptions, RouteSettings, Timeouts};
 pub use plan::{Plan, PlannedAction};
 pub use step::{Step, UnknownStep};

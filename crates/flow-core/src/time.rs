@@ -39,6 +39,76 @@ pub fn rfc3339(at: SystemTime) -> String {
     )
 }
 
+/// Parses the UTC form [`rfc3339`] writes (`2026-11-28T04:48:51Z`, optional fraction).
+pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
+    let text = text.strip_suffix('Z')?;
+    let (date, time) = text.split_once('T')?;
+    let mut date_parts = date.splitn(3, '-').map(|p| p.parse::<i64>().ok());
+    let (y, m, d) = (
+        date_parts.next()??,
+        date_parts.next()??,
+        date_parts.next()??,
+    );
+    let (time, fraction) = time.split_once('.').unwrap_or((time, ""));
+    let mut time_parts = time.splitn(3, ':').map(|p| p.parse::<u64>().ok());
+    let (hh, mm, ss) = (
+        time_parts.next()??,
+        time_parts.next()??,
+        time_parts.next()??,
+    );
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) || hh > 23 || mm > 59 || ss > 60 {
+        return None;
+    }
+    let nanos = if fraction.is_empty() {
+        0
+    } else {
+        let digits: String = fraction.chars().take(9).collect();
+        digits.parse::<u32>().ok()? * 10u32.pow(9 - digits.len() as u32)
+    };
+    let days = u64::try_from(days_from_civil(y, m as u32, d as u32)).ok()?;
+    Some(UNIX_EPOCH + Duration::new(days * 86_400 + hh * 3600 + mm * 60 + ss, nanos))
+}
+
+/// Serde for [`SystemTime`] as RFC 3339 UTC text, so stored records read well in a file,
+/// `etcdctl get` or Consul's UI.
+pub mod rfc3339_serde {
+    use std::time::SystemTime;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    /// Writes `at` as RFC 3339 UTC text with milliseconds.
+    pub fn serialize<S: Serializer>(at: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
+        let millis = at
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_millis())
+            .unwrap_or(0);
+        let text = super::rfc3339(*at);
+        let text = format!("{}.{millis:03}Z", text.trim_end_matches('Z'));
+        serializer.serialize_str(&text)
+    }
+
+    /// Reads RFC 3339 UTC text.
+    pub fn deserialize<'de, D: Deserializer<'de>>(deserializer: D) -> Result<SystemTime, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        super::parse_rfc3339(&text).ok_or_else(|| {
+            serde::de::Error::custom(format!(
+                "{text:?} is not an RFC 3339 UTC time (2026-11-28T04:48:51Z)"
+            ))
+        })
+    }
+}
+
+/// A civil date to days since 1970-01-01 (Howard Hinnant's algorithm).
+fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y.rem_euclid(400);
+    let mp = i64::from((m + 9) % 12);
+    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// Days since 1970-01-01 to a civil date (Howard Hinnant's algorithm).
 fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
@@ -66,5 +136,26 @@ mod tests {
         assert_eq!(human(Duration::from_millis(850)), "850ms");
         assert_eq!(human(Duration::from_millis(12_340)), "12.3s");
         assert_eq!(human(Duration::from_secs(245)), "4m05s");
+    }
+
+    #[test]
+    fn parses_what_it_writes() {
+        for secs in [0u64, 951_782_400, 1_795_841_331, 4_102_444_799] {
+            let at = UNIX_EPOCH + Duration::from_secs(secs);
+            assert_eq!(parse_rfc3339(&rfc3339(at)), Some(at), "{}", rfc3339(at));
+        }
+        assert_eq!(
+            parse_rfc3339("2026-11-28T04:48:51.250Z"),
+            Some(UNIX_EPOCH + Duration::from_millis(1_795_841_331_250))
+        );
+        for bad in [
+            "",
+            "2026-11-28",
+            "2026-13-01T00:00:00Z",
+            "2026-11-28T04:48:51",
+            "x",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad:?}");
+        }
     }
 }

@@ -14,7 +14,7 @@ use crate::orchestrator::{DynOrchestrator, Group, Health, Instance};
 use crate::proxy::{DynProxy, Route};
 use crate::registry::{DynRegistry, Lease};
 use crate::release::event::{Event, Observer, Phase};
-use crate::release::{Cause, ReleaseError, ReleaseOptions, Step};
+use crate::release::{Cause, Interrupt, ReleaseError, ReleaseOptions, Step};
 
 /// The adapters a release runs through. The proxy is optional: without one, no switching or
 /// draining happens.
@@ -59,6 +59,7 @@ pub struct Report {
 pub struct Engine {
     pub(crate) ports: Ports,
     pub(crate) options: ReleaseOptions,
+    interrupt: Interrupt,
 }
 
 impl Engine {
@@ -102,7 +103,17 @@ impl Engine {
                 Some(_) => {}
             }
         }
-        Ok(Engine { ports, options })
+        Ok(Engine {
+            ports,
+            options,
+            interrupt: Interrupt::new(),
+        })
+    }
+
+    /// Lets `interrupt` stop a run: a step interrupted before its commit rolls back.
+    pub fn with_interrupt(mut self, interrupt: Interrupt) -> Engine {
+        self.interrupt = interrupt;
+        self
     }
 
     /// The options this engine runs.
@@ -300,6 +311,23 @@ impl<'a> Run<'a> {
         &self.engine.options
     }
 
+    /// Fails once the lease is lost or the run was interrupted: nothing more may change.
+    fn checkpoint(&self) -> Result<(), Cause> {
+        self.keeper.ensure_held()?;
+        if self.engine.interrupt.is_triggered() {
+            return Err(Cause::Interrupted);
+        }
+        Ok(())
+    }
+
+    /// Sleeps `period`, waking early when the run is interrupted.
+    async fn pause(&self, period: std::time::Duration) {
+        tokio::select! {
+            _ = sleep(period) => {}
+            _ = self.engine.interrupt.triggered() => {}
+        }
+    }
+
     fn orchestrator(&self) -> &DynOrchestrator {
         &self.engine.ports.orchestrator
     }
@@ -418,7 +446,7 @@ impl<'a> Run<'a> {
             },
             DeployPhase::Starting => {
                 let group = self.plan.group.clone().expect("planned in Preparing");
-                let started = match self.keeper.ensure_held() {
+                let started = match self.checkpoint() {
                     Ok(()) => self
                         .orchestrator()
                         .start(&group, &self.plan.numbers)
@@ -540,7 +568,7 @@ impl<'a> Run<'a> {
 
     /// Fixes the deploy plan and makes the target startable. Touches nothing that is live.
     async fn prepare_deploy(&mut self) -> Result<(), Cause> {
-        self.keeper.ensure_held()?;
+        self.checkpoint()?;
         let orchestrator = self.orchestrator().clone();
         let target = self.options().target.clone();
         let info = orchestrator.describe(&target).await?;
@@ -577,7 +605,11 @@ impl<'a> Run<'a> {
             old,
             old_color,
         };
-        orchestrator.prepare(&target).await?;
+        // A pull can take long: an interrupt abandons it (a partial pull changes nothing).
+        tokio::select! {
+            prepared = orchestrator.prepare(&target) => prepared?,
+            _ = self.engine.interrupt.triggered() => return Err(Cause::Interrupted),
+        }
         if !self.options().side_targets.is_empty() {
             orchestrator
                 .start_side_targets(&self.options().side_targets)
@@ -603,7 +635,7 @@ impl<'a> Run<'a> {
         let began = Instant::now();
         let mut pending: Vec<&Instance> = instances.iter().collect();
         loop {
-            self.keeper.ensure_held()?;
+            self.checkpoint()?;
             let answers = join_all(pending.iter().map(|i| self.orchestrator().health(i))).await;
             let mut still = Vec::new();
             for (instance, answer) in pending.into_iter().zip(answers) {
@@ -645,7 +677,7 @@ impl<'a> Run<'a> {
                     diagnosis: Box::new(diagnosis),
                 });
             }
-            sleep(timeouts.health_poll).await;
+            self.pause(timeouts.health_poll).await;
         }
     }
 
@@ -654,7 +686,7 @@ impl<'a> Run<'a> {
         let (Some(proxy), Some(route)) = (self.proxy(), self.route(color)) else {
             return Ok(());
         };
-        self.keeper.ensure_held()?;
+        self.checkpoint()?;
         let servers = addresses(instances)?;
         proxy.reconfigure(&route, &servers).await?;
         Ok(())
@@ -662,7 +694,7 @@ impl<'a> Run<'a> {
 
     /// Stores `state` by compare-and-swap against the revision this invocation holds.
     async fn commit(&mut self, state: ReleaseState) -> Result<(), Cause> {
-        self.keeper.ensure_held()?;
+        self.checkpoint()?;
         let revision = self
             .engine
             .ports
@@ -687,6 +719,7 @@ impl<'a> Run<'a> {
             let servers: Vec<SocketAddr> = instances.iter().filter_map(|i| i.address).collect();
             let timeouts = self.options().timeouts;
             loop {
+                self.checkpoint()?;
                 let sessions = proxy.sessions(&self.options().service, &servers).await?;
                 self.emit(Event::Draining {
                     sessions,
@@ -704,7 +737,7 @@ impl<'a> Run<'a> {
                     });
                     break;
                 }
-                sleep(timeouts.drain_poll).await;
+                self.pause(timeouts.drain_poll).await;
             }
             self.timing(Some(step), Phase::Drain, began.elapsed());
         }
@@ -822,7 +855,7 @@ impl<'a> Run<'a> {
         let began = Instant::now();
         let first = all.iter().map(|i| i.number).max().unwrap_or(0) + 1;
         let numbers: Vec<u32> = (first..first + wanted - live.len() as u32).collect();
-        let started = match self.keeper.ensure_held() {
+        let started = match self.checkpoint() {
             Ok(()) => self
                 .orchestrator()
                 .start(group, &numbers)
@@ -964,7 +997,7 @@ impl<'a> Run<'a> {
                 .map_err(nothing_changed)?;
             self.timing(Some(step), Phase::Switch, began.elapsed());
         }
-        self.keeper.ensure_held().map_err(nothing_changed)?;
+        self.checkpoint().map_err(nothing_changed)?;
         self.drain_and(&old, Retire::Stop, step)
             .await
             .map_err(|cause| ReleaseError::AfterCommit { step, cause })?;

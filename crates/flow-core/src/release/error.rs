@@ -56,6 +56,9 @@ pub enum Cause {
         /// The service.
         service: ServiceName,
     },
+    /// The run was interrupted (Ctrl-C) before this step could finish.
+    #[error("interrupted")]
+    Interrupted,
     /// An instance has no address a proxy could send traffic to.
     #[error(
         "{instance} has no address the proxy can reach: set --port to the service's container port"

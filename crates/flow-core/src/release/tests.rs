@@ -1449,3 +1449,46 @@ fn mocks_are_usable_behind_the_dyn_ports() {
     let _: Box<dyn crate::Proxy> = Box::new(MockProxy::new());
     let _ = always();
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_interrupt_while_waiting_for_health_rolls_back() {
+    let mut seq = Sequence::new();
+    let mut registry = registry(&mut seq, state(Some(Color::Blue), Some(1)));
+    let mut orchestrator = MockOrchestrator::new();
+    expect_prepare_bg(
+        &mut orchestrator,
+        &mut seq,
+        Color::Green,
+        Some((Color::Blue, vec![instance(Some(Color::Blue), 1, true)])),
+        vec![],
+    );
+    let started = expect_start(&mut orchestrator, &mut seq, Some(Color::Green), vec![1]);
+    orchestrator
+        .expect_health()
+        .returning(|_| Ok(Health::Starting { detail: None }));
+    orchestrator
+        .expect_remove()
+        .with(eq(started))
+        .times(1)
+        .returning(|_| Ok(()));
+    registry.expect_store().never();
+    expect_unlock(&mut registry, &mut seq);
+    let interrupt = crate::release::Interrupt::new();
+    let engine = engine(
+        orchestrator,
+        registry,
+        None,
+        options(&[Step::Deploy], true, None),
+    )
+    .with_interrupt(interrupt.clone());
+    let trigger = async {
+        tokio::time::sleep(Duration::from_millis(350)).await;
+        interrupt.trigger();
+    };
+    let (outcome, ()) = tokio::join!(engine.run(&ignore), trigger);
+    let error = outcome.unwrap_err();
+    assert!(
+        matches!(error, ReleaseError::Aborted { cause: Cause::Interrupted, ref cleanup_failures, .. } if cleanup_failures.is_empty()),
+        "{error:?}"
+    );
+}

@@ -11,6 +11,7 @@ use flow_consul::ConsulRegistry;
 use flow_core::{Color, Registry, ReleaseRecord, ReleaseState, Revision, ServiceName};
 
 const ITERATIONS: u32 = 300;
+const WARM_UP: u32 = 30;
 
 fn state(scale: u32) -> ReleaseState {
     ReleaseState {
@@ -41,6 +42,11 @@ fn main() {
             .store(&service, &state(1), Revision::NONE)
             .await
             .expect("first store");
+
+        // Warm-up: open the connection and fill caches before timing anything.
+        for _ in 0..WARM_UP {
+            registry.load(&service).await.expect("load");
+        }
 
         let started = Instant::now();
         for _ in 0..ITERATIONS {

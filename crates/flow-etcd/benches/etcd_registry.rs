@@ -13,6 +13,7 @@ use flow_core::{Color, Registry, ReleaseRecord, ReleaseState, Revision, ServiceN
 use flow_etcd::EtcdRegistry;
 
 const ITERATIONS: u32 = 300;
+const WARM_UP: u32 = 30;
 
 fn state(scale: u32) -> ReleaseState {
     ReleaseState {
@@ -43,6 +44,11 @@ fn main() {
             .store(&service, &state(1), Revision::NONE)
             .await
             .expect("first store");
+
+        // Warm-up: open the connection and fill caches before timing anything.
+        for _ in 0..WARM_UP {
+            registry.load(&service).await.expect("load");
+        }
 
         let started = Instant::now();
         for _ in 0..ITERATIONS {

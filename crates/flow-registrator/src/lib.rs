@@ -1,1 +1,329 @@
-//! flow-registrator (work in progress).
+//! docker-flow's registrator: keeps a [`Registry`](flow_core::Registry) in step with the
+//! containers running on one Docker engine, by Registrator's conventions
+//! (`SERVICE_NAME`, `SERVICE_TAGS`, `SERVICE_CHECK_HTTP`…; see [`derive`]).
+//!
+//! # How it stays in step
+//!
+//! * **Resync, then events.** [`run`] opens the engine's event stream (containers' `start`,
+//!   `die`, `stop` and `destroy`), registers every running container and removes every
+//!   registration of its own whose container is gone (a *resync*), then follows the events.
+//!   The stream asks for events since a moment before the resync began, so an event that
+//!   happens while the resync lists containers is replayed afterwards, never lost.
+//! * **Events are hints, the engine is the truth.** Whatever the event, the container is
+//!   inspected and its registrations are made to match what it is now (running: registered
+//!   as its settings say; stopped or gone: deregistered). Handling an event twice, or late,
+//!   or in a burst, therefore ends in the same state, which is what makes the replay above
+//!   and the restart below safe.
+//! * **Failures end in a resync.** When the event stream breaks (the engine restarts, the
+//!   connection drops) or a registry write fails, the registrator reports it, waits
+//!   (exponential backoff from 0.2 s to 5 s, reset once things work again), reconnects and
+//!   resyncs fully. [`RegistratorOptions::resync`] also resyncs periodically, for changes no
+//!   event announces (a registration deleted by hand).
+//! * **Only its own registrations.** Everything it writes carries the meta
+//!   [`REGISTERED_BY_KEY`]`=`[`REGISTERED_BY`] and [`HOST_KEY`]`=<hostname>`; a resync
+//!   only ever removes registrations carrying both, with its own host name. docker-flow's
+//!   release registrations, other tools' and other hosts' registrators' are left alone.
+//! * **Stopping leaves registrations in place.** When [`run`]'s shutdown future completes
+//!   it returns without deregistering: the containers still run, and the next start's resync
+//!   removes whatever went away meanwhile. (Deregistering on exit would make every restart
+//!   of the registrator a gap in service discovery.)
+//!
+//! # Errors and reporting
+//!
+//! Every register and deregister, every resync, every skipped container and every failure
+//! is one [`Activity`] handed to [`RegistratorOptions::reporter`] (by default one line on
+//! stderr). Registry failures name the registry's address (the backend's
+//! [`RegistryError`] does). [`run`] fails only when its *first* resync fails, so that a wrong
+//! registry address or an unreachable engine is seen at once; afterwards it keeps retrying
+//! until shut down.
+
+#![deny(missing_docs)]
+
+pub mod derive;
+mod sync;
+
+use std::fmt;
+use std::future::Future;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bollard::query_parameters::EventsOptions;
+use bollard::Docker;
+use flow_core::{DynRegistry, Registration, RegistryError};
+use futures::StreamExt;
+
+pub use derive::{
+    registrations, HostIdentity, SettingError, CONTAINER_KEY, HOST_KEY, REGISTERED_BY,
+    REGISTERED_BY_KEY,
+};
+pub use sync::ResyncSummary;
+
+/// The container events that can change what is registered.
+pub const WATCHED_EVENTS: [&str; 4] = ["start", "die", "stop", "destroy"];
+/// The first wait after a failure.
+pub const BACKOFF_MIN: Duration = Duration::from_millis(200);
+/// The longest wait between attempts.
+pub const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How far before a resync the event stream starts, so that no event is missed between
+/// subscribing and listing (clock granularity; replayed events are harmless).
+const EVENT_REPLAY_MARGIN: Duration = Duration::from_secs(1);
+
+/// Receives every [`Activity`]; the CLI prints them.
+pub type Reporter = Arc<dyn Fn(&Activity) + Send + Sync>;
+
+/// How the registrator runs.
+#[derive(Clone)]
+pub struct RegistratorOptions {
+    /// The address registered for published ports (`--ip`); `None`: each binding's host IP,
+    /// or the container's IP for ports published on every interface.
+    pub ip: Option<IpAddr>,
+    /// Resync everything this often (`--resync`); `None`: only at start and after failures.
+    pub resync: Option<Duration>,
+    /// The host name in default ids and in the [`HOST_KEY`] meta; `None`: the engine's own
+    /// name (`docker info`), so that registrators of different hosts sharing one registry
+    /// never remove each other's registrations.
+    pub hostname: Option<String>,
+    /// Receives every activity; the default prints one line per activity on stderr.
+    pub reporter: Reporter,
+}
+
+impl Default for RegistratorOptions {
+    fn default() -> Self {
+        RegistratorOptions {
+            ip: None,
+            resync: None,
+            hostname: None,
+            reporter: Arc::new(|activity| eprintln!("registrator: {activity}")),
+        }
+    }
+}
+
+impl fmt::Debug for RegistratorOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RegistratorOptions")
+            .field("ip", &self.ip)
+            .field("resync", &self.resync)
+            .field("hostname", &self.hostname)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Something the registrator did or ran into; [`fmt::Display`] gives the line to print.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Activity {
+    /// A registration was written (new or changed).
+    Registered(Registration),
+    /// A registration was removed (its container stopped or went away).
+    Deregistered(Registration),
+    /// A resync completed.
+    Resynced(ResyncSummary),
+    /// A running container was left as it is: its settings cannot be used.
+    Skipped(SettingError),
+    /// Something failed; the registrator retries (reconnects and resyncs) after `retry_in`.
+    Failed {
+        /// What failed.
+        error: RegistratorError,
+        /// The wait before the next attempt.
+        retry_in: Duration,
+    },
+}
+
+impl fmt::Display for Activity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Activity::Registered(r) => write!(
+                f,
+                "registered {} as {} at {}:{}",
+                r.id, r.name, r.address, r.port
+            ),
+            Activity::Deregistered(r) => write!(f, "deregistered {} ({})", r.id, r.name),
+            Activity::Resynced(s) => write!(
+                f,
+                "resynced: {} running containers, {} registrations ({} written, {} removed)",
+                s.containers, s.registrations, s.registered, s.removed
+            ),
+            Activity::Skipped(error) => write!(f, "not registered: {error}"),
+            Activity::Failed { error, retry_in } => {
+                write!(f, "{error}; retrying in {} ms", retry_in.as_millis())
+            }
+        }
+    }
+}
+
+/// Everything the registrator can fail with.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistratorError {
+    /// A call to the Docker engine failed (listing, inspecting, `docker info`), or its event
+    /// stream broke.
+    #[error("the Docker engine failed to {action}: {source}")]
+    Docker {
+        /// What was asked.
+        action: String,
+        /// The engine's or the transport's error.
+        #[source]
+        source: bollard::errors::Error,
+    },
+    /// The engine closed its event stream (it is shutting down or restarting).
+    #[error("the Docker engine closed its event stream (is it restarting?)")]
+    EventsEnded,
+    /// A registry call failed; the source names the registry's address.
+    #[error("could not {action}: {source}")]
+    Registry {
+        /// What was asked.
+        action: String,
+        /// The backend's error.
+        #[source]
+        source: RegistryError,
+    },
+}
+
+/// Bounded exponential backoff.
+#[derive(Debug)]
+struct Backoff {
+    next: Duration,
+}
+
+impl Backoff {
+    fn new() -> Backoff {
+        Backoff { next: BACKOFF_MIN }
+    }
+
+    /// The wait to use now; the following one is twice as long, up to [`BACKOFF_MAX`].
+    fn step(&mut self) -> Duration {
+        let now = self.next;
+        self.next = (self.next * 2).min(BACKOFF_MAX);
+        now
+    }
+
+    fn reset(&mut self) {
+        self.next = BACKOFF_MIN;
+    }
+}
+
+/// The name of the engine's host, for ids and the [`HOST_KEY`] meta.
+async fn engine_hostname(docker: &Docker) -> Result<String, RegistratorError> {
+    let info = docker
+        .info()
+        .await
+        .map_err(|source| RegistratorError::Docker {
+            action: "describe itself (docker info)".to_string(),
+            source,
+        })?;
+    Ok(info
+        .name
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".to_string())))
+}
+
+/// The engine's container event stream from `since` on.
+fn container_events(
+    docker: &Docker,
+    since: SystemTime,
+) -> impl futures::Stream<Item = Result<bollard::models::EventMessage, bollard::errors::Error>> {
+    let since = since
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    let filters = std::collections::HashMap::from([
+        ("type".to_string(), vec!["container".to_string()]),
+        (
+            "event".to_string(),
+            WATCHED_EVENTS.iter().map(|e| e.to_string()).collect(),
+        ),
+    ]);
+    docker.events(Some(EventsOptions {
+        since: Some(since.to_string()),
+        until: None,
+        filters: Some(filters),
+    }))
+}
+
+/// Runs the registrator until `shutdown` completes: resyncs, then follows the engine's
+/// container events (see the [crate docs](crate)). Returns `Ok(())` on shutdown, an error
+/// only when the engine cannot be asked its name or the first resync fails; later failures
+/// are reported to [`RegistratorOptions::reporter`] and retried.
+pub async fn run(
+    docker: Docker,
+    registry: DynRegistry,
+    options: RegistratorOptions,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), RegistratorError> {
+    tokio::pin!(shutdown);
+    let hostname = match options.hostname.clone() {
+        Some(hostname) => hostname,
+        None => tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            hostname = engine_hostname(&docker) => hostname?,
+        },
+    };
+    let host = HostIdentity {
+        hostname,
+        ip: options.ip,
+    };
+    let report = options.reporter.clone();
+    let mut syncer = sync::Syncer::new(docker.clone(), registry, host, report.clone());
+    let mut backoff = Backoff::new();
+    let mut first = true;
+    loop {
+        let since = SystemTime::now() - EVENT_REPLAY_MARGIN;
+        let mut events = Box::pin(container_events(&docker, since));
+        let resynced = tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            resynced = syncer.resync() => resynced,
+        };
+        let failure = match resynced {
+            Err(error) if first => return Err(error),
+            Err(error) => error,
+            Ok(summary) => {
+                first = false;
+                report(&Activity::Resynced(summary));
+                let mut periodic = options.resync.map(|period| {
+                    tokio::time::interval_at(tokio::time::Instant::now() + period, period)
+                });
+                loop {
+                    let tick = async {
+                        match periodic.as_mut() {
+                            Some(interval) => {
+                                interval.tick().await;
+                            }
+                            None => std::future::pending::<()>().await,
+                        }
+                    };
+                    let step = tokio::select! {
+                        _ = &mut shutdown => return Ok(()),
+                        _ = tick => syncer.resync().await.map(|summary| {
+                            report(&Activity::Resynced(summary));
+                        }),
+                        event = events.next() => match event {
+                            None => Err(RegistratorError::EventsEnded),
+                            Some(Err(source)) => Err(RegistratorError::Docker {
+                                action: "stream events".to_string(),
+                                source,
+                            }),
+                            Some(Ok(event)) => match event.actor.and_then(|a| a.id) {
+                                Some(id) => syncer.reconcile(&id).await,
+                                None => Ok(()),
+                            },
+                        },
+                    };
+                    match step {
+                        Ok(()) => backoff.reset(),
+                        Err(error) => break error,
+                    }
+                }
+            }
+        };
+        let retry_in = backoff.step();
+        report(&Activity::Failed {
+            error: failure,
+            retry_in,
+        });
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            _ = tokio::time::sleep(retry_in) => {}
+        }
+    }
+}

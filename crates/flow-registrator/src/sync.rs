@@ -1,0 +1,250 @@
+//! Bringing the registry in step with the engine: all at once ([`Syncer::resync`]) or for
+//! one container after one of its events ([`Syncer::reconcile`]).
+
+use std::collections::{BTreeMap, HashMap};
+
+use bollard::query_parameters::{InspectContainerOptions, ListContainersOptions};
+use bollard::Docker;
+use flow_core::{DynRegistry, Registration};
+use futures::StreamExt;
+
+use crate::derive::{self, HostIdentity, HOST_KEY, REGISTERED_BY, REGISTERED_BY_KEY};
+use crate::{Activity, RegistratorError, Reporter};
+
+/// How many containers are inspected at once during a resync.
+const INSPECT_CONCURRENCY: usize = 8;
+
+/// What one resync did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct ResyncSummary {
+    /// Running containers seen.
+    pub containers: usize,
+    /// Registrations of this registrator in place afterwards.
+    pub registrations: usize,
+    /// Registrations written (new or changed).
+    pub registered: usize,
+    /// Registrations removed (their container is gone or no longer registrable).
+    pub removed: usize,
+}
+
+/// The registrator's working state: its registrations as last written, by container.
+pub(crate) struct Syncer {
+    docker: Docker,
+    registry: DynRegistry,
+    host: HostIdentity,
+    reporter: Reporter,
+    /// Our registrations by container id, then by registration id, as the registry holds
+    /// them after our last successful write.
+    known: HashMap<String, BTreeMap<String, Registration>>,
+}
+
+impl Syncer {
+    pub(crate) fn new(
+        docker: Docker,
+        registry: DynRegistry,
+        host: HostIdentity,
+        reporter: Reporter,
+    ) -> Syncer {
+        Syncer {
+            docker,
+            registry,
+            host,
+            reporter,
+            known: HashMap::new(),
+        }
+    }
+
+    fn is_ours(&self, registration: &Registration) -> bool {
+        registration.meta.get(REGISTERED_BY_KEY).map(String::as_str) == Some(REGISTERED_BY)
+            && registration.meta.get(HOST_KEY) == Some(&self.host.hostname)
+    }
+
+    /// The registrations `container_id` stands for now: none when it is gone or not running.
+    /// A container whose settings cannot be used is reported and yields `None` (leave its
+    /// registrations as they are).
+    async fn desired(
+        &self,
+        container_id: &str,
+    ) -> Result<Option<BTreeMap<String, Registration>>, RegistratorError> {
+        let inspect = match self
+            .docker
+            .inspect_container(container_id, None::<InspectContainerOptions>)
+            .await
+        {
+            Ok(inspect) => inspect,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return Ok(Some(BTreeMap::new())),
+            Err(source) => {
+                return Err(RegistratorError::Docker {
+                    action: format!("inspect container {container_id}"),
+                    source,
+                })
+            }
+        };
+        let running = inspect
+            .state
+            .as_ref()
+            .and_then(|s| s.running)
+            .unwrap_or(false);
+        if !running {
+            return Ok(Some(BTreeMap::new()));
+        }
+        match derive::registrations(&inspect, &self.host) {
+            Ok(registrations) => Ok(Some(
+                registrations
+                    .into_iter()
+                    .map(|r| (r.id.clone(), r))
+                    .collect(),
+            )),
+            Err(error) => {
+                (self.reporter)(&Activity::Skipped(error));
+                Ok(None)
+            }
+        }
+    }
+
+    async fn register(&self, registration: &Registration) -> Result<(), RegistratorError> {
+        self.registry
+            .register(registration)
+            .await
+            .map_err(|source| RegistratorError::Registry {
+                action: format!("register {}", registration.id),
+                source,
+            })?;
+        (self.reporter)(&Activity::Registered(registration.clone()));
+        Ok(())
+    }
+
+    async fn deregister(&self, registration: &Registration) -> Result<(), RegistratorError> {
+        self.registry
+            .deregister(&registration.id)
+            .await
+            .map_err(|source| RegistratorError::Registry {
+                action: format!("deregister {}", registration.id),
+                source,
+            })?;
+        (self.reporter)(&Activity::Deregistered(registration.clone()));
+        Ok(())
+    }
+
+    /// Brings the registrations of one container in step with it (after any of its events).
+    pub(crate) async fn reconcile(&mut self, container_id: &str) -> Result<(), RegistratorError> {
+        let Some(desired) = self.desired(container_id).await? else {
+            return Ok(());
+        };
+        let mut current = self.known.remove(container_id).unwrap_or_default();
+        let mut outcome = Ok(());
+        for (id, registration) in &desired {
+            if current.get(id) == Some(registration) {
+                continue;
+            }
+            if let Err(error) = self.register(registration).await {
+                outcome = Err(error);
+                break;
+            }
+            current.insert(id.clone(), registration.clone());
+        }
+        if outcome.is_ok() {
+            let stale: Vec<Registration> = current
+                .values()
+                .filter(|r| !desired.contains_key(&r.id))
+                .cloned()
+                .collect();
+            for registration in stale {
+                if let Err(error) = self.deregister(&registration).await {
+                    outcome = Err(error);
+                    break;
+                }
+                current.remove(&registration.id);
+            }
+        }
+        if !current.is_empty() {
+            self.known.insert(container_id.to_string(), current);
+        }
+        outcome
+    }
+
+    /// Registers every running container and removes every registration of ours whose
+    /// container is gone; afterwards the registry holds exactly what the engine runs.
+    pub(crate) async fn resync(&mut self) -> Result<ResyncSummary, RegistratorError> {
+        let running = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: false,
+                ..Default::default()
+            }))
+            .await
+            .map_err(|source| RegistratorError::Docker {
+                action: "list the running containers".to_string(),
+                source,
+            })?;
+        let ids: Vec<String> = running.into_iter().filter_map(|c| c.id).collect();
+        let this = &*self;
+        let mut inspected = futures::stream::iter(
+            ids.iter()
+                .map(|id| async move { (id.clone(), this.desired(id).await) }),
+        )
+        .buffer_unordered(INSPECT_CONCURRENCY);
+        let mut desired: HashMap<String, BTreeMap<String, Registration>> = HashMap::new();
+        let mut unusable = Vec::new();
+        while let Some((id, result)) = inspected.next().await {
+            match result? {
+                Some(registrations) => {
+                    desired.insert(id, registrations);
+                }
+                None => unusable.push(id),
+            }
+        }
+        drop(inspected);
+        let stored: BTreeMap<String, Registration> = self
+            .registry
+            .all_instances()
+            .await
+            .map_err(|source| RegistratorError::Registry {
+                action: "list registrations".to_string(),
+                source,
+            })?
+            .into_iter()
+            .filter(|r| self.is_ours(r))
+            .map(|r| (r.id.clone(), r))
+            .collect();
+        let mut summary = ResyncSummary {
+            containers: ids.len(),
+            ..Default::default()
+        };
+        let mut known: HashMap<String, BTreeMap<String, Registration>> = HashMap::new();
+        let mut wanted_ids = std::collections::HashSet::new();
+        for (container, registrations) in &desired {
+            for (id, registration) in registrations {
+                wanted_ids.insert(id.clone());
+                if stored.get(id) != Some(registration) {
+                    self.register(registration).await?;
+                    summary.registered += 1;
+                }
+                known
+                    .entry(container.clone())
+                    .or_default()
+                    .insert(id.clone(), registration.clone());
+            }
+        }
+        for (id, registration) in &stored {
+            let container = registration.meta.get(derive::CONTAINER_KEY);
+            // A container with unusable settings keeps what it had.
+            if let Some(container) = container.filter(|c| unusable.contains(c)) {
+                known
+                    .entry(container.clone())
+                    .or_default()
+                    .insert(id.clone(), registration.clone());
+                continue;
+            }
+            if !wanted_ids.contains(id) {
+                self.deregister(registration).await?;
+                summary.removed += 1;
+            }
+        }
+        summary.registrations = known.values().map(BTreeMap::len).sum();
+        self.known = known;
+        Ok(summary)
+    }
+}

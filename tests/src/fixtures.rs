@@ -2,6 +2,8 @@
 //!
 //! * [`demo_server_binary`] builds the static `demo-server` once per process.
 //! * [`build_demo_image`] wraps it into a `FROM scratch` image through the Docker API.
+//! * [`docker_flow_binary`] builds the `docker-flow` binary once per process, for tests that
+//!   run the real command line.
 //! * [`unique_project`] names a Compose project no other test (or run) uses, and
 //!   [`ProjectGuard`] removes everything labelled with it when dropped, also when the test
 //!   panics, so a failing test leaves nothing behind on the shared engine.
@@ -84,6 +86,68 @@ pub fn demo_server_binary() -> PathBuf {
             binary
         })
         .clone()
+}
+
+/// Builds the `docker-flow` binary (once per process) and returns its path.
+///
+/// A binary of another package is not built for this package's tests (cargo's artifact
+/// dependencies are unstable), so this runs `cargo build -p flow-cli --bin docker-flow` in the
+/// workspace and takes the path from cargo's own `compiler-artifact` message rather than
+/// guessing the target directory and profile layout.
+///
+/// # Panics
+///
+/// When cargo fails, with cargo's output: every command-line test needs this binary.
+pub fn docker_flow_binary() -> PathBuf {
+    static BINARY: OnceLock<PathBuf> = OnceLock::new();
+    BINARY
+        .get_or_init(|| {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string());
+            let output = Command::new(&cargo)
+                .current_dir(workspace_root())
+                .args([
+                    "build",
+                    "-p",
+                    "flow-cli",
+                    "--bin",
+                    "docker-flow",
+                    "--message-format=json",
+                ])
+                .output()
+                .unwrap_or_else(|error| panic!("cannot run {cargo} to build docker-flow: {error}"));
+            let messages = String::from_utf8_lossy(&output.stdout);
+            if !output.status.success() {
+                panic!(
+                    "building docker-flow failed ({}):\n{}",
+                    output.status,
+                    String::from_utf8_lossy(&output.stderr)
+                );
+            }
+            let binary = messages
+                .lines()
+                .filter(|line| line.contains("\"reason\":\"compiler-artifact\""))
+                .filter_map(executable_path)
+                .find(|path| path.file_name().is_some_and(|name| name == "docker-flow"))
+                .unwrap_or_else(|| {
+                    panic!("cargo built docker-flow but named no executable:\n{messages}")
+                });
+            assert!(
+                binary.is_file(),
+                "cargo reported {} but it does not exist",
+                binary.display()
+            );
+            binary
+        })
+        .clone()
+}
+
+/// The `"executable":"<path>"` field of one of cargo's JSON messages, when it names one.
+/// Workspace paths contain no characters JSON would escape, so the text is taken as is.
+fn executable_path(message: &str) -> Option<PathBuf> {
+    const FIELD: &str = "\"executable\":\"";
+    let start = message.find(FIELD)? + FIELD.len();
+    let end = start + message[start..].find('"')?;
+    Some(PathBuf::from(&message[start..end]))
 }
 
 /// The Dockerfile of the demo image for `version`.

@@ -1,0 +1,375 @@
+//! What the end-to-end areas share: a scratch directory with its own Compose project in which
+//! the real `docker-flow` binary runs, the demo images, and views of the project's containers
+//! and stored state.
+
+use std::collections::HashMap;
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use bollard::query_parameters::ListContainersOptions;
+use bollard::Docker;
+use flow_tests::fixtures::{
+    build_demo_image, docker, docker_flow_binary, unique_project, ProjectGuard, PROJECT_LABEL,
+};
+
+/// The repository of the demo images the end-to-end tests release. Tags are versions
+/// (`v1`, `v2`, `v3`): the image answers its tag on `/`.
+pub const DEMO_REPOSITORY: &str = "docker-flow-e2e-demo";
+
+/// The versions built by [`demo_images`].
+const DEMO_VERSIONS: [&str; 3] = ["v1", "v2", "v3"];
+
+/// How long a single `docker-flow` invocation may run before the test gives up on it: a
+/// hung release must fail the test, not hang it.
+const INVOCATION_LIMIT: Duration = Duration::from_secs(120);
+
+/// The Compose service every scenario releases.
+pub const TARGET: &str = "app";
+
+/// Builds the demo images `docker-flow-e2e-demo:v1..v3` once per process.
+///
+/// The tags are fixed rather than unique per run so that Docker's layer cache makes them
+/// free after the first run, the way the Docker adapter's own tests do it; containers, which
+/// carry the state a test could leak, are unique per test and removed by its guard.
+pub async fn demo_images() {
+    static BUILT: tokio::sync::OnceCell<()> = tokio::sync::OnceCell::const_new();
+    BUILT
+        .get_or_init(|| async {
+            let docker = docker().await;
+            for version in DEMO_VERSIONS {
+                let tag = format!("{DEMO_REPOSITORY}:{version}");
+                build_demo_image(&docker, &tag, version)
+                    .await
+                    .unwrap_or_else(|error| panic!("building {tag}: {error}"));
+            }
+        })
+        .await;
+}
+
+/// The Compose file of the released service: the demo image at `${DEMO_TAG}`, its single
+/// port exposed on the project network only, and `DEMO_UNHEALTHY` passed through so that a
+/// test can release instances whose health check fails. `extra` is appended to the service.
+pub fn demo_compose(extra: &str) -> String {
+    format!(
+        "services:\n  \
+           {TARGET}:\n    \
+             image: {DEMO_REPOSITORY}:${{DEMO_TAG:-v1}}\n    \
+             expose:\n      - \"8080\"\n    \
+             environment:\n      \
+               DEMO_UNHEALTHY: ${{DEMO_UNHEALTHY:-0}}\n\
+         {extra}"
+    )
+}
+
+/// How one `docker-flow` invocation ended.
+#[derive(Debug)]
+pub struct Outcome {
+    /// The exit code (`-1` when a signal ended the process).
+    pub code: i32,
+    /// Everything it printed on stdout.
+    pub stdout: String,
+    /// Everything it printed on stderr.
+    pub stderr: String,
+}
+
+impl Outcome {
+    /// Panics, showing both streams, unless the exit code is `expected`.
+    #[track_caller]
+    pub fn assert_code(&self, expected: i32) -> &Self {
+        assert_eq!(
+            self.code, expected,
+            "docker-flow exited {} (expected {expected})\n--- stdout\n{}--- stderr\n{}",
+            self.code, self.stdout, self.stderr
+        );
+        self
+    }
+
+    /// Panics unless stderr contains every one of `parts`.
+    #[track_caller]
+    pub fn assert_stderr_names(&self, parts: &[&str]) -> &Self {
+        for part in parts {
+            assert!(
+                self.stderr.contains(part),
+                "stderr does not mention {part:?}:\n{}",
+                self.stderr
+            );
+        }
+        self
+    }
+}
+
+/// One container of a project, as the engine lists it.
+#[derive(Debug, Clone)]
+pub struct Container {
+    /// The engine's id.
+    pub id: String,
+    /// The name, without the leading `/`.
+    pub name: String,
+    /// `running`, `exited`, …
+    pub state: String,
+    /// Its labels.
+    pub labels: HashMap<String, String>,
+}
+
+impl Container {
+    /// Whether it runs.
+    pub fn running(&self) -> bool {
+        self.state == "running"
+    }
+}
+
+/// A scratch directory holding a Compose file, in which `docker-flow` runs against the real
+/// engine under a Compose project name no other test uses. Everything the project started is
+/// removed when it is dropped.
+pub struct Site {
+    dir: tempfile::TempDir,
+    docker: Docker,
+    guard: ProjectGuard,
+}
+
+impl Site {
+    /// A new site whose `docker-compose.yml` is `compose`; the project is named after
+    /// `prefix` and made unique.
+    pub async fn new(prefix: &str, compose: &str) -> Site {
+        let docker = docker().await;
+        let dir = tempfile::Builder::new()
+            .prefix("docker-flow-e2e-")
+            .tempdir()
+            .expect("a temporary directory");
+        let site = Site {
+            dir,
+            docker,
+            guard: ProjectGuard::new(unique_project(&format!("e2e-{prefix}"))),
+        };
+        site.write("docker-compose.yml", compose);
+        site
+    }
+
+    /// The Compose project name.
+    pub fn project(&self) -> &str {
+        self.guard.project()
+    }
+
+    /// The registry name of the released service: `<project>-app`.
+    pub fn service(&self) -> String {
+        format!("{}-{TARGET}", self.project())
+    }
+
+    /// The site's directory.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Writes `text` to `name` in the site's directory.
+    pub fn write(&self, name: &str, text: &str) {
+        std::fs::write(self.dir().join(name), text)
+            .unwrap_or_else(|error| panic!("writing {name}: {error}"));
+    }
+
+    /// The directory the embedded file store keeps state in, beside the Compose file.
+    pub fn store_dir(&self) -> PathBuf {
+        self.dir().join(".docker-flow")
+    }
+
+    /// Where the state of the released service is stored.
+    pub fn state_path(&self) -> PathBuf {
+        self.store_dir().join(self.service()).join("state.json")
+    }
+
+    /// The stored state file as bytes, `None` when there is none.
+    pub fn state_bytes(&self) -> Option<Vec<u8>> {
+        match std::fs::read(self.state_path()) {
+            Ok(bytes) => Some(bytes),
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => None,
+            Err(error) => panic!("reading {}: {error}", self.state_path().display()),
+        }
+    }
+
+    /// The stored state, parsed; panics when there is none.
+    pub fn state(&self) -> serde_json::Value {
+        let bytes = self
+            .state_bytes()
+            .unwrap_or_else(|| panic!("no state stored at {}", self.state_path().display()));
+        serde_json::from_slice(&bytes).expect("state.json is JSON")
+    }
+
+    /// Runs `docker-flow -p <project> <args>` in the site's directory with `env` added.
+    ///
+    /// `FLOW*` variables of the test's own environment are removed so that nothing outside
+    /// the test changes what it runs; `DOCKER_HOST` is kept, as the fixtures use it too.
+    pub async fn flow(&self, args: &[&str], env: &[(&str, &str)]) -> Outcome {
+        let child = self.spawn_flow(args, env);
+        finish(child).await
+    }
+
+    /// Starts `docker-flow -p <project> <args>` in the background (see [`Site::flow`]).
+    pub fn spawn_flow(&self, args: &[&str], env: &[(&str, &str)]) -> tokio::process::Child {
+        let mut command = tokio::process::Command::new(docker_flow_binary());
+        command
+            .current_dir(self.dir())
+            .arg("-p")
+            .arg(self.project())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        for (name, _) in std::env::vars_os() {
+            if name.to_string_lossy().starts_with("FLOW") {
+                command.env_remove(name);
+            }
+        }
+        command.envs(env.iter().copied());
+        command
+            .spawn()
+            .unwrap_or_else(|error| panic!("cannot start docker-flow: {error}"))
+    }
+
+    /// Every container of the project, running or not, sorted by name.
+    pub async fn containers(&self) -> Vec<Container> {
+        let filters = HashMap::from([(
+            "label".to_string(),
+            vec![format!("{PROJECT_LABEL}={}", self.project())],
+        )]);
+        let listed = self
+            .docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(filters),
+                ..Default::default()
+            }))
+            .await
+            .expect("listing the project's containers");
+        let mut containers: Vec<Container> = listed
+            .into_iter()
+            .map(|summary| Container {
+                id: summary.id.unwrap_or_default(),
+                name: summary
+                    .names
+                    .and_then(|names| names.into_iter().next())
+                    .unwrap_or_default()
+                    .trim_start_matches('/')
+                    .to_string(),
+                state: summary.state.map(|s| s.to_string()).unwrap_or_default(),
+                labels: summary.labels.unwrap_or_default(),
+            })
+            .collect();
+        containers.sort_by(|a, b| a.name.cmp(&b.name));
+        containers
+    }
+
+    /// The containers of one colour of the target.
+    pub async fn colour(&self, colour: &str) -> Vec<Container> {
+        let service = format!("{TARGET}-{colour}");
+        self.containers()
+            .await
+            .into_iter()
+            .filter(|c| c.labels.get("com.docker.compose.service") == Some(&service))
+            .collect()
+    }
+
+    /// The names of the running containers of one colour.
+    pub async fn running(&self, colour: &str) -> Vec<String> {
+        self.colour(colour)
+            .await
+            .into_iter()
+            .filter(Container::running)
+            .map(|c| c.name)
+            .collect()
+    }
+
+    /// The name docker-flow gives instance `number` of `colour`.
+    pub fn instance(&self, colour: &str, number: u32) -> String {
+        format!("{}-{TARGET}-{colour}-{number}", self.project())
+    }
+
+    /// The Docker client the site lists with.
+    pub fn docker(&self) -> &Docker {
+        &self.docker
+    }
+
+    /// Panics unless the project has no container at all and nothing was stored.
+    #[track_caller]
+    pub fn assert_nothing_stored(&self) {
+        assert!(
+            !self.store_dir().exists(),
+            "{} was created by a refused invocation",
+            self.store_dir().display()
+        );
+    }
+
+    /// Panics unless the project has no container.
+    pub async fn assert_no_containers(&self) {
+        let containers = self.containers().await;
+        assert!(
+            containers.is_empty(),
+            "a refused invocation left containers: {:?}",
+            containers.iter().map(|c| &c.name).collect::<Vec<_>>()
+        );
+    }
+}
+
+/// Waits (bounded) for a started `docker-flow` to end and collects what it printed.
+pub async fn finish(child: tokio::process::Child) -> Outcome {
+    let output = tokio::time::timeout(INVOCATION_LIMIT, child.wait_with_output())
+        .await
+        .unwrap_or_else(|_| panic!("docker-flow ran longer than {INVOCATION_LIMIT:?}"))
+        .expect("waiting for docker-flow");
+    Outcome {
+        code: output.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&output.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
+    }
+}
+
+/// The body of `GET /` from a container on its project network, port 8080.
+///
+/// A plain HTTP/1.0-style exchange over a `TcpStream` (`Connection: close`, read to the end)
+/// is all the demo server needs; the traffic stays on the engine's local bridge.
+pub async fn get_root(docker: &Docker, container: &str) -> String {
+    let inspected = docker
+        .inspect_container(
+            container,
+            None::<bollard::query_parameters::InspectContainerOptions>,
+        )
+        .await
+        .unwrap_or_else(|error| panic!("inspecting {container}: {error}"));
+    let ip: IpAddr = inspected
+        .network_settings
+        .and_then(|settings| settings.networks)
+        .and_then(|networks| {
+            networks
+                .into_values()
+                .find_map(|network| network.ip_address.filter(|ip| !ip.is_empty()))
+        })
+        .unwrap_or_else(|| panic!("{container} has no IP address"))
+        .parse()
+        .expect("the engine reports IP addresses");
+    let address = SocketAddr::new(ip, 8080);
+    tokio::task::spawn_blocking(move || {
+        let timeout = Duration::from_secs(5);
+        let mut stream = TcpStream::connect_timeout(&address, timeout)
+            .unwrap_or_else(|error| panic!("connecting to {address}: {error}"));
+        stream.set_read_timeout(Some(timeout)).expect("a timeout");
+        stream
+            .write_all(b"GET / HTTP/1.1\r\nHost: demo\r\nConnection: close\r\n\r\n")
+            .expect("sending the request");
+        let mut response = String::new();
+        stream
+            .read_to_string(&mut response)
+            .expect("reading the response");
+        assert!(
+            response.starts_with("HTTP/1.1 200"),
+            "GET / on {address} answered: {response}"
+        );
+        response
+            .split_once("\r\n\r\n")
+            .map(|(_, body)| body.trim().to_string())
+            .unwrap_or_default()
+    })
+    .await
+    .expect("the request thread")
+}

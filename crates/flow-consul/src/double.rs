@@ -24,7 +24,8 @@
 //!   sessions ask for none.)
 //! * **Services** `PUT /v1/agent/service/register` (`ID`, `Name`, `Tags`, `Address`, `Port`,
 //!   `Meta`, `Check` with `HTTP`/`Interval`/`Timeout`/`Status`), `PUT
-//!   /v1/agent/service/deregister/<id>` (404 when unknown), `GET /v1/catalog/services`,
+//!   /v1/agent/service/deregister/<id>` (404 when unknown), `GET /v1/agent/service/<id>`
+//!   (404 when unknown), `GET /v1/catalog/services`,
 //!   `GET /v1/catalog/service/<name>` (`[]` when unknown; `ServiceID`, `ServiceName`,
 //!   `ServiceAddress`, `ServicePort`, `ServiceTags`, `ServiceMeta`…), `GET
 //!   /v1/health/service/<name>` with `?passing`. A new check starts `critical`, as in Consul;
@@ -40,8 +41,11 @@
 //!   token (`X-Consul-Token` header or `?token=`) is answered `403 Permission denied`.
 //!
 //! Anything else is answered `404` (unknown path) or `405` (known path, other method).
-//! [`ConsulDouble::set_check_status`] and [`ConsulDouble::expire_session`] are test hooks with
-//! no Consul counterpart: test-only.
+//! The agent's own registrations reach the catalog at once by default; with
+//! [`ConsulDouble::set_catalog_sync_delay`] they arrive later, as with Consul's asynchronous
+//! anti-entropy sync. [`ConsulDouble::set_check_status`], [`ConsulDouble::expire_session`] and
+//! [`ConsulDouble::set_catalog_sync_delay`] are test hooks with no Consul counterpart:
+//! test-only.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
@@ -129,6 +133,7 @@ impl ConsulDouble {
         let (changed, _) = watch::channel(0);
         let shared = Arc::new(Shared {
             state: Mutex::new(State::new()),
+            catalog_sync_delay: Mutex::new(Duration::ZERO),
             changed,
             token,
         });
@@ -183,6 +188,16 @@ impl ConsulDouble {
         true
     }
 
+    /// Test-only: makes agent registrations reach the catalog (and health) `delay` after the
+    /// agent accepted them, as Consul's anti-entropy sync does (the default is at once).
+    pub fn set_catalog_sync_delay(&self, delay: Duration) {
+        *self
+            .shared
+            .catalog_sync_delay
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = delay;
+    }
+
     /// Test-only: invalidates session `id` now, as if its TTL had passed. Returns false when
     /// no such session exists.
     pub fn expire_session(&self, id: &str) -> bool {
@@ -200,6 +215,7 @@ impl ConsulDouble {
 
 struct Shared {
     state: Mutex<State>,
+    catalog_sync_delay: Mutex<Duration>,
     changed: watch::Sender<u64>,
     token: Option<String>,
 }
@@ -253,6 +269,8 @@ struct Check {
 struct State {
     index: u64,
     kv: BTreeMap<String, KvEntry>,
+    /// The local agent's registrations (changed at once by the agent endpoints).
+    agent: BTreeMap<String, Service>,
     sessions: BTreeMap<String, Session>,
     services: BTreeMap<String, Service>,
     checks: BTreeMap<String, Check>,
@@ -391,7 +409,7 @@ impl Shared {
         self.changed.send_replace(index);
     }
 
-    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<Full<Bytes>> {
         let answer = self.answer(request).await;
         let mut response = Response::builder()
             .status(answer.status)
@@ -404,7 +422,7 @@ impl Shared {
             .expect("a response with valid headers builds")
     }
 
-    async fn answer(&self, request: Request<Incoming>) -> Answer {
+    async fn answer(self: &Arc<Self>, request: Request<Incoming>) -> Answer {
         let method = request.method().clone();
         let path = request.uri().path().to_string();
         let query = Query::parse(request.uri().query());
@@ -438,6 +456,7 @@ impl Shared {
             (["v1", "session", "info", id], &Method::GET) => self.session_info(id),
             (["v1", "agent", "service", "register"], &Method::PUT) => self.register(&body),
             (["v1", "agent", "service", "deregister", id], &Method::PUT) => self.deregister(id),
+            (["v1", "agent", "service", id], &Method::GET) => self.agent_service(id),
             (["v1", "catalog", "services"], &Method::GET) => {
                 self.block(&query).await;
                 self.catalog_services()
@@ -702,7 +721,7 @@ impl Shared {
         Answer::ok(&json!(sessions)).with_index(state.index)
     }
 
-    fn register(&self, body: &[u8]) -> Answer {
+    fn register(self: &Arc<Self>, body: &[u8]) -> Answer {
         let request: Value = match serde_json::from_slice(body) {
             Ok(v) => v,
             Err(e) => {
@@ -772,58 +791,98 @@ impl Shared {
                 Some((http, interval, timeout, status))
             }
         };
-        let mut state = self.lock();
-        let index = state.next_index();
-        let create_index = state.services.get(&id).map_or(index, |s| s.create_index);
-        state.services.insert(
-            id.clone(),
-            Service {
-                id: id.clone(),
-                name: name.clone(),
-                tags,
-                address: text(&request, "Address"),
-                port,
-                meta,
-                create_index,
-                modify_index: index,
-            },
-        );
-        let check_id = format!("service:{id}");
-        state.checks.remove(&check_id);
-        if let Some((http, interval, timeout, status)) = check {
-            state.checks.insert(
-                check_id.clone(),
-                Check {
-                    id: check_id,
-                    name: format!("Service '{name}' check"),
-                    service_id: id,
-                    service_name: name,
-                    status,
-                    definition: json!({"HTTP": http, "Interval": interval, "Timeout": timeout}),
-                    create_index: index,
+        let service = Service {
+            id: id.clone(),
+            name: name.clone(),
+            tags,
+            address: text(&request, "Address"),
+            port,
+            meta,
+            create_index: 0,
+            modify_index: 0,
+        };
+        self.lock().agent.insert(id.clone(), service.clone());
+        self.sync_to_catalog(move |state, index| {
+            let create_index = state.services.get(&id).map_or(index, |s| s.create_index);
+            state.services.insert(
+                id.clone(),
+                Service {
+                    create_index,
                     modify_index: index,
+                    ..service
                 },
             );
-        }
-        drop(state);
-        self.notify(index);
+            let check_id = format!("service:{id}");
+            state.checks.remove(&check_id);
+            if let Some((http, interval, timeout, status)) = check {
+                state.checks.insert(
+                    check_id.clone(),
+                    Check {
+                        id: check_id,
+                        name: format!("Service '{name}' check"),
+                        service_id: id,
+                        service_name: name,
+                        status,
+                        definition: json!({"HTTP": http, "Interval": interval, "Timeout": timeout}),
+                        create_index: index,
+                        modify_index: index,
+                    },
+                );
+            }
+        });
         Answer::text(StatusCode::OK, "")
     }
 
-    fn deregister(&self, id: &str) -> Answer {
-        let mut state = self.lock();
-        if !state.services.contains_key(id) || id == "consul" {
+    fn deregister(self: &Arc<Self>, id: &str) -> Answer {
+        if self.lock().agent.remove(id).is_none() {
             return Answer::text(
                 StatusCode::NOT_FOUND,
                 format!("Unknown service ID {id:?}. Ensure that the service ID is passed, not the service name."),
             );
         }
-        let index = state.next_index();
-        state.services.remove(id);
-        state.checks.remove(&format!("service:{id}"));
-        drop(state);
-        self.notify(index);
+        let id = id.to_string();
+        self.sync_to_catalog(move |state, _| {
+            state.services.remove(&id);
+            state.checks.remove(&format!("service:{id}"));
+        });
         Answer::text(StatusCode::OK, "")
+    }
+
+    /// Applies an agent change to the catalog: at once, or after the configured delay as
+    /// Consul's anti-entropy does.
+    fn sync_to_catalog(self: &Arc<Self>, change: impl FnOnce(&mut State, u64) + Send + 'static) {
+        let apply = |shared: &Shared| {
+            let mut state = shared.lock();
+            let index = state.next_index();
+            change(&mut state, index);
+            drop(state);
+            shared.notify(index);
+        };
+        let delay = *self
+            .catalog_sync_delay
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if delay.is_zero() {
+            apply(self);
+        } else {
+            let shared = Arc::clone(self);
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                apply(&shared);
+            });
+        }
+    }
+
+    fn agent_service(&self, id: &str) -> Answer {
+        let state = self.lock();
+        match state.agent.get(id) {
+            None => Answer::text(StatusCode::NOT_FOUND, format!("unknown service ID: {id}")),
+            Some(s) => Answer::ok(&json!({
+                "ID": s.id, "Service": s.name, "Tags": s.tags, "Address": s.address,
+                "Port": s.port, "Meta": s.meta, "Datacenter": DATACENTER,
+                "ContentHash": format!("{:016x}", s.modify_index),
+            })),
+        }
     }
 
     fn catalog_services(&self) -> Answer {
@@ -957,6 +1016,7 @@ impl State {
         let mut state = State {
             index: 1,
             kv: BTreeMap::new(),
+            agent: BTreeMap::new(),
             sessions: BTreeMap::new(),
             services: BTreeMap::new(),
             checks: BTreeMap::new(),

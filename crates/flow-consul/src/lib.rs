@@ -50,7 +50,11 @@
 //!
 //! `register` uses the local agent (`PUT /v1/agent/service/register`) as Registrator does,
 //! with an HTTP check when one is given, and marks the registration with the meta key
-//! [`MANAGED_META_KEY`] (removed again when reading). `instances(name)` reads
+//! [`MANAGED_META_KEY`] (removed again when reading). The agent hands registrations to the
+//! catalog asynchronously, so `register` and `deregister` return only once the catalog shows
+//! the change (blocking queries, at most 5 s): a caller reads its own writes.
+//! `deregister` first asks the agent (`GET /v1/agent/service/<id>`) which service the id
+//! belongs to; an id this agent does not know is a no-op. `instances(name)` reads
 //! `GET /v1/health/service/<name>` rather than the catalog: the catalog's entries carry no
 //! check definition, the health entries carry the service and its checks in one answer, so a
 //! [`Registration`] reads back as written. `all_instances` lists `GET /v1/catalog/services`
@@ -83,7 +87,7 @@ pub mod double;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD as BASE64;
@@ -108,6 +112,8 @@ const MIN_SESSION_TTL: Duration = Duration::from_secs(10);
 const MAX_SESSION_TTL: Duration = Duration::from_secs(86_400);
 /// How long one request may take; blocking queries are not used by the adapter.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long `register`/`deregister` wait for the catalog to show the change.
+const CATALOG_SYNC_WAIT: Duration = Duration::from_secs(5);
 /// How long connecting may take before the agent counts as unreachable.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -236,6 +242,17 @@ impl ConsulRegistry {
         url: Url,
         body: Option<Vec<u8>>,
     ) -> Result<(StatusCode, Vec<u8>), RegistryError> {
+        let (status, body, _) = self.send_indexed(method, url, body).await?;
+        Ok((status, body))
+    }
+
+    /// [`ConsulRegistry::send`], also returning the answer's `X-Consul-Index`.
+    async fn send_indexed(
+        &self,
+        method: Method,
+        url: Url,
+        body: Option<Vec<u8>>,
+    ) -> Result<(StatusCode, Vec<u8>, Option<u64>), RegistryError> {
         let mut request = self.client.request(method, url);
         if let Some(token) = &self.token {
             request = request.header("X-Consul-Token", token);
@@ -249,8 +266,13 @@ impl ConsulRegistry {
         };
         let response = request.send().await.map_err(unavailable)?;
         let status = response.status();
+        let index = response
+            .headers()
+            .get("X-Consul-Index")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok());
         let body = response.bytes().await.map_err(unavailable)?;
-        Ok((status, body.to_vec()))
+        Ok((status, body.to_vec(), index))
     }
 
     /// Sends a request that must answer 2xx; anything else is [`RegistryError::Backend`].
@@ -364,6 +386,52 @@ impl ConsulRegistry {
                 Err(RegistryError::LeaseLost {
                     service: lease.service.clone(),
                 })
+            }
+        }
+    }
+
+    /// Waits until the catalog's view of service `name` satisfies `done`.
+    ///
+    /// The agent hands registrations to the catalog asynchronously (anti-entropy), so a
+    /// catalog read right after `register` may not show it yet; waiting here gives callers
+    /// read-your-writes. Uses blocking queries, so it costs one read when the catalog is
+    /// already up to date, and gives up after [`CATALOG_SYNC_WAIT`].
+    async fn await_catalog(
+        &self,
+        name: &str,
+        what: &str,
+        done: impl Fn(&[HealthEntry]) -> bool,
+    ) -> Result<(), RegistryError> {
+        let deadline = Instant::now() + CATALOG_SYNC_WAIT;
+        let mut seen_index = None;
+        loop {
+            let mut url = self.url(["health", "service", name]);
+            if let Some(index) = seen_index {
+                url.query_pairs_mut()
+                    .append_pair("index", &format!("{index}"))
+                    .append_pair("wait", "1s");
+            }
+            let (status, body, index) = self.send_indexed(Method::GET, url, None).await?;
+            if !status.is_success() {
+                return Err(self.backend_error(status, &body));
+            }
+            let entries: Vec<HealthEntry> = self.parse("a health read", &body)?;
+            if done(&entries) {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(RegistryError::Backend {
+                    address: self.address.clone(),
+                    message: format!(
+                        "the agent accepted {what}, but the catalog did not show it within {}s",
+                        CATALOG_SYNC_WAIT.as_secs()
+                    ),
+                });
+            }
+            match index {
+                Some(index) => seen_index = Some(index),
+                // No index to block on: poll gently instead.
+                None => tokio::time::sleep(Duration::from_millis(50)).await,
             }
         }
     }
@@ -848,19 +916,44 @@ impl Registry for ConsulRegistry {
             self.url(["agent", "service", "register"]),
             Some(body),
         )
+        .await?;
+        self.await_catalog(
+            &registration.name,
+            &format!("the registration of {}", registration.id),
+            |entries| {
+                entries.iter().any(|e| {
+                    e.service.id == registration.id
+                        && e.service.address == registration.address
+                        && e.service.port == registration.port
+                })
+            },
+        )
         .await
-        .map(drop)
     }
 
     async fn deregister(&self, id: &str) -> Result<(), RegistryError> {
+        // The agent's own record names the service, so the catalog can be watched for it.
+        let (status, body) = self
+            .send(Method::GET, self.url(["agent", "service", id]), None)
+            .await?;
+        let name = match status {
+            // Unknown to this agent: nothing of ours to remove; the contract makes it a no-op.
+            StatusCode::NOT_FOUND => return Ok(()),
+            status if status.is_success() => {
+                self.parse::<AgentService>("an agent read", &body)?.service
+            }
+            status => return Err(self.backend_error(status, &body)),
+        };
         let url = self.url(["agent", "service", "deregister", id]);
         let (status, body) = self.send(Method::PUT, url, None).await?;
-        // Consul answers 404 for an id it does not know; the contract makes that a no-op.
-        if status.is_success() || status == StatusCode::NOT_FOUND {
-            Ok(())
-        } else {
-            Err(self.backend_error(status, &body))
+        // 404: removed in between by someone else; just as gone.
+        if !(status.is_success() || status == StatusCode::NOT_FOUND) {
+            return Err(self.backend_error(status, &body));
         }
+        self.await_catalog(&name, &format!("the removal of {id}"), |entries| {
+            entries.iter().all(|e| e.service.id != id)
+        })
+        .await
     }
 
     async fn instances(&self, name: &str) -> Result<Vec<Registration>, RegistryError> {

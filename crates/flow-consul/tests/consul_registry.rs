@@ -25,7 +25,7 @@ use tokio::task::JoinHandle;
 struct Consul {
     address: String,
     token: Option<String>,
-    _double: Option<ConsulDouble>,
+    double: Option<ConsulDouble>,
 }
 
 impl Consul {
@@ -42,7 +42,7 @@ impl Consul {
                 token: std::env::var("CONSUL_HTTP_TOKEN")
                     .ok()
                     .filter(|t| !t.is_empty()),
-                _double: None,
+                double: None,
             },
             _ => {
                 let double = match double_token {
@@ -53,7 +53,7 @@ impl Consul {
                 Consul {
                     address: double.address().to_string(),
                     token: double_token.map(str::to_string),
-                    _double: Some(double),
+                    double: Some(double),
                 }
             }
         }
@@ -277,6 +277,40 @@ async fn takes_over_state_written_by_docker_flow_1() {
         Err(RegistryError::Conflict { .. })
     ));
     consul.remove_service_keys(&service).await;
+}
+
+#[tokio::test]
+async fn registrations_are_readable_as_soon_as_register_returns() {
+    let consul = Consul::start().await;
+    if let Some(double) = &consul.double {
+        // A real agent syncs to the catalog asynchronously; make the double as slow as a
+        // busy one.
+        double.set_catalog_sync_delay(Duration::from_millis(300));
+    }
+    let registry = consul.registry();
+    let name = unique_service("sync").to_string();
+    let registration = flow_core::Registration {
+        id: format!("{name}:1"),
+        name: name.clone(),
+        address: "10.0.0.1".to_string(),
+        port: 8080,
+        tags: vec!["blue".to_string()],
+        meta: [("version".to_string(), "1".to_string())].into(),
+        check: Some(flow_core::HealthCheck {
+            http: "http://10.0.0.1:8080/health".to_string(),
+            interval: Duration::from_secs(5),
+            timeout: Duration::from_millis(1500),
+        }),
+    };
+    registry.register(&registration).await.unwrap();
+    let found = registry.instances(&name).await.unwrap();
+    assert_eq!(
+        found,
+        [registration.clone()],
+        "read back as written, check included"
+    );
+    registry.deregister(&registration.id).await.unwrap();
+    assert!(registry.instances(&name).await.unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -181,11 +181,14 @@ impl Syncer {
             })?;
         let ids: Vec<String> = running.into_iter().filter_map(|c| c.id).collect();
         let this = &*self;
-        let mut inspected = futures::stream::iter(
-            ids.iter()
-                .map(|id| async move { (id.clone(), this.desired(id).await) }),
-        )
-        .buffer_unordered(INSPECT_CONCURRENCY);
+        // Collected first: a stream holding the mapping closure is not `Send` for every
+        // lifetime, which `tokio::spawn` of `run` requires.
+        let inspections: Vec<_> = ids
+            .iter()
+            .map(|id| async move { (id.clone(), this.desired(id).await) })
+            .collect();
+        let mut inspected =
+            futures::stream::iter(inspections).buffer_unordered(INSPECT_CONCURRENCY);
         let mut desired: HashMap<String, BTreeMap<String, Registration>> = HashMap::new();
         let mut unusable = Vec::new();
         while let Some((id, result)) = inspected.next().await {

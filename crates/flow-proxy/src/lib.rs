@@ -1,1 +1,51 @@
-//! flow-proxy (work in progress).
+//! docker-flow's reverse proxy: HAProxy driven through its Runtime API, behind a Docker Flow
+//! compatible HTTP API, and [`HttpProxy`], the client that implements the
+//! [`flow_core::Proxy`] port against that API.
+//!
+//! # Design
+//!
+//! * **HAProxy does the proxying; this crate only drives it** ([`haproxy`]). One HAProxy
+//!   process runs in master-worker mode, so a reload hands the listening sockets to a new
+//!   worker while the old one finishes its requests. Reloads are only needed when routing
+//!   changes (a new service, other paths, domain or matcher). Switching a service to other
+//!   servers — what every release does — happens through the Runtime API without a reload:
+//!   new servers are health-checked while they take no traffic, put in rotation once they
+//!   passed, and only then the old ones drain. That ordering is what gives zero failed
+//!   requests during a switch; putting the old servers out first gives 503s.
+//! * **Nothing unvalidated is loaded.** Every value that reaches the configuration is
+//!   checked against an allow-list first ([`validate`]), and every rendered configuration is
+//!   checked with `haproxy -c` before it replaces the file and is reloaded. A configuration
+//!   HAProxy rejects leaves the running one serving and reaches the caller as HAProxy's own
+//!   message. Docker Flow 1.x did neither, so one bad snippet broke all later reloads.
+//! * **The route table is the source of truth** ([`table`]). It is stored atomically in the
+//!   state directory after each change, and the configuration file is rewritten to match the
+//!   runtime state after each change, so a reload (or a restart) never changes routing. At
+//!   start the whole table — blue-green routes too — is rendered into the configuration
+//!   before HAProxy opens its frontends; 1.x lost blue-green routes on restart.
+//! * **Removal is exact.** Routes are keyed by service name, never by a prefix: removing
+//!   `app` leaves `app2` alone.
+//! * **The API answers when the switch is done** ([`api`]): `reconfigure` returns once every
+//!   new server is UP, or fails naming those that are not (the old servers keep serving), so
+//!   the release engine can commit or roll back on a fact rather than after a fixed sleep.
+//!   Servers are given explicitly (`servers=ip:port,…`), or looked up in a
+//!   [`flow_core::Registry`] when the proxy was started with one.
+//!
+//! # Entry points
+//!
+//! * [`serve`] runs the proxy until SIGINT/SIGTERM (the CLI's `docker-flow proxy serve`);
+//!   [`start`] starts it and hands back a [`RunningProxy`] for embedding and tests.
+//! * [`HttpProxy::new`] builds the client adapter used by the release engine.
+
+#![deny(missing_docs)]
+
+pub mod api;
+pub mod client;
+pub mod haproxy;
+pub mod table;
+pub mod validate;
+
+pub use api::{serve, start, RunningProxy, ServeConfig, ServeError};
+pub use client::HttpProxy;
+pub use haproxy::{Haproxy, HaproxyError, HaproxyOptions, ServerState};
+pub use table::{RouteEntry, RouteTable, StateError};
+pub use validate::InvalidInput;

@@ -1,0 +1,667 @@
+//! The HTTP API of the proxy, compatible with Docker Flow's `docker-flow-proxy`.
+//!
+//! * `GET /v1/docker-flow-proxy/reconfigure?serviceName=S&servicePath=/a,/b&servers=ip:port,…`
+//!   (plus `serviceColor`, `serviceDomain`, `pathType`, `skipCheck`) — answers once every
+//!   server is UP, or with `"Error":"NotUp"` and the servers that are not in `NotUpServers`.
+//!   Without `servers`, the servers are looked up in the registry given to [`serve`]
+//!   (registrations named `S-<color>`, or `S` without colour).
+//! * `GET /v1/docker-flow-proxy/remove?serviceName=S` — removes exactly S.
+//! * `GET /v1/docker-flow-proxy/routes` — every route with its servers' state and sessions.
+//!
+//! Every answer is JSON `{"Status":"OK"|"NOK","Message":…}` with the request's parameters
+//! echoed like 1.x did; failures add `"Error"` (see [`wire::ErrorKind`]) and use 400 (bad
+//! parameters), 401 (token), 404 (unknown service or endpoint), 500 (HAProxy refused) or
+//! 503 (servers not UP).
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use flow_core::{Color, DynRegistry, PathType, Route, ServiceName};
+use http::{header, Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::haproxy::{Haproxy, HaproxyError, HaproxyOptions, DEFAULT_BINARY};
+use crate::validate::{parse_servers, InvalidInput};
+use wire::{Answer, ErrorKind, RouteView, ServerView};
+
+/// The API path prefix Docker Flow clients use.
+pub const API_PREFIX: &str = "/v1/docker-flow-proxy";
+
+/// The JSON documents of the API, shared by the server and [`crate::HttpProxy`].
+pub mod wire {
+    use std::net::SocketAddr;
+
+    use serde::{Deserialize, Serialize};
+
+    use crate::haproxy::ServerState;
+
+    /// Why a request failed (the `Error` field of a `NOK` answer).
+    #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+    pub enum ErrorKind {
+        /// Missing or invalid parameters (HTTP 400).
+        BadRequest,
+        /// Missing or wrong bearer token (HTTP 401).
+        Unauthorized,
+        /// The service has no route, or the endpoint does not exist (HTTP 404).
+        UnknownService,
+        /// Servers did not come UP; they are listed in `NotUpServers` (HTTP 503).
+        NotUp,
+        /// HAProxy rejected the configuration or a runtime command (HTTP 500).
+        Refused,
+        /// The proxy itself failed (files, sockets; HTTP 500).
+        Internal,
+    }
+
+    /// One server of a route in the `routes` answer.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    pub struct ServerView {
+        /// `ip:port`.
+        pub address: SocketAddr,
+        /// The HAProxy server name.
+        pub name: String,
+        /// UP, DOWN, DRAIN or MAINT.
+        pub state: ServerState,
+        /// Sessions open on it now.
+        pub sessions: u64,
+        /// One of the route's servers (false: left over and draining).
+        pub active: bool,
+    }
+
+    /// One route in the `routes` answer.
+    #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    pub struct RouteView {
+        /// The service.
+        pub service_name: String,
+        /// Its live colour, if any.
+        pub service_color: Option<String>,
+        /// Its paths.
+        pub service_path: Vec<String>,
+        /// Its domain, if any.
+        pub service_domain: Option<String>,
+        /// The HAProxy matcher.
+        pub path_type: String,
+        /// Whether servers are health-checked.
+        pub skip_check: bool,
+        /// Its servers with their state.
+        pub servers: Vec<ServerView>,
+    }
+
+    /// Every answer of the API.
+    #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "PascalCase")]
+    pub struct Answer {
+        /// `OK` or `NOK`.
+        pub status: String,
+        /// What happened, in words.
+        pub message: String,
+        /// Why it failed (`NOK` only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub error: Option<ErrorKind>,
+        /// The servers that did not come UP (`NotUp` only).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pub not_up_servers: Vec<SocketAddr>,
+        /// Echo of `serviceName`.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        pub service_name: String,
+        /// Echo of `serviceColor`.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        pub service_color: String,
+        /// Echo of `servicePath`.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pub service_path: Vec<String>,
+        /// Echo of `serviceDomain`.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        pub service_domain: String,
+        /// Echo of `pathType`.
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        pub path_type: String,
+        /// Echo of `skipCheck`.
+        #[serde(default)]
+        pub skip_check: bool,
+        /// The servers routed to (`reconfigure`).
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        pub servers: Vec<SocketAddr>,
+        /// Every route (`routes` only).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub routes: Option<Vec<RouteView>>,
+    }
+}
+
+/// What [`serve`] needs.
+#[derive(Clone)]
+pub struct ServeConfig {
+    /// Where the API listens (default `127.0.0.1:8080`; port 0 picks a free one).
+    pub api_addr: SocketAddr,
+    /// Where HAProxy's HTTP frontends listen (at least one).
+    pub binds: Vec<SocketAddr>,
+    /// Where the configuration, route table, sockets and log live.
+    pub state_dir: PathBuf,
+    /// The HAProxy binary.
+    pub haproxy: PathBuf,
+    /// When set, every request needs `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+    /// Where `reconfigure` without `servers` looks the servers up.
+    pub registry: Option<DynRegistry>,
+    /// How long `reconfigure` waits for servers to come UP.
+    pub up_timeout: Duration,
+}
+
+impl ServeConfig {
+    /// A configuration with the defaults: API on `127.0.0.1:8080`, `/usr/sbin/haproxy`, no
+    /// token, no registry, 10 s UP timeout.
+    pub fn new(state_dir: impl Into<PathBuf>, binds: Vec<SocketAddr>) -> ServeConfig {
+        ServeConfig {
+            api_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            binds,
+            state_dir: state_dir.into(),
+            haproxy: PathBuf::from(DEFAULT_BINARY),
+            token: None,
+            registry: None,
+            up_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl std::fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServeConfig")
+            .field("api_addr", &self.api_addr)
+            .field("binds", &self.binds)
+            .field("state_dir", &self.state_dir)
+            .field("haproxy", &self.haproxy)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("registry", &self.registry.as_ref().map(ToString::to_string))
+            .field("up_timeout", &self.up_timeout)
+            .finish()
+    }
+}
+
+/// Why the proxy could not start or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// HAProxy could not be started with the restored routes.
+    #[error(transparent)]
+    Haproxy(#[from] HaproxyError),
+    /// The API address could not be bound.
+    #[error("cannot listen for the API on {address}: {source} (pick another --api-addr)")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Waiting for a stop signal failed.
+    #[error("cannot wait for a stop signal: {0}")]
+    Signal(#[source] std::io::Error),
+}
+
+/// A started proxy: HAProxy running with the restored routes, the API accepting requests.
+#[derive(Debug)]
+pub struct RunningProxy {
+    api_addr: SocketAddr,
+    haproxy: Haproxy,
+    stop: watch::Sender<bool>,
+    server: Option<JoinHandle<()>>,
+}
+
+impl RunningProxy {
+    /// The address the API listens on.
+    pub fn api_addr(&self) -> SocketAddr {
+        self.api_addr
+    }
+
+    /// Stops the API and HAProxy.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some(server) = self.server.take() {
+            let _ = server.await;
+        }
+        self.haproxy.shutdown().await;
+    }
+}
+
+impl Drop for RunningProxy {
+    fn drop(&mut self) {
+        let _ = self.stop.send(true);
+        self.haproxy.kill_now();
+    }
+}
+
+/// Runs the proxy until SIGINT or SIGTERM: the entry point of `docker-flow proxy serve`.
+pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
+    let running = start(config).await?;
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(ServeError::Signal)?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result.map_err(ServeError::Signal)?,
+        _ = terminate.recv() => {}
+    }
+    running.shutdown().await;
+    Ok(())
+}
+
+/// Starts HAProxy with every stored route, then opens the API. Traffic is routed by the
+/// restored configuration from HAProxy's first accepted connection.
+pub async fn start(config: ServeConfig) -> Result<RunningProxy, ServeError> {
+    let mut options = HaproxyOptions::new(config.state_dir.clone(), config.binds.clone());
+    options.binary = config.haproxy.clone();
+    options.up_timeout = config.up_timeout;
+    let haproxy = Haproxy::start(options).await?;
+    let listener = match TcpListener::bind(config.api_addr).await {
+        Ok(listener) => listener,
+        Err(source) => {
+            haproxy.shutdown().await;
+            return Err(ServeError::Bind {
+                address: config.api_addr,
+                source,
+            });
+        }
+    };
+    let api_addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        address: config.api_addr,
+        source,
+    })?;
+    let app = Arc::new(App {
+        haproxy: haproxy.clone(),
+        token: config.token.clone(),
+        registry: config.registry.clone(),
+    });
+    let (stop, mut stopped) = watch::channel(false);
+    let server = tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((stream, _)) = accepted else { continue };
+                    let app = app.clone();
+                    let service = service_fn(move |request| {
+                        let app = app.clone();
+                        async move { Ok::<_, Infallible>(app.handle(request).await) }
+                    });
+                    tokio::spawn(async move {
+                        // A client that goes away mid-request is not the proxy's error.
+                        let _ = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service)
+                            .await;
+                    });
+                }
+                _ = stopped.changed() => return,
+            }
+        }
+    });
+    Ok(RunningProxy {
+        api_addr,
+        haproxy,
+        stop,
+        server: Some(server),
+    })
+}
+
+struct App {
+    haproxy: Haproxy,
+    token: Option<String>,
+    registry: Option<DynRegistry>,
+}
+
+/// A failed request: its status and answer.
+struct Failure {
+    status: StatusCode,
+    answer: Box<Answer>,
+}
+
+impl Failure {
+    fn new(status: StatusCode, kind: ErrorKind, message: impl Into<String>) -> Failure {
+        Failure {
+            status,
+            answer: Box::new(Answer {
+                status: "NOK".into(),
+                message: message.into(),
+                error: Some(kind),
+                ..Answer::default()
+            }),
+        }
+    }
+
+    fn bad_request(error: InvalidInput) -> Failure {
+        Failure::new(
+            StatusCode::BAD_REQUEST,
+            ErrorKind::BadRequest,
+            error.to_string(),
+        )
+    }
+}
+
+impl From<HaproxyError> for Failure {
+    fn from(error: HaproxyError) -> Failure {
+        let message = error.to_string();
+        match error {
+            HaproxyError::Invalid(_) => {
+                Failure::new(StatusCode::BAD_REQUEST, ErrorKind::BadRequest, message)
+            }
+            HaproxyError::UnknownService { .. } => {
+                Failure::new(StatusCode::NOT_FOUND, ErrorKind::UnknownService, message)
+            }
+            HaproxyError::NotUp { servers, .. } => {
+                let mut failure =
+                    Failure::new(StatusCode::SERVICE_UNAVAILABLE, ErrorKind::NotUp, message);
+                failure.answer.not_up_servers = servers;
+                failure
+            }
+            HaproxyError::InvalidConfig { .. }
+            | HaproxyError::Runtime { .. }
+            | HaproxyError::Reload { .. } => Failure::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorKind::Refused,
+                message,
+            ),
+            _ => Failure::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorKind::Internal,
+                message,
+            ),
+        }
+    }
+}
+
+/// The query parameters of a request (the first occurrence of a name wins).
+struct Query(Vec<(String, String)>);
+
+impl Query {
+    fn parse(request: &Request<Incoming>) -> Query {
+        let query = request.uri().query().unwrap_or_default();
+        Query(
+            url::form_urlencoded::parse(query.as_bytes())
+                .map(|(k, v)| (k.into_owned(), v.into_owned()))
+                .collect(),
+        )
+    }
+
+    /// The value of `name`; an empty value counts as absent, like in 1.x.
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+            .filter(|v| !v.is_empty())
+    }
+
+    fn service(&self) -> Result<ServiceName, Failure> {
+        let value = self.get("serviceName").ok_or_else(|| {
+            Failure::new(
+                StatusCode::BAD_REQUEST,
+                ErrorKind::BadRequest,
+                "serviceName is missing: give the service to route, e.g. serviceName=shop-web",
+            )
+        })?;
+        ServiceName::new(value).map_err(|e| {
+            Failure::bad_request(InvalidInput::ServiceName {
+                value: e.value.clone(),
+            })
+        })
+    }
+}
+
+impl App {
+    async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
+        let result = self.route(request).await;
+        let (status, answer) = match result {
+            Ok(answer) => (StatusCode::OK, answer),
+            Err(failure) => (failure.status, *failure.answer),
+        };
+        let body = serde_json::to_vec(&answer).unwrap_or_else(|_| b"{}".to_vec());
+        Response::builder()
+            .status(status)
+            .header(header::CONTENT_TYPE, "application/json")
+            .body(Full::new(Bytes::from(body)))
+            .expect("a response of a status, one header and a body is valid")
+    }
+
+    async fn route(&self, request: Request<Incoming>) -> Result<Answer, Failure> {
+        self.authorize(&request)?;
+        if request.method() != Method::GET {
+            return Err(Failure::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                ErrorKind::BadRequest,
+                format!("{} is not supported: use GET", request.method()),
+            ));
+        }
+        let query = Query::parse(&request);
+        let endpoint = request
+            .uri()
+            .path()
+            .strip_prefix(API_PREFIX)
+            .unwrap_or_default();
+        match endpoint {
+            "/reconfigure" => self.reconfigure(&query).await,
+            "/remove" => self.remove(&query).await,
+            "/routes" => self.routes().await,
+            _ => Err(Failure::new(
+                StatusCode::NOT_FOUND,
+                ErrorKind::UnknownService,
+                format!(
+                    "no endpoint {}: use {API_PREFIX}/reconfigure, /remove or /routes",
+                    request.uri().path()
+                ),
+            )),
+        }
+    }
+
+    fn authorize(&self, request: &Request<Incoming>) -> Result<(), Failure> {
+        let Some(token) = &self.token else {
+            return Ok(());
+        };
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if presented.is_some_and(|p| constant_time_eq(p.as_bytes(), token.as_bytes())) {
+            Ok(())
+        } else {
+            Err(Failure::new(
+                StatusCode::UNAUTHORIZED,
+                ErrorKind::Unauthorized,
+                "missing or wrong token: send the proxy's token as `Authorization: Bearer <token>`",
+            ))
+        }
+    }
+
+    async fn reconfigure(&self, query: &Query) -> Result<Answer, Failure> {
+        let service = query.service()?;
+        let color = query
+            .get("serviceColor")
+            .map(|c| {
+                c.parse::<Color>().map_err(|_| {
+                    Failure::bad_request(InvalidInput::Color {
+                        value: c.to_string(),
+                    })
+                })
+            })
+            .transpose()?;
+        let paths: Vec<String> = query
+            .get("servicePath")
+            .unwrap_or_default()
+            .split(',')
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect();
+        let path_type = match query.get("pathType") {
+            None => PathType::default(),
+            Some(name) => PathType::from_haproxy_matcher(name).ok_or_else(|| {
+                Failure::bad_request(InvalidInput::PathType {
+                    value: name.to_string(),
+                })
+            })?,
+        };
+        let skip_check = match query.get("skipCheck") {
+            None | Some("false") => false,
+            Some("true") => true,
+            Some(other) => {
+                return Err(Failure::bad_request(InvalidInput::Boolean {
+                    name: "skipCheck",
+                    value: other.to_string(),
+                }))
+            }
+        };
+        let route = Route {
+            service: service.clone(),
+            color,
+            paths,
+            domain: query.get("serviceDomain").map(str::to_string),
+            path_type,
+        };
+        crate::validate::check_route(&route).map_err(Failure::bad_request)?;
+        let servers = match query.get("servers") {
+            Some(list) => parse_servers(list).map_err(Failure::bad_request)?,
+            None => self.registered_servers(&service, color).await?,
+        };
+        let mut answer = Answer {
+            status: "OK".into(),
+            service_name: service.to_string(),
+            service_color: color.map(|c| c.to_string()).unwrap_or_default(),
+            service_path: route.paths.clone(),
+            service_domain: route.domain.clone().unwrap_or_default(),
+            path_type: path_type.haproxy_matcher().into(),
+            skip_check,
+            servers: servers.clone(),
+            ..Answer::default()
+        };
+        match self
+            .haproxy
+            .reconfigure(route, servers.clone(), skip_check)
+            .await
+        {
+            Ok(()) => {
+                answer.message =
+                    format!("{service} is routed to {} (all UP)", list_servers(&servers));
+                Ok(answer)
+            }
+            Err(error) => {
+                let mut failure = Failure::from(error);
+                failure.answer.service_name = answer.service_name;
+                failure.answer.service_color = answer.service_color;
+                failure.answer.service_path = answer.service_path;
+                failure.answer.service_domain = answer.service_domain;
+                failure.answer.path_type = answer.path_type;
+                failure.answer.skip_check = skip_check;
+                failure.answer.servers = servers;
+                Err(failure)
+            }
+        }
+    }
+
+    /// The servers of `service` registered as `<service>-<color>` (or `<service>`).
+    async fn registered_servers(
+        &self,
+        service: &ServiceName,
+        color: Option<Color>,
+    ) -> Result<Vec<SocketAddr>, Failure> {
+        let name = service.instance_name(color);
+        let Some(registry) = &self.registry else {
+            return Err(Failure::new(
+                StatusCode::BAD_REQUEST,
+                ErrorKind::BadRequest,
+                format!("servers is missing: give servers=ip:port,… or start the proxy with --registry so it looks up the instances registered as {name}"),
+            ));
+        };
+        let registrations = registry.instances(&name).await.map_err(|e| {
+            Failure::new(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                ErrorKind::Internal,
+                format!("cannot look up {name} in {registry}: {e}"),
+            )
+        })?;
+        let list: Vec<String> = registrations
+            .iter()
+            .map(|r| match r.address.parse::<std::net::IpAddr>() {
+                Ok(ip) => SocketAddr::new(ip, r.port).to_string(),
+                Err(_) => format!("{}:{}", r.address, r.port),
+            })
+            .collect();
+        if list.is_empty() {
+            return Err(Failure::new(
+                StatusCode::NOT_FOUND,
+                ErrorKind::UnknownService,
+                format!("no instance is registered as {name} in {registry}: start it first, or give servers=ip:port,…"),
+            ));
+        }
+        parse_servers(&list.join(",")).map_err(Failure::bad_request)
+    }
+
+    async fn remove(&self, query: &Query) -> Result<Answer, Failure> {
+        let service = query.service()?;
+        let mut answer = Answer {
+            service_name: service.to_string(),
+            ..Answer::default()
+        };
+        match self.haproxy.remove(&service).await {
+            Ok(()) => {
+                answer.status = "OK".into();
+                answer.message = format!("the route of {service} was removed");
+                Ok(answer)
+            }
+            Err(error) => {
+                let mut failure = Failure::from(error);
+                failure.answer.service_name = answer.service_name;
+                Err(failure)
+            }
+        }
+    }
+
+    async fn routes(&self) -> Result<Answer, Failure> {
+        let routes = self.haproxy.routes().await?;
+        let views: Vec<RouteView> = routes
+            .into_iter()
+            .map(|r| RouteView {
+                service_name: r.entry.route.service.to_string(),
+                service_color: r.entry.route.color.map(|c| c.to_string()),
+                service_path: r.entry.route.paths.clone(),
+                service_domain: r.entry.route.domain.clone(),
+                path_type: r.entry.route.path_type.haproxy_matcher().into(),
+                skip_check: r.entry.skip_check,
+                servers: r
+                    .servers
+                    .into_iter()
+                    .map(|s| ServerView {
+                        address: s.address,
+                        name: s.name,
+                        state: s.state,
+                        sessions: s.sessions,
+                        active: s.active,
+                    })
+                    .collect(),
+            })
+            .collect();
+        Ok(Answer {
+            status: "OK".into(),
+            message: format!("{} routes", views.len()),
+            routes: Some(views),
+            ..Answer::default()
+        })
+    }
+}
+
+fn list_servers(servers: &[SocketAddr]) -> String {
+    servers
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Compares without returning early, so the time taken says nothing about the token.
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}

@@ -1,0 +1,1080 @@
+//! The HAProxy driver: owns one HAProxy process in master-worker mode and keeps its
+//! configuration, its runtime state and the persisted route table in step.
+//!
+//! # How a change is applied
+//!
+//! * **New service, or changed paths / domain / matcher / check mode** — the whole
+//!   configuration is rendered from the route table, written to `haproxy.cfg.candidate`,
+//!   validated with `haproxy -c -f`, renamed over `haproxy.cfg` and loaded with `reload` on
+//!   the master socket; the reload is confirmed by a new worker pid in `show proc` (and a
+//!   failed reload by the master's `failed` counter). A candidate HAProxy rejects is never
+//!   renamed nor loaded: the running worker keeps serving and the caller gets HAProxy's
+//!   message. Listening sockets are handed from the old worker to the new one, so a reload
+//!   drops no connection.
+//! * **Existing backend, other servers** — no reload. Through the Runtime API: each new
+//!   server is added (`add server … check inter 1s`), its health check enabled, and put in
+//!   `drain` state, where HAProxy health-checks it but sends it no request. Once `show stat`
+//!   reports every new server checked OK (bounded by [`HaproxyOptions::up_timeout`]), they
+//!   are set `ready` and only then the old servers are set `drain`. A background task moves
+//!   each draining server to `maint` once its `scur` is 0 and deletes it (`del server`, retried
+//!   until "Server deleted."). If a new server does not pass its check in time, the ones
+//!   added are deleted again and the old ones, never touched, keep serving.
+//! * After every change the configuration file is rewritten (validated the same way) to list
+//!   exactly the servers taking traffic, so a later reload never changes routing. Servers
+//!   still draining are *not* written: they take no new requests anyway, and after a reload
+//!   the old worker finishes their open requests while the new worker never knows them.
+//!
+//! # Health checks
+//!
+//! Servers are checked with a plain TCP connect (`check inter 1s`), not an HTTP request: the
+//! proxy knows no health URL of the services (a route's paths may be regular expressions, and
+//! a service may answer `/` with 404), and the release engine has already waited for the
+//! application's own health before it asks the proxy to switch. The connect check makes sure
+//! the proxy itself can reach each server before it takes traffic. With `skip_check`
+//! (Docker Flow's `skipCheck`) servers are added without a check and count as UP at once.
+//!
+//! # Talking to HAProxy
+//!
+//! Runtime commands go through the master socket addressed to the current worker
+//! (`@!<pid> <command>`), so that right after a reload no command can reach the old worker
+//! that is finishing its connections. The admin socket (`admin.sock`, level admin) is there
+//! for operators. Replies are plain text without status codes: the known strings are matched.
+
+use std::collections::BTreeSet;
+use std::io;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use flow_core::{Route, ServiceName};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::UnixStream;
+use tokio::process::{Child, Command};
+use tokio::sync::Mutex;
+use tokio::time::{sleep, timeout, Instant};
+
+use crate::table::{write_atomically, RouteEntry, RouteTable, StateError};
+use crate::validate::{check_route, server_name, InvalidInput};
+
+/// How often `show stat` is polled while waiting for servers or for a drain.
+const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// How long one runtime command may take.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long HAProxy may take to start a worker (first start or reload).
+const WORKER_START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// Where the driver finds HAProxy and keeps its files.
+#[derive(Debug, Clone)]
+pub struct HaproxyOptions {
+    /// The HAProxy binary (`/usr/sbin/haproxy` from the Debian package `haproxy`).
+    pub binary: PathBuf,
+    /// The directory holding `haproxy.cfg`, `routes.json`, the sockets and `haproxy.log`.
+    pub state_dir: PathBuf,
+    /// The addresses the HTTP frontends listen on (at least one).
+    pub binds: Vec<SocketAddr>,
+    /// How long a reconfigure waits for new servers to pass their health check.
+    pub up_timeout: Duration,
+}
+
+impl HaproxyOptions {
+    /// Options with the default binary and a 10-second UP timeout.
+    pub fn new(state_dir: impl Into<PathBuf>, binds: Vec<SocketAddr>) -> HaproxyOptions {
+        HaproxyOptions {
+            binary: PathBuf::from(DEFAULT_BINARY),
+            state_dir: state_dir.into(),
+            binds,
+            up_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// The HAProxy binary of Debian's `haproxy` package.
+pub const DEFAULT_BINARY: &str = "/usr/sbin/haproxy";
+
+/// Everything the driver can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum HaproxyError {
+    /// The HAProxy binary does not exist.
+    #[error("HAProxy is not installed at {path}: install the Debian package `haproxy` (apt-get install haproxy) or point --haproxy at the binary")]
+    BinaryMissing {
+        /// The path tried.
+        path: PathBuf,
+    },
+    /// The driver was given no address to listen on.
+    #[error("no bind address: give at least one address for the proxy to listen on, e.g. --bind 127.0.0.1:8081")]
+    NoBinds,
+    /// A file or socket operation failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The route's input would not be safe in the configuration.
+    #[error(transparent)]
+    Invalid(#[from] InvalidInput),
+    /// `haproxy -c` rejected the rendered configuration; nothing was loaded.
+    #[error("HAProxy rejected the new configuration, which was not loaded (the previous one keeps serving): {message}")]
+    InvalidConfig {
+        /// HAProxy's validation output.
+        message: String,
+    },
+    /// HAProxy did not start a worker.
+    #[error("HAProxy did not start: {message}")]
+    Start {
+        /// What was seen (exit status, log lines).
+        message: String,
+    },
+    /// A reload was not confirmed by a new worker.
+    #[error("HAProxy did not reload: {message}")]
+    Reload {
+        /// What was seen.
+        message: String,
+    },
+    /// A Runtime API command got an unexpected reply.
+    #[error("HAProxy refused `{command}`: {reply}")]
+    Runtime {
+        /// The command sent.
+        command: String,
+        /// HAProxy's reply.
+        reply: String,
+    },
+    /// New servers did not pass their health check in time; the previous ones keep serving.
+    #[error("these servers of {service} did not come UP within {waited:?}: {}", .servers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", "))]
+    NotUp {
+        /// The service.
+        service: ServiceName,
+        /// The servers that were not UP.
+        servers: Vec<SocketAddr>,
+        /// How long the driver waited.
+        waited: Duration,
+    },
+    /// The service has no route.
+    #[error("there is no route for {service}")]
+    UnknownService {
+        /// The service.
+        service: ServiceName,
+    },
+    /// The route table could not be read or written.
+    #[error(transparent)]
+    State(#[from] StateError),
+}
+
+/// A server's state as HAProxy reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ServerState {
+    /// Taking traffic.
+    Up,
+    /// Failing its health check (or not known to the running worker).
+    Down,
+    /// Finishing its sessions, taking no new ones.
+    Drain,
+    /// Out of rotation.
+    Maint,
+}
+
+/// One server of a route as the running worker sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ServerStatus {
+    /// Its address.
+    pub address: SocketAddr,
+    /// Its HAProxy name.
+    pub name: String,
+    /// Its state.
+    pub state: ServerState,
+    /// Sessions open on it now (`scur`).
+    pub sessions: u64,
+    /// Whether it is one of the route's servers (false: left over, draining).
+    pub active: bool,
+}
+
+/// One route with the live state of its servers.
+#[derive(Debug, Clone)]
+pub struct RouteStatus {
+    /// The route and its servers as stored.
+    pub entry: RouteEntry,
+    /// Every server the worker has in the route's backend, plus stored ones it lacks.
+    pub servers: Vec<ServerStatus>,
+}
+
+/// Files the driver keeps in the state directory.
+#[derive(Debug)]
+struct Files {
+    config: PathBuf,
+    candidate: PathBuf,
+    routes: PathBuf,
+    master_socket: PathBuf,
+    admin_socket: PathBuf,
+    log: PathBuf,
+}
+
+impl Files {
+    fn new(state_dir: &Path) -> Files {
+        Files {
+            config: state_dir.join("haproxy.cfg"),
+            candidate: state_dir.join("haproxy.cfg.candidate"),
+            routes: state_dir.join("routes.json"),
+            master_socket: state_dir.join("master.sock"),
+            admin_socket: state_dir.join("admin.sock"),
+            log: state_dir.join("haproxy.log"),
+        }
+    }
+}
+
+/// What changes under the lock.
+#[derive(Debug)]
+struct State {
+    table: RouteTable,
+    /// The pid of the worker that takes new connections.
+    worker_pid: u32,
+    /// Servers set to drain, by backend service; their drain task deletes them.
+    draining: BTreeSet<(ServiceName, SocketAddr)>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    options: HaproxyOptions,
+    files: Files,
+    state: Mutex<State>,
+    master: std::sync::Mutex<Option<Child>>,
+}
+
+/// An HAProxy process and the routes it serves. Cheap to clone; every change is serialized.
+#[derive(Debug, Clone)]
+pub struct Haproxy {
+    inner: Arc<Inner>,
+}
+
+/// Fails with [`HaproxyError::BinaryMissing`] unless `binary` is an existing file.
+pub fn check_binary(binary: &Path) -> Result<(), HaproxyError> {
+    match std::fs::metadata(binary) {
+        Ok(meta) if meta.is_file() => Ok(()),
+        _ => Err(HaproxyError::BinaryMissing {
+            path: binary.to_path_buf(),
+        }),
+    }
+}
+
+impl Haproxy {
+    /// Restores the route table from the state directory, renders and validates it, and
+    /// starts HAProxy with it: every stored route is in the configuration before the
+    /// frontends open their sockets.
+    pub async fn start(options: HaproxyOptions) -> Result<Haproxy, HaproxyError> {
+        check_binary(&options.binary)?;
+        if options.binds.is_empty() {
+            return Err(HaproxyError::NoBinds);
+        }
+        std::fs::create_dir_all(&options.state_dir).map_err(|source| HaproxyError::Io {
+            what: format!(
+                "cannot create the state directory {}",
+                options.state_dir.display()
+            ),
+            source,
+        })?;
+        let files = Files::new(&options.state_dir);
+        let table = RouteTable::load(&files.routes)?;
+        let inner = Inner {
+            options,
+            files,
+            state: Mutex::new(State {
+                table,
+                worker_pid: 0,
+                draining: BTreeSet::new(),
+            }),
+            master: std::sync::Mutex::new(None),
+        };
+        {
+            let mut state = inner.state.lock().await;
+            inner.install_config(&state.table).await?;
+            let child = inner.spawn_master()?;
+            *inner.master.lock().expect("master mutex poisoned") = Some(child);
+            state.worker_pid = inner.wait_for_new_worker(None, 0).await?;
+        }
+        Ok(Haproxy {
+            inner: Arc::new(inner),
+        })
+    }
+
+    /// Routes `route.service` to exactly `servers`, returning once they are all UP (see the
+    /// [module docs](self) for how).
+    pub async fn reconfigure(
+        &self,
+        route: Route,
+        servers: Vec<SocketAddr>,
+        skip_check: bool,
+    ) -> Result<(), HaproxyError> {
+        check_route(&route)?;
+        if servers.is_empty() {
+            return Err(InvalidInput::NoServers.into());
+        }
+        let inner = &self.inner;
+        let mut state = inner.state.lock().await;
+        let service = route.service.clone();
+        let wanted = RouteEntry {
+            route,
+            servers,
+            skip_check,
+        };
+        let mut table = state.table.clone();
+        table.insert(wanted.clone());
+        match state.table.get(&service).cloned() {
+            None => {
+                inner.reload_with(&mut state, &table).await?;
+                if let Err(error) = inner.wait_ready(&state, &wanted).await {
+                    let previous = state.table.clone();
+                    inner.reload_with(&mut state, &previous).await?;
+                    return Err(error);
+                }
+            }
+            Some(current) => {
+                let same_route = current.route == wanted.route && current.skip_check == skip_check;
+                if same_route {
+                    self.move_servers(&mut state, &wanted).await?;
+                    inner.install_config(&table).await?;
+                } else {
+                    // The backend exists: move its servers without a reload first (which keeps
+                    // the old ones if the new ones fail), then load the new routing.
+                    if current.skip_check == skip_check {
+                        // Servers are only moved once HAProxy accepts the new routing.
+                        inner.check_config(&table).await?;
+                        self.move_servers(&mut state, &wanted).await?;
+                    }
+                    inner.reload_with(&mut state, &table).await?;
+                    if current.skip_check != skip_check {
+                        if let Err(error) = inner.wait_ready(&state, &wanted).await {
+                            let previous = state.table.clone();
+                            inner.reload_with(&mut state, &previous).await?;
+                            return Err(error);
+                        }
+                    }
+                }
+            }
+        }
+        table.save(&inner.files.routes)?;
+        state.table = table;
+        Ok(())
+    }
+
+    /// Deletes the route of exactly `service` (render, validate, reload).
+    pub async fn remove(&self, service: &ServiceName) -> Result<(), HaproxyError> {
+        let inner = &self.inner;
+        let mut state = inner.state.lock().await;
+        let mut table = state.table.clone();
+        if table.remove(service).is_none() {
+            return Err(HaproxyError::UnknownService {
+                service: service.clone(),
+            });
+        }
+        inner.reload_with(&mut state, &table).await?;
+        table.save(&inner.files.routes)?;
+        state.table = table;
+        state.draining.retain(|(s, _)| s != service);
+        Ok(())
+    }
+
+    /// Every route with the live state of its servers.
+    pub async fn routes(&self) -> Result<Vec<RouteStatus>, HaproxyError> {
+        let state = self.inner.state.lock().await;
+        let stats = self.inner.show_stat(state.worker_pid).await?;
+        let mut routes = Vec::new();
+        for entry in state.table.entries() {
+            let backend = backend_name(&entry.route.service);
+            let mut servers: Vec<ServerStatus> = stats
+                .iter()
+                .filter(|s| s.backend == backend)
+                .map(|s| ServerStatus {
+                    address: s.address,
+                    name: s.name.clone(),
+                    state: s.state,
+                    sessions: s.sessions,
+                    active: entry.servers.contains(&s.address),
+                })
+                .collect();
+            for address in &entry.servers {
+                if !servers.iter().any(|s| s.address == *address) {
+                    servers.push(ServerStatus {
+                        address: *address,
+                        name: server_name(*address),
+                        state: ServerState::Down,
+                        sessions: 0,
+                        active: true,
+                    });
+                }
+            }
+            routes.push(RouteStatus {
+                entry: entry.clone(),
+                servers,
+            });
+        }
+        Ok(routes)
+    }
+
+    /// Stops HAProxy at once without waiting (the master is killed; its workers exit with
+    /// it). Used where no runtime is at hand, e.g. in `Drop`.
+    pub fn kill_now(&self) {
+        if let Some(child) = self
+            .inner
+            .master
+            .lock()
+            .expect("master mutex poisoned")
+            .as_mut()
+        {
+            // Killing an exited child fails harmlessly.
+            let _ = child.start_kill();
+        }
+    }
+
+    /// Stops HAProxy at once (the master is killed; its workers exit with it).
+    pub async fn shutdown(&self) {
+        let child = self
+            .inner
+            .master
+            .lock()
+            .expect("master mutex poisoned")
+            .take();
+        if let Some(mut child) = child {
+            // Killing an exited child fails harmlessly; waiting reaps it.
+            let _ = child.kill().await;
+        }
+    }
+
+    /// Adds the wanted servers missing from the backend, waits until all wanted servers pass
+    /// their check, puts them in rotation, then drains the others.
+    async fn move_servers(
+        &self,
+        state: &mut State,
+        wanted: &RouteEntry,
+    ) -> Result<(), HaproxyError> {
+        let inner = &self.inner;
+        let service = &wanted.route.service;
+        let backend = backend_name(service);
+        let pid = state.worker_pid;
+        let present: Vec<RuntimeServer> = inner
+            .show_stat(pid)
+            .await?
+            .into_iter()
+            .filter(|s| s.backend == backend)
+            .collect();
+        let mut added = Vec::new();
+        for address in &wanted.servers {
+            let name = server_name(*address);
+            let target = format!("{backend}/{name}");
+            let result = match present.iter().find(|s| s.name == name) {
+                // Already taking traffic: left as it is.
+                Some(server) if server.state == ServerState::Up => Ok(()),
+                // Left over from an earlier switch (draining or in maintenance): checked
+                // again while it waits in drain like a new one. It stays in the draining set
+                // until the switch succeeds, so a failed switch lets its drain task finish.
+                Some(_) => inner.set_state(pid, &target, "drain").await,
+                None => {
+                    added.push(target.clone());
+                    inner
+                        .add_server(pid, &target, *address, wanted.skip_check)
+                        .await
+                }
+            };
+            if let Err(error) = result {
+                inner.delete_servers(pid, &added).await;
+                return Err(error);
+            }
+        }
+        if let Err(error) = inner.wait_ready(state, wanted).await {
+            inner.delete_servers(pid, &added).await;
+            return Err(error);
+        }
+        for address in &wanted.servers {
+            state.draining.remove(&(service.clone(), *address));
+            let target = format!("{backend}/{}", server_name(*address));
+            inner.set_state(pid, &target, "ready").await?;
+        }
+        for old in present
+            .iter()
+            .filter(|s| !wanted.servers.contains(&s.address))
+        {
+            let target = format!("{backend}/{}", old.name);
+            inner.set_state(pid, &target, "drain").await?;
+            if state.draining.insert((service.clone(), old.address)) {
+                tokio::spawn(drain_then_delete(
+                    Arc::downgrade(&self.inner),
+                    service.clone(),
+                    old.address,
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Waits until the draining server has no session, then puts it in maintenance and deletes
+/// it; stops early when the server is wanted again, was removed by a reload, or the driver
+/// is gone.
+async fn drain_then_delete(inner: Weak<Inner>, service: ServiceName, address: SocketAddr) {
+    let backend = backend_name(&service);
+    let target = format!("{backend}/{}", server_name(address));
+    loop {
+        sleep(POLL_INTERVAL * 2).await;
+        let Some(inner) = inner.upgrade() else { return };
+        let mut state = inner.state.lock().await;
+        let key = (service.clone(), address);
+        if !state.draining.contains(&key) {
+            return;
+        }
+        let pid = state.worker_pid;
+        let Ok(stats) = inner.show_stat(pid).await else {
+            continue;
+        };
+        let Some(server) = stats
+            .iter()
+            .find(|s| s.backend == backend && s.address == address)
+        else {
+            // A reload dropped it (the configuration never lists draining servers).
+            state.draining.remove(&key);
+            return;
+        };
+        if server.sessions > 0 {
+            continue;
+        }
+        if inner.set_state(pid, &target, "maint").await.is_err() {
+            continue;
+        }
+        let reply = inner
+            .command(pid, &format!("del server {target}"))
+            .await
+            .unwrap_or_default();
+        if reply.contains("Server deleted.") || reply.contains("No such server") {
+            state.draining.remove(&key);
+            return;
+        }
+        // Still has connections attached: retried on the next round.
+    }
+}
+
+impl Inner {
+    fn spawn_master(&self) -> Result<Child, HaproxyError> {
+        let log = std::fs::File::create(&self.files.log).map_err(|source| HaproxyError::Io {
+            what: format!("cannot create {}", self.files.log.display()),
+            source,
+        })?;
+        let log_err = log.try_clone().map_err(|source| HaproxyError::Io {
+            what: "cannot share the log file".into(),
+            source,
+        })?;
+        Command::new(&self.options.binary)
+            .arg("-W")
+            .arg("-S")
+            .arg(&self.files.master_socket)
+            .arg("-f")
+            .arg(&self.files.config)
+            .stdin(Stdio::null())
+            .stdout(log)
+            .stderr(log_err)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|source| HaproxyError::Io {
+                what: format!("cannot run {}", self.options.binary.display()),
+                source,
+            })
+    }
+
+    /// Renders `table`, validates it with `haproxy -c` and, only if valid, makes it the
+    /// configuration file. Nothing is loaded.
+    async fn install_config(&self, table: &RouteTable) -> Result<(), HaproxyError> {
+        self.check_config(table).await?;
+        std::fs::rename(&self.files.candidate, &self.files.config).map_err(|source| {
+            HaproxyError::Io {
+                what: format!("cannot install {}", self.files.config.display()),
+                source,
+            }
+        })
+    }
+
+    /// Renders `table` into the candidate file and validates it with `haproxy -c`.
+    async fn check_config(&self, table: &RouteTable) -> Result<(), HaproxyError> {
+        let text = render(table, &self.options.binds, &self.files.admin_socket);
+        write_atomically(&self.files.candidate, text.as_bytes()).map_err(|source| {
+            HaproxyError::Io {
+                what: format!("cannot write {}", self.files.candidate.display()),
+                source,
+            }
+        })?;
+        let output = Command::new(&self.options.binary)
+            .arg("-c")
+            .arg("-f")
+            .arg(&self.files.candidate)
+            .stdin(Stdio::null())
+            .output()
+            .await
+            .map_err(|source| HaproxyError::Io {
+                what: format!("cannot run {} -c", self.options.binary.display()),
+                source,
+            })?;
+        if !output.status.success() {
+            let mut message = String::from_utf8_lossy(&output.stdout).trim().to_string();
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            if !stderr.trim().is_empty() {
+                if !message.is_empty() {
+                    message.push('\n');
+                }
+                message.push_str(stderr.trim());
+            }
+            return Err(HaproxyError::InvalidConfig { message });
+        }
+        Ok(())
+    }
+
+    /// Installs the configuration of `table` and reloads HAProxy with it.
+    async fn reload_with(&self, state: &mut State, table: &RouteTable) -> Result<(), HaproxyError> {
+        self.install_config(table).await?;
+        let before = self.show_proc().await?;
+        // The master re-executes itself on `reload` and closes the connection without a reply
+        // in 2.6; the outcome is read from `show proc`.
+        let _ = self.master_command("reload").await;
+        match self
+            .wait_for_new_worker(Some(state.worker_pid), before.failed)
+            .await
+        {
+            Ok(pid) => {
+                state.worker_pid = pid;
+                Ok(())
+            }
+            Err(error) => {
+                // Put the configuration of what is still running back in place, so the next
+                // reload starts from it.
+                let _ = self.install_config(&state.table).await;
+                Err(error)
+            }
+        }
+    }
+
+    /// Polls `show proc` until a worker other than `old` runs; fails when the master counts
+    /// a failed reload beyond `failed_before` or exits.
+    async fn wait_for_new_worker(
+        &self,
+        old: Option<u32>,
+        failed_before: u32,
+    ) -> Result<u32, HaproxyError> {
+        let deadline = Instant::now() + WORKER_START_TIMEOUT;
+        let starting = old.is_none();
+        let fail = |message: String| {
+            if starting {
+                HaproxyError::Start { message }
+            } else {
+                HaproxyError::Reload { message }
+            }
+        };
+        loop {
+            if let Some(status) = self.master_exit_status() {
+                return Err(fail(format!(
+                    "the HAProxy master exited ({status}); {}",
+                    self.log_tail()
+                )));
+            }
+            if let Ok(proc) = self.show_proc().await {
+                if proc.failed > failed_before {
+                    return Err(fail(format!(
+                        "the new worker failed to load; the previous one keeps serving; {}",
+                        self.log_tail()
+                    )));
+                }
+                if let Some(pid) = proc.workers.first().copied().filter(|p| Some(*p) != old) {
+                    return Ok(pid);
+                }
+            }
+            if Instant::now() >= deadline {
+                return Err(fail(format!(
+                    "no new worker after {WORKER_START_TIMEOUT:?}; {}",
+                    self.log_tail()
+                )));
+            }
+            sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    fn master_exit_status(&self) -> Option<String> {
+        let mut guard = self.master.lock().expect("master mutex poisoned");
+        let child = guard.as_mut()?;
+        match child.try_wait() {
+            Ok(Some(status)) => Some(status.to_string()),
+            _ => None,
+        }
+    }
+
+    fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(&self.files.log).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().rev().take(8).collect();
+        let tail: Vec<&str> = lines.into_iter().rev().collect();
+        format!("{}: {}", self.files.log.display(), tail.join(" | "))
+    }
+
+    async fn show_proc(&self) -> Result<ProcInfo, HaproxyError> {
+        let reply = self.master_command("show proc").await?;
+        Ok(parse_show_proc(&reply))
+    }
+
+    /// Waits until every server of `wanted` passed its health check (checked servers) or is
+    /// known to the worker (unchecked ones); fails with `NotUp` naming the others.
+    async fn wait_ready(&self, state: &State, wanted: &RouteEntry) -> Result<(), HaproxyError> {
+        let backend = backend_name(&wanted.route.service);
+        let waited = self.options.up_timeout;
+        let deadline = Instant::now() + waited;
+        loop {
+            let stats = self.show_stat(state.worker_pid).await?;
+            let not_up: Vec<SocketAddr> = wanted
+                .servers
+                .iter()
+                .copied()
+                .filter(|address| {
+                    !stats.iter().any(|s| {
+                        s.backend == backend
+                            && s.address == *address
+                            && s.passed_check(wanted.skip_check)
+                    })
+                })
+                .collect();
+            if not_up.is_empty() {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(HaproxyError::NotUp {
+                    service: wanted.route.service.clone(),
+                    servers: not_up,
+                    waited,
+                });
+            }
+            sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    async fn add_server(
+        &self,
+        pid: u32,
+        target: &str,
+        address: SocketAddr,
+        skip_check: bool,
+    ) -> Result<(), HaproxyError> {
+        let check = if skip_check { "" } else { " check inter 1s" };
+        let command = format!("add server {target} {address}{check}");
+        let reply = self.command(pid, &command).await?;
+        if !reply.contains("New server registered.") {
+            return Err(HaproxyError::Runtime { command, reply });
+        }
+        if !skip_check {
+            self.expect_silent(pid, &format!("enable health {target}"))
+                .await?;
+        }
+        self.set_state(pid, target, "drain").await
+    }
+
+    async fn set_state(&self, pid: u32, target: &str, state: &str) -> Result<(), HaproxyError> {
+        self.expect_silent(pid, &format!("set server {target} state {state}"))
+            .await
+    }
+
+    /// Sends a command whose success is an empty reply.
+    async fn expect_silent(&self, pid: u32, command: &str) -> Result<(), HaproxyError> {
+        let reply = self.command(pid, command).await?;
+        if reply.trim().is_empty() {
+            Ok(())
+        } else {
+            Err(HaproxyError::Runtime {
+                command: command.to_string(),
+                reply: reply.trim().to_string(),
+            })
+        }
+    }
+
+    /// Best effort: takes servers this call added out again (maint, then delete).
+    async fn delete_servers(&self, pid: u32, targets: &[String]) {
+        for target in targets {
+            let _ = self.set_state(pid, target, "maint").await;
+            let _ = self.command(pid, &format!("del server {target}")).await;
+        }
+    }
+
+    async fn show_stat(&self, pid: u32) -> Result<Vec<RuntimeServer>, HaproxyError> {
+        let reply = self.command(pid, "show stat").await?;
+        parse_show_stat(&reply).ok_or_else(|| HaproxyError::Runtime {
+            command: "show stat".into(),
+            reply: reply.lines().next().unwrap_or_default().to_string(),
+        })
+    }
+
+    /// Sends a runtime command to the worker `pid` through the master socket.
+    async fn command(&self, pid: u32, command: &str) -> Result<String, HaproxyError> {
+        self.master_command(&format!("@!{pid} {command}")).await
+    }
+
+    async fn master_command(&self, command: &str) -> Result<String, HaproxyError> {
+        let socket = &self.files.master_socket;
+        let exchange = async {
+            let mut stream = UnixStream::connect(socket).await?;
+            stream.write_all(format!("{command}\n").as_bytes()).await?;
+            // The master CLI answers and closes only once our side is closed.
+            stream.shutdown().await?;
+            let mut reply = String::new();
+            stream.read_to_string(&mut reply).await?;
+            Ok::<String, io::Error>(reply)
+        };
+        match timeout(COMMAND_TIMEOUT, exchange).await {
+            Ok(Ok(reply)) => Ok(reply),
+            Ok(Err(source)) => Err(HaproxyError::Io {
+                what: format!("`{command}` on {}", socket.display()),
+                source,
+            }),
+            Err(_) => Err(HaproxyError::Io {
+                what: format!("`{command}` on {}", socket.display()),
+                source: io::Error::new(io::ErrorKind::TimedOut, "no reply within 5 s"),
+            }),
+        }
+    }
+}
+
+/// The processes `show proc` lists.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct ProcInfo {
+    /// Current workers, newest first.
+    workers: Vec<u32>,
+    /// The master's count of failed reloads.
+    failed: u32,
+}
+
+fn parse_show_proc(reply: &str) -> ProcInfo {
+    let mut info = ProcInfo::default();
+    let mut in_workers = false;
+    for line in reply.lines() {
+        if line.starts_with('#') {
+            in_workers = line.trim() == "# workers";
+            continue;
+        }
+        let mut words = line.split_whitespace();
+        let (Some(pid), Some(kind)) = (words.next(), words.next()) else {
+            continue;
+        };
+        if kind == "master" {
+            if let Some(rest) = line.split("failed:").nth(1) {
+                let digits: String = rest
+                    .trim_start()
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                info.failed = digits.parse().unwrap_or(0);
+            }
+        } else if in_workers && kind == "worker" {
+            if let Ok(pid) = pid.parse() {
+                info.workers.push(pid);
+            }
+        }
+    }
+    info
+}
+
+/// One server line of `show stat`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct RuntimeServer {
+    backend: String,
+    name: String,
+    address: SocketAddr,
+    sessions: u64,
+    state: ServerState,
+    raw_status: String,
+    check_status: String,
+}
+
+impl RuntimeServer {
+    /// Health-checked and found reachable, or unchecked (then it counts as UP once present).
+    fn passed_check(&self, skip_check: bool) -> bool {
+        let running = matches!(self.state, ServerState::Up | ServerState::Drain)
+            || self.raw_status == "no check";
+        if skip_check {
+            running
+        } else {
+            running && matches!(self.check_status.as_str(), "L4OK" | "L6OK" | "L7OK")
+        }
+    }
+}
+
+/// Parses the CSV of `show stat` into its server lines (None: not a `show stat` reply).
+fn parse_show_stat(reply: &str) -> Option<Vec<RuntimeServer>> {
+    let mut lines = reply.lines();
+    let header = lines.next()?.strip_prefix("# ")?;
+    let columns: Vec<&str> = header.split(',').collect();
+    let column = |name: &str| columns.iter().position(|c| *c == name);
+    let (px, sv, scur, status, check, addr) = (
+        column("pxname")?,
+        column("svname")?,
+        column("scur")?,
+        column("status")?,
+        column("check_status")?,
+        column("addr")?,
+    );
+    let mut servers = Vec::new();
+    for line in lines {
+        let fields: Vec<&str> = line.split(',').collect();
+        let field = |i: usize| fields.get(i).copied().unwrap_or_default();
+        let name = field(sv);
+        if name.is_empty() || name == "FRONTEND" || name == "BACKEND" {
+            continue;
+        }
+        let Ok(address) = field(addr).parse() else {
+            continue;
+        };
+        let raw_status = field(status).to_string();
+        let state = if raw_status.starts_with("MAINT") {
+            ServerState::Maint
+        } else if raw_status.starts_with("DRAIN") {
+            ServerState::Drain
+        } else if raw_status.starts_with("UP") || raw_status == "no check" {
+            ServerState::Up
+        } else {
+            ServerState::Down
+        };
+        servers.push(RuntimeServer {
+            backend: field(px).to_string(),
+            name: name.to_string(),
+            address,
+            sessions: field(scur).parse().unwrap_or(0),
+            state,
+            raw_status,
+            check_status: field(check).to_string(),
+        });
+    }
+    Some(servers)
+}
+
+/// The backend of a service (service names are valid HAProxy identifiers by construction).
+fn backend_name(service: &ServiceName) -> String {
+    format!("be_{service}")
+}
+
+/// Renders the whole configuration of `table`. Pure: every value in it was validated.
+pub fn render(table: &RouteTable, binds: &[SocketAddr], admin_socket: &Path) -> String {
+    let mut out = String::new();
+    out.push_str("# Rendered by docker-flow's proxy from routes.json: edits are overwritten.\n");
+    out.push_str("global\n");
+    out.push_str(&format!(
+        "    stats socket {} mode 600 level admin expose-fd listeners\n",
+        admin_socket.display()
+    ));
+    out.push_str("    stats timeout 30s\n\n");
+    out.push_str(
+        "defaults\n    mode http\n    timeout connect 5s\n    timeout client 60s\n    timeout server 60s\n    timeout http-request 10s\n    timeout http-keep-alive 10s\n    timeout queue 30s\n\n",
+    );
+
+    // More specific routes first: HAProxy takes the first `use_backend` that matches.
+    let mut entries: Vec<&RouteEntry> = table.entries().collect();
+    entries.sort_by_key(|e| {
+        let longest = e.route.paths.iter().map(String::len).max().unwrap_or(0);
+        (
+            e.route.domain.is_none(),
+            std::cmp::Reverse(longest),
+            e.route.service.clone(),
+        )
+    });
+    for (index, bind) in binds.iter().enumerate() {
+        out.push_str(&format!("frontend http_{index}\n    bind {bind}\n"));
+        for entry in &entries {
+            let service = &entry.route.service;
+            out.push_str(&format!(
+                "    acl path_{service} {} -- {}\n",
+                entry.route.path_type.haproxy_matcher(),
+                entry.route.paths.join(" ")
+            ));
+            let mut condition = format!("path_{service}");
+            if let Some(domain) = &entry.route.domain {
+                // field(1,:) drops a `:port` from the Host header.
+                out.push_str(&format!(
+                    "    acl host_{service} hdr(host),field(1,:) -i -- {domain}\n"
+                ));
+                condition.push_str(&format!(" host_{service}"));
+            }
+            out.push_str(&format!(
+                "    use_backend {} if {condition}\n",
+                backend_name(service)
+            ));
+        }
+        out.push('\n');
+    }
+    for entry in &entries {
+        out.push_str(&format!(
+            "backend {}\n    balance roundrobin\n    option redispatch\n    retries 3\n",
+            backend_name(&entry.route.service)
+        ));
+        for server in &entry.servers {
+            let check = if entry.skip_check {
+                ""
+            } else {
+                " check inter 1s"
+            };
+            out.push_str(&format!(
+                "    server {} {server}{check}\n",
+                server_name(*server)
+            ));
+        }
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flow_core::PathType;
+
+    #[test]
+    fn show_proc_lists_current_workers_and_failed_reloads() {
+        let reply = "#<PID>          <type>          <reloads>       <uptime>        <version>\n\
+            7885            master          1 [failed: 2]   0d00h10m29s     2.6.12\n\
+            # workers\n\
+            4572            worker          0               0d00h00m01s     2.6.12\n\
+            # old workers\n\
+            4000            worker          1               0d00h00m01s     2.6.12\n\
+            # programs\n";
+        assert_eq!(
+            parse_show_proc(reply),
+            ProcInfo {
+                workers: vec![4572],
+                failed: 2
+            }
+        );
+    }
+
+    #[test]
+    fn the_rendered_configuration_routes_specific_paths_first() {
+        let mut table = RouteTable::default();
+        for (name, path, domain) in [
+            ("app", "/a", None),
+            ("app2", "/a/long", None),
+            ("web", "/", Some("example.com")),
+        ] {
+            table.insert(RouteEntry {
+                route: Route {
+                    service: ServiceName::new(name).unwrap(),
+                    color: None,
+                    paths: vec![path.to_string()],
+                    domain: domain.map(str::to_string),
+                    path_type: PathType::Prefix,
+                },
+                servers: vec!["127.0.0.1:9000".parse().unwrap()],
+                skip_check: false,
+            });
+        }
+        let text = render(
+            &table,
+            &["127.0.0.1:8081".parse().unwrap()],
+            Path::new("/s/admin.sock"),
+        );
+        let web = text.find("use_backend be_web").unwrap();
+        let app2 = text.find("use_backend be_app2").unwrap();
+        let app = text.find("use_backend be_app ").unwrap();
+        assert!(web < app2 && app2 < app, "{text}");
+        assert!(text.contains("acl host_web hdr(host),field(1,:) -i -- example.com"));
+        assert!(text.contains("server s4_127_0_0_1_9000 127.0.0.1:9000 check inter 1s"));
+    }
+}

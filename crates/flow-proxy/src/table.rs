@@ -1,0 +1,214 @@
+//! The route table: every service's route, servers and check mode, persisted in the state
+//! directory so that a restarted proxy renders every route (blue-green ones too) into its
+//! configuration before HAProxy opens its listening sockets.
+//!
+//! The file (`routes.json`) is written atomically: a temporary file in the same directory,
+//! `fsync`, `rename` over the old one, `fsync` of the directory. A crash leaves either the
+//! old or the new table, never half of one. A file that cannot be read back is an error at
+//! start: it is never silently replaced by an empty table, which would drop every route.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use flow_core::{Route, ServiceName};
+use serde::{Deserialize, Serialize};
+
+/// The version of the `routes.json` layout this crate writes and reads.
+const FORMAT_VERSION: u32 = 1;
+
+/// One service's route with the servers it sends traffic to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RouteEntry {
+    /// Which requests reach the service.
+    pub route: Route,
+    /// The servers taking its traffic (draining ones are not listed).
+    pub servers: Vec<SocketAddr>,
+    /// Servers are not health-checked (Docker Flow's `skipCheck`): UP as soon as added.
+    #[serde(default)]
+    pub skip_check: bool,
+}
+
+/// Every route the proxy serves, by service.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteTable {
+    entries: BTreeMap<ServiceName, RouteEntry>,
+}
+
+/// What the file holds.
+#[derive(Serialize, Deserialize)]
+struct TableFile {
+    version: u32,
+    routes: Vec<RouteEntry>,
+}
+
+/// The route table could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum StateError {
+    /// Reading the file (or creating the state directory) failed.
+    #[error("cannot read the route table {path}: {source}")]
+    Read {
+        /// The file or directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The file exists but is not a route table this version understands.
+    #[error("the route table {path} is unreadable ({reason}); fix or move it away by hand — it is never reset silently, since that would drop every route")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Writing the file failed; the previous table is still in place.
+    #[error("cannot write the route table {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+}
+
+impl RouteTable {
+    /// Reads the table at `path`; a missing file is an empty table.
+    pub fn load(path: &Path) -> Result<RouteTable, StateError> {
+        let text = match fs::read_to_string(path) {
+            Ok(text) => text,
+            Err(error) if error.kind() == io::ErrorKind::NotFound => {
+                return Ok(RouteTable::default())
+            }
+            Err(source) => {
+                return Err(StateError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })
+            }
+        };
+        let corrupt = |reason: String| StateError::Corrupt {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let file: TableFile = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+        if file.version != FORMAT_VERSION {
+            return Err(corrupt(format!(
+                "format version {} (this proxy reads version {FORMAT_VERSION})",
+                file.version
+            )));
+        }
+        let mut table = RouteTable::default();
+        for entry in file.routes {
+            crate::validate::check_route(&entry.route).map_err(|e| corrupt(e.to_string()))?;
+            table.insert(entry);
+        }
+        Ok(table)
+    }
+
+    /// Writes the table to `path` atomically (temporary file, fsync, rename, directory fsync).
+    pub fn save(&self, path: &Path) -> Result<(), StateError> {
+        let write_error = |source| StateError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = TableFile {
+            version: FORMAT_VERSION,
+            routes: self.entries.values().cloned().collect(),
+        };
+        let text =
+            serde_json::to_vec_pretty(&file).map_err(|e| write_error(io::Error::other(e)))?;
+        write_atomically(path, &text).map_err(write_error)
+    }
+
+    /// The entry of `service`.
+    pub fn get(&self, service: &ServiceName) -> Option<&RouteEntry> {
+        self.entries.get(service)
+    }
+
+    /// Adds or replaces the entry of its service.
+    pub fn insert(&mut self, entry: RouteEntry) {
+        self.entries.insert(entry.route.service.clone(), entry);
+    }
+
+    /// Removes the entry of exactly `service`.
+    pub fn remove(&mut self, service: &ServiceName) -> Option<RouteEntry> {
+        self.entries.remove(service)
+    }
+
+    /// Every entry, sorted by service name.
+    pub fn entries(&self) -> impl Iterator<Item = &RouteEntry> {
+        self.entries.values()
+    }
+}
+
+/// Replaces `path` with `contents` so that a crash leaves the old or the new file whole.
+pub(crate) fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
+    let directory = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let file_name = path
+        .file_name()
+        .ok_or_else(|| io::Error::other("the path has no file name"))?;
+    let mut temporary_name = file_name.to_os_string();
+    temporary_name.push(".tmp");
+    let temporary = directory.join(temporary_name);
+    let mut file = fs::File::create(&temporary)?;
+    file.write_all(contents)?;
+    file.sync_all()?;
+    drop(file);
+    fs::rename(&temporary, path)?;
+    fs::File::open(directory)?.sync_all()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use flow_core::{Color, PathType};
+
+    fn entry(name: &str) -> RouteEntry {
+        RouteEntry {
+            route: Route {
+                service: ServiceName::new(name).unwrap(),
+                color: Some(Color::Green),
+                paths: vec!["/a".into(), "/b".into()],
+                domain: Some("example.com".into()),
+                path_type: PathType::Exact,
+            },
+            servers: vec!["127.0.0.1:9000".parse().unwrap()],
+            skip_check: false,
+        }
+    }
+
+    #[test]
+    fn a_saved_table_loads_back_equal() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("routes.json");
+        assert_eq!(RouteTable::load(&path).unwrap(), RouteTable::default());
+        let mut table = RouteTable::default();
+        table.insert(entry("app"));
+        table.insert(entry("app2"));
+        table.save(&path).unwrap();
+        assert_eq!(RouteTable::load(&path).unwrap(), table);
+    }
+
+    #[test]
+    fn an_unreadable_table_is_an_error_not_an_empty_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("routes.json");
+        fs::write(&path, "{not json").unwrap();
+        assert!(matches!(
+            RouteTable::load(&path),
+            Err(StateError::Corrupt { .. })
+        ));
+        fs::write(&path, r#"{"version":99,"routes":[]}"#).unwrap();
+        assert!(matches!(
+            RouteTable::load(&path),
+            Err(StateError::Corrupt { .. })
+        ));
+    }
+}

@@ -1,0 +1,202 @@
+//! Shared pieces of the proxy tests: loopback backends that answer their own name, a
+//! started proxy on free loopback ports with its state in a temporary directory, and small
+//! HTTP helpers. Everything stops when dropped (the proxy kills HAProxy).
+
+#![allow(dead_code)] // Each test binary uses its own subset.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use flow_proxy::{RunningProxy, ServeConfig};
+use http::{Request, StatusCode};
+use http_body_util::{BodyExt, Empty, Full};
+use hyper::service::service_fn;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+
+/// The HAProxy the tests drive; a missing one fails the tests with the install hint.
+pub const HAPROXY: &str = "/usr/sbin/haproxy";
+
+/// A loopback HTTP server answering every request with its name; a path ending in `/slow` waits 4 s first.
+pub struct Backend {
+    pub name: String,
+    pub addr: SocketAddr,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+impl Backend {
+    pub async fn start(name: &str) -> Backend {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let body = Bytes::from(name.to_string());
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                let body = body.clone();
+                tokio::spawn(async move {
+                    let service = service_fn(move |request: Request<hyper::body::Incoming>| {
+                        let body = body.clone();
+                        async move {
+                            if request.uri().path().ends_with("/slow") {
+                                tokio::time::sleep(Duration::from_secs(4)).await;
+                            }
+                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(body)))
+                        }
+                    });
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .serve_connection(TokioIo::new(stream), service)
+                        .await;
+                });
+            }
+        });
+        Backend {
+            name: name.to_string(),
+            addr,
+            task,
+        }
+    }
+}
+
+/// A loopback port nobody listens on (bound, then released).
+pub fn free_addr() -> SocketAddr {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.local_addr().unwrap()
+}
+
+/// A proxy on free loopback ports, its state in `state`.
+pub struct TestProxy {
+    pub running: Option<RunningProxy>,
+    pub bind: SocketAddr,
+    pub api: SocketAddr,
+    pub token: Option<String>,
+    client: Client<HttpConnector, Empty<Bytes>>,
+}
+
+pub fn config(state: &Path, bind: SocketAddr) -> ServeConfig {
+    assert!(
+        Path::new(HAPROXY).exists(),
+        "HAProxy is missing at {HAPROXY}: install the Debian package `haproxy` (apt-get install haproxy)"
+    );
+    let mut config = ServeConfig::new(state, vec![bind]);
+    config.api_addr = "127.0.0.1:0".parse().unwrap();
+    config.up_timeout = Duration::from_secs(4);
+    config
+}
+
+impl TestProxy {
+    pub async fn start(state: &Path) -> TestProxy {
+        TestProxy::start_with(config(state, free_addr())).await
+    }
+
+    pub async fn start_with(config: ServeConfig) -> TestProxy {
+        let bind = config.binds[0];
+        let token = config.token.clone();
+        let running = flow_proxy::start(config).await.expect("the proxy starts");
+        TestProxy {
+            api: running.api_addr(),
+            running: Some(running),
+            bind,
+            token,
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    pub async fn stop(&mut self) {
+        if let Some(running) = self.running.take() {
+            running.shutdown().await;
+        }
+    }
+
+    /// GETs an API path (with the token when set); returns status, content type and JSON.
+    pub async fn api(&self, path_and_query: &str) -> (StatusCode, String, serde_json::Value) {
+        let mut request = Request::get(format!("http://{}{path_and_query}", self.api));
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        self.api_request(request.body(Empty::new()).unwrap()).await
+    }
+
+    pub async fn api_request(
+        &self,
+        request: Request<Empty<Bytes>>,
+    ) -> (StatusCode, String, serde_json::Value) {
+        let response = self.client.request(request).await.expect("the API answers");
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        let json = serde_json::from_slice(&body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&body)));
+        (status, content_type, json)
+    }
+
+    /// Reconfigures `service` to `servers` with paths (and extra raw query text).
+    pub async fn reconfigure(
+        &self,
+        service: &str,
+        paths: &str,
+        servers: &[SocketAddr],
+        extra: &str,
+    ) -> (StatusCode, serde_json::Value) {
+        let list: Vec<String> = servers.iter().map(ToString::to_string).collect();
+        let (status, _, json) = self
+            .api(&format!(
+                "/v1/docker-flow-proxy/reconfigure?serviceName={service}&servicePath={paths}&servers={}{extra}",
+                list.join(",")
+            ))
+            .await;
+        (status, json)
+    }
+
+    /// GETs `path` through the proxy's frontend (with an optional Host header).
+    pub async fn get(&self, path: &str, host: Option<&str>) -> (StatusCode, String) {
+        let mut request = Request::get(format!("http://{}{path}", self.bind));
+        if let Some(host) = host {
+            request = request.header("Host", host);
+        }
+        let response = self
+            .client
+            .request(request.body(Empty::new()).unwrap())
+            .await
+            .expect("the proxy's frontend answers");
+        let status = response.status();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    pub fn config_text(&self, state: &Path) -> String {
+        std::fs::read_to_string(state.join("haproxy.cfg")).unwrap()
+    }
+}
+
+impl Drop for TestProxy {
+    fn drop(&mut self) {
+        // RunningProxy's own Drop kills HAProxy.
+        self.running.take();
+    }
+}
+
+/// A keep-alive client (pooled connections) or one opening a new connection per request.
+pub fn client(keep_alive: bool) -> Client<HttpConnector, Empty<Bytes>> {
+    let mut builder = Client::builder(TokioExecutor::new());
+    if !keep_alive {
+        builder.pool_max_idle_per_host(0);
+    }
+    builder.build_http()
+}

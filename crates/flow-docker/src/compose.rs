@@ -740,7 +740,11 @@ fn parse_service(
     if let Some(check) = map.get("healthcheck") {
         spec.healthcheck = Some(parse_healthcheck(name, check)?);
     }
-    spec.restart = map.get("restart").and_then(scalar_text);
+    spec.restart = match map.get("restart") {
+        // `restart: no` unquoted is a YAML 1.1 boolean to some writers; it means "no".
+        Some(Value::Bool(false)) => Some("no".to_string()),
+        other => other.and_then(scalar_text),
+    };
     if let Some(restart) = &spec.restart {
         let kind = restart.split(':').next().unwrap_or("");
         if !matches!(kind, "no" | "always" | "on-failure" | "unless-stopped") {

@@ -342,6 +342,8 @@ fn errors_name_the_problem() {
     );
     let error = parse("services:\n  web:\n    image: d\n    ports: [\"80-90:80\"]\n").unwrap_err();
     assert!(error.to_string().contains("not a port number"), "{error}");
+    let project = parse("services:\n  web:\n    image: d\n    restart: false\n").unwrap();
+    assert_eq!(project.services["web"].restart.as_deref(), Some("no"));
     let error = parse("services:\n  web:\n    image: d\n    restart: sometimes\n").unwrap_err();
     assert!(error.to_string().contains("restart policy"), "{error}");
 }

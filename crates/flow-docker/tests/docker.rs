@@ -330,3 +330,79 @@ async fn unreachable_engine_names_the_endpoint() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn compose_ports_volumes_networks_labels_and_environment_are_applied() {
+    let guard = ProjectGuard::new(unique_project("dft-docker"));
+    let project = guard.project().to_string();
+    let compose = demo_compose(
+        "    ports: [\"127.0.0.1::8080\"]\n    volumes: [\"cache:/cache\"]\n    networks: [default, back]\n    labels:\n      team: core\n    environment:\n      - GREETING=hi\n",
+    );
+    let compose = format!("{compose}volumes:\n  cache: {{}}\nnetworks:\n  back: {{}}\n");
+    let orchestrator = orchestrator(&project, &compose, |_| {}).await;
+    orchestrator.prepare("web").await.unwrap();
+    let started = orchestrator
+        .start(&Group::new("web", None), &[1])
+        .await
+        .unwrap();
+    let docker = docker().await;
+    let inspected = docker
+        .inspect_container(&started[0].id, None)
+        .await
+        .unwrap();
+
+    let volume = docker
+        .inspect_volume(&format!("{project}_cache"))
+        .await
+        .unwrap();
+    assert_eq!(
+        volume.labels.get("com.docker.compose.project"),
+        Some(&project)
+    );
+    let mounts = inspected.mounts.clone().unwrap();
+    assert!(mounts.iter().any(
+        |m| m.name.as_deref() == Some(&format!("{project}_cache")[..])
+            && m.destination.as_deref() == Some("/cache")
+    ));
+
+    let networks = inspected
+        .network_settings
+        .clone()
+        .unwrap()
+        .networks
+        .unwrap();
+    assert!(
+        networks.contains_key(&format!("{project}_default")),
+        "{networks:?}"
+    );
+    assert!(
+        networks.contains_key(&format!("{project}_back")),
+        "{networks:?}"
+    );
+
+    let config = inspected.config.clone().unwrap();
+    let labels = config.labels.unwrap();
+    assert_eq!(labels["team"], "core");
+    assert_eq!(labels["io.docker-flow.service"], format!("{project}-web"));
+    assert_eq!(labels["io.docker-flow.target"], "web");
+    assert_eq!(labels["io.docker-flow.number"], "1");
+    assert_eq!(labels["com.docker.compose.service"], "web");
+    assert_eq!(labels["com.docker.compose.container-number"], "1");
+    assert!(!labels.contains_key("io.docker-flow.color"));
+    let env = config.env.unwrap();
+    assert!(env.contains(&"GREETING=hi".to_string()), "{env:?}");
+    assert!(
+        env.contains(&format!("SERVICE_NAME={project}-web")),
+        "{env:?}"
+    );
+
+    // Published on a host port the engine picked, on loopback only.
+    let bindings = inspected.network_settings.unwrap().ports.unwrap();
+    let binding = &bindings["8080/tcp"].as_ref().unwrap()[0];
+    assert_eq!(binding.host_ip.as_deref(), Some("127.0.0.1"));
+    let host_port: u16 = binding.host_port.as_deref().unwrap().parse().unwrap();
+    wait_for(&orchestrator, &started[0], |h| *h == Health::Healthy).await;
+    let answer = http_get(([127, 0, 0, 1], host_port).into(), "/").await;
+    assert!(answer.ends_with("v1\n"), "{answer}");
+    assert_eq!(started[0].address.unwrap().port(), 8080);
+}

@@ -253,9 +253,13 @@ async fn an_unhealthy_release_is_rolled_back_and_the_live_colour_kept() {
             &[("DEMO_TAG", "v3"), ("DEMO_UNHEALTHY", "1")],
         )
         .await;
-    failed
-        .assert_code(3)
-        .assert_stderr_names(&[&site.instance("green", 1), "last health output"]);
+    failed.assert_code(3).assert_stderr_names(&[
+        &site.instance("green", 1),
+        "last health output: HTTP/1.1 500",
+        "last log lines:",
+        "demo-server v3",
+        "rolled back",
+    ]);
 
     assert!(
         site.colour("green").await.is_empty(),
@@ -424,6 +428,51 @@ async fn an_unreachable_engine_fails_before_changing_anything() {
     site.assert_nothing_stored();
 }
 
+#[tokio::test]
+async fn steps_that_need_a_live_release_fail_before_changing_anything() {
+    let site = Site::new("nolive", &demo_compose("")).await;
+    for args in [
+        release(&["-F", "stop-old"]),
+        release(&["-s", "2", "-F", "scale"]),
+    ] {
+        site.flow(&args, &[])
+            .await
+            .assert_code(1)
+            .assert_stderr_names(&["has no live release yet", "nothing was changed"]);
+        site.assert_no_containers().await;
+        assert_eq!(site.state_bytes(), None, "{args:?} stored a state");
+    }
+}
+
+#[tokio::test]
+async fn an_absent_image_with_pull_never_fails_before_changing_anything() {
+    let site = Site::new("noimage", &demo_compose("")).await;
+    site.flow(
+        &release(&["--pull", "never", "-F", "deploy"]),
+        &[("DEMO_TAG", "absent")],
+    )
+    .await
+    .assert_code(1)
+    .assert_stderr_names(&[
+        "docker-flow-e2e-demo:absent",
+        "never",
+        "nothing was changed",
+    ]);
+    site.assert_no_containers().await;
+    assert_eq!(site.state_bytes(), None);
+}
+
+/// The host name docker-flow puts in a lock holder's description: `/etc/hostname`, else
+/// `HOSTNAME`.
+fn hostname() -> String {
+    std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .expect("this machine has a host name")
+}
+
 /// How long the slow release's instances take to report healthy: their first health check
 /// runs one interval after the start. Long enough that the second invocation runs well
 /// inside it.
@@ -476,7 +525,10 @@ async fn a_second_release_of_a_locked_service_stops_at_once_and_changes_nothing(
         .flow(&release(&["-F", "deploy"]), &[("DEMO_TAG", "v2")])
         .await;
     second.assert_code(1).assert_stderr_names(&[
-        &format!("docker-flow pid {holder_pid} on "),
+        &format!(
+            "is being released by docker-flow pid {holder_pid} on {}",
+            hostname()
+        ),
         "nothing was changed",
     ]);
     assert!(
@@ -522,7 +574,7 @@ async fn a_dry_run_prints_the_plan_and_changes_nothing() {
         fresh.stdout
     );
     site.assert_no_containers().await;
-    assert_eq!(site.state_bytes(), None, "a dry run stores no state");
+    site.assert_nothing_stored();
 
     site.flow(&release(&["-F", "deploy"]), &[("DEMO_TAG", "v1")])
         .await

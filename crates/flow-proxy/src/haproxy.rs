@@ -12,7 +12,8 @@
 //!   message. Listening sockets are handed from the old worker to the new one, so a reload
 //!   drops no connection.
 //! * **Existing backend, other servers** — no reload. Through the Runtime API: each new
-//!   server is added (`add server … check inter 1s`), its health check enabled, and put in
+//!   server is added (`add server … check inter 1s downinter 100ms`), its health check
+//!   enabled, and put in
 //!   `drain` state, where HAProxy health-checks it but sends it no request. Once `show stat`
 //!   reports every new server checked OK (bounded by [`HaproxyOptions::up_timeout`]), they
 //!   are set `ready` and only then the old servers are set `drain`. A background task moves
@@ -26,7 +27,9 @@
 //!
 //! # Health checks
 //!
-//! Servers are checked with a plain TCP connect (`check inter 1s`), not an HTTP request: the
+//! Servers are checked with a plain TCP connect (`check inter 1s downinter 100ms`: each second
+//! while UP, every 100 ms while DOWN, so a new server's first check comes after 100 ms), not an
+//! HTTP request: the
 //! proxy knows no health URL of the services (a route's paths may be regular expressions, and
 //! a service may answer `/` with 404), and the release engine has already waited for the
 //! application's own health before it asks the proxy to switch. The connect check makes sure
@@ -60,6 +63,12 @@ use crate::validate::{check_route, server_name, InvalidInput};
 
 /// How often `show stat` is polled while waiting for servers or for a drain.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
+
+/// The health check of every server: a TCP connect each second while UP, and every 100 ms
+/// while DOWN. A server added at run time starts in maintenance, which counts as DOWN, so its
+/// first check runs after 100 ms instead of a full second: that is most of the time a switch
+/// takes once the new servers are healthy.
+const CHECK: &str = "check inter 1s downinter 100ms";
 
 /// How long one runtime command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -759,8 +768,11 @@ impl Inner {
         address: SocketAddr,
         skip_check: bool,
     ) -> Result<(), HaproxyError> {
-        let check = if skip_check { "" } else { " check inter 1s" };
-        let command = format!("add server {target} {address}{check}");
+        let command = if skip_check {
+            format!("add server {target} {address}")
+        } else {
+            format!("add server {target} {address} {CHECK}")
+        };
         let reply = self.command(pid, &command).await?;
         if !reply.contains("New server registered.") {
             return Err(HaproxyError::Runtime { command, reply });
@@ -1007,15 +1019,12 @@ pub fn render(table: &RouteTable, binds: &[SocketAddr], admin_socket: &Path) -> 
             backend_name(&entry.route.service)
         ));
         for server in &entry.servers {
-            let check = if entry.skip_check {
-                ""
+            let name = server_name(*server);
+            if entry.skip_check {
+                out.push_str(&format!("    server {name} {server}\n"));
             } else {
-                " check inter 1s"
-            };
-            out.push_str(&format!(
-                "    server {} {server}{check}\n",
-                server_name(*server)
-            ));
+                out.push_str(&format!("    server {name} {server} {CHECK}\n"));
+            }
         }
         out.push('\n');
     }
@@ -1075,6 +1084,8 @@ mod tests {
         let app = text.find("use_backend be_app ").unwrap();
         assert!(web < app2 && app2 < app, "{text}");
         assert!(text.contains("acl host_web hdr(host),field(1,:) -i -- example.com"));
-        assert!(text.contains("server s4_127_0_0_1_9000 127.0.0.1:9000 check inter 1s"));
+        assert!(
+            text.contains("server s4_127_0_0_1_9000 127.0.0.1:9000 check inter 1s downinter 100ms")
+        );
     }
 }

@@ -131,8 +131,8 @@ async fn switching_servers_under_load_fails_no_request() {
 
     // (called at, returned at, names of the new servers)
     let mut switches = Vec::new();
-    for round in 0..4 {
-        tokio::time::sleep(Duration::from_millis(400)).await;
+    for round in 0..8 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
         let target = if round % 2 == 0 { &group_b } else { &group_a };
         let called = Instant::now();
         let (status, answer) = proxy.reconfigure("web", "/web", &addrs(target), "").await;
@@ -634,4 +634,81 @@ async fn the_http_adapter_keeps_the_proxy_contract() {
         Err(ProxyError::Unreachable { address, .. }) => assert_eq!(address, closed.to_string()),
         other => panic!("expected Unreachable, got {other:?}"),
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_servers_the_registered_instances_are_routed() {
+    use flow_core::memory::MemoryRegistry;
+    use flow_core::{Registration, Registry};
+
+    let state = tempfile::tempdir().unwrap();
+    let registry = MemoryRegistry::new();
+    let blue = [
+        Backend::start("blue-1").await,
+        Backend::start("blue-2").await,
+    ];
+    let plain = Backend::start("plain").await;
+    let register = |id: &str, name: &str, backend: &Backend| Registration {
+        id: id.to_string(),
+        name: name.to_string(),
+        address: backend.addr.ip().to_string(),
+        port: backend.addr.port(),
+        tags: vec![],
+        meta: Default::default(),
+        check: None,
+    };
+    registry
+        .register(&register("b1", "shop-blue", &blue[0]))
+        .await
+        .unwrap();
+    registry
+        .register(&register("b2", "shop-blue", &blue[1]))
+        .await
+        .unwrap();
+    registry
+        .register(&register("p1", "docs", &plain))
+        .await
+        .unwrap();
+    let mut settings = config(state.path(), free_addr());
+    settings.registry = Some(std::sync::Arc::new(registry));
+    let proxy = TestProxy::start_with(settings).await;
+
+    let (status, _, answer) = proxy
+        .api("/v1/docker-flow-proxy/reconfigure?serviceName=shop&serviceColor=blue&servicePath=/shop")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    let mut servers: Vec<String> = answer["Servers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap().to_string())
+        .collect();
+    servers.sort();
+    let mut expected = vec![blue[0].addr.to_string(), blue[1].addr.to_string()];
+    expected.sort();
+    assert_eq!(servers, expected);
+    let mut seen = std::collections::BTreeSet::new();
+    for _ in 0..6 {
+        seen.insert(proxy.get("/shop", None).await.1);
+    }
+    assert_eq!(seen, ["blue-1".to_string(), "blue-2".to_string()].into());
+
+    let (status, _, answer) = proxy
+        .api("/v1/docker-flow-proxy/reconfigure?serviceName=docs&servicePath=/docs")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        proxy.get("/docs", None).await,
+        (StatusCode::OK, "plain".into())
+    );
+
+    let (status, _, answer) = proxy
+        .api("/v1/docker-flow-proxy/reconfigure?serviceName=shop&serviceColor=green&servicePath=/shop")
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{answer}");
+    assert!(
+        answer["Message"].as_str().unwrap().contains("shop-green"),
+        "{answer}"
+    );
+    assert_eq!(proxy.get("/shop", None).await.0, StatusCode::OK);
 }

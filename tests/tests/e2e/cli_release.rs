@@ -494,7 +494,7 @@ async fn a_second_release_of_a_locked_service_stops_at_once_and_changes_nothing(
         .assert_code(0);
     let stored = site.state_bytes();
 
-    let first = site.spawn_flow(
+    let mut first = site.spawn_flow(
         &release(&["-F", "deploy"]),
         &[
             ("DEMO_TAG", "v2"),
@@ -520,7 +520,6 @@ async fn a_second_release_of_a_locked_service_stops_at_once_and_changes_nothing(
         .map(|c| (c.id, c.name))
         .collect();
 
-    let mut first = first;
     let second = site
         .flow(&release(&["-F", "deploy"]), &[("DEMO_TAG", "v2")])
         .await;

@@ -471,13 +471,19 @@ impl Haproxy {
             .into_iter()
             .filter(|s| s.backend == backend)
             .collect();
+        let serving: Vec<SocketAddr> = state
+            .table
+            .get(service)
+            .map(|entry| entry.servers.clone())
+            .unwrap_or_default();
         let mut added = Vec::new();
         for address in &wanted.servers {
             let name = server_name(*address);
             let target = format!("{backend}/{name}");
             let result = match present.iter().find(|s| s.name == name) {
-                // Already taking traffic: left as it is.
-                Some(server) if server.state == ServerState::Up => Ok(()),
+                // One of the route's servers already: its admin state is left as it is (a
+                // server DOWN by its check is waited for like a new one, and stays ready).
+                Some(_) if serving.contains(address) => Ok(()),
                 // Left over from an earlier switch (draining or in maintenance): checked
                 // again while it waits in drain like a new one. It stays in the draining set
                 // until the switch succeeds, so a failed switch lets its drain task finish.

@@ -63,11 +63,30 @@ async fn routes_reach_the_right_backend_by_path_and_domain() {
         StatusCode::SERVICE_UNAVAILABLE
     );
 
+    // skipCheck: servers are not health-checked and count as UP at once.
+    let raw = Backend::start("raw").await;
+    let (status, answer) = proxy
+        .reconfigure("raw", "/raw", &[raw.addr], "&skipCheck=true&pathType=path")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer["SkipCheck"], true);
+    assert_eq!(
+        proxy.get("/raw", None).await,
+        (StatusCode::OK, "raw".into())
+    );
+    assert_eq!(
+        proxy.get("/raw/x", None).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert!(proxy
+        .config_text(state.path())
+        .contains(&format!("127.0.0.1:{}\n", raw.addr.port())));
+
     let (status, content_type, routes) = proxy.api("/v1/docker-flow-proxy/routes").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(content_type, "application/json");
     let routes = routes["Routes"].as_array().unwrap();
-    assert_eq!(routes.len(), 3);
+    assert_eq!(routes.len(), 4);
     let shop_route = routes.iter().find(|r| r["ServiceName"] == "shop").unwrap();
     assert_eq!(shop_route["ServiceColor"], "blue");
     assert_eq!(shop_route["Servers"][0]["Address"], shop.addr.to_string());

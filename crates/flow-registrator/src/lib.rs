@@ -1,11 +1,11 @@
 //! docker-flow's registrator: keeps a [`Registry`](flow_core::Registry) in step with the
 //! containers running on one Docker engine, by Registrator's conventions
-//! (`SERVICE_NAME`, `SERVICE_TAGS`, `SERVICE_CHECK_HTTP`…; see [`derive`]).
+//! (`SERVICE_NAME`, `SERVICE_TAGS`, `SERVICE_CHECK_HTTP`…; see [`conventions`]).
 //!
 //! # How it stays in step
 //!
 //! * **Resync, then events.** [`run`] opens the engine's event stream (containers' `start`,
-//!   `die`, `stop` and `destroy`), registers every running container and removes every
+//!   `die`, `stop`, `destroy` and `rename`), registers every running container and removes every
 //!   registration of its own whose container is gone (a *resync*), then follows the events.
 //!   The stream asks for events since a moment before the resync began, so an event that
 //!   happens while the resync lists containers is replayed afterwards, never lost.
@@ -39,7 +39,7 @@
 
 #![deny(missing_docs)]
 
-pub mod derive;
+pub mod conventions;
 mod sync;
 
 use std::fmt;
@@ -53,14 +53,15 @@ use bollard::Docker;
 use flow_core::{DynRegistry, Registration, RegistryError};
 use futures::StreamExt;
 
-pub use derive::{
+pub use conventions::{
     registrations, HostIdentity, SettingError, CONTAINER_KEY, HOST_KEY, REGISTERED_BY,
     REGISTERED_BY_KEY,
 };
 pub use sync::ResyncSummary;
 
 /// The container events that can change what is registered.
-pub const WATCHED_EVENTS: [&str; 4] = ["start", "die", "stop", "destroy"];
+/// (`rename` changes the default ids, which contain the container's name.)
+pub const WATCHED_EVENTS: [&str; 5] = ["start", "die", "stop", "destroy", "rename"];
 /// The first wait after a failure.
 pub const BACKOFF_MIN: Duration = Duration::from_millis(200);
 /// The longest wait between attempts.
@@ -84,6 +85,9 @@ pub struct RegistratorOptions {
     /// name (`docker info`), so that registrators of different hosts sharing one registry
     /// never remove each other's registrations.
     pub hostname: Option<String>,
+    /// How error messages name the Docker engine watched (`-H`); default: what
+    /// `DOCKER_HOST` says, else the local socket, as [`flow_docker::connect`] would use.
+    pub docker_endpoint: String,
     /// Receives every activity; the default prints one line per activity on stderr.
     pub reporter: Reporter,
 }
@@ -94,6 +98,7 @@ impl Default for RegistratorOptions {
             ip: None,
             resync: None,
             hostname: None,
+            docker_endpoint: flow_docker::ConnectSettings::from_env().endpoint(),
             reporter: Arc::new(|activity| eprintln!("registrator: {activity}")),
         }
     }
@@ -105,6 +110,7 @@ impl fmt::Debug for RegistratorOptions {
             .field("ip", &self.ip)
             .field("resync", &self.resync)
             .field("hostname", &self.hostname)
+            .field("docker_endpoint", &self.docker_endpoint)
             .finish_non_exhaustive()
     }
 }
@@ -158,8 +164,10 @@ impl fmt::Display for Activity {
 pub enum RegistratorError {
     /// A call to the Docker engine failed (listing, inspecting, `docker info`), or its event
     /// stream broke.
-    #[error("the Docker engine failed to {action}: {source}")]
+    #[error("the Docker engine at {endpoint} failed to {action}: {source}")]
     Docker {
+        /// The engine's endpoint, as [`RegistratorOptions::docker_endpoint`] names it.
+        endpoint: String,
         /// What was asked.
         action: String,
         /// The engine's or the transport's error.
@@ -204,11 +212,12 @@ impl Backoff {
 }
 
 /// The name of the engine's host, for ids and the [`HOST_KEY`] meta.
-async fn engine_hostname(docker: &Docker) -> Result<String, RegistratorError> {
+async fn engine_hostname(docker: &Docker, endpoint: &str) -> Result<String, RegistratorError> {
     let info = docker
         .info()
         .await
         .map_err(|source| RegistratorError::Docker {
+            endpoint: endpoint.to_string(),
             action: "describe itself (docker info)".to_string(),
             source,
         })?;
@@ -256,7 +265,7 @@ pub async fn run(
         Some(hostname) => hostname,
         None => tokio::select! {
             _ = &mut shutdown => return Ok(()),
-            hostname = engine_hostname(&docker) => hostname?,
+            hostname = engine_hostname(&docker, &options.docker_endpoint) => hostname?,
         },
     };
     let host = HostIdentity {
@@ -264,7 +273,13 @@ pub async fn run(
         ip: options.ip,
     };
     let report = options.reporter.clone();
-    let mut syncer = sync::Syncer::new(docker.clone(), registry, host, report.clone());
+    let mut syncer = sync::Syncer::new(
+        docker.clone(),
+        options.docker_endpoint.clone(),
+        registry,
+        host,
+        report.clone(),
+    );
     let mut backoff = Backoff::new();
     let mut first = true;
     loop {
@@ -300,6 +315,7 @@ pub async fn run(
                         event = events.next() => match event {
                             None => Err(RegistratorError::EventsEnded),
                             Some(Err(source)) => Err(RegistratorError::Docker {
+                                endpoint: options.docker_endpoint.clone(),
                                 action: "stream events".to_string(),
                                 source,
                             }),

@@ -8,7 +8,7 @@ use bollard::Docker;
 use flow_core::{DynRegistry, Registration};
 use futures::StreamExt;
 
-use crate::derive::{self, HostIdentity, HOST_KEY, REGISTERED_BY, REGISTERED_BY_KEY};
+use crate::conventions::{self, HostIdentity, HOST_KEY, REGISTERED_BY, REGISTERED_BY_KEY};
 use crate::{Activity, RegistratorError, Reporter};
 
 /// How many containers are inspected at once during a resync.
@@ -30,6 +30,8 @@ pub struct ResyncSummary {
 /// The registrator's working state: its registrations as last written, by container.
 pub(crate) struct Syncer {
     docker: Docker,
+    /// How messages name the engine.
+    endpoint: String,
     registry: DynRegistry,
     host: HostIdentity,
     reporter: Reporter,
@@ -41,12 +43,14 @@ pub(crate) struct Syncer {
 impl Syncer {
     pub(crate) fn new(
         docker: Docker,
+        endpoint: String,
         registry: DynRegistry,
         host: HostIdentity,
         reporter: Reporter,
     ) -> Syncer {
         Syncer {
             docker,
+            endpoint,
             registry,
             host,
             reporter,
@@ -77,6 +81,7 @@ impl Syncer {
             }) => return Ok(Some(BTreeMap::new())),
             Err(source) => {
                 return Err(RegistratorError::Docker {
+                    endpoint: self.endpoint.clone(),
                     action: format!("inspect container {container_id}"),
                     source,
                 })
@@ -90,7 +95,7 @@ impl Syncer {
         if !running {
             return Ok(Some(BTreeMap::new()));
         }
-        match derive::registrations(&inspect, &self.host) {
+        match conventions::registrations(&inspect, &self.host) {
             Ok(registrations) => Ok(Some(
                 registrations
                     .into_iter()
@@ -176,6 +181,7 @@ impl Syncer {
             }))
             .await
             .map_err(|source| RegistratorError::Docker {
+                endpoint: self.endpoint.clone(),
                 action: "list the running containers".to_string(),
                 source,
             })?;
@@ -232,7 +238,7 @@ impl Syncer {
             }
         }
         for (id, registration) in &stored {
-            let container = registration.meta.get(derive::CONTAINER_KEY);
+            let container = registration.meta.get(conventions::CONTAINER_KEY);
             // A container with unusable settings keeps what it had.
             if let Some(container) = container.filter(|c| unusable.contains(c)) {
                 known

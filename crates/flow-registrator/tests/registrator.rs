@@ -27,6 +27,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 mod etcd_node;
+mod relay;
 
 /// How long a functional wait (registered, deregistered, resynced) may take before the test
 /// fails. Generous on purpose: the machine is shared; the measured latencies are printed.
@@ -60,6 +61,101 @@ async fn with_the_file_store() {
     scenario("file", Arc::new(registry)).await;
 }
 
+/// The event stream breaks (the engine's connection is cut, as in an engine restart): the
+/// registrator reports it, reconnects with backoff once the engine is back, and its resync
+/// catches up with what happened meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_broken_event_stream_reconnects_and_resyncs() {
+    let docker = docker().await;
+    let project = unique_project("reg-relay");
+    let image = format!("docker-flow-registrator-demo:{project}");
+    build_demo_image(&docker, &image, "v1")
+        .await
+        .expect("building the demo image");
+    let _image = ImageGuard(image.clone());
+    let _guard = ProjectGuard::new(&project);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let socket = dir.path().join("docker.sock");
+    let relay = relay::Relay::start(&socket);
+    let relayed = Docker::connect_with_unix(
+        socket.to_str().expect("a UTF-8 path"),
+        120,
+        bollard::API_DEFAULT_VERSION,
+    )
+    .expect("a client of the relay")
+    .negotiate_version()
+    .await
+    .expect("the engine answers through the relay");
+    let registry: DynRegistry = Arc::new(flow_store::FileRegistry::new(dir.path().join("store")));
+    let hostname = docker
+        .info()
+        .await
+        .expect("docker info")
+        .name
+        .expect("name");
+    let id_of = |container: &str| format!("{hostname}:{container}:8080");
+    let service = format!("{project}-web");
+    let env = [format!("SERVICE_NAME={service}")];
+
+    let mut registrator = Running::start(
+        &relayed,
+        &registry,
+        "relay",
+        Some(format!("unix://{}", socket.display())),
+    );
+    registrator.wait_resynced().await;
+    let before = format!("{project}-before");
+    let (before_id, at) = start_container(&docker, &project, &image, &before, &env, true).await;
+    wait_for(&registry, &id_of(&before), true, at).await;
+
+    relay.cut(&socket).await;
+    let failure = registrator.wait_failed().await;
+    eprintln!("[relay] reported: {failure}");
+    assert!(
+        failure.contains(&format!("the Docker engine at unix://{}", socket.display())),
+        "{failure}"
+    );
+    // While the engine cannot be reached: one container goes, another comes.
+    docker
+        .remove_container(
+            &before_id,
+            Some(RemoveContainerOptions {
+                force: true,
+                ..Default::default()
+            }),
+        )
+        .await
+        .expect("remove");
+    let during = format!("{project}-during");
+    start_container(&docker, &project, &image, &during, &env, true).await;
+    // Let a few reconnection attempts fail (backoff 0.2 s, 0.4 s, 0.8 s…).
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(
+        registry
+            .all_instances()
+            .await
+            .expect("list")
+            .iter()
+            .any(|r| r.id == id_of(&before)),
+        "nothing changes while the engine cannot be reached"
+    );
+
+    let restored = Instant::now();
+    let _relay = relay::Relay::start(&socket);
+    registrator.wait_resynced().await;
+    let (_, caught_up) = wait_for(&registry, &id_of(&during), true, restored).await;
+    wait_for(&registry, &id_of(&before), false, restored).await;
+    eprintln!(
+        "[relay] engine back → registry caught up: {}",
+        ms(caught_up)
+    );
+    // The new event stream works: a container started now is registered.
+    let after = format!("{project}-after");
+    let (_, at) = start_container(&docker, &project, &image, &after, &env, true).await;
+    wait_for(&registry, &id_of(&after), true, at).await;
+    registrator.stop().await;
+}
+
 /// Removes the image `tag` when dropped (after the containers using it are gone).
 struct ImageGuard(String);
 
@@ -90,16 +186,28 @@ struct Running {
     stop: oneshot::Sender<()>,
     task: JoinHandle<Result<(), RegistratorError>>,
     resynced: mpsc::UnboundedReceiver<ResyncSummary>,
+    failures: mpsc::UnboundedReceiver<String>,
 }
 
 impl Running {
-    fn start(docker: &Docker, registry: &DynRegistry, label: &'static str) -> Running {
+    /// Starts a registrator; `docker_endpoint` names the engine in messages (default: the
+    /// local one).
+    fn start(
+        docker: &Docker,
+        registry: &DynRegistry,
+        label: &'static str,
+        docker_endpoint: Option<String>,
+    ) -> Running {
         let (stop, stopped) = oneshot::channel::<()>();
         let (resync_tx, resynced) = mpsc::unbounded_channel();
+        let (failure_tx, failures) = mpsc::unbounded_channel();
         let options = RegistratorOptions {
             reporter: Arc::new(move |activity: &Activity| {
                 if let Activity::Resynced(summary) = activity {
                     let _ = resync_tx.send(*summary);
+                }
+                if let Activity::Failed { error, .. } = activity {
+                    let _ = failure_tx.send(error.to_string());
                 }
                 // Other tests' containers come and go on the shared engine: show only ours
                 // and what matters.
@@ -112,6 +220,13 @@ impl Running {
             }),
             ..RegistratorOptions::default()
         };
+        let options = match docker_endpoint {
+            Some(docker_endpoint) => RegistratorOptions {
+                docker_endpoint,
+                ..options
+            },
+            None => options,
+        };
         let task = tokio::spawn(run(docker.clone(), Arc::clone(registry), options, async {
             let _ = stopped.await;
         }));
@@ -119,7 +234,15 @@ impl Running {
             stop,
             task,
             resynced,
+            failures,
         }
+    }
+
+    async fn wait_failed(&mut self) -> String {
+        tokio::time::timeout(DEADLINE, self.failures.recv())
+            .await
+            .expect("the registrator reports the failure within the deadline")
+            .expect("the registrator is running")
     }
 
     async fn wait_resynced(&mut self) -> ResyncSummary {
@@ -315,7 +438,7 @@ async fn scenario(label: &'static str, registry: DynRegistry) {
         registry.register(r).await.expect("pre-register");
     }
 
-    let mut registrator = Running::start(&docker, &registry, label);
+    let mut registrator = Running::start(&docker, &registry, label, None);
     let first = registrator.wait_resynced().await;
     assert!(first.removed >= 1, "the dangling registration is removed");
     let (gone, _) = wait_for(&registry, &dangling_before.id, false, Instant::now()).await;
@@ -449,7 +572,7 @@ async fn scenario(label: &'static str, registry: DynRegistry) {
         "a stopped registrator leaves registrations in place"
     );
 
-    let mut registrator = Running::start(&docker, &registry, label);
+    let mut registrator = Running::start(&docker, &registry, label, None);
     let resync_started = Instant::now();
     let summary = registrator.wait_resynced().await;
     eprintln!(

@@ -155,6 +155,7 @@ fn docker_options(config: &ReleaseConfig) -> DockerOptions {
         },
         health_path: config.health_path.clone(),
         port: config.port,
+        advertise_addr: config.advertise_addr,
         ..DockerOptions::new(config.project.clone())
     }
 }

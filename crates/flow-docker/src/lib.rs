@@ -243,6 +243,11 @@ pub struct DockerOptions {
     pub grace_period: Duration,
     /// How long a stop waits for the container to exit before killing it.
     pub stop_timeout: Duration,
+    /// The IP a proxy on another machine reaches instances at (`--advertise-addr`). When set,
+    /// an instance's address is this IP and the host port its service port is published on
+    /// (`ports: ["8080"]` publishes to a random host port, so both colours can run at once);
+    /// when unset, it is the container's IP on the project network and the service port.
+    pub advertise_addr: Option<IpAddr>,
 }
 
 impl DockerOptions {
@@ -257,6 +262,7 @@ impl DockerOptions {
             port: None,
             grace_period: Duration::from_secs(2),
             stop_timeout: Duration::from_secs(10),
+            advertise_addr: None,
         }
     }
 }
@@ -688,8 +694,23 @@ impl DockerOrchestrator {
         }
     }
 
-    /// The container's IP on the target's first network and the service port.
+    /// Where an instance is reached: the container's IP on the target's first network and the
+    /// service port, or, with an advertised address, that address and the service port's
+    /// published host port.
     fn address_of(&self, target: &str, inspected: &ContainerInspectResponse) -> Option<SocketAddr> {
+        let port = self.service_port(inspected)?;
+        if let Some(advertised) = self.options.advertise_addr {
+            let published = inspected
+                .network_settings
+                .as_ref()?
+                .ports
+                .as_ref()?
+                .get(&format!("{port}/tcp"))?
+                .as_ref()?
+                .iter()
+                .find_map(|binding| binding.host_port.as_deref()?.parse::<u16>().ok())?;
+            return Some(SocketAddr::new(advertised, published));
+        }
         let service = self.compose.services.get(target)?;
         let network = self.network_name(service.networks.first()?);
         let ip: IpAddr = inspected
@@ -702,8 +723,14 @@ impl DockerOrchestrator {
             .as_deref()?
             .parse()
             .ok()?;
-        let port = match self.options.port {
-            Some(port) => port,
+        Some(SocketAddr::new(ip, port))
+    }
+
+    /// The container port the service answers on: `--port`, else the only TCP port the
+    /// container exposes.
+    fn service_port(&self, inspected: &ContainerInspectResponse) -> Option<u16> {
+        match self.options.port {
+            Some(port) => Some(port),
             None => {
                 // The container's exposed ports include the image's EXPOSE and Compose's
                 // `ports`/`expose`; the service port is the only TCP one.
@@ -715,10 +742,9 @@ impl DockerOrchestrator {
                 if tcp.next().is_some() {
                     return None;
                 }
-                first
+                Some(first)
             }
-        };
-        Some(SocketAddr::new(ip, port))
+        }
     }
 
     fn engine_error(&self, operation: String, error: DockerError) -> OrchestratorError {

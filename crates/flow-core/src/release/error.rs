@@ -29,7 +29,7 @@ pub enum Cause {
     /// A new instance reported unhealthy or exited while the release waited for it.
     #[error(
         "{instance} failed: {}{}",
-        describe_health(health),
+        describe_health(health, diagnosis),
         describe_diagnosis(diagnosis)
     )]
     Unhealthy {
@@ -69,8 +69,13 @@ pub enum Cause {
     },
 }
 
-fn describe_health(health: &Health) -> String {
+/// The health in words; the check's output is left to the diagnosis when it has it, so it
+/// is not printed twice.
+fn describe_health(health: &Health, diagnosis: &Diagnosis) -> String {
     match health {
+        Health::Unhealthy { .. } if diagnosis.last_health_output.is_some() => {
+            "health check failing".to_string()
+        }
         Health::Unhealthy { detail } => format!("health check failing: {}", detail.trim()),
         Health::Exited { code } => format!("exited with code {code}"),
         Health::Starting { detail } => format!(

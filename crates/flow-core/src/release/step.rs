@@ -22,7 +22,7 @@ pub enum Step {
 
 /// A `--flow` value that names no step.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown step {value:?} in --flow: use deploy, scale, stop-old or proxy")]
+#[error("unknown step {value:?}: use deploy, scale, stop-old or proxy")]
 pub struct UnknownStep {
     /// The rejected text.
     pub value: String,

@@ -156,6 +156,53 @@ async fn a_broken_event_stream_reconnects_and_resyncs() {
     registrator.stop().await;
 }
 
+/// The registry goes down (the etcd node is killed) while containers start and stop: the
+/// registrator reports failures naming the registry's address, and once the node is back
+/// its resync registers what started and removes what stopped meanwhile.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registry_outage_is_caught_up_by_a_resync() {
+    let docker = docker().await;
+    let project = unique_project("reg-outage");
+    let image = format!("docker-flow-registrator-demo:{project}");
+    build_demo_image(&docker, &image, "v1")
+        .await
+        .expect("building the demo image");
+    let _image = ImageGuard(image.clone());
+    let _guard = ProjectGuard::new(&project);
+    let mut node = etcd_node::EtcdNode::start().await;
+    let registry: DynRegistry =
+        Arc::new(flow_etcd::EtcdRegistry::new(&node.endpoints()).expect("etcd endpoints"));
+    let hostname = docker
+        .info()
+        .await
+        .expect("docker info")
+        .name
+        .expect("name");
+    let id_of = |container: &str| format!("{hostname}:{container}:8080");
+    let env = [format!("SERVICE_NAME={project}-web")];
+
+    let mut registrator = Running::start(&docker, &registry, "outage", None);
+    registrator.wait_resynced().await;
+    let before = format!("{project}-before");
+    let (before_id, at) = start_container(&docker, &project, &image, &before, &env, true).await;
+    wait_for(&registry, &id_of(&before), true, at).await;
+
+    node.kill();
+    stop_container(&docker, &before_id).await;
+    let during = format!("{project}-during");
+    start_container(&docker, &project, &image, &during, &env, true).await;
+    let failure = registrator.wait_failed().await;
+    eprintln!("[outage] reported: {failure}");
+    assert!(failure.contains(&node.address()), "{failure}");
+
+    let restored = Instant::now();
+    node.restart().await;
+    let (_, caught_up) = wait_for(&registry, &id_of(&during), true, restored).await;
+    wait_for(&registry, &id_of(&before), false, restored).await;
+    eprintln!("[outage] registry back → caught up: {}", ms(caught_up));
+    registrator.stop().await;
+}
+
 /// Removes the image `tag` when dropped (after the containers using it are gone).
 struct ImageGuard(String);
 

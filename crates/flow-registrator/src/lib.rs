@@ -36,6 +36,28 @@
 //! [`RegistryError`] does). [`run`] fails only when its *first* resync fails, so that a wrong
 //! registry address or an unreachable engine is seen at once; afterwards it keeps retrying
 //! until shut down.
+//!
+//! # Use
+//!
+//! ```no_run
+//! # async fn example() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::sync::Arc;
+//! use flow_registrator::{run, RegistratorOptions};
+//!
+//! let docker = flow_docker::connect(&flow_docker::ConnectSettings::from_env()).await?;
+//! let registry: flow_core::DynRegistry =
+//!     Arc::new(flow_consul::ConsulRegistry::new("http://127.0.0.1:8500", None)?);
+//! let options = RegistratorOptions {
+//!     resync: Some(std::time::Duration::from_secs(300)),
+//!     ..RegistratorOptions::default()
+//! };
+//! run(docker, registry, options, async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! })
+//! .await?;
+//! # Ok(())
+//! # }
+//! ```
 
 #![deny(missing_docs)]
 
@@ -296,7 +318,11 @@ pub async fn run(
                 first = false;
                 report(&Activity::Resynced(summary));
                 let mut periodic = options.resync.map(|period| {
-                    tokio::time::interval_at(tokio::time::Instant::now() + period, period)
+                    let mut interval =
+                        tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                    // A resync slower than the period must not be followed by a burst.
+                    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                    interval
                 });
                 loop {
                     let tick = async {
@@ -341,5 +367,48 @@ pub async fn run(
             _ = &mut shutdown => return Ok(()),
             _ = tokio::time::sleep(retry_in) => {}
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_up_to_its_bound_and_resets() {
+        let mut backoff = Backoff::new();
+        let waits: Vec<u128> = (0..7).map(|_| backoff.step().as_millis()).collect();
+        assert_eq!(waits, vec![200, 400, 800, 1600, 3200, 5000, 5000]);
+        backoff.reset();
+        assert_eq!(backoff.step(), BACKOFF_MIN);
+    }
+
+    #[test]
+    fn activities_read_as_one_line_each() {
+        let registration = Registration {
+            id: "host-a:web-1:8080".to_string(),
+            name: "shop".to_string(),
+            address: "127.0.0.1".to_string(),
+            port: 49153,
+            tags: Vec::new(),
+            meta: Default::default(),
+            check: None,
+        };
+        assert_eq!(
+            Activity::Registered(registration.clone()).to_string(),
+            "registered host-a:web-1:8080 as shop at 127.0.0.1:49153"
+        );
+        assert_eq!(
+            Activity::Deregistered(registration).to_string(),
+            "deregistered host-a:web-1:8080 (shop)"
+        );
+        let failed = Activity::Failed {
+            error: RegistratorError::EventsEnded,
+            retry_in: Duration::from_millis(400),
+        };
+        assert_eq!(
+            failed.to_string(),
+            "the Docker engine closed its event stream (is it restarting?); retrying in 400 ms"
+        );
     }
 }

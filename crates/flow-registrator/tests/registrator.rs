@@ -203,6 +203,48 @@ async fn a_registry_outage_is_caught_up_by_a_resync() {
     registrator.stop().await;
 }
 
+/// `--resync`: a registration deleted behind the registrator's back (no event announces it)
+/// is written again by the next periodic resync.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_periodic_resync_restores_a_registration_deleted_by_hand() {
+    let docker = docker().await;
+    let project = unique_project("reg-periodic");
+    let image = format!("docker-flow-registrator-demo:{project}");
+    build_demo_image(&docker, &image, "v1")
+        .await
+        .expect("building the demo image");
+    let _image = ImageGuard(image.clone());
+    let _guard = ProjectGuard::new(&project);
+    let dir = tempfile::tempdir().expect("a temporary directory");
+    let registry: DynRegistry = Arc::new(flow_store::FileRegistry::new(dir.path().join("store")));
+    let hostname = docker
+        .info()
+        .await
+        .expect("docker info")
+        .name
+        .expect("name");
+    let name = format!("{project}-web");
+    let id = format!("{hostname}:{name}:8080");
+
+    let period = Duration::from_millis(500);
+    let mut registrator = Running::start_with(&docker, &registry, "periodic", None, Some(period));
+    registrator.wait_resynced().await;
+    let env = [format!("SERVICE_NAME={name}")];
+    let (_, at) = start_container(&docker, &project, &image, &name, &env, true).await;
+    wait_for(&registry, &id, true, at).await;
+
+    registry.deregister(&id).await.expect("deregister by hand");
+    let deleted = Instant::now();
+    // The container emits no event meanwhile: only a periodic resync can write it again.
+    let (_, restored) = wait_for(&registry, &id, true, deleted).await;
+    eprintln!(
+        "[periodic] deleted by hand → restored after {} (period {})",
+        ms(restored),
+        ms(period)
+    );
+    registrator.stop().await;
+}
+
 /// Removes the image `tag` when dropped (after the containers using it are gone).
 struct ImageGuard(String);
 
@@ -245,6 +287,17 @@ impl Running {
         label: &'static str,
         docker_endpoint: Option<String>,
     ) -> Running {
+        Running::start_with(docker, registry, label, docker_endpoint, None)
+    }
+
+    /// [`Running::start`] with a periodic resync.
+    fn start_with(
+        docker: &Docker,
+        registry: &DynRegistry,
+        label: &'static str,
+        docker_endpoint: Option<String>,
+        resync: Option<Duration>,
+    ) -> Running {
         let (stop, stopped) = oneshot::channel::<()>();
         let (resync_tx, resynced) = mpsc::unbounded_channel();
         let (failure_tx, failures) = mpsc::unbounded_channel();
@@ -265,6 +318,7 @@ impl Running {
                     eprintln!("[{label}] {activity}");
                 }
             }),
+            resync,
             ..RegistratorOptions::default()
         };
         let options = match docker_endpoint {

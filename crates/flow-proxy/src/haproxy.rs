@@ -3,6 +3,10 @@
 //!
 //! # How a change is applied
 //!
+//! * **New service** — its backend is loaded first without a `use_backend` rule, so its
+//!   servers are health-checked while no request can reach them (a new route may overlap
+//!   the paths of others); once they are UP the route itself is loaded. Two reloads as
+//!   described next.
 //! * **New service, or changed paths / domain / matcher / check mode** — the whole
 //!   configuration is rendered from the route table, written to `haproxy.cfg.candidate`,
 //!   validated with `haproxy -c -f`, renamed over `haproxy.cfg` and loaded with `reload` on
@@ -252,6 +256,9 @@ struct Inner {
     options: HaproxyOptions,
     files: Files,
     state: Mutex<State>,
+    /// The table and worker pid last applied, for readers that must not wait behind a
+    /// change in progress (a reconfigure can wait seconds for servers to come UP).
+    published: std::sync::Mutex<(RouteTable, u32)>,
     master: std::sync::Mutex<Option<Child>>,
 }
 
@@ -297,14 +304,16 @@ impl Haproxy {
                 worker_pid: 0,
                 draining: BTreeSet::new(),
             }),
+            published: std::sync::Mutex::new((RouteTable::default(), 0)),
             master: std::sync::Mutex::new(None),
         };
         {
             let mut state = inner.state.lock().await;
-            inner.install_config(&state.table).await?;
+            inner.install_config(&state.table, None).await?;
             let child = inner.spawn_master()?;
             *inner.master.lock().expect("master mutex poisoned") = Some(child);
             state.worker_pid = inner.wait_for_new_worker(None, 0).await?;
+            inner.publish(&state);
         }
         Ok(Haproxy {
             inner: Arc::new(inner),
@@ -335,31 +344,38 @@ impl Haproxy {
         table.insert(wanted.clone());
         match state.table.get(&service).cloned() {
             None => {
-                inner.reload_with(&mut state, &table).await?;
+                // First the backend alone, so that servers that never come UP are never
+                // routed to (a new route can overlap the paths of others), then the route.
+                // The final configuration is checked before anything is loaded.
+                inner.check_config(&table, None).await?;
+                inner
+                    .reload_with(&mut state, &table, Some(&service))
+                    .await?;
                 if let Err(error) = inner.wait_ready(&state, &wanted).await {
                     let previous = state.table.clone();
-                    inner.reload_with(&mut state, &previous).await?;
+                    inner.reload_with(&mut state, &previous, None).await?;
                     return Err(error);
                 }
+                inner.reload_with(&mut state, &table, None).await?;
             }
             Some(current) => {
                 let same_route = current.route == wanted.route && current.skip_check == skip_check;
                 if same_route {
                     self.move_servers(&mut state, &wanted).await?;
-                    inner.install_config(&table).await?;
+                    inner.install_config(&table, None).await?;
                 } else {
                     // The backend exists: move its servers without a reload first (which keeps
                     // the old ones if the new ones fail), then load the new routing.
                     if current.skip_check == skip_check {
                         // Servers are only moved once HAProxy accepts the new routing.
-                        inner.check_config(&table).await?;
+                        inner.check_config(&table, None).await?;
                         self.move_servers(&mut state, &wanted).await?;
                     }
-                    inner.reload_with(&mut state, &table).await?;
+                    inner.reload_with(&mut state, &table, None).await?;
                     if current.skip_check != skip_check {
                         if let Err(error) = inner.wait_ready(&state, &wanted).await {
                             let previous = state.table.clone();
-                            inner.reload_with(&mut state, &previous).await?;
+                            inner.reload_with(&mut state, &previous, None).await?;
                             return Err(error);
                         }
                     }
@@ -368,6 +384,7 @@ impl Haproxy {
         }
         table.save(&inner.files.routes)?;
         state.table = table;
+        inner.publish(&state);
         Ok(())
     }
 
@@ -381,19 +398,27 @@ impl Haproxy {
                 service: service.clone(),
             });
         }
-        inner.reload_with(&mut state, &table).await?;
+        inner.reload_with(&mut state, &table, None).await?;
         table.save(&inner.files.routes)?;
         state.table = table;
         state.draining.retain(|(s, _)| s != service);
+        inner.publish(&state);
         Ok(())
     }
 
     /// Every route with the live state of its servers.
+    ///
+    /// It reads the last applied table and does not wait for a change in progress.
     pub async fn routes(&self) -> Result<Vec<RouteStatus>, HaproxyError> {
-        let state = self.inner.state.lock().await;
-        let stats = self.inner.show_stat(state.worker_pid).await?;
+        let (table, worker_pid) = self
+            .inner
+            .published
+            .lock()
+            .expect("published mutex poisoned")
+            .clone();
+        let stats = self.inner.show_stat(worker_pid).await?;
         let mut routes = Vec::new();
-        for entry in state.table.entries() {
+        for entry in table.entries() {
             let backend = backend_name(&entry.route.service);
             let mut servers: Vec<ServerStatus> = stats
                 .iter()
@@ -572,6 +597,11 @@ async fn drain_then_delete(inner: Weak<Inner>, service: ServiceName, address: So
 }
 
 impl Inner {
+    fn publish(&self, state: &State) {
+        *self.published.lock().expect("published mutex poisoned") =
+            (state.table.clone(), state.worker_pid);
+    }
+
     fn spawn_master(&self) -> Result<Child, HaproxyError> {
         let log = std::fs::File::create(&self.files.log).map_err(|source| HaproxyError::Io {
             what: format!("cannot create {}", self.files.log.display()),
@@ -600,8 +630,12 @@ impl Inner {
 
     /// Renders `table`, validates it with `haproxy -c` and, only if valid, makes it the
     /// configuration file. Nothing is loaded.
-    async fn install_config(&self, table: &RouteTable) -> Result<(), HaproxyError> {
-        self.check_config(table).await?;
+    async fn install_config(
+        &self,
+        table: &RouteTable,
+        unrouted: Option<&ServiceName>,
+    ) -> Result<(), HaproxyError> {
+        self.check_config(table, unrouted).await?;
         std::fs::rename(&self.files.candidate, &self.files.config).map_err(|source| {
             HaproxyError::Io {
                 what: format!("cannot install {}", self.files.config.display()),
@@ -611,8 +645,17 @@ impl Inner {
     }
 
     /// Renders `table` into the candidate file and validates it with `haproxy -c`.
-    async fn check_config(&self, table: &RouteTable) -> Result<(), HaproxyError> {
-        let text = render(table, &self.options.binds, &self.files.admin_socket);
+    async fn check_config(
+        &self,
+        table: &RouteTable,
+        unrouted: Option<&ServiceName>,
+    ) -> Result<(), HaproxyError> {
+        let text = render(
+            table,
+            &self.options.binds,
+            &self.files.admin_socket,
+            unrouted,
+        );
         write_atomically(&self.files.candidate, text.as_bytes()).map_err(|source| {
             HaproxyError::Io {
                 what: format!("cannot write {}", self.files.candidate.display()),
@@ -644,9 +687,15 @@ impl Inner {
         Ok(())
     }
 
-    /// Installs the configuration of `table` and reloads HAProxy with it.
-    async fn reload_with(&self, state: &mut State, table: &RouteTable) -> Result<(), HaproxyError> {
-        self.install_config(table).await?;
+    /// Installs the configuration of `table` (without the `use_backend` rule of `unrouted`)
+    /// and reloads HAProxy with it.
+    async fn reload_with(
+        &self,
+        state: &mut State,
+        table: &RouteTable,
+        unrouted: Option<&ServiceName>,
+    ) -> Result<(), HaproxyError> {
+        self.install_config(table, unrouted).await?;
         let before = self.show_proc().await?;
         // The master re-executes itself on `reload` and closes the connection without a reply
         // in 2.6; the outcome is read from `show proc`.
@@ -657,12 +706,13 @@ impl Inner {
         {
             Ok(pid) => {
                 state.worker_pid = pid;
+                self.publish(state);
                 Ok(())
             }
             Err(error) => {
                 // Put the configuration of what is still running back in place, so the next
                 // reload starts from it.
-                let _ = self.install_config(&state.table).await;
+                let _ = self.install_config(&state.table, None).await;
                 Err(error)
             }
         }
@@ -972,7 +1022,15 @@ fn backend_name(service: &ServiceName) -> String {
 }
 
 /// Renders the whole configuration of `table`. Pure: every value in it was validated.
-pub fn render(table: &RouteTable, binds: &[SocketAddr], admin_socket: &Path) -> String {
+///
+/// The backend of `unrouted` is rendered without its `use_backend` rule: its servers are
+/// health-checked while no request can reach them.
+pub fn render(
+    table: &RouteTable,
+    binds: &[SocketAddr],
+    admin_socket: &Path,
+    unrouted: Option<&ServiceName>,
+) -> String {
     let mut out = String::new();
     out.push_str("# Rendered by docker-flow's proxy from routes.json: edits are overwritten.\n");
     out.push_str("global\n");
@@ -981,8 +1039,11 @@ pub fn render(table: &RouteTable, binds: &[SocketAddr], admin_socket: &Path) -> 
         admin_socket.display()
     ));
     out.push_str("    stats timeout 30s\n\n");
+    // idle-close-on-response: on a reload the old worker does not close idle keep-alive
+    // connections (a client may be sending on them at that very moment, and would see the
+    // connection drop); it answers one more request with `Connection: close` instead.
     out.push_str(
-        "defaults\n    mode http\n    timeout connect 5s\n    timeout client 60s\n    timeout server 60s\n    timeout http-request 10s\n    timeout http-keep-alive 10s\n    timeout queue 30s\n\n",
+        "defaults\n    mode http\n    option idle-close-on-response\n    timeout connect 5s\n    timeout client 60s\n    timeout server 60s\n    timeout http-request 10s\n    timeout http-keep-alive 10s\n    timeout queue 30s\n\n",
     );
 
     // More specific routes first: HAProxy takes the first `use_backend` that matches.
@@ -997,7 +1058,10 @@ pub fn render(table: &RouteTable, binds: &[SocketAddr], admin_socket: &Path) -> 
     });
     for (index, bind) in binds.iter().enumerate() {
         out.push_str(&format!("frontend http_{index}\n    bind {bind}\n"));
-        for entry in &entries {
+        for entry in entries
+            .iter()
+            .filter(|e| Some(&e.route.service) != unrouted)
+        {
             let service = &entry.route.service;
             out.push_str(&format!(
                 "    acl path_{service} {} -- {}\n",
@@ -1084,6 +1148,7 @@ mod tests {
             &table,
             &["127.0.0.1:8081".parse().unwrap()],
             Path::new("/s/admin.sock"),
+            None,
         );
         let web = text.find("use_backend be_web").unwrap();
         let app2 = text.find("use_backend be_app2").unwrap();

@@ -102,12 +102,13 @@ struct Outcome {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn switching_servers_under_load_fails_no_request() {
-    const MAX_REQUESTS: usize = 6000;
+    const MAX_REQUESTS: usize = 10_000;
     const CLIENTS: usize = 20;
     let state = tempfile::tempdir().unwrap();
     let proxy = TestProxy::start(state.path()).await;
     let group_a = [Backend::start("a1").await, Backend::start("a2").await];
     let group_b = [Backend::start("b1").await, Backend::start("b2").await];
+    let extra = Backend::start("extra").await;
     let addrs = |group: &[Backend; 2]| vec![group[0].addr, group[1].addr];
     let (status, answer) = proxy.reconfigure("web", "/web", &addrs(&group_a), "").await;
     assert_eq!(status, StatusCode::OK, "{answer}");
@@ -143,15 +144,15 @@ async fn switching_servers_under_load_fails_no_request() {
                     finished: Instant::now(),
                     answer,
                 });
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                tokio::time::sleep(Duration::from_millis(25)).await;
             }
         }));
     }
 
     // (called at, returned at, names of the new servers)
     let mut switches = Vec::new();
-    for round in 0..8 {
-        tokio::time::sleep(Duration::from_millis(500)).await;
+    for round in 0..6 {
+        tokio::time::sleep(Duration::from_millis(400)).await;
         let target = if round % 2 == 0 { &group_b } else { &group_a };
         let called = Instant::now();
         let (status, answer) = proxy.reconfigure("web", "/web", &addrs(target), "").await;
@@ -161,6 +162,17 @@ async fn switching_servers_under_load_fails_no_request() {
             Instant::now(),
             [target[0].name.clone(), target[1].name.clone()],
         ));
+        // A new route means reloads (backend first, then its route): they must not fail
+        // requests either.
+        let (status, answer) = proxy
+            .reconfigure(
+                &format!("extra{round}"),
+                &format!("/extra{round}"),
+                &[extra.addr],
+                "",
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "extra route {round}: {answer}");
     }
     tokio::time::sleep(Duration::from_millis(400)).await;
     stop.store(true, Ordering::Relaxed);
@@ -218,6 +230,10 @@ async fn switching_servers_under_load_fails_no_request() {
             .filter(|o| o.answer.as_ref().is_ok_and(|b| !names.contains(b)))
             .map(|o| o.finished)
             .max();
+        assert!(
+            first_new.is_some(),
+            "switch {index}: the load ended before it (raise MAX_REQUESTS)"
+        );
         println!(
             "switch {index}: reconfigure took {:?}; first new answer after {:?}; last old answer after {:?}",
             returned.duration_since(*called),

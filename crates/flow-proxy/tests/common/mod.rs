@@ -164,14 +164,15 @@ impl TestProxy {
         (status, json)
     }
 
-    /// GETs `path` through the proxy's frontend (with an optional Host header).
+    /// GETs `path` through the proxy's frontend (with an optional Host header) on a new
+    /// connection: after a reload, a request on an older keep-alive connection is answered
+    /// once more by the previous worker (see the crate docs).
     pub async fn get(&self, path: &str, host: Option<&str>) -> (StatusCode, String) {
         let mut request = Request::get(format!("http://{}{path}", self.bind));
         if let Some(host) = host {
             request = request.header("Host", host);
         }
-        let response = self
-            .client
+        let response = client(false)
             .request(request.body(Empty::new()).unwrap())
             .await
             .expect("the proxy's frontend answers");

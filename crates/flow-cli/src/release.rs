@@ -46,17 +46,10 @@ pub async fn run(config: ReleaseConfig) -> Exit {
                 return Exit::NothingChanged;
             }
         };
-    let proxy: Option<DynProxy> = match proxy(&config) {
-        Ok(proxy) => proxy,
-        Err(message) => {
-            eprintln!("docker-flow: {message}");
-            return Exit::BadInput;
-        }
-    };
     let ports = Ports {
         orchestrator: Arc::new(orchestrator),
         registry,
-        proxy,
+        proxy: proxy(&config),
     };
     let engine = match Engine::new(ports, config.release) {
         Ok(engine) => engine,
@@ -161,7 +154,7 @@ fn docker_options(config: &ReleaseConfig) -> DockerOptions {
 }
 
 /// The registry the options name. Building one contacts nothing.
-fn registry(location: &RegistryLocation) -> Result<DynRegistry, String> {
+pub fn registry(location: &RegistryLocation) -> Result<DynRegistry, String> {
     Ok(match location {
         RegistryLocation::File(dir) => Arc::new(flow_store::FileRegistry::new(dir.clone())),
         RegistryLocation::Consul { address } => Arc::new(
@@ -174,9 +167,12 @@ fn registry(location: &RegistryLocation) -> Result<DynRegistry, String> {
 }
 
 /// The proxy the options name, when one is configured.
-fn proxy(config: &ReleaseConfig) -> Result<Option<DynProxy>, String> {
-    match &config.proxy {
-        None => Ok(None),
-        Some(_) => Err("the proxy adapter is not available in this build".to_string()),
-    }
+fn proxy(config: &ReleaseConfig) -> Option<DynProxy> {
+    config.proxy.as_ref().map(|endpoint| {
+        Arc::new(flow_proxy::HttpProxy::new(
+            &endpoint.host,
+            endpoint.port,
+            endpoint.token.clone(),
+        )) as DynProxy
+    })
 }

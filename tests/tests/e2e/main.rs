@@ -11,3 +11,4 @@ mod support;
 
 mod cli_release;
 mod embedding;
+mod proxy;

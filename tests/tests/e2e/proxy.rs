@@ -1,0 +1,296 @@
+//! Proof under load: releases and scaling behind the real HAProxy-backed proxy, with a bounded
+//! load running the whole time, and zero failed requests allowed.
+//!
+//! The proxy runs in-process through `flow_proxy::start` (the same code `docker-flow proxy
+//! serve` runs); every release is the real `docker-flow` binary against the real engine.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::support::{demo_compose, demo_images, Site};
+
+/// Upper bounds of the load, whatever happens: it stops by itself.
+const MAX_LOAD_TIME: Duration = Duration::from_secs(240);
+const MAX_REQUESTS: u64 = 400_000;
+const KEEP_ALIVE_CLIENTS: usize = 10;
+const NEW_CONNECTION_CLIENTS: usize = 10;
+const MIN_REQUESTS: usize = 5_000;
+
+/// One answered (or failed) request.
+#[derive(Debug, Clone)]
+struct Sample {
+    started: Instant,
+    finished: Instant,
+    /// The version the body named, or the failure.
+    outcome: Result<String, String>,
+}
+
+/// A bounded load of keep-alive and new-connection clients against one URL.
+struct Load {
+    samples: Arc<Mutex<Vec<Sample>>>,
+    stop: Arc<AtomicBool>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(url: String) -> Load {
+        let samples = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let sent = Arc::new(AtomicU64::new(0));
+        let began = Instant::now();
+        let mut tasks = Vec::new();
+        for n in 0..KEEP_ALIVE_CLIENTS + NEW_CONNECTION_CLIENTS {
+            let keep_alive = n < KEEP_ALIVE_CLIENTS;
+            let client = reqwest::Client::builder()
+                .pool_max_idle_per_host(if keep_alive { 1 } else { 0 })
+                .timeout(Duration::from_secs(10))
+                .build()
+                .expect("an HTTP client");
+            let (url, samples, stop, sent) =
+                (url.clone(), samples.clone(), stop.clone(), sent.clone());
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(Ordering::Relaxed)
+                    && began.elapsed() < MAX_LOAD_TIME
+                    && sent.fetch_add(1, Ordering::Relaxed) < MAX_REQUESTS
+                {
+                    let started = Instant::now();
+                    let mut request = client.get(&url);
+                    if !keep_alive {
+                        request = request.header("Connection", "close");
+                    }
+                    let outcome = match request.send().await {
+                        Ok(response) if response.status().is_success() => response
+                            .text()
+                            .await
+                            .map(|body| body.trim().to_string())
+                            .map_err(|e| format!("reading the body: {e}")),
+                        Ok(response) => Err(format!("HTTP {}", response.status())),
+                        Err(error) => Err(format!("{error}")),
+                    };
+                    let sample = Sample {
+                        started,
+                        finished: Instant::now(),
+                        outcome,
+                    };
+                    samples.lock().unwrap().push(sample);
+                }
+            }));
+        }
+        Load {
+            samples,
+            stop,
+            tasks,
+        }
+    }
+
+    async fn stop(self) -> Vec<Sample> {
+        self.stop.store(true, Ordering::Relaxed);
+        for task in self.tasks {
+            task.await.expect("a load client panicked");
+        }
+        let samples = self.samples.lock().unwrap().clone();
+        samples
+    }
+
+    fn snapshot(&self) -> Vec<Sample> {
+        self.samples.lock().unwrap().clone()
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Runs `docker-flow` with `--json`, returning when it exits, with the instant its deploy
+/// reported the new instances healthy (when it did) and the instant it returned.
+async fn release(site: &Site, args: &[&str], env: &[(&str, &str)]) -> (Option<Instant>, Instant) {
+    let mut child = site.spawn_flow(args, env);
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let mut healthy_at = None;
+    let mut printed = Vec::new();
+    while let Some(line) = lines
+        .next_line()
+        .await
+        .expect("reading docker-flow's stdout")
+    {
+        if healthy_at.is_none()
+            && line.contains("\"phase-finished\"")
+            && line.contains("\"phase\":\"healthy\"")
+        {
+            healthy_at = Some(Instant::now());
+        }
+        printed.push(line);
+    }
+    let output = child.wait_with_output().await.expect("docker-flow ran");
+    let returned = Instant::now();
+    assert!(
+        output.status.success(),
+        "docker-flow {args:?} failed ({})\n--- stdout\n{}\n--- stderr\n{}",
+        output.status,
+        printed.join("\n"),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (healthy_at, returned)
+}
+
+/// Every request that started after `since` must have been answered by `version`.
+fn assert_only(samples: &[Sample], since: Instant, version: &str, what: &str) {
+    let later: Vec<&Sample> = samples.iter().filter(|s| s.started >= since).collect();
+    let wrong: Vec<&String> = later
+        .iter()
+        .filter_map(|s| s.outcome.as_ref().ok())
+        .filter(|v| v.as_str() != version)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "after {what} returned, {} of {} requests were answered by another version: {:?}",
+        wrong.len(),
+        later.len(),
+        wrong.iter().take(5).collect::<Vec<_>>()
+    );
+}
+
+/// How long after the new colour was healthy the old one still answered.
+fn switch_latency(samples: &[Sample], healthy_at: Instant, old: &str) -> Duration {
+    samples
+        .iter()
+        .filter(|s| s.outcome.as_deref() == Ok(old))
+        .map(|s| s.finished)
+        .max()
+        .map(|last| last.saturating_duration_since(healthy_at))
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn releases_and_scaling_under_load_fail_no_request() {
+    demo_images().await;
+    let site = Site::new("load", &demo_compose("")).await;
+    let state_dir = tempfile::tempdir().expect("a proxy state directory");
+    let bind = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let config = flow_proxy::ServeConfig {
+        api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..flow_proxy::ServeConfig::new(state_dir.path(), vec![bind])
+    };
+    let proxy = flow_proxy::start(config).await.unwrap_or_else(|e| {
+        panic!("the proxy did not start (is Debian's haproxy installed?): {e}")
+    });
+    let api_port = proxy.api_addr().port().to_string();
+    let proxy_args = |more: &[&'static str]| -> Vec<String> {
+        let mut args: Vec<String> = vec![
+            "-t".into(),
+            "app".into(),
+            "-b".into(),
+            "--json".into(),
+            "--proxy-host".into(),
+            "127.0.0.1".into(),
+            "--proxy-reconf-port".into(),
+            api_port.clone(),
+            "--service-path".into(),
+            "/".into(),
+            "--drain-timeout".into(),
+            "20s".into(),
+        ];
+        args.extend(more.iter().map(|s| s.to_string()));
+        args
+    };
+    let run = |more: &'static [&'static str], tag: &'static str| {
+        let args = proxy_args(more);
+        let site = &site;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            release(site, &args, &[("DEMO_TAG", tag)]).await
+        }
+    };
+
+    // v1: two instances behind the proxy, before any load.
+    run(&["-s", "2", "-F", "deploy", "-F", "proxy"], "v1").await;
+    let load = Load::start(format!("http://{bind}/"));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!load.snapshot().is_empty(), "the load reaches the proxy");
+
+    let (healthy_v2, switched_v2) =
+        run(&["-F", "deploy", "-F", "proxy", "-F", "stop-old"], "v2").await;
+    assert_only(&load.snapshot(), switched_v2, "v2", "the v2 release");
+    let (_, scaled_up) = run(&["-s", "+2", "-F", "scale"], "v2").await;
+    assert_only(&load.snapshot(), scaled_up, "v2", "scale +2");
+    assert_eq!(
+        site.running("green").await.len(),
+        4,
+        "scale +2 runs four green instances"
+    );
+    let (_, scaled_down) = run(&["-s", "-2", "-F", "scale"], "v2").await;
+    assert_only(&load.snapshot(), scaled_down, "v2", "scale -2");
+    assert_eq!(site.running("green").await.len(), 2, "scale -2 leaves two");
+    let (healthy_v3, switched_v3) =
+        run(&["-F", "deploy", "-F", "proxy", "-F", "stop-old"], "v3").await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let samples = load.stop().await;
+    assert_only(&samples, switched_v3, "v3", "the v3 release");
+
+    let failures: Vec<&Sample> = samples.iter().filter(|s| s.outcome.is_err()).collect();
+    let by_version = |v: &str| {
+        samples
+            .iter()
+            .filter(|s| s.outcome.as_deref() == Ok(v))
+            .count()
+    };
+    let latency_v2 = switch_latency(
+        &samples,
+        healthy_v2.expect("the v2 deploy reported healthy"),
+        "v1",
+    );
+    let latency_v3 = switch_latency(
+        &samples,
+        healthy_v3.expect("the v3 deploy reported healthy"),
+        "v2",
+    );
+    let elapsed = samples
+        .last()
+        .map(|s| s.finished)
+        .unwrap_or_else(Instant::now)
+        - samples
+            .first()
+            .map(|s| s.started)
+            .unwrap_or_else(Instant::now);
+    println!(
+        "load: {} requests in {:.1}s ({:.0}/s; v1 {}, v2 {}, v3 {}), {} failed; healthy→last old response: v2 {} ms, v3 {} ms",
+        samples.len(),
+        elapsed.as_secs_f64(),
+        samples.len() as f64 / elapsed.as_secs_f64(),
+        by_version("v1"),
+        by_version("v2"),
+        by_version("v3"),
+        failures.len(),
+        latency_v2.as_millis(),
+        latency_v3.as_millis()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed, first ones: {:?}",
+        failures.len(),
+        samples.len(),
+        failures
+            .iter()
+            .take(5)
+            .map(|s| &s.outcome)
+            .collect::<Vec<_>>()
+    );
+    assert!(
+        samples.len() >= MIN_REQUESTS,
+        "only {} requests were made",
+        samples.len()
+    );
+    assert!(
+        by_version("v1") > 0 && by_version("v2") > 0 && by_version("v3") > 0,
+        "every version served"
+    );
+    proxy.shutdown().await;
+}

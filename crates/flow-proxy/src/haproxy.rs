@@ -3,42 +3,52 @@
 //!
 //! # How a change is applied
 //!
-//! * **New service** — its backend is loaded first without a `use_backend` rule, so its
+//! * **Reload** (used for a new service, other paths / domain / matcher, another check mode,
+//!   a removal) — the whole configuration is rendered from the route table, written to
+//!   `haproxy.cfg.candidate`, validated with `haproxy -c -f`, renamed over `haproxy.cfg` and
+//!   loaded with `reload` on the master socket; the reload is confirmed by a new worker pid
+//!   in `show proc` (and a failed one by the master's `failed` counter). A candidate HAProxy
+//!   rejects is never renamed nor loaded: the running worker keeps serving and the caller
+//!   gets HAProxy's message. Listening sockets are handed from the old worker to the new one
+//!   and idle keep-alive connections are not cut (see the crate docs), so a reload drops no
+//!   request.
+//! * **New service** — its backend is loaded first without its `use_backend` rule, so its
 //!   servers are health-checked while no request can reach them (a new route may overlap
-//!   the paths of others); once they are UP the route itself is loaded. Two reloads as
-//!   described next.
-//! * **New service, or changed paths / domain / matcher / check mode** — the whole
-//!   configuration is rendered from the route table, written to `haproxy.cfg.candidate`,
-//!   validated with `haproxy -c -f`, renamed over `haproxy.cfg` and loaded with `reload` on
-//!   the master socket; the reload is confirmed by a new worker pid in `show proc` (and a
-//!   failed reload by the master's `failed` counter). A candidate HAProxy rejects is never
-//!   renamed nor loaded: the running worker keeps serving and the caller gets HAProxy's
-//!   message. Listening sockets are handed from the old worker to the new one, so a reload
-//!   drops no connection.
-//! * **Existing backend, other servers** — no reload. Through the Runtime API: each new
+//!   the paths of others); once they are UP, a second reload adds the route. If they do not
+//!   come UP, the previous configuration is loaded again. (When only the check mode of an
+//!   existing route changes, its servers are reloaded with the route and then waited for.)
+//! * **Existing backend, other servers** — no reload. Through the Runtime API each new
 //!   server is added (`add server … check inter 1s downinter 100ms`), its health check
-//!   enabled, and put in
-//!   `drain` state, where HAProxy health-checks it but sends it no request. Once `show stat`
-//!   reports every new server checked OK (bounded by [`HaproxyOptions::up_timeout`]), they
-//!   are set `ready` and only then the old servers are set `drain`. A background task moves
-//!   each draining server to `maint` once its `scur` is 0 and deletes it (`del server`, retried
-//!   until "Server deleted."). If a new server does not pass its check in time, the ones
-//!   added are deleted again and the old ones, never touched, keep serving.
+//!   enabled, and put in `drain` state, where HAProxy health-checks it but sends it no
+//!   request. Once `show stat` reports every new server checked OK (bounded by
+//!   [`HaproxyOptions::up_timeout`]), they are set `ready` and only then the old servers are
+//!   set `drain`. A background task moves each draining server to `maint` once its `scur` is
+//!   0 and deletes it (`del server`, retried until "Server deleted."); it waits as long as
+//!   sessions remain. If a new server does not pass its check in time, the ones added are
+//!   deleted again and the old ones, never touched, keep serving. When paths or domain
+//!   change as well, the servers are moved first (after the new configuration passed
+//!   `haproxy -c`) and the routing is reloaded after.
 //! * After every change the configuration file is rewritten (validated the same way) to list
 //!   exactly the servers taking traffic, so a later reload never changes routing. Servers
 //!   still draining are *not* written: they take no new requests anyway, and after a reload
-//!   the old worker finishes their open requests while the new worker never knows them.
+//!   the old worker finishes their open requests while the new worker never knows them (so
+//!   their sessions count as zero from then on).
 //!
 //! # Health checks
 //!
-//! Servers are checked with a plain TCP connect (`check inter 1s downinter 100ms`: each second
-//! while UP, every 100 ms while DOWN, so a new server's first check comes after 100 ms), not an
-//! HTTP request: the
-//! proxy knows no health URL of the services (a route's paths may be regular expressions, and
-//! a service may answer `/` with 404), and the release engine has already waited for the
-//! application's own health before it asks the proxy to switch. The connect check makes sure
-//! the proxy itself can reach each server before it takes traffic. With `skip_check`
-//! (Docker Flow's `skipCheck`) servers are added without a check and count as UP at once.
+//! Servers are checked with a plain TCP connect (`check inter 1s downinter 100ms`: each
+//! second while UP, every 100 ms while DOWN, so a new server's first check comes after
+//! 100 ms), not an HTTP request: the proxy knows no health URL of the services (a route's
+//! paths may be regular expressions, and a service may answer `/` with 404), and the release
+//! engine has already waited for the application's own health before it asks the proxy to
+//! switch. The connect check makes sure the proxy itself can reach each server before it
+//! takes traffic. With `skip_check` (Docker Flow's `skipCheck`) servers are added without a
+//! check and count as UP at once.
+//!
+//! # Serialization
+//!
+//! Changes are serialized by one lock (a reconfigure holds it while it waits for servers to
+//! come UP); reading the routes does not take it.
 //!
 //! # Talking to HAProxy
 //!
@@ -1038,7 +1048,10 @@ pub fn render(
         "    stats socket {} mode 600 level admin expose-fd listeners\n",
         admin_socket.display()
     ));
-    out.push_str("    stats timeout 30s\n\n");
+    out.push_str("    stats timeout 30s\n");
+    // An old worker finishes its requests after a reload, but not forever: this bounds how
+    // many of them can pile up.
+    out.push_str("    hard-stop-after 5m\n\n");
     // idle-close-on-response: on a reload the old worker does not close idle keep-alive
     // connections (a client may be sending on them at that very moment, and would see the
     // connection drop); it answers one more request with `Connection: close` instead.
@@ -1122,6 +1135,40 @@ mod tests {
                 failed: 2
             }
         );
+    }
+
+    #[test]
+    fn show_stat_lines_become_servers_with_their_state() {
+        let reply = "# pxname,svname,scur,status,check_status,addr,\n\
+            http_0,FRONTEND,3,OPEN,,,\n\
+            be_web,s4_127_0_0_1_1,2,UP,L4OK,127.0.0.1:1,\n\
+            be_web,s4_127_0_0_1_2,1,DRAIN,L4OK,127.0.0.1:2,\n\
+            be_web,s4_127_0_0_1_3,0,MAINT,,127.0.0.1:3,\n\
+            be_web,s4_127_0_0_1_4,0,DOWN,L4CON,127.0.0.1:4,\n\
+            be_web,s4_127_0_0_1_5,0,no check,,127.0.0.1:5,\n\
+            be_web,BACKEND,3,UP,,,\n";
+        let servers = parse_show_stat(reply).unwrap();
+        let states: Vec<(ServerState, u64)> =
+            servers.iter().map(|s| (s.state, s.sessions)).collect();
+        assert_eq!(
+            states,
+            [
+                (ServerState::Up, 2),
+                (ServerState::Drain, 1),
+                (ServerState::Maint, 0),
+                (ServerState::Down, 0),
+                (ServerState::Up, 0)
+            ]
+        );
+        assert!(servers[0].passed_check(false));
+        assert!(servers[1].passed_check(false), "checked OK while draining");
+        assert!(!servers[3].passed_check(false));
+        assert!(
+            !servers[4].passed_check(false),
+            "unchecked is not checked OK"
+        );
+        assert!(servers[4].passed_check(true));
+        assert!(parse_show_stat("Unknown command.").is_none());
     }
 
     #[test]

@@ -63,6 +63,31 @@ async fn routes_reach_the_right_backend_by_path_and_domain() {
         StatusCode::SERVICE_UNAVAILABLE
     );
 
+    // IPv6 servers, at run time and in the configuration.
+    let v6 = [
+        Backend::start_on("v6-a", "[::1]:0").await,
+        Backend::start_on("v6-b", "[::1]:0").await,
+    ];
+    let (status, answer) = proxy.reconfigure("six", "/six", &[v6[0].addr], "").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        proxy.get("/six", None).await,
+        (StatusCode::OK, "v6-a".into())
+    );
+    let (status, answer) = proxy.reconfigure("six", "/six", &[v6[1].addr], "").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(
+        proxy.get("/six", None).await,
+        (StatusCode::OK, "v6-b".into())
+    );
+    assert_eq!(
+        proxy
+            .api("/v1/docker-flow-proxy/remove?serviceName=six")
+            .await
+            .0,
+        StatusCode::OK
+    );
+
     // skipCheck: servers are not health-checked and count as UP at once.
     let raw = Backend::start("raw").await;
     let (status, answer) = proxy

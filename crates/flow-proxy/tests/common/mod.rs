@@ -37,7 +37,12 @@ impl Drop for Backend {
 
 impl Backend {
     pub async fn start(name: &str) -> Backend {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Backend::start_on(name, "127.0.0.1:0").await
+    }
+
+    /// A backend listening on `address` (e.g. `[::1]:0`).
+    pub async fn start_on(name: &str, address: &str) -> Backend {
+        let listener = TcpListener::bind(address).await.unwrap();
         let addr = listener.local_addr().unwrap();
         let body = Bytes::from(name.to_string());
         let task = tokio::spawn(async move {

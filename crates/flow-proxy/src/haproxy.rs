@@ -127,6 +127,12 @@ pub enum HaproxyError {
         /// The path tried.
         path: PathBuf,
     },
+    /// The state directory's path is too long for the Unix sockets HAProxy binds in it.
+    #[error("the state directory {path} is too long for HAProxy's Unix sockets (their paths must stay under 108 bytes): choose a shorter state directory")]
+    StateDirTooLong {
+        /// The state directory.
+        path: PathBuf,
+    },
     /// The driver was given no address to listen on.
     #[error("no bind address: give at least one address for the proxy to listen on, e.g. --bind 127.0.0.1:8081")]
     NoBinds,
@@ -297,6 +303,13 @@ impl Haproxy {
         if options.binds.is_empty() {
             return Err(HaproxyError::NoBinds);
         }
+        let files = Files::new(&options.state_dir);
+        // sockaddr_un holds 108 bytes including the terminating NUL.
+        if files.master_socket.as_os_str().len() >= 108 {
+            return Err(HaproxyError::StateDirTooLong {
+                path: options.state_dir.clone(),
+            });
+        }
         std::fs::create_dir_all(&options.state_dir).map_err(|source| HaproxyError::Io {
             what: format!(
                 "cannot create the state directory {}",
@@ -304,7 +317,6 @@ impl Haproxy {
             ),
             source,
         })?;
-        let files = Files::new(&options.state_dir);
         let table = RouteTable::load(&files.routes)?;
         let inner = Inner {
             options,

@@ -641,6 +641,20 @@ async fn the_http_adapter_keeps_the_proxy_contract() {
         .unwrap();
     assert_eq!(draining["State"], "DRAIN");
     assert_eq!(draining["Active"], false);
+
+    // Back to blue while it still drains, then to green again: a draining server is taken
+    // back into rotation rather than added twice.
+    adapter.reconfigure(&shop, &[blue.addr]).await.unwrap();
+    assert_eq!(
+        proxy.get("/shop", None).await,
+        (StatusCode::OK, "blue".into())
+    );
+    adapter.reconfigure(&shop, &[green.addr]).await.unwrap();
+    assert_eq!(
+        proxy.get("/shop", None).await,
+        (StatusCode::OK, "green".into())
+    );
+    assert_eq!(adapter.sessions(&service, &[blue.addr]).await.unwrap(), 1);
     assert_eq!(slow.await.unwrap(), "blue");
     let drained = async {
         loop {
@@ -771,4 +785,15 @@ async fn without_servers_the_registered_instances_are_routed() {
         "{answer}"
     );
     assert_eq!(proxy.get("/shop", None).await.0, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn a_state_directory_too_long_for_sockets_is_a_clear_error() {
+    let state = tempfile::tempdir().unwrap();
+    let deep = state.path().join("d".repeat(100));
+    let error = flow_proxy::start(config(&deep, free_addr()))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("shorter state directory"), "{error}");
 }

@@ -296,3 +296,49 @@ fn nothing_to_register_without_ports_or_without_an_ip() {
     no_network.network_settings.as_mut().unwrap().networks = Some(HashMap::new());
     assert!(derive(&no_network).is_empty());
 }
+
+#[test]
+fn an_inspect_as_docker_20_10_answers_it() {
+    // Trimmed from a real `GET /containers/<id>/json` of API 1.41: ExposedPorts is a map of
+    // empty objects, a published port lists an IPv4 and an IPv6 binding.
+    let json = r#"{
+        "Id": "5e1f",
+        "Name": "/shop-blue-1",
+        "State": {"Status": "running", "Running": true},
+        "Config": {
+            "Image": "shop:1.4",
+            "Env": ["PATH=/usr/bin", "SERVICE_NAME=shop-blue", "SERVICE_CHECK_HTTP=/health"],
+            "Labels": {"com.docker.compose.project": "shop"},
+            "ExposedPorts": {"8080/tcp": {}, "9090/tcp": {}}
+        },
+        "NetworkSettings": {
+            "Ports": {
+                "8080/tcp": [
+                    {"HostIp": "0.0.0.0", "HostPort": "49160"},
+                    {"HostIp": "::", "HostPort": "49160"}
+                ],
+                "9090/tcp": null
+            },
+            "IPAddress": "172.17.0.3",
+            "Networks": {"bridge": {"IPAddress": "172.17.0.3", "Gateway": "172.17.0.1"}}
+        }
+    }"#;
+    let inspect: ContainerInspectResponse =
+        serde_json::from_str(json).expect("the engine's inspect shape");
+    let with_ip = HostIdentity {
+        ip: Some("192.0.2.10".parse().unwrap()),
+        ..host()
+    };
+    let [r] = registrations(&inspect, &with_ip)
+        .unwrap()
+        .try_into()
+        .expect("only the published port");
+    assert_eq!(r.id, "host-a:shop-blue-1:8080");
+    assert_eq!(r.name, "shop-blue");
+    assert_eq!((r.address.as_str(), r.port), ("192.0.2.10", 49160));
+    assert_eq!(
+        r.check.map(|c| c.http),
+        Some("http://192.0.2.10:49160/health".to_string())
+    );
+    assert_eq!(r.meta[CONTAINER_KEY], "5e1f");
+}

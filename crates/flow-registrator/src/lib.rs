@@ -67,9 +67,11 @@ mod sync;
 use std::fmt;
 use std::future::Future;
 use std::net::IpAddr;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use bollard::models::EventMessage;
 use bollard::query_parameters::EventsOptions;
 use bollard::Docker;
 use flow_core::{DynRegistry, Registration, RegistryError};
@@ -253,7 +255,7 @@ async fn engine_hostname(docker: &Docker, endpoint: &str) -> Result<String, Regi
 fn container_events(
     docker: &Docker,
     since: SystemTime,
-) -> impl futures::Stream<Item = Result<bollard::models::EventMessage, bollard::errors::Error>> {
+) -> impl futures::Stream<Item = Result<EventMessage, bollard::errors::Error>> {
     let since = since
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
@@ -270,6 +272,63 @@ fn container_events(
         until: None,
         filters: Some(filters),
     }))
+}
+
+/// Why [`follow`] stopped.
+enum Interrupted {
+    /// The shutdown future completed.
+    Shutdown,
+    /// Something failed; the caller waits, reconnects and resyncs.
+    Failed(RegistratorError),
+}
+
+/// Handles the engine's events (and periodic resyncs) after a successful resync, until
+/// something fails or `shutdown` completes. Each step that succeeds resets `backoff`.
+async fn follow(
+    syncer: &mut sync::Syncer,
+    events: &mut (impl futures::Stream<Item = Result<EventMessage, bollard::errors::Error>> + Unpin),
+    options: &RegistratorOptions,
+    backoff: &mut Backoff,
+    mut shutdown: Pin<&mut impl Future<Output = ()>>,
+) -> Interrupted {
+    let mut periodic = options.resync.map(|period| {
+        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        // A resync slower than the period must not be followed by a burst.
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval
+    });
+    loop {
+        let tick = async {
+            match periodic.as_mut() {
+                Some(interval) => {
+                    interval.tick().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        let step = tokio::select! {
+            _ = &mut shutdown => return Interrupted::Shutdown,
+            _ = tick => syncer.resync().await.map(|summary| {
+                (options.reporter)(&Activity::Resynced(summary));
+            }),
+            event = events.next() => match event {
+                None => Err(RegistratorError::EventsEnded),
+                Some(Err(source)) => Err(RegistratorError::Docker {
+                    endpoint: options.docker_endpoint.clone(),
+                    action: "stream events".to_string(),
+                    source,
+                }),
+                Some(Ok(event)) => match event.actor.and_then(|a| a.id) {
+                    Some(id) => syncer.reconcile(&id).await,
+                    None => Ok(()),
+                },
+            },
+        };
+        match step {
+            Ok(()) => backoff.reset(),
+            Err(error) => return Interrupted::Failed(error),
+        }
+    }
 }
 
 /// Runs the registrator until `shutdown` completes: resyncs, then follows the engine's
@@ -317,44 +376,16 @@ pub async fn run(
             Ok(summary) => {
                 first = false;
                 report(&Activity::Resynced(summary));
-                let mut periodic = options.resync.map(|period| {
-                    let mut interval =
-                        tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-                    // A resync slower than the period must not be followed by a burst.
-                    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                    interval
-                });
-                loop {
-                    let tick = async {
-                        match periodic.as_mut() {
-                            Some(interval) => {
-                                interval.tick().await;
-                            }
-                            None => std::future::pending::<()>().await,
-                        }
-                    };
-                    let step = tokio::select! {
-                        _ = &mut shutdown => return Ok(()),
-                        _ = tick => syncer.resync().await.map(|summary| {
-                            report(&Activity::Resynced(summary));
-                        }),
-                        event = events.next() => match event {
-                            None => Err(RegistratorError::EventsEnded),
-                            Some(Err(source)) => Err(RegistratorError::Docker {
-                                endpoint: options.docker_endpoint.clone(),
-                                action: "stream events".to_string(),
-                                source,
-                            }),
-                            Some(Ok(event)) => match event.actor.and_then(|a| a.id) {
-                                Some(id) => syncer.reconcile(&id).await,
-                                None => Ok(()),
-                            },
-                        },
-                    };
-                    match step {
-                        Ok(()) => backoff.reset(),
-                        Err(error) => break error,
-                    }
+                let followed = follow(
+                    &mut syncer,
+                    &mut events,
+                    &options,
+                    &mut backoff,
+                    shutdown.as_mut(),
+                );
+                match followed.await {
+                    Interrupted::Shutdown => return Ok(()),
+                    Interrupted::Failed(error) => error,
                 }
             }
         };

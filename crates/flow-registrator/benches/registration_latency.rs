@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
-use bollard::query_parameters::{CreateContainerOptions, EventsOptions, RemoveImageOptions};
+use bollard::query_parameters::{CreateContainerOptions, EventsOptions};
 use flow_core::DynRegistry;
 use flow_registrator::{run, Activity, RegistratorOptions};
 use flow_tests::fixtures::{build_demo_image, docker, unique_project, ProjectGuard, PROJECT_LABEL};
@@ -23,6 +23,8 @@ use futures::StreamExt;
 #[allow(dead_code)]
 #[path = "../tests/etcd_node/mod.rs"]
 mod etcd_node;
+#[path = "../tests/image_guard/mod.rs"]
+mod image_guard;
 
 /// Containers started per registry.
 const SAMPLES: usize = 10;
@@ -56,7 +58,8 @@ async fn measure(label: &str, registry: DynRegistry) -> Figures {
     build_demo_image(&docker, &image, "v1")
         .await
         .expect("building the demo image");
-    let guard = ProjectGuard::new(&project);
+    let _image = image_guard::ImageGuard(image.clone());
+    let _guard = ProjectGuard::new(&project);
     let hostname = docker.info().await.expect("info").name.expect("name");
 
     let (resynced_tx, mut resynced) = tokio::sync::mpsc::unbounded_channel();
@@ -161,11 +164,6 @@ async fn measure(label: &str, registry: DynRegistry) -> Figures {
     }
     let _ = stop.send(());
     registrator.await.expect("no panic").expect("a clean stop");
-    drop(guard);
-    docker
-        .remove_image(&image, None::<RemoveImageOptions>, None)
-        .await
-        .expect("remove the bench image");
     println!(
         "{label}: event → registered per container: {}",
         gaps.iter().map(|d| ms(*d)).collect::<Vec<_>>().join(", ")

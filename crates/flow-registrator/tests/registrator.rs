@@ -13,8 +13,7 @@ use std::time::{Duration, Instant};
 
 use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{
-    CreateContainerOptions, InspectContainerOptions, RemoveContainerOptions, RemoveImageOptions,
-    StopContainerOptions,
+    CreateContainerOptions, InspectContainerOptions, RemoveContainerOptions, StopContainerOptions,
 };
 use bollard::Docker;
 use flow_core::{DynRegistry, Registration};
@@ -27,7 +26,10 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 mod etcd_node;
+mod image_guard;
 mod relay;
+
+use image_guard::ImageGuard;
 
 /// How long a functional wait (registered, deregistered, resynced) may take before the test
 /// fails. Generous on purpose: the machine is shared; the measured latencies are printed.
@@ -243,31 +245,6 @@ async fn a_periodic_resync_restores_a_registration_deleted_by_hand() {
         ms(period)
     );
     registrator.stop().await;
-}
-
-/// Removes the image `tag` when dropped (after the containers using it are gone).
-struct ImageGuard(String);
-
-impl Drop for ImageGuard {
-    fn drop(&mut self) {
-        let tag = self.0.clone();
-        let removal = std::thread::spawn(move || {
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .expect("a runtime for the clean-up")
-                .block_on(async {
-                    let docker = docker().await;
-                    docker
-                        .remove_image(&tag, None::<RemoveImageOptions>, None)
-                        .await
-                        .map(|_| ())
-                })
-        });
-        if let Ok(Err(error)) = removal.join() {
-            eprintln!("clean-up of image {}: {error}", self.0);
-        }
-    }
 }
 
 /// A registrator running as a task of this test.

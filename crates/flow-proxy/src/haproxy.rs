@@ -18,7 +18,7 @@
 //!   come UP, the previous configuration is loaded again. (When only the check mode of an
 //!   existing route changes, its servers are reloaded with the route and then waited for.)
 //! * **Existing backend, other servers** — no reload. Through the Runtime API each new
-//!   server is added (`add server … check inter 1s downinter 100ms`), its health check
+//!   server is added (`add server … check …`), its health check
 //!   enabled, and put in `drain` state, where HAProxy health-checks it but sends it no
 //!   request. Once `show stat` reports every new server checked OK (bounded by
 //!   [`HaproxyOptions::up_timeout`]), they are set `ready` and only then the old servers are
@@ -36,9 +36,9 @@
 //!
 //! # Health checks
 //!
-//! Servers are checked with a plain TCP connect (`check inter 1s downinter 100ms`: each
-//! second while UP, every 100 ms while DOWN, so a new server's first check comes after
-//! 100 ms), not an HTTP request: the proxy knows no health URL of the services (a route's
+//! Servers are checked with a plain TCP connect (`check inter 1s fastinter 20ms downinter 20ms
+//! rise 1`: each second while UP, every 20 ms while DOWN or changing state, one success to be
+//! UP, so a new server is UP about 20 ms after it is added), not an HTTP request: the proxy knows no health URL of the services (a route's
 //! paths may be regular expressions, and a service may answer `/` with 404), and the release
 //! engine has already waited for the application's own health before it asks the proxy to
 //! switch. The connect check makes sure the proxy itself can reach each server before it
@@ -76,13 +76,14 @@ use crate::table::{write_atomically, RouteEntry, RouteTable, StateError};
 use crate::validate::{check_route, server_name, InvalidInput};
 
 /// How often `show stat` is polled while waiting for servers or for a drain.
-const POLL_INTERVAL: Duration = Duration::from_millis(50);
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
-/// The health check of every server: a TCP connect each second while UP, and every 100 ms
-/// while DOWN. A server added at run time starts in maintenance, which counts as DOWN, so its
-/// first check runs after 100 ms instead of a full second: that is most of the time a switch
-/// takes once the new servers are healthy.
-const CHECK: &str = "check inter 1s downinter 100ms";
+/// The health check of every server: a TCP connect each second while UP, every 20 ms while
+/// DOWN or changing state, and one success is enough to be UP. A server added at run time
+/// starts out DOWN, so its first check runs after 20 ms: with the 10 ms `show stat` polling
+/// that is most of the time a switch takes once the new servers are healthy (the release
+/// engine has already waited for the application's own health, so one connect suffices).
+const CHECK: &str = "check inter 1s fastinter 20ms downinter 20ms rise 1";
 
 /// How long one runtime command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -381,10 +382,15 @@ impl Haproxy {
                 inner.reload_with(&mut state, &table, None).await?;
             }
             Some(current) => {
-                let same_route = current.route == wanted.route && current.skip_check == skip_check;
+                let same_route =
+                    same_routing(&current.route, &wanted.route) && current.skip_check == skip_check;
                 if same_route {
                     self.move_servers(&mut state, &wanted).await?;
-                    inner.install_config(&table, None).await?;
+                    // The file lists the servers; with the same ones (a colour-only or repeated
+                    // reconfigure) it is already what HAProxy runs.
+                    if current.servers != wanted.servers {
+                        inner.install_config(&table, None).await?;
+                    }
                 } else {
                     // The backend exists: move its servers without a reload first (which keeps
                     // the old ones if the new ones fail), then load the new routing.
@@ -1126,6 +1132,16 @@ pub fn render(
     out
 }
 
+/// Whether two routes render the same HAProxy configuration. The colour is not part of it
+/// (one backend per service, whatever the colour), so a blue-green switch that keeps paths,
+/// domain and matcher moves servers through the Runtime API without a reload.
+fn same_routing(a: &Route, b: &Route) -> bool {
+    a.service == b.service
+        && a.paths == b.paths
+        && a.domain == b.domain
+        && a.path_type == b.path_type
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1215,7 +1231,7 @@ mod tests {
         assert!(web < app2 && app2 < app, "{text}");
         assert!(text.contains("acl host_web hdr(host),field(1,:) -i -- example.com"));
         assert!(
-            text.contains("server s4_127_0_0_1_9000 127.0.0.1:9000 check inter 1s downinter 100ms")
+            text.contains("server s4_127_0_0_1_9000 127.0.0.1:9000 check inter 1s fastinter 20ms downinter 20ms rise 1")
         );
     }
 }

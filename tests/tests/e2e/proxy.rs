@@ -127,6 +127,11 @@ async fn release(site: &Site, args: &[&str], env: &[(&str, &str)]) -> (Option<In
         {
             healthy_at = Some(Instant::now());
         }
+        if line.contains("\"phase-finished\"")
+            && (line.contains("\"phase\":\"switch\"") || line.contains("\"phase\":\"drain\""))
+        {
+            println!("{}: {line}", args.join(" "));
+        }
         printed.push(line);
     }
     let output = child.wait_with_output().await.expect("docker-flow ran");

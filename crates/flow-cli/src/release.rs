@@ -36,7 +36,7 @@ pub async fn run(config: ReleaseConfig) -> Exit {
     let settings = ConnectSettings {
         host: config.docker.host.clone(),
         cert_path: config.docker.cert_path.clone(),
-        tls_verify: std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty() && v != "0"),
+        tls_verify: tls_verify(),
     };
     let orchestrator =
         match DockerOrchestrator::connect(&settings, compose, docker_options(&config)).await {
@@ -115,6 +115,11 @@ async fn wait_for_signal() {
         _ = tokio::signal::ctrl_c() => {}
         _ = terminate.recv() => {}
     }
+}
+
+/// Docker's own switch for TLS: `DOCKER_TLS_VERIFY` set to anything but empty or `0`.
+pub fn tls_verify() -> bool {
+    std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty() && v != "0")
 }
 
 /// Reads the Compose file and checks the target and side targets against it.

@@ -1,10 +1,12 @@
 //! The long-running commands: `docker-flow proxy serve` and `docker-flow registrator`.
 
+use flow_docker::ConnectSettings;
 use flow_proxy::ServeConfig;
+use flow_registrator::RegistratorOptions;
 
 use crate::config::{ProxyServeConfig, RegistratorConfig};
 use crate::exit::Exit;
-use crate::release::registry;
+use crate::release::{registry, tls_verify};
 
 /// Runs the proxy service until SIGINT or SIGTERM.
 pub async fn proxy(config: ProxyServeConfig) -> Exit {
@@ -28,7 +30,11 @@ pub async fn proxy(config: ProxyServeConfig) -> Exit {
         config.api_addr,
         binds.join(", "),
         config.state_dir.display(),
-        if config.api_token.is_some() { " (token required)" } else { "" }
+        if config.api_token.is_some() {
+            " (token required)"
+        } else {
+            ""
+        }
     );
     match flow_proxy::serve(serve_config).await {
         Ok(()) => {
@@ -42,8 +48,60 @@ pub async fn proxy(config: ProxyServeConfig) -> Exit {
     }
 }
 
-/// Runs the registrator until it is stopped.
-pub async fn registrator(_config: RegistratorConfig) -> Exit {
-    eprintln!("docker-flow: registrator is not available in this build");
-    Exit::BadInput
+/// Runs the registrator until SIGINT or SIGTERM.
+pub async fn registrator(config: RegistratorConfig) -> Exit {
+    let registry = match registry(&config.registry) {
+        Ok(registry) => registry,
+        Err(message) => {
+            eprintln!("docker-flow: {message}");
+            return Exit::BadInput;
+        }
+    };
+    let settings = ConnectSettings {
+        host: config.docker.host.clone(),
+        cert_path: config.docker.cert_path.clone(),
+        tls_verify: tls_verify(),
+    };
+    let docker = match flow_docker::connect(&settings).await {
+        Ok(docker) => docker,
+        Err(error) => {
+            eprintln!("docker-flow: {error}");
+            return Exit::NothingChanged;
+        }
+    };
+    let options = RegistratorOptions {
+        ip: config.ip,
+        resync: config.resync,
+        docker_endpoint: settings.endpoint(),
+        ..RegistratorOptions::default()
+    };
+    eprintln!(
+        "docker-flow registrator: watching {} and writing to {registry}",
+        settings.endpoint()
+    );
+    match flow_registrator::run(docker, registry, options, stop_signal()).await {
+        Ok(()) => {
+            eprintln!("docker-flow registrator: stopped");
+            Exit::Success
+        }
+        Err(error) => {
+            eprintln!("docker-flow registrator: {error}");
+            Exit::NothingChanged
+        }
+    }
+}
+
+/// Completes on the first SIGINT or SIGTERM.
+async fn stop_signal() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut terminate) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = terminate.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
 }

@@ -59,6 +59,7 @@
 //!     .times(1)
 //!     .returning(|_, _, _| Ok(Revision(1)));
 //! registry.expect_unlock().returning(|_| Ok(()));
+//! registry.expect_register().returning(|_| Ok(()));
 //!
 //! let mut orchestrator = MockOrchestrator::new();
 //! orchestrator.expect_describe().returning(|_| Ok(TargetInfo { image: "shop/web:2".into() }));

@@ -11,6 +11,7 @@
 //! | setting | meaning |
 //! |---|---|
 //! | `SERVICE_IGNORE` | any non-empty value: the port (or, container-wide, every port) is not registered |
+//! | label `io.docker-flow.service` | a docker-flow release instance: never registered here, because the release registers it itself once it is healthy |
 //! | `SERVICE_NAME` | the service name; default: the image's base name without tag (`reg:5000/team/web:2` → `web`) |
 //! | `SERVICE_TAGS` | comma-separated tags |
 //! | `SERVICE_ID` | the registration id; default `<hostname>:<container-name>:<port>` (`:udp` appended for UDP ports) |
@@ -156,12 +157,28 @@ pub fn image_base_name(image: &str) -> &str {
     base.split(':').next().unwrap_or(base)
 }
 
-/// The registrations `container` stands for (none when it is ignored or has no port), sorted
+/// Whether `container` is an instance of a docker-flow release (it carries the
+/// `io.docker-flow.service` label). Releases register their instances themselves, once they
+/// are healthy, under the release's own ids; registering them here as well would list every
+/// instance twice.
+fn released_by_docker_flow(container: &ContainerInspectResponse) -> bool {
+    container
+        .config
+        .as_ref()
+        .and_then(|c| c.labels.as_ref())
+        .is_some_and(|labels| labels.contains_key(flow_docker::LABEL_SERVICE))
+}
+
+/// The registrations `container` stands for (none when it is ignored, is a docker-flow
+/// release instance, or has no port), sorted
 /// by id. Does not look at whether it runs: the caller decides that.
 pub fn registrations(
     container: &ContainerInspectResponse,
     host: &HostIdentity,
 ) -> Result<Vec<Registration>, SettingError> {
+    if released_by_docker_flow(container) {
+        return Ok(Vec::new());
+    }
     let settings = Settings::of(container);
     let name = container_name(container);
     let endpoints = endpoints(container, host);

@@ -99,6 +99,13 @@ async fn an_embedder_unit_tests_a_blue_green_release_with_a_proxy_switch() {
     orchestrator
         .expect_health()
         .returning(|_| Ok(Health::Healthy));
+    // Healthy instances are registered (as `<service>-green`) before the proxy is switched.
+    registry
+        .expect_register()
+        .withf(|registration| registration.name.ends_with("-green"))
+        .times(1)
+        .returning(|_| Ok(()));
+    registry.expect_deregister().never();
     // A blue-green deploy keeps the old colour: nothing is stopped or removed.
     orchestrator.expect_stop().never();
     orchestrator.expect_remove().never();

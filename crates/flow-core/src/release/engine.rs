@@ -1,6 +1,6 @@
 //! The engine: takes the lock, runs the steps in order, and drives each through the ports.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use tokio::time::{sleep, Instant};
 use crate::domain::{Color, ReleaseRecord, ReleaseState, Revision, ServiceName};
 use crate::orchestrator::{DynOrchestrator, Group, Health, Instance};
 use crate::proxy::{DynProxy, Route};
-use crate::registry::{DynRegistry, Lease};
+use crate::registry::{DynRegistry, Lease, Registration};
 use crate::release::event::{Event, Observer, Phase};
 use crate::release::{Cause, Interrupt, ReleaseError, ReleaseOptions, Step};
 
@@ -465,7 +465,7 @@ impl<'a> Run<'a> {
                     }),
                 }
             }
-            DeployPhase::WaitingHealthy { started } => match self.wait_healthy(&started).await {
+            DeployPhase::WaitingHealthy { started } => match self.admit(&started).await {
                 Ok(()) => {
                     self.timing(Some(step), Phase::Healthy, began.elapsed());
                     if self.proxy().is_some() {
@@ -628,6 +628,65 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
+    /// Waits until `instances` are healthy, then registers them, so that whoever reads the
+    /// registry (a proxy, a client) only ever finds instances that passed their health check.
+    async fn admit(&self, instances: &[Instance]) -> Result<(), Cause> {
+        self.wait_healthy(instances).await?;
+        self.checkpoint()?;
+        for registration in instances.iter().filter_map(|i| self.registration(i)) {
+            self.engine.ports.registry.register(&registration).await?;
+        }
+        Ok(())
+    }
+
+    /// Removes the registrations of `instances` (unknown ones are not an error).
+    async fn deregister(&self, instances: &[Instance]) -> Result<(), Cause> {
+        for instance in instances {
+            self.engine
+                .ports
+                .registry
+                .deregister(&instance.name)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// What the registry records of an instance: its registry name (`<service>-<color>`), its
+    /// address, tags with the colour and image version. `None` when it has no address.
+    fn registration(&self, instance: &Instance) -> Option<Registration> {
+        let address = instance.address?;
+        let service = &self.options().service;
+        let version = instance
+            .image
+            .rsplit_once(':')
+            .filter(|(_, tag)| !tag.contains('/'))
+            .map_or("latest", |(_, tag)| tag);
+        let mut tags: Vec<String> = instance
+            .group
+            .color
+            .map(|c| c.to_string())
+            .into_iter()
+            .collect();
+        tags.push(format!("version={version}"));
+        let meta = BTreeMap::from([
+            ("docker-flow-service".to_string(), service.to_string()),
+            (
+                "docker-flow-target".to_string(),
+                instance.group.target.clone(),
+            ),
+            ("image".to_string(), instance.image.clone()),
+        ]);
+        Some(Registration {
+            id: instance.name.clone(),
+            name: service.instance_name(instance.group.color),
+            address: address.ip().to_string(),
+            port: address.port(),
+            tags,
+            meta,
+            check: None,
+        })
+    }
+
     /// Polls `instances` until all are healthy; fails on the first unhealthy or exited one,
     /// or when the health timeout runs out.
     async fn wait_healthy(&self, instances: &[Instance]) -> Result<(), Cause> {
@@ -746,6 +805,7 @@ impl<'a> Run<'a> {
             Retire::Stop => self.orchestrator().stop(instances).await?,
             Retire::Remove => self.orchestrator().remove(instances).await?,
         }
+        self.deregister(instances).await?;
         self.timing(Some(step), Phase::Retire, began.elapsed());
         Ok(())
     }
@@ -791,6 +851,12 @@ impl<'a> Run<'a> {
             if let Err(e) = self.orchestrator().remove(started).await {
                 failures.push(format!(
                     "remove the new instances ({}): {e}",
+                    names(started)
+                ));
+            }
+            if let Err(e) = self.deregister(started).await {
+                failures.push(format!(
+                    "deregister the new instances ({}) from the registry: {e}",
                     names(started)
                 ));
             }
@@ -871,7 +937,7 @@ impl<'a> Run<'a> {
         let mut switched = false;
         let outcome = async {
             let began = Instant::now();
-            self.wait_healthy(&started).await?;
+            self.admit(&started).await?;
             self.timing(Some(step), Phase::Healthy, began.elapsed());
             if self.proxy().is_some() {
                 let began = Instant::now();

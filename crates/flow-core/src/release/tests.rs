@@ -107,6 +107,8 @@ fn registry(seq: &mut Sequence, initial: ReleaseState) -> MockRegistry {
             })
         });
     registry.expect_renew().returning(|_| Ok(()));
+    registry.expect_register().returning(|_| Ok(()));
+    registry.expect_deregister().returning(|_| Ok(()));
     registry
 }
 
@@ -753,6 +755,7 @@ async fn a_lost_lease_stops_the_release_before_it_starts_anything() {
         })
     });
     registry.expect_unlock().returning(|_| Ok(()));
+    registry.expect_deregister().returning(|_| Ok(()));
     registry.expect_store().never();
     let mut orchestrator = MockOrchestrator::new();
     orchestrator.expect_describe().returning(|_| {
@@ -1489,6 +1492,116 @@ async fn an_interrupt_while_waiting_for_health_rolls_back() {
     let error = outcome.unwrap_err();
     assert!(
         matches!(error, ReleaseError::Aborted { cause: Cause::Interrupted, ref cleanup_failures, .. } if cleanup_failures.is_empty()),
+        "{error:?}"
+    );
+}
+
+#[tokio::test]
+async fn new_instances_are_registered_after_they_are_healthy_and_before_the_switch() {
+    let mut seq = Sequence::new();
+    let mut registry = MockRegistry::new();
+    registry
+        .expect_lock()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _| Ok(lease()));
+    registry
+        .expect_load()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| {
+            Ok(Versioned {
+                value: ReleaseState::default(),
+                revision: Revision::NONE,
+            })
+        });
+    registry.expect_renew().returning(|_| Ok(()));
+    let mut orchestrator = MockOrchestrator::new();
+    let mut proxy = MockProxy::new();
+    expect_prepare_bg(&mut orchestrator, &mut seq, Color::Blue, None, vec![]);
+    expect_start(&mut orchestrator, &mut seq, Some(Color::Blue), vec![1]);
+    expect_healthy(&mut orchestrator, &mut seq, 1);
+    registry
+        .expect_register()
+        .withf(|r| {
+            r.id == "demo-app-blue-1"
+                && r.name == "demo-app-blue"
+                && r.address == "10.0.10.1"
+                && r.port == 8080
+                && r.tags == vec!["blue".to_string(), "version=v2".to_string()]
+                && r.meta.get("docker-flow-service").map(String::as_str) == Some("demo-app")
+        })
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| Ok(()));
+    proxy
+        .expect_reconfigure()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _| Ok(()));
+    registry
+        .expect_store()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _| Ok(Revision(1)));
+    expect_unlock(&mut registry, &mut seq);
+    engine(
+        orchestrator,
+        registry,
+        Some(proxy),
+        options(&[Step::Deploy], true, None),
+    )
+    .run(&ignore)
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_registry_refusing_the_registration_rolls_the_release_back() {
+    let mut seq = Sequence::new();
+    let mut registry = MockRegistry::new();
+    registry.expect_lock().returning(|_, _, _| Ok(lease()));
+    registry.expect_load().returning(|_| {
+        Ok(Versioned {
+            value: ReleaseState::default(),
+            revision: Revision::NONE,
+        })
+    });
+    registry.expect_register().returning(|_| {
+        Err(RegistryError::Backend {
+            address: "http://127.0.0.1:8500".into(),
+            message: "500 Internal Server Error".into(),
+        })
+    });
+    registry.expect_deregister().times(1).returning(|_| Ok(()));
+    registry.expect_store().never();
+    registry.expect_unlock().returning(|_| Ok(()));
+    let mut orchestrator = MockOrchestrator::new();
+    expect_prepare_bg(&mut orchestrator, &mut seq, Color::Blue, None, vec![]);
+    let started = expect_start(&mut orchestrator, &mut seq, Some(Color::Blue), vec![1]);
+    expect_healthy(&mut orchestrator, &mut seq, 1);
+    orchestrator
+        .expect_remove()
+        .with(eq(started))
+        .times(1)
+        .returning(|_| Ok(()));
+    let error = engine(
+        orchestrator,
+        registry,
+        None,
+        options(&[Step::Deploy], true, None),
+    )
+    .run(&ignore)
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            ReleaseError::Aborted {
+                cause: Cause::Registry(RegistryError::Backend { .. }),
+                ..
+            }
+        ),
         "{error:?}"
     );
 }

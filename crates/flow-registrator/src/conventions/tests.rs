@@ -342,3 +342,16 @@ fn an_inspect_as_docker_20_10_answers_it() {
     );
     assert_eq!(r.meta[CONTAINER_KEY], "5e1f");
 }
+
+#[test]
+fn docker_flow_release_instances_are_left_to_the_release() {
+    let released = container(
+        &["SERVICE_NAME=shop-web-blue"],
+        &[(flow_docker::LABEL_SERVICE, "shop-web")],
+        &["8080/tcp"],
+        &[],
+    );
+    assert!(derive(&released).is_empty());
+    let plain = container(&["SERVICE_NAME=shop-web-blue"], &[], &["8080/tcp"], &[]);
+    assert_eq!(derive(&plain).len(), 1);
+}

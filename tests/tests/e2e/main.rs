@@ -12,3 +12,4 @@ mod support;
 mod cli_release;
 mod embedding;
 mod proxy;
+mod registry;

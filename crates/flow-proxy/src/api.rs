@@ -5,17 +5,36 @@
 //!   server is UP, or with `"Error":"NotUp"` and the servers that are not in `NotUpServers`.
 //!   Without `servers`, the servers are looked up in the registry given to [`serve`]
 //!   (registrations named `S-<color>`, or `S` without colour).
+//!   Such a route is remembered as *registry-backed* (`registry-routes.json` in the state
+//!   directory); a later `reconfigure` with `servers` or a `remove` forgets it.
 //! * `GET /v1/docker-flow-proxy/remove?serviceName=S` — removes exactly S.
 //! * `GET /v1/docker-flow-proxy/routes` — every route with its servers' state and sessions.
+//!
+//! # Restoring registry-backed routes on start
+//!
+//! [`start`] first serves every stored route as it was (HAProxy routes from its first
+//! connection). Then, when a registry is given, every registry-backed route is rebuilt from
+//! the registry's *current* content: the colour stored for the service ([`Registry::load`],
+//! `docker-flow/S/color`; the route's own colour when none is stored) and the instances
+//! registered as `S-<colour>`. A release that happened while the proxy was down is thus
+//! routed to without any `reconfigure` call. Why only registry-backed routes: a route given
+//! explicit `servers` may point at addresses the registry does not list (published ports,
+//! another network), and the caller that gave them stays their owner. A registry that cannot
+//! be read, lists no instance, or instances that do not come UP leave the stored route as it
+//! was (the last known servers beat no servers); each such case is reported by
+//! [`RunningProxy::restore_warnings`] and printed by [`serve`].
+//!
+//! [`Registry::load`]: flow_core::Registry::load
 //!
 //! Every answer is JSON `{"Status":"OK"|"NOK","Message":…}` with the request's parameters
 //! echoed like 1.x did; failures add `"Error"` (see [`wire::ErrorKind`]) and use 400 (bad
 //! parameters), 401 (token), 404 (unknown service or endpoint), 500 (HAProxy refused) or
 //! 503 (servers not UP).
 
+use std::collections::BTreeSet;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,6 +50,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::haproxy::{Haproxy, HaproxyError, HaproxyOptions, DEFAULT_BINARY};
+use crate::table::write_atomically;
 use crate::validate::{parse_servers, InvalidInput};
 use wire::{Answer, ErrorKind, RouteView, ServerView};
 
@@ -206,12 +226,22 @@ pub enum ServeError {
     /// Waiting for a stop signal failed.
     #[error("cannot wait for a stop signal: {0}")]
     Signal(#[source] std::io::Error),
+    /// The list of registry-backed routes exists but cannot be read; it is never reset
+    /// silently, since that would stop those routes from following the registry.
+    #[error("the list of registry-backed routes {path} is unreadable ({reason}); fix or move it away by hand")]
+    RegistryRoutes {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
 }
 
 /// A started proxy: HAProxy running with the restored routes, the API accepting requests.
 #[derive(Debug)]
 pub struct RunningProxy {
     api_addr: SocketAddr,
+    restore_warnings: Vec<String>,
     haproxy: Haproxy,
     stop: watch::Sender<bool>,
     server: Option<JoinHandle<()>>,
@@ -221,6 +251,13 @@ impl RunningProxy {
     /// The address the API listens on.
     pub fn api_addr(&self) -> SocketAddr {
         self.api_addr
+    }
+
+    /// The registry-backed routes that could not be rebuilt from the registry at start and
+    /// kept their stored servers, one sentence each (empty when all were, or without a
+    /// registry).
+    pub fn restore_warnings(&self) -> &[String] {
+        &self.restore_warnings
     }
 
     /// Stops the API and HAProxy.
@@ -243,6 +280,9 @@ impl Drop for RunningProxy {
 /// Runs the proxy until SIGINT or SIGTERM: the entry point of `docker-flow proxy serve`.
 pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     let running = start(config).await?;
+    for warning in running.restore_warnings() {
+        eprintln!("docker-flow proxy: {warning}");
+    }
     let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(ServeError::Signal)?;
     tokio::select! {
@@ -253,13 +293,20 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
     Ok(())
 }
 
-/// Starts HAProxy with every stored route, then opens the API. Traffic is routed by the
-/// restored configuration from HAProxy's first accepted connection.
+/// Starts HAProxy with every stored route, rebuilds the registry-backed ones from the
+/// registry when one is given (see the [module docs](self)), then opens the API. Traffic is
+/// routed by the restored configuration from HAProxy's first accepted connection.
 pub async fn start(config: ServeConfig) -> Result<RunningProxy, ServeError> {
+    let backed_path = config.state_dir.join(REGISTRY_ROUTES_FILE);
+    let backed = load_registry_routes(&backed_path)?;
     let mut options = HaproxyOptions::new(config.state_dir.clone(), config.binds.clone());
     options.binary = config.haproxy.clone();
     options.up_timeout = config.up_timeout;
     let haproxy = Haproxy::start(options).await?;
+    let restore_warnings = match &config.registry {
+        Some(registry) => restore_from_registry(&haproxy, registry, &backed).await,
+        None => Vec::new(),
+    };
     let listener = match TcpListener::bind(config.api_addr).await {
         Ok(listener) => listener,
         Err(source) => {
@@ -278,6 +325,8 @@ pub async fn start(config: ServeConfig) -> Result<RunningProxy, ServeError> {
         haproxy: haproxy.clone(),
         token: config.token.clone(),
         registry: config.registry.clone(),
+        registry_routes: tokio::sync::Mutex::new(backed),
+        registry_routes_path: backed_path,
     });
     let (stop, mut stopped) = watch::channel(false);
     let server = tokio::spawn(async move {
@@ -303,16 +352,128 @@ pub async fn start(config: ServeConfig) -> Result<RunningProxy, ServeError> {
     });
     Ok(RunningProxy {
         api_addr,
+        restore_warnings,
         haproxy,
         stop,
         server: Some(server),
     })
 }
 
+/// The file, in the state directory, listing the registry-backed routes.
+const REGISTRY_ROUTES_FILE: &str = "registry-routes.json";
+
+/// Reads the registry-backed services from `path`; a missing file is none.
+fn load_registry_routes(path: &Path) -> Result<BTreeSet<ServiceName>, ServeError> {
+    let unreadable = |reason: String| ServeError::RegistryRoutes {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(error) if error.kind() == std::io::ErrorKind::NotFound => return Ok(BTreeSet::new()),
+        Err(error) => return Err(unreadable(error.to_string())),
+    };
+    let names: Vec<String> = serde_json::from_str(&text).map_err(|e| unreadable(e.to_string()))?;
+    names
+        .into_iter()
+        .map(|name| ServiceName::new(name).map_err(|e| unreadable(e.to_string())))
+        .collect()
+}
+
+/// Rebuilds every stored route of `backed` from the registry's current colour and instances;
+/// returns what could not be rebuilt (those routes keep their stored servers).
+async fn restore_from_registry(
+    haproxy: &Haproxy,
+    registry: &DynRegistry,
+    backed: &BTreeSet<ServiceName>,
+) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let routes = match haproxy.routes().await {
+        Ok(routes) => routes,
+        Err(error) => {
+            warnings.push(format!("cannot list the restored routes: {error}"));
+            return warnings;
+        }
+    };
+    for stored in routes.into_iter().map(|status| status.entry) {
+        let service = stored.route.service.clone();
+        if !backed.contains(&service) {
+            continue;
+        }
+        let color = match registry.load(&service).await {
+            Ok(state) => state.value.color.or(stored.route.color),
+            Err(error) => {
+                warnings.push(format!(
+                    "{service} keeps its stored servers: cannot read its colour from {registry}: {error}"
+                ));
+                continue;
+            }
+        };
+        let servers = match registered_servers(registry, &service, color).await {
+            Ok(servers) => servers,
+            Err(failure) => {
+                warnings.push(format!(
+                    "{service} keeps its stored servers: {}",
+                    failure.answer.message
+                ));
+                continue;
+            }
+        };
+        if servers == stored.servers && color == stored.route.color {
+            continue;
+        }
+        let route = Route {
+            color,
+            ..stored.route.clone()
+        };
+        if let Err(error) = haproxy.reconfigure(route, servers, stored.skip_check).await {
+            warnings.push(format!(
+                "{service} keeps its stored servers: the registered ones were refused: {error}"
+            ));
+        }
+    }
+    warnings
+}
+
+/// The servers of `service` registered as `<service>-<color>` (or `<service>`) in `registry`.
+async fn registered_servers(
+    registry: &DynRegistry,
+    service: &ServiceName,
+    color: Option<Color>,
+) -> Result<Vec<SocketAddr>, Failure> {
+    let name = service.instance_name(color);
+    let registrations = registry.instances(&name).await.map_err(|e| {
+        Failure::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorKind::Internal,
+            format!("cannot look up {name} in {registry}: {e}"),
+        )
+    })?;
+    let list: Vec<String> = registrations
+        .iter()
+        .map(|r| match r.address.parse::<std::net::IpAddr>() {
+            Ok(ip) => SocketAddr::new(ip, r.port).to_string(),
+            Err(_) => format!("{}:{}", r.address, r.port),
+        })
+        .collect();
+    if list.is_empty() {
+        return Err(Failure::new(
+            StatusCode::NOT_FOUND,
+            ErrorKind::UnknownService,
+            format!("no instance is registered as {name} in {registry}: start it first, or give servers=ip:port,…"),
+        ));
+    }
+    parse_servers(&list.join(",")).map_err(Failure::bad_request)
+}
+
 struct App {
     haproxy: Haproxy,
     token: Option<String>,
     registry: Option<DynRegistry>,
+    /// The registry-backed services, as last written to `registry_routes_path`; the lock
+    /// also orders the writes of that file.
+    registry_routes: tokio::sync::Mutex<BTreeSet<ServiceName>>,
+    registry_routes_path: PathBuf,
 }
 
 /// A failed request: its status and answer.
@@ -523,6 +684,7 @@ impl App {
             path_type,
         };
         crate::validate::check_route(&route).map_err(Failure::bad_request)?;
+        let from_registry = query.get("servers").is_none();
         let servers = match query.get("servers") {
             Some(list) => parse_servers(list).map_err(Failure::bad_request)?,
             None => self.registered_servers(&service, color).await?,
@@ -544,6 +706,7 @@ impl App {
             .await
         {
             Ok(()) => {
+                self.remember_source(&service, from_registry).await?;
                 answer.message =
                     format!("{service} is routed to {} (all UP)", list_servers(&servers));
                 Ok(answer)
@@ -568,36 +731,51 @@ impl App {
         service: &ServiceName,
         color: Option<Color>,
     ) -> Result<Vec<SocketAddr>, Failure> {
-        let name = service.instance_name(color);
         let Some(registry) = &self.registry else {
+            let name = service.instance_name(color);
             return Err(Failure::new(
                 StatusCode::BAD_REQUEST,
                 ErrorKind::BadRequest,
                 format!("servers is missing: give servers=ip:port,… or start the proxy with --registry so it looks up the instances registered as {name}"),
             ));
         };
-        let registrations = registry.instances(&name).await.map_err(|e| {
+        registered_servers(registry, service, color).await
+    }
+
+    /// Records whether the route of `service` is registry-backed (`true`) or not (`false`,
+    /// also after a removal), writing the list only when it changes.
+    async fn remember_source(
+        &self,
+        service: &ServiceName,
+        from_registry: bool,
+    ) -> Result<(), Failure> {
+        let mut backed = self.registry_routes.lock().await;
+        let changed = if from_registry {
+            backed.insert(service.clone())
+        } else {
+            backed.remove(service)
+        };
+        if !changed {
+            return Ok(());
+        }
+        let names: Vec<&str> = backed.iter().map(ServiceName::as_str).collect();
+        let text = serde_json::to_vec_pretty(&names).expect("a list of names serializes");
+        write_atomically(&self.registry_routes_path, &text).map_err(|error| {
+            // Undo in memory too, so that memory and file agree.
+            if from_registry {
+                backed.remove(service);
+            } else {
+                backed.insert(service.clone());
+            }
             Failure::new(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 ErrorKind::Internal,
-                format!("cannot look up {name} in {registry}: {e}"),
+                format!(
+                    "the route of {service} was applied, but {} could not be written ({error}), so a restarted proxy would not know whether to rebuild it from the registry",
+                    self.registry_routes_path.display()
+                ),
             )
-        })?;
-        let list: Vec<String> = registrations
-            .iter()
-            .map(|r| match r.address.parse::<std::net::IpAddr>() {
-                Ok(ip) => SocketAddr::new(ip, r.port).to_string(),
-                Err(_) => format!("{}:{}", r.address, r.port),
-            })
-            .collect();
-        if list.is_empty() {
-            return Err(Failure::new(
-                StatusCode::NOT_FOUND,
-                ErrorKind::UnknownService,
-                format!("no instance is registered as {name} in {registry}: start it first, or give servers=ip:port,…"),
-            ));
-        }
-        parse_servers(&list.join(",")).map_err(Failure::bad_request)
+        })
     }
 
     async fn remove(&self, query: &Query) -> Result<Answer, Failure> {
@@ -608,6 +786,7 @@ impl App {
         };
         match self.haproxy.remove(&service).await {
             Ok(()) => {
+                self.remember_source(&service, false).await?;
                 answer.status = "OK".into();
                 answer.message = format!("the route of {service} was removed");
                 Ok(answer)
@@ -664,4 +843,186 @@ fn list_servers(servers: &[SocketAddr]) -> String {
 /// Compares without returning early, so the time taken says nothing about the token.
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use flow_core::memory::MemoryRegistry;
+    use flow_core::{Registration, Registry, ReleaseState, Revision};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+
+    /// An HTTP server on a loopback port answering every request with `name`.
+    async fn backend(name: &'static str) -> (SocketAddr, JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut stream, _)) = listener.accept().await else {
+                    continue;
+                };
+                tokio::spawn(async move {
+                    let mut request = [0u8; 4096];
+                    let _ = stream.read(&mut request).await;
+                    let answer = format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{name}",
+                        name.len()
+                    );
+                    let _ = stream.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        (address, task)
+    }
+
+    /// The body of `GET path` through the proxy's frontend at `bind`.
+    async fn get(bind: SocketAddr, path: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(bind).await.unwrap();
+        let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        response.split_once("\r\n\r\n").unwrap().1.to_string()
+    }
+
+    fn registration(id: &str, name: &str, address: SocketAddr) -> Registration {
+        Registration {
+            id: id.to_string(),
+            name: name.to_string(),
+            address: address.ip().to_string(),
+            port: address.port(),
+            tags: Vec::new(),
+            meta: Default::default(),
+            check: None,
+        }
+    }
+
+    async fn api(proxy: &RunningProxy, query: &str) -> String {
+        let mut stream = tokio::net::TcpStream::connect(proxy.api_addr())
+            .await
+            .unwrap();
+        let request = format!(
+            "GET {API_PREFIX}/reconfigure?{query} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await.unwrap();
+        assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+        response
+    }
+
+    fn config(state: &Path, bind: SocketAddr, registry: &Arc<MemoryRegistry>) -> ServeConfig {
+        let mut config = ServeConfig::new(state, vec![bind]);
+        config.api_addr = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.up_timeout = Duration::from_secs(4);
+        config.registry = Some(registry.clone());
+        config
+    }
+
+    #[tokio::test]
+    async fn registry_backed_routes_are_rebuilt_from_the_registry_on_start() {
+        let state = tempfile::tempdir().unwrap();
+        let bind = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let (blue, _blue) = backend("blue").await;
+        let (green, _green) = backend("green").await;
+        let (docs, _docs) = backend("docs").await;
+        let (other_docs, _other_docs) = backend("other-docs").await;
+        let registry = Arc::new(MemoryRegistry::new());
+        let shop = ServiceName::new("shop").unwrap();
+        registry
+            .register(&registration("shop-blue-1", "shop-blue", blue))
+            .await
+            .unwrap();
+        registry
+            .register(&registration("docs-1", "docs", other_docs))
+            .await
+            .unwrap();
+
+        let proxy = start(config(state.path(), bind, &registry)).await.unwrap();
+        assert!(proxy.restore_warnings().is_empty());
+        api(
+            &proxy,
+            "serviceName=shop&serviceColor=blue&servicePath=/shop",
+        )
+        .await;
+        // Explicit servers: not registry-backed, whatever the registry lists as `docs`.
+        api(
+            &proxy,
+            &format!("serviceName=docs&servicePath=/docs&servers={docs}"),
+        )
+        .await;
+        assert_eq!(get(bind, "/shop").await, "blue");
+        let backed = std::fs::read_to_string(state.path().join(REGISTRY_ROUTES_FILE)).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Vec<String>>(&backed).unwrap(),
+            ["shop"]
+        );
+        proxy.shutdown().await;
+
+        // While the proxy is down, shop is released to green.
+        registry
+            .register(&registration("shop-green-1", "shop-green", green))
+            .await
+            .unwrap();
+        registry.deregister("shop-blue-1").await.unwrap();
+        let green_state = ReleaseState {
+            color: Some(Color::Green),
+            scale: Some(1),
+            last_release: None,
+        };
+        registry
+            .store(&shop, &green_state, Revision::NONE)
+            .await
+            .unwrap();
+
+        let proxy = start(config(state.path(), bind, &registry)).await.unwrap();
+        assert!(
+            proxy.restore_warnings().is_empty(),
+            "{:?}",
+            proxy.restore_warnings()
+        );
+        assert_eq!(get(bind, "/shop").await, "green");
+        assert_eq!(
+            get(bind, "/docs").await,
+            "docs",
+            "explicit servers are kept"
+        );
+        let routes = proxy.haproxy.routes().await.unwrap();
+        let shop_route = routes
+            .iter()
+            .find(|r| r.entry.route.service == shop)
+            .unwrap();
+        assert_eq!(shop_route.entry.route.color, Some(Color::Green));
+        assert_eq!(shop_route.entry.servers, [green]);
+        proxy.shutdown().await;
+
+        // No instance registered any more: the stored servers stay, and the start says so.
+        registry.deregister("shop-green-1").await.unwrap();
+        let proxy = start(config(state.path(), bind, &registry)).await.unwrap();
+        let warnings = proxy.restore_warnings().join("\n");
+        assert!(
+            warnings.contains("shop keeps its stored servers") && warnings.contains("shop-green"),
+            "{warnings}"
+        );
+        assert_eq!(get(bind, "/shop").await, "green");
+
+        // Explicit servers given later make the route no longer registry-backed.
+        api(
+            &proxy,
+            &format!("serviceName=shop&serviceColor=green&servicePath=/shop&servers={green}"),
+        )
+        .await;
+        let backed = std::fs::read_to_string(state.path().join(REGISTRY_ROUTES_FILE)).unwrap();
+        assert!(serde_json::from_str::<Vec<String>>(&backed)
+            .unwrap()
+            .is_empty());
+        proxy.shutdown().await;
+    }
 }

@@ -773,3 +773,124 @@ async fn the_registrator_binary_follows_the_engine_and_resyncs_after_a_restart()
     restarted.terminate().await;
     drop(guard);
 }
+
+/// Starts the proxy in-process on `state_dir`, serving traffic on `bind` and looking servers
+/// up in `registry`.
+async fn start_proxy(
+    state_dir: &std::path::Path,
+    bind: SocketAddr,
+    registry: flow_core::DynRegistry,
+) -> flow_proxy::RunningProxy {
+    let config = flow_proxy::ServeConfig {
+        api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        registry: Some(registry),
+        ..flow_proxy::ServeConfig::new(state_dir, vec![bind])
+    };
+    flow_proxy::start(config)
+        .await
+        .unwrap_or_else(|e| panic!("the proxy did not start (is Debian's haproxy installed?): {e}"))
+}
+
+/// The body of `GET /` through the proxy's frontend.
+async fn through_proxy(bind: SocketAddr) -> String {
+    let response = reqwest::Client::new()
+        .get(format!("http://{bind}/"))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("GET / through the proxy at {bind}: {e}"));
+    assert!(
+        response.status().is_success(),
+        "GET / through the proxy: {response:?}"
+    );
+    response.text().await.expect("a body").trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_proxy_routes_registered_instances_and_rebuilds_them_from_the_registry_on_start() {
+    demo_images().await;
+    let node = EtcdNode::start().await;
+    let url = node.url();
+    let registry: flow_core::DynRegistry = Arc::new(node.registry());
+    let site = Site::new("proxyreg", &demo_compose("")).await;
+    let service = site.service();
+    let state_dir = tempfile::tempdir().expect("a proxy state directory");
+    let bind = SocketAddr::from(([127, 0, 0, 1], free_port()));
+
+    let proxy = start_proxy(state_dir.path(), bind, registry.clone()).await;
+    flow(
+        &site,
+        &release(&["--registry", &url, "-F", "deploy"]),
+        &[("DEMO_TAG", "v1")],
+    )
+    .await
+    .assert_code(0);
+    let reconfigure = format!(
+        "http://{}/v1/docker-flow-proxy/reconfigure?serviceName={service}&serviceColor=blue&servicePath=/",
+        proxy.api_addr()
+    );
+    let answer = reqwest::get(&reconfigure)
+        .await
+        .expect("the proxy's API answers");
+    let status = answer.status();
+    let body: serde_json::Value = answer.json().await.expect("a JSON answer");
+    assert_eq!(status, 200, "{body}");
+    let blue_server = format!(
+        "{}:8080",
+        container_ip(site.docker(), &site.instance("blue", 1)).await
+    );
+    assert_eq!(body["Servers"], serde_json::json!([blue_server]), "{body}");
+    assert_eq!(through_proxy(bind).await, "v1");
+    proxy.shutdown().await;
+
+    // While the proxy is down, v2 goes green and blue is stopped (and deregistered).
+    flow(
+        &site,
+        &release(&["--registry", &url, "-F", "deploy,stop-old"]),
+        &[("DEMO_TAG", "v2")],
+    )
+    .await
+    .assert_code(0);
+    assert_eq!(node.get(&format!("docker-flow/{service}/color")), "green");
+
+    let proxy = start_proxy(state_dir.path(), bind, registry.clone()).await;
+    assert!(
+        proxy.restore_warnings().is_empty(),
+        "the route was rebuilt from the registry: {:?}",
+        proxy.restore_warnings()
+    );
+    for _ in 0..5 {
+        assert_eq!(
+            through_proxy(bind).await,
+            "v2",
+            "the restarted proxy routes to green, as the registry says, without a reconfigure"
+        );
+    }
+    let routes: serde_json::Value = reqwest::get(format!(
+        "http://{}/v1/docker-flow-proxy/routes",
+        proxy.api_addr()
+    ))
+    .await
+    .expect("the proxy's API answers")
+    .json()
+    .await
+    .expect("a JSON answer");
+    let route = &routes["Routes"][0];
+    assert_eq!(route["ServiceColor"], "green", "{routes}");
+    let green_server = format!(
+        "{}:8080",
+        container_ip(site.docker(), &site.instance("green", 1)).await
+    );
+    assert_eq!(
+        route["Servers"]
+            .as_array()
+            .expect("a server list")
+            .iter()
+            .filter(|s| s["Active"] == true)
+            .map(|s| s["Address"].as_str().expect("an address"))
+            .collect::<Vec<_>>(),
+        [green_server.as_str()],
+        "{routes}"
+    );
+    proxy.shutdown().await;
+}

@@ -76,14 +76,24 @@ pub mod rfc3339_serde {
 
     use serde::{Deserialize, Deserializer, Serializer};
 
-    /// Writes `at` as RFC 3339 UTC text with milliseconds.
+    /// Writes `at` as RFC 3339 UTC text, with as many fraction digits as it needs (none for a
+    /// whole second, up to nanoseconds), so that every instant reads back exactly.
     pub fn serialize<S: Serializer>(at: &SystemTime, serializer: S) -> Result<S::Ok, S::Error> {
-        let millis = at
+        let nanos = at
             .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_millis())
+            .map(|d| d.subsec_nanos())
             .unwrap_or(0);
         let text = super::rfc3339(*at);
-        let text = format!("{}.{millis:03}Z", text.trim_end_matches('Z'));
+        let text = if nanos == 0 {
+            text
+        } else {
+            let fraction = format!("{nanos:09}");
+            format!(
+                "{}.{}Z",
+                text.trim_end_matches('Z'),
+                fraction.trim_end_matches('0')
+            )
+        };
         serializer.serialize_str(&text)
     }
 
@@ -136,6 +146,34 @@ mod tests {
         assert_eq!(human(Duration::from_millis(850)), "850ms");
         assert_eq!(human(Duration::from_millis(12_340)), "12.3s");
         assert_eq!(human(Duration::from_secs(245)), "4m05s");
+    }
+
+    #[test]
+    fn serde_round_trips_every_instant_exactly() {
+        #[derive(serde::Serialize, serde::Deserialize, PartialEq, Debug)]
+        struct Record {
+            #[serde(with = "rfc3339_serde")]
+            at: SystemTime,
+        }
+        for at in [
+            UNIX_EPOCH + Duration::new(1_795_841_331, 0),
+            UNIX_EPOCH + Duration::new(1_795_841_331, 842_810_423),
+            UNIX_EPOCH + Duration::new(1_795_841_331, 250_000_000),
+            SystemTime::now(),
+        ] {
+            let record = Record { at };
+            let text = serde_json::to_string(&record).unwrap();
+            assert_eq!(
+                serde_json::from_str::<Record>(&text).unwrap(),
+                record,
+                "{text}"
+            );
+        }
+        let text = serde_json::to_string(&Record {
+            at: UNIX_EPOCH + Duration::new(1_795_841_331, 250_000_000),
+        })
+        .unwrap();
+        assert_eq!(text, r#"{"at":"2026-11-28T04:48:51.25Z"}"#);
     }
 
     #[test]

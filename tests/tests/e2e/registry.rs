@@ -442,11 +442,7 @@ async fn a_stored_colour_that_is_no_colour_is_named_and_never_reset() {
     )
     .await;
     assert_eq!(node.get(&key), "purple", "a corrupt value is never reset");
-    assert_eq!(
-        node.keys("docker-flow/"),
-        [key.clone()],
-        "nothing else was written"
-    );
+    assert_eq!(node.keys("docker-flow/"), [key], "nothing else was written");
 }
 
 #[tokio::test]

@@ -12,8 +12,10 @@
 //! | `docker-flow/S/revision` | a fixed note; only its `ModifyIndex` matters | us |
 //! | `docker-flow/S/lock` | JSON `{holder, since_ms, expires_ms}`, held by a session | us |
 //!
-//! A service released by 1.x has only `color` and `scale`: it loads as that state at
-//! [`Revision::NONE`], so the first store of ours takes it over (creating `revision`).
+//! The layout and the reading of its values are [`flow_core::kv`]'s, shared with every
+//! key-value registry. A service released by 1.x has only `color` and `scale`: it loads as
+//! that state at [`Revision::NONE`], so the first store of ours takes it over (creating
+//! `revision`).
 //! An absent key is an absent field; a present key we cannot read back is
 //! [`RegistryError::Corrupt`] naming it — never a default.
 //!
@@ -87,17 +89,20 @@ pub mod double;
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
+use flow_core::kv::{
+    corrupt, parse_color, parse_lock, parse_record, parse_scale, LockRecord, ServiceKeys,
+};
 use flow_core::{
-    Color, HealthCheck, Lease, Registration, Registry, RegistryError, ReleaseRecord, ReleaseState,
-    Revision, ServiceName, Versioned,
+    HealthCheck, Lease, Registration, Registry, RegistryError, ReleaseState, Revision, ServiceName,
+    Versioned,
 };
 use reqwest::{Method, StatusCode, Url};
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::json;
 
 /// The address used when neither `--consul-address` nor `CONSUL_HTTP_ADDR` gives one.
@@ -363,21 +368,19 @@ impl ConsulRegistry {
     }
 
     /// Reads the lock entry and its value; `None` when the key is absent or held by nobody.
-    async fn held_lock(&self, key: &str) -> Result<Option<(String, LockValue)>, RegistryError> {
+    async fn held_lock(&self, key: &str) -> Result<Option<(String, LockRecord)>, RegistryError> {
         let Some(entry) = self.kv_get(key).await? else {
             return Ok(None);
         };
         let Some(session) = entry.session.clone() else {
             return Ok(None);
         };
-        let text = entry.text(key)?;
-        let value: LockValue = serde_json::from_str(&text).map_err(|e| corrupt(key, &text, e))?;
-        Ok(Some((session, value)))
+        Ok(Some((session, parse_lock(key, &entry.text(key)?)?)))
     }
 
     /// The lock held by `lease` right now, or [`RegistryError::LeaseLost`].
-    async fn live_lock(&self, lease: &Lease) -> Result<LockValue, RegistryError> {
-        let key = keys(&lease.service).lock;
+    async fn live_lock(&self, lease: &Lease) -> Result<LockRecord, RegistryError> {
+        let key = ServiceKeys::new(&lease.service).lock;
         match self.held_lock(&key).await? {
             Some((session, value)) if session == lease.token && !value.expired() => Ok(value),
             _ => {
@@ -445,36 +448,6 @@ impl ConsulRegistry {
     }
 }
 
-/// The keys of one service.
-struct Keys {
-    prefix: String,
-    color: String,
-    scale: String,
-    release: String,
-    revision: String,
-    lock: String,
-}
-
-fn keys(service: &ServiceName) -> Keys {
-    let prefix = format!("docker-flow/{service}/");
-    Keys {
-        color: format!("{prefix}color"),
-        scale: format!("{prefix}scale"),
-        release: format!("{prefix}release"),
-        revision: format!("{prefix}revision"),
-        lock: format!("{prefix}lock"),
-        prefix,
-    }
-}
-
-fn corrupt(key: &str, value: &str, reason: impl fmt::Display) -> RegistryError {
-    RegistryError::Corrupt {
-        key: key.to_string(),
-        value: value.to_string(),
-        reason: reason.to_string(),
-    }
-}
-
 /// One entry of a KV read, as Consul documents it.
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -494,34 +467,6 @@ impl KvEntry {
             .map_err(|e| corrupt(key, raw, format!("not base64: {e}")))?;
         String::from_utf8(bytes).map_err(|e| corrupt(key, raw, format!("not UTF-8 text: {e}")))
     }
-}
-
-/// The value of the lock key.
-#[derive(Debug, Serialize, Deserialize)]
-struct LockValue {
-    holder: String,
-    since_ms: u64,
-    expires_ms: u64,
-}
-
-impl LockValue {
-    fn since(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(self.since_ms)
-    }
-
-    fn expired(&self) -> bool {
-        unix_ms(SystemTime::now()) >= self.expires_ms
-    }
-}
-
-fn unix_ms(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-fn deadline_ms(ttl: Duration) -> u64 {
-    unix_ms(SystemTime::now()).saturating_add(ttl.as_millis() as u64)
 }
 
 /// The answer of `PUT /v1/txn` (200 and 409 alike).
@@ -652,26 +597,17 @@ fn txn_delete(key: &str) -> serde_json::Value {
 #[async_trait]
 impl Registry for ConsulRegistry {
     async fn load(&self, service: &ServiceName) -> Result<Versioned<ReleaseState>, RegistryError> {
-        let keys = keys(service);
+        let keys = ServiceKeys::new(service);
         let mut state = ReleaseState::default();
         let mut revision = Revision::NONE;
         for entry in self.kv_tree(&keys.prefix).await? {
             let key = entry.key.as_str();
             if key == keys.color {
-                let text = entry.text(key)?;
-                state.color = Some(text.parse::<Color>().map_err(|e| corrupt(key, &text, e))?);
+                state.color = Some(parse_color(key, &entry.text(key)?)?);
             } else if key == keys.scale {
-                let text = entry.text(key)?;
-                let scale = text
-                    .trim()
-                    .parse::<u32>()
-                    .map_err(|_| corrupt(key, &text, "not a whole number of instances"))?;
-                state.scale = Some(scale);
+                state.scale = Some(parse_scale(key, &entry.text(key)?)?);
             } else if key == keys.release {
-                let text = entry.text(key)?;
-                let record: ReleaseRecord =
-                    serde_json::from_str(&text).map_err(|e| corrupt(key, &text, e))?;
-                state.last_release = Some(record);
+                state.last_release = Some(parse_record(key, &entry.text(key)?)?);
             } else if key == keys.revision {
                 revision = Revision(entry.modify_index);
             }
@@ -688,7 +624,7 @@ impl Registry for ConsulRegistry {
         state: &ReleaseState,
         expected: Revision,
     ) -> Result<Revision, RegistryError> {
-        let keys = keys(service);
+        let keys = ServiceKeys::new(service);
         let mut operations = vec![json!({"KV": {
             "Verb": "cas",
             "Key": keys.revision,
@@ -764,7 +700,7 @@ impl Registry for ConsulRegistry {
         holder: &str,
         ttl: Duration,
     ) -> Result<Lease, RegistryError> {
-        let key = keys(service).lock;
+        let key = ServiceKeys::new(service).lock;
         let session_ttl = Duration::from_secs(ttl.as_secs_f64().ceil() as u64)
             .clamp(MIN_SESSION_TTL, MAX_SESSION_TTL);
         let request = json!({
@@ -787,12 +723,9 @@ impl Registry for ConsulRegistry {
         }
         let session = self.parse::<Created>("a session creation", &body)?.id;
         let acquired_at = SystemTime::now();
-        let value = LockValue {
-            holder: holder.to_string(),
-            since_ms: unix_ms(acquired_at),
-            expires_ms: deadline_ms(ttl),
-        };
-        let value = serde_json::to_vec(&value).expect("a lock value serializes");
+        let value = LockRecord::new(holder, acquired_at, ttl)
+            .to_json()
+            .into_bytes();
         // Two rounds: the second one only after a stale holder was removed.
         for _ in 0..2 {
             let acquired = self
@@ -858,12 +791,8 @@ impl Registry for ConsulRegistry {
             status if !status.is_success() => return Err(self.backend_error(status, &body)),
             _ => {}
         }
-        let value = LockValue {
-            expires_ms: deadline_ms(lease.ttl),
-            ..current
-        };
-        let value = serde_json::to_vec(&value).expect("a lock value serializes");
-        let key = keys(&lease.service).lock;
+        let value = current.renewed(lease.ttl).to_json().into_bytes();
+        let key = ServiceKeys::new(&lease.service).lock;
         if self
             .kv_put_flag(&key, ("acquire", &lease.token), Some(value))
             .await?
@@ -878,7 +807,7 @@ impl Registry for ConsulRegistry {
 
     async fn unlock(&self, lease: &Lease) -> Result<(), RegistryError> {
         self.live_lock(lease).await?;
-        let key = keys(&lease.service).lock;
+        let key = ServiceKeys::new(&lease.service).lock;
         let released = self
             .kv_put_flag(&key, ("release", &lease.token), None)
             .await?;

@@ -95,6 +95,7 @@
 #![deny(missing_docs)]
 
 pub mod domain;
+pub mod kv;
 pub mod memory;
 pub mod orchestrator;
 pub mod proxy;

@@ -22,8 +22,9 @@
 //! | `docker-flow/S/lock` | JSON `{holder, since_ms, expires_ms}`, attached to a lease |
 //! | `docker-flow/.instances/<id>` | JSON of a [`Registration`] |
 //!
-//! Instances live under `docker-flow/.instances/`: a service name cannot start with `.`, so
-//! no service's keys can collide with them.
+//! The service keys and the reading of their values are [`flow_core::kv`]'s, shared with
+//! every key-value registry. Instances live under `docker-flow/.instances/`: a service name
+//! cannot start with `.`, so no service's keys can collide with them.
 //!
 //! # Revisions and compare-and-swap
 //!
@@ -67,16 +68,17 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use flow_core::{
-    Color, Lease, Registration, Registry, RegistryError, ReleaseRecord, ReleaseState, Revision,
-    ServiceName, Versioned,
+use flow_core::kv::{
+    corrupt, parse_color, parse_lock, parse_record, parse_scale, LockRecord, ServiceKeys,
 };
-use serde::{Deserialize, Serialize};
+use flow_core::{
+    Lease, Registration, Registry, RegistryError, ReleaseState, Revision, ServiceName, Versioned,
+};
 use serde_json::{json, Value};
 
 /// The prefix of instance registrations.
@@ -262,11 +264,11 @@ impl EtcdRegistry {
     }
 
     /// The lock held by `lease` right now, or [`RegistryError::LeaseLost`].
-    async fn live_lock(&self, lease: &Lease) -> Result<LockValue, RegistryError> {
-        let key = keys(&lease.service).lock;
+    async fn live_lock(&self, lease: &Lease) -> Result<LockRecord, RegistryError> {
+        let key = ServiceKeys::new(&lease.service).lock;
         let held = match self.get(&key).await? {
             Some(kv) if kv.lease == lease.token => {
-                let value = parse_lock(&key, &kv)?;
+                let value = parse_lock(&key, &kv.value)?;
                 (!value.expired()).then_some(value)
             }
             _ => None,
@@ -284,28 +286,6 @@ impl EtcdRegistry {
     }
 }
 
-/// The keys of one service.
-struct Keys {
-    prefix: String,
-    color: String,
-    scale: String,
-    release: String,
-    revision: String,
-    lock: String,
-}
-
-fn keys(service: &ServiceName) -> Keys {
-    let prefix = format!("docker-flow/{service}/");
-    Keys {
-        color: format!("{prefix}color"),
-        scale: format!("{prefix}scale"),
-        release: format!("{prefix}release"),
-        revision: format!("{prefix}revision"),
-        lock: format!("{prefix}lock"),
-        prefix,
-    }
-}
-
 fn b64(text: &str) -> String {
     BASE64.encode(text)
 }
@@ -316,14 +296,6 @@ fn prefix_end(prefix: &str) -> String {
     let last = bytes.last_mut().expect("prefixes are not empty");
     *last += 1;
     String::from_utf8(bytes).expect("our prefixes end in ASCII")
-}
-
-fn corrupt(key: &str, value: &str, reason: impl fmt::Display) -> RegistryError {
-    RegistryError::Corrupt {
-        key: key.to_string(),
-        value: value.to_string(),
-        reason: reason.to_string(),
-    }
 }
 
 /// One key-value of a range answer, decoded.
@@ -365,38 +337,6 @@ fn key_values(kvs: &Value) -> Result<Vec<KeyValue>, RegistryError> {
         .collect()
 }
 
-/// The value of the lock key.
-#[derive(Debug, Serialize, Deserialize)]
-struct LockValue {
-    holder: String,
-    since_ms: u64,
-    expires_ms: u64,
-}
-
-impl LockValue {
-    fn since(&self) -> SystemTime {
-        UNIX_EPOCH + Duration::from_millis(self.since_ms)
-    }
-
-    fn expired(&self) -> bool {
-        unix_ms(SystemTime::now()) >= self.expires_ms
-    }
-}
-
-fn parse_lock(key: &str, kv: &KeyValue) -> Result<LockValue, RegistryError> {
-    serde_json::from_str(&kv.value).map_err(|e| corrupt(key, &kv.value, e))
-}
-
-fn unix_ms(at: SystemTime) -> u64 {
-    at.duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
-
-fn deadline_ms(ttl: Duration) -> u64 {
-    unix_ms(SystemTime::now()).saturating_add(ttl.as_millis() as u64)
-}
-
 fn put(key: &str, value: &str) -> Value {
     json!({"request_put": {"key": b64(key), "value": b64(value)}})
 }
@@ -421,23 +361,17 @@ fn header_revision(answer: &Value) -> Option<u64> {
 #[async_trait]
 impl Registry for EtcdRegistry {
     async fn load(&self, service: &ServiceName) -> Result<Versioned<ReleaseState>, RegistryError> {
-        let keys = keys(service);
+        let keys = ServiceKeys::new(service);
         let mut state = ReleaseState::default();
         let mut revision = Revision::NONE;
         for kv in self.range_prefix(&keys.prefix).await? {
             let (key, text) = (kv.key.as_str(), kv.value.as_str());
             if key == keys.color {
-                state.color = Some(text.parse::<Color>().map_err(|e| corrupt(key, text, e))?);
+                state.color = Some(parse_color(key, text)?);
             } else if key == keys.scale {
-                let scale = text
-                    .trim()
-                    .parse::<u32>()
-                    .map_err(|_| corrupt(key, text, "not a whole number of instances"))?;
-                state.scale = Some(scale);
+                state.scale = Some(parse_scale(key, text)?);
             } else if key == keys.release {
-                let record: ReleaseRecord =
-                    serde_json::from_str(text).map_err(|e| corrupt(key, text, e))?;
-                state.last_release = Some(record);
+                state.last_release = Some(parse_record(key, text)?);
             } else if key == keys.revision {
                 revision = Revision(kv.mod_revision);
             }
@@ -454,7 +388,7 @@ impl Registry for EtcdRegistry {
         state: &ReleaseState,
         expected: Revision,
     ) -> Result<Revision, RegistryError> {
-        let keys = keys(service);
+        let keys = ServiceKeys::new(service);
         let mut success = vec![put(
             &keys.revision,
             "the mod_revision of this key is the revision of docker-flow's state",
@@ -507,7 +441,7 @@ impl Registry for EtcdRegistry {
         holder: &str,
         ttl: Duration,
     ) -> Result<Lease, RegistryError> {
-        let key = keys(service).lock;
+        let key = ServiceKeys::new(service).lock;
         let lease_seconds = (ttl.as_secs_f64().ceil() as u64).max(1);
         let granted = self
             .call("/v3/lease/grant", json!({"TTL": lease_seconds.to_string()}))
@@ -519,12 +453,7 @@ impl Registry for EtcdRegistry {
             });
         };
         let acquired_at = SystemTime::now();
-        let value = serde_json::to_string(&LockValue {
-            holder: holder.to_string(),
-            since_ms: unix_ms(acquired_at),
-            expires_ms: deadline_ms(ttl),
-        })
-        .expect("a lock value serializes");
+        let value = LockRecord::new(holder, acquired_at, ttl).to_json();
         let attempt = json!({
             "compare": [{"key": b64(&key), "target": "CREATE", "result": "EQUAL", "create_revision": "0"}],
             "success": [put_leased(&key, &value, &lease_id)],
@@ -551,7 +480,9 @@ impl Registry for EtcdRegistry {
             let current =
                 key_values(&answer["responses"][0]["response_range"]["kvs"]).and_then(|kvs| {
                     match kvs.into_iter().next() {
-                        Some(kv) => parse_lock(&key, &kv).map(|value| Some((kv.lease, value))),
+                        Some(kv) => {
+                            parse_lock(&key, &kv.value).map(|value| Some((kv.lease, value)))
+                        }
                         None => Ok(None),
                     }
                 });
@@ -603,12 +534,8 @@ impl Registry for EtcdRegistry {
                 service: lease.service.clone(),
             });
         }
-        let key = keys(&lease.service).lock;
-        let value = serde_json::to_string(&LockValue {
-            expires_ms: deadline_ms(lease.ttl),
-            ..current
-        })
-        .expect("a lock value serializes");
+        let key = ServiceKeys::new(&lease.service).lock;
+        let value = current.renewed(lease.ttl).to_json();
         let answer = self
             .call(
                 "/v3/kv/txn",

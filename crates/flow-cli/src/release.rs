@@ -10,7 +10,7 @@ use flow_core::{DynProxy, DynRegistry};
 use flow_docker::compose::ComposeProject;
 use flow_docker::{ConnectSettings, DockerOptions, DockerOrchestrator};
 
-use crate::config::{PullPolicy, RegistryLocation, ReleaseConfig};
+use crate::config::{RegistryLocation, ReleaseConfig};
 use crate::exit::Exit;
 use crate::output::Printer;
 
@@ -146,11 +146,8 @@ fn load_compose(config: &ReleaseConfig) -> Result<ComposeProject, String> {
 fn docker_options(config: &ReleaseConfig) -> DockerOptions {
     DockerOptions {
         service_name: Some(config.release.service.clone()),
-        pull: match config.pull {
-            PullPolicy::Always => flow_docker::PullPolicy::Always,
-            PullPolicy::Missing => flow_docker::PullPolicy::Missing,
-            PullPolicy::Never => flow_docker::PullPolicy::Never,
-        },
+        pull: config.pull,
+        pull_side_targets: config.pull_side_targets,
         health_path: config.health_path.clone(),
         port: config.port,
         advertise_addr: config.advertise_addr,

@@ -232,8 +232,12 @@ pub struct DockerOptions {
     pub project: String,
     /// The service name `S` of the target; `None` is `<project>-<target>`.
     pub service_name: Option<ServiceName>,
-    /// When to pull images.
+    /// When to pull the target's image.
     pub pull: PullPolicy,
+    /// Also pull side targets' images before creating them (`--pull-side-targets`); without
+    /// it a side target's image is pulled only when it is missing (never with
+    /// [`PullPolicy::Never`]). A running side target is never recreated either way.
+    pub pull_side_targets: bool,
     /// A path to GET on each instance to decide its health, instead of Docker's healthcheck.
     pub health_path: Option<String>,
     /// The container port the service answers on; `None` takes the target's only exposed
@@ -258,6 +262,7 @@ impl DockerOptions {
             project: project.into(),
             service_name: None,
             pull: PullPolicy::Missing,
+            pull_side_targets: false,
             health_path: None,
             port: None,
             grace_period: Duration::from_secs(2),
@@ -369,13 +374,13 @@ impl DockerOrchestrator {
     }
 
     /// Makes sure the image is present according to the pull policy.
-    async fn ensure_image(&self, image: &str) -> Result<(), OrchestratorError> {
+    async fn ensure_image(&self, image: &str, policy: PullPolicy) -> Result<(), OrchestratorError> {
         let present = match self.docker.inspect_image(image).await {
             Ok(_) => true,
             Err(error) if status_of(&error) == Some(404) => false,
             Err(error) => return Err(self.engine_error(format!("inspect image {image}"), error)),
         };
-        match (self.options.pull, present) {
+        match (policy, present) {
             (PullPolicy::Missing, true) | (PullPolicy::Never, true) => Ok(()),
             (PullPolicy::Never, false) => Err(OrchestratorError::Image {
                 image: image.to_string(),
@@ -782,6 +787,15 @@ impl DockerOrchestrator {
     }
 
     /// Starts one side target if it is absent or stopped.
+    /// How a side target's image is pulled: see [`DockerOptions::pull_side_targets`].
+    fn side_target_pull_policy(&self) -> PullPolicy {
+        match (self.options.pull, self.options.pull_side_targets) {
+            (PullPolicy::Never, _) => PullPolicy::Never,
+            (_, true) => PullPolicy::Always,
+            (_, false) => PullPolicy::Missing,
+        }
+    }
+
     async fn ensure_side_target(&self, side: &str) -> Result<(), OrchestratorError> {
         let service = self.compose.service(side)?;
         let name = service
@@ -807,7 +821,8 @@ impl DockerOrchestrator {
             Err(error) if status_of(&error) == Some(404) => {}
             Err(error) => return Err(instance_error("inspect", &name, error)),
         }
-        self.ensure_image(&service.image).await?;
+        self.ensure_image(&service.image, self.side_target_pull_policy())
+            .await?;
         self.ensure_resources(service).await?;
         let mut labels = self.project_labels();
         labels.insert(LABEL_COMPOSE_SERVICE.into(), side.to_string());
@@ -838,7 +853,7 @@ impl Orchestrator for DockerOrchestrator {
 
     async fn prepare(&self, target: &str) -> Result<(), OrchestratorError> {
         let service = self.compose.service(target)?;
-        self.ensure_image(&service.image).await?;
+        self.ensure_image(&service.image, self.options.pull).await?;
         self.ensure_resources(service).await
     }
 

@@ -36,6 +36,7 @@ use std::time::Duration;
 
 use flow_core::release::{ReleaseOptions, RouteSettings, Step, Timeouts, UnknownStep};
 use flow_core::{InvalidScale, InvalidServiceName, PathType, ScaleSpec, ServiceName};
+use flow_docker::PullPolicy;
 
 use crate::args::{
     Cli, CommandArgs, ParsedFile, ProxyCommandArgs, ProxyServeFlags, RegistratorFlags, ReleaseFlags,
@@ -200,30 +201,6 @@ struct Redacted;
 impl fmt::Debug for Redacted {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("<redacted>")
-    }
-}
-
-/// When the target's image is pulled before a release.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub enum PullPolicy {
-    /// Pull every time (a moving tag gets its newest image).
-    Always,
-    /// Pull only when the image is not on the engine.
-    #[default]
-    Missing,
-    /// Never pull; a missing image fails the release.
-    Never,
-}
-
-impl PullPolicy {
-    /// `always`, `missing` or `never`, any case.
-    fn parse(text: &str) -> Option<PullPolicy> {
-        match text.trim().to_ascii_lowercase().as_str() {
-            "always" => Some(PullPolicy::Always),
-            "missing" => Some(PullPolicy::Missing),
-            "never" => Some(PullPolicy::Never),
-            _ => None,
-        }
     }
 }
 
@@ -1062,8 +1039,13 @@ fn load_release(flags: ReleaseFlags, context: &Context) -> Result<ReleaseConfig,
 
     let pull = match layers.scalar(&PULL, flags.pull) {
         None => PullPolicy::default(),
-        Some(value) => PullPolicy::parse(&value.text)
-            .ok_or_else(|| invalid(value, "use always, missing or never"))?,
+        // Any case is accepted (`--pull=Always`); flow-docker's names are lower case.
+        Some(value) => value
+            .text
+            .trim()
+            .to_ascii_lowercase()
+            .parse::<PullPolicy>()
+            .map_err(|_| invalid(value, "use always, missing or never"))?,
     };
     let health_path = layers
         .scalar(&HEALTH_PATH, flags.health_path)

@@ -7,14 +7,17 @@
 //! * [`unique_project`] names a Compose project no other test (or run) uses, and
 //!   [`ProjectGuard`] removes everything labelled with it when dropped, also when the test
 //!   panics, so a failing test leaves nothing behind on the shared engine.
+//! * [`EtcdNode`] runs a throwaway single-member etcd on free loopback ports for the tests
+//!   and benchmarks of the etcd registry, killed and its data removed when dropped.
 
 use std::collections::HashMap;
 use std::io;
+use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bollard::query_parameters::{
     BuildImageOptions, ListContainersOptions, ListNetworksOptions, ListVolumesOptions,
@@ -383,4 +386,156 @@ async fn remove_project(project: &str) -> Result<(), String> {
     } else {
         Err(problems.join("; "))
     }
+}
+
+/// A throwaway single-member etcd node on free loopback ports, with its data in a temporary
+/// directory; killed, and its data removed, when dropped.
+///
+/// It runs the real `etcd` binary (Debian's `etcd-server`, 3.4+) with short heartbeat and
+/// election timeouts so that it serves within a fraction of a second. It can be killed and
+/// restarted on the same ports and data in between, as a registry outage.
+pub struct EtcdNode {
+    client_port: u16,
+    peer_port: u16,
+    child: Child,
+    data: tempfile::TempDir,
+}
+
+impl Drop for EtcdNode {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+impl EtcdNode {
+    /// Starts a node and waits until it serves etcd's JSON gateway.
+    ///
+    /// # Panics
+    ///
+    /// When `etcd` cannot be started (naming the package to install), exits before serving,
+    /// or does not serve within 20 s: the tests that need it cannot run without it.
+    pub async fn start() -> EtcdNode {
+        let data = tempfile::tempdir().expect("a temporary data directory");
+        let (client_port, peer_port) = (free_port(), free_port());
+        let child = spawn_etcd(data.path(), client_port, peer_port);
+        let mut node = EtcdNode {
+            client_port,
+            peer_port,
+            child,
+            data,
+        };
+        node.wait_ready().await;
+        node
+    }
+
+    /// Kills the node (its data stays), as a crash would.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the killed node again on the same ports and data, and waits until it serves.
+    ///
+    /// # Panics
+    ///
+    /// As [`EtcdNode::start`].
+    pub async fn restart(&mut self) {
+        self.child = spawn_etcd(self.data.path(), self.client_port, self.peer_port);
+        self.wait_ready().await;
+    }
+
+    /// `127.0.0.1:<client port>`.
+    pub fn address(&self) -> String {
+        format!("127.0.0.1:{}", self.client_port)
+    }
+
+    /// `etcd://127.0.0.1:<client port>`, as the etcd registry takes it.
+    pub fn endpoints(&self) -> String {
+        format!("etcd://{}", self.address())
+    }
+
+    /// Runs `etcdctl` (v3 API) against this node and returns its standard output, to check
+    /// what a registry wrote the way an operator would see it.
+    ///
+    /// # Panics
+    ///
+    /// When `etcdctl` cannot be run (naming the package to install) or fails.
+    pub fn etcdctl(&self, args: &[&str]) -> String {
+        let output = Command::new("etcdctl")
+            .env("ETCDCTL_API", "3")
+            .arg(format!("--endpoints=http://{}", self.address()))
+            .args(args)
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run `etcdctl` ({e}); install Debian's `etcd-client` package")
+            });
+        assert!(
+            output.status.success(),
+            "etcdctl {args:?} failed: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8(output.stdout).expect("etcdctl prints text")
+    }
+
+    /// Waits until a range read through the JSON gateway succeeds.
+    async fn wait_ready(&mut self) {
+        let range_url = format!("http://{}/v3/kv/range", self.address());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let client = reqwest::Client::new();
+        loop {
+            let ready = client
+                .post(&range_url)
+                .body(r#"{"key":"AA=="}"#)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success());
+            if ready {
+                return;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("etcd exited before serving ({status}); is the port taken?");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "etcd did not serve within 20 s on {}",
+                self.address()
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// A loopback port nobody listens on right now.
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free loopback port")
+        .port()
+}
+
+/// Runs `etcd` as a single-member cluster on the given ports and data directory.
+fn spawn_etcd(data: &Path, client_port: u16, peer_port: u16) -> Child {
+    let client_url = format!("http://127.0.0.1:{client_port}");
+    let peer_url = format!("http://127.0.0.1:{peer_port}");
+    Command::new("etcd")
+        .arg("--name")
+        .arg("default")
+        .arg("--data-dir")
+        .arg(data)
+        .args(["--listen-client-urls", &client_url])
+        .args(["--advertise-client-urls", &client_url])
+        .args(["--listen-peer-urls", &peer_url])
+        .args(["--initial-advertise-peer-urls", &peer_url])
+        .args(["--initial-cluster", &format!("default={peer_url}")])
+        .args(["--heartbeat-interval", "10", "--election-timeout", "100"])
+        .args(["--log-level", "error"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start `etcd` ({e}): these tests need a real etcd 3.4+ node; \
+                 install Debian's `etcd-server` package (apt-get install etcd-server)"
+            )
+        })
 }

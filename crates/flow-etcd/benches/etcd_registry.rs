@@ -4,13 +4,11 @@
 //! Plain `main` (harness = false), bounded: a fixed number of iterations per operation.
 //! Run with `cargo bench -p flow-etcd` (needs Debian's `etcd-server`).
 
-#[path = "../tests/support/mod.rs"]
-mod support;
-
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use flow_core::{Color, Registry, ReleaseRecord, ReleaseState, Revision, ServiceName};
 use flow_etcd::EtcdRegistry;
+use flow_tests::fixtures::EtcdNode;
 
 const ITERATIONS: u32 = 300;
 const WARM_UP: u32 = 30;
@@ -37,7 +35,7 @@ fn report(what: &str, total: Duration) {
 fn main() {
     let runtime = tokio::runtime::Runtime::new().expect("a tokio runtime");
     runtime.block_on(async {
-        let node = support::EtcdNode::start().await;
+        let node = EtcdNode::start().await;
         let registry = EtcdRegistry::new(&node.endpoints()).expect("valid endpoints");
         let service = ServiceName::new("bench").expect("a valid name");
         let mut revision = registry

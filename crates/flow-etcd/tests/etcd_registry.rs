@@ -1,14 +1,12 @@
 //! `EtcdRegistry` against a real etcd node started by each test.
 
-mod support;
-
 use std::time::{Duration, UNIX_EPOCH};
 
 use flow_core::{
     Color, Registry, RegistryError, ReleaseRecord, ReleaseState, Revision, ServiceName,
 };
 use flow_etcd::EtcdRegistry;
-use support::EtcdNode;
+use flow_tests::fixtures::EtcdNode;
 
 fn service(name: &str) -> ServiceName {
     ServiceName::new(name).unwrap()
@@ -132,7 +130,7 @@ async fn unreachable_endpoints_are_unavailable_naming_them() {
 async fn a_dead_endpoint_is_skipped_for_the_next_one() {
     let node = EtcdNode::start().await;
     let registry =
-        EtcdRegistry::new(&format!("etcd://{},{}", dead_endpoint(), node.client)).unwrap();
+        EtcdRegistry::new(&format!("etcd://{},{}", dead_endpoint(), node.address())).unwrap();
     let app = service("app");
     let revision = registry
         .store(&app, &sample_state(), Revision::NONE)
@@ -157,7 +155,7 @@ async fn error_answers_are_backend_errors_and_store_nothing() {
     };
     match registry.register(&huge).await {
         Err(RegistryError::Backend { address, message }) => {
-            assert!(address.contains(&node.client), "{address}");
+            assert!(address.contains(&node.address()), "{address}");
             // etcd's own 1.5 MiB limit, or its gRPC layer's 2 MiB one once base64 is added.
             assert!(
                 message.contains("too large") || message.contains("larger than max"),

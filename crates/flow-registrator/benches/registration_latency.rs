@@ -16,13 +16,11 @@ use bollard::models::{ContainerCreateBody, HostConfig, PortBinding};
 use bollard::query_parameters::{CreateContainerOptions, EventsOptions};
 use flow_core::DynRegistry;
 use flow_registrator::{run, Activity, RegistratorOptions};
-use flow_tests::fixtures::{build_demo_image, docker, unique_project, ProjectGuard, PROJECT_LABEL};
+use flow_tests::fixtures::{
+    build_demo_image, docker, unique_project, EtcdNode, ProjectGuard, PROJECT_LABEL,
+};
 use futures::StreamExt;
 
-// The tests' throwaway etcd node; its kill/restart serve the outage test only.
-#[allow(dead_code)]
-#[path = "../tests/etcd_node/mod.rs"]
-mod etcd_node;
 #[path = "../tests/image_guard/mod.rs"]
 mod image_guard;
 
@@ -181,7 +179,7 @@ async fn main() {
     let consul = flow_consul::double::ConsulDouble::start()
         .await
         .expect("the Consul double");
-    let etcd = etcd_node::EtcdNode::start().await;
+    let etcd = EtcdNode::start().await;
     let registries: Vec<(&str, DynRegistry)> = vec![
         (
             "etcd",

@@ -21,11 +21,12 @@ use flow_registrator::{
     run, Activity, RegistratorError, RegistratorOptions, ResyncSummary, CONTAINER_KEY, HOST_KEY,
     REGISTERED_BY, REGISTERED_BY_KEY,
 };
-use flow_tests::fixtures::{build_demo_image, docker, unique_project, ProjectGuard, PROJECT_LABEL};
+use flow_tests::fixtures::{
+    build_demo_image, docker, unique_project, EtcdNode, ProjectGuard, PROJECT_LABEL,
+};
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-mod etcd_node;
 mod image_guard;
 mod relay;
 
@@ -41,7 +42,7 @@ const MEASURED_STARTS: usize = 5;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_a_real_etcd_node() {
-    let node = etcd_node::EtcdNode::start().await;
+    let node = EtcdNode::start().await;
     let registry = flow_etcd::EtcdRegistry::new(&node.endpoints()).expect("etcd endpoints");
     scenario("etcd", Arc::new(registry)).await;
 }
@@ -171,7 +172,7 @@ async fn a_registry_outage_is_caught_up_by_a_resync() {
         .expect("building the demo image");
     let _image = ImageGuard(image.clone());
     let _guard = ProjectGuard::new(&project);
-    let mut node = etcd_node::EtcdNode::start().await;
+    let mut node = EtcdNode::start().await;
     let registry: DynRegistry =
         Arc::new(flow_etcd::EtcdRegistry::new(&node.endpoints()).expect("etcd endpoints"));
     let hostname = docker

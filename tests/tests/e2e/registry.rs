@@ -5,7 +5,8 @@
 //! registry, and `docker-flow registrator` keeping a registry in step with the engine.
 //!
 //! Every release is the binary cargo builds, run against the real engine in a Compose project
-//! of its own; every etcd node and registrator process is a child killed by a guard.
+//! of its own; every etcd node (`flow_tests::fixtures::EtcdNode`) and registrator process is a
+//! child killed when dropped.
 
 use std::collections::HashMap;
 use std::net::{SocketAddr, TcpListener};
@@ -20,26 +21,12 @@ use bollard::query_parameters::{
 use bollard::Docker;
 use flow_core::{Registration, Registry, ServiceName};
 use flow_etcd::EtcdRegistry;
-use flow_tests::fixtures::{docker_flow_binary, unique_project, ProjectGuard, PROJECT_LABEL};
+use flow_tests::fixtures::{
+    docker_flow_binary, unique_project, EtcdNode, ProjectGuard, PROJECT_LABEL,
+};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 use crate::support::{demo_compose, demo_images, finish, get_root, Site, DEMO_REPOSITORY, TARGET};
-
-/// A throwaway single-member etcd node on free loopback ports, killed (and its data directory
-/// removed) when dropped.
-struct EtcdNode {
-    /// `127.0.0.1:<client port>`.
-    client: String,
-    child: std::process::Child,
-    _data: tempfile::TempDir,
-}
-
-impl Drop for EtcdNode {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A loopback port nothing listens on (bound, then released).
 fn free_port() -> u16 {
@@ -49,98 +36,27 @@ fn free_port() -> u16 {
         .port()
 }
 
-impl EtcdNode {
-    /// Starts the node and waits until its JSON gateway answers.
-    async fn start() -> EtcdNode {
-        let data = tempfile::tempdir().expect("a temporary data directory");
-        let (client_port, peer_port) = (free_port(), free_port());
-        let client_url = format!("http://127.0.0.1:{client_port}");
-        let peer_url = format!("http://127.0.0.1:{peer_port}");
-        let child = Command::new("etcd")
-            .arg("--name")
-            .arg("default")
-            .arg("--data-dir")
-            .arg(data.path())
-            .args(["--listen-client-urls", &client_url])
-            .args(["--advertise-client-urls", &client_url])
-            .args(["--listen-peer-urls", &peer_url])
-            .args(["--initial-advertise-peer-urls", &peer_url])
-            .args(["--initial-cluster", &format!("default={peer_url}")])
-            .args(["--heartbeat-interval", "10", "--election-timeout", "100"])
-            .args(["--log-level", "error"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start `etcd` ({e}): these tests need a real etcd 3.4+ node; \
-                     install Debian's `etcd-server` package (apt-get install etcd-server)"
-                )
-            });
-        let mut node = EtcdNode {
-            client: format!("127.0.0.1:{client_port}"),
-            child,
-            _data: data,
-        };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        let client = reqwest::Client::new();
-        loop {
-            let ready = client
-                .post(format!("{client_url}/v3/kv/range"))
-                .body(r#"{"key":"AA=="}"#)
-                .send()
-                .await
-                .is_ok_and(|r| r.status().is_success());
-            if ready {
-                return node;
-            }
-            if let Ok(Some(status)) = node.child.try_wait() {
-                panic!("etcd exited before serving ({status}); is the port taken?");
-            }
-            assert!(
-                Instant::now() < deadline,
-                "etcd did not serve within 20 s on {client_url}"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    }
-
-    /// `etcd://127.0.0.1:<port>`, as `--registry` takes it.
-    fn url(&self) -> String {
-        format!("etcd://{}", self.client)
-    }
-
+/// What these tests read from an etcd node besides the fixture's own helpers.
+trait EtcdNodeExt {
     /// The adapter on this node, for reading registrations and taking locks.
-    fn registry(&self) -> EtcdRegistry {
-        EtcdRegistry::new(&self.url()).expect("a valid endpoint")
-    }
-
-    /// Runs `ETCDCTL_API=3 etcdctl --endpoints … <args>` and returns its standard output.
-    fn etcdctl(&self, args: &[&str]) -> String {
-        let output = Command::new("etcdctl")
-            .env("ETCDCTL_API", "3")
-            .arg(format!("--endpoints=http://{}", self.client))
-            .args(args)
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("cannot run `etcdctl` ({e}); install Debian's `etcd-client` package")
-            });
-        assert!(
-            output.status.success(),
-            "etcdctl {args:?} failed: {}",
-            String::from_utf8_lossy(&output.stderr)
-        );
-        String::from_utf8(output.stdout).expect("etcdctl prints text")
-    }
-
+    fn registry(&self) -> EtcdRegistry;
     /// The value of `key` as `etcdctl get --print-value-only` prints it, trimmed.
+    fn get(&self, key: &str) -> String;
+    /// Every key under `prefix`, sorted.
+    fn keys(&self, prefix: &str) -> Vec<String>;
+}
+
+impl EtcdNodeExt for EtcdNode {
+    fn registry(&self) -> EtcdRegistry {
+        EtcdRegistry::new(&self.endpoints()).expect("a valid endpoint")
+    }
+
     fn get(&self, key: &str) -> String {
         self.etcdctl(&["get", key, "--print-value-only"])
             .trim()
             .to_string()
     }
 
-    /// Every key under `prefix`, sorted.
     fn keys(&self, prefix: &str) -> Vec<String> {
         let mut keys: Vec<String> = self
             .etcdctl(&["get", prefix, "--prefix", "--keys-only"])
@@ -242,7 +158,7 @@ async fn an_etcd_release_stores_1x_keys_and_registers_its_instances() {
     demo_images().await;
     let node = EtcdNode::start().await;
     let registry = node.registry();
-    let url = node.url();
+    let url = node.endpoints();
     let site = Site::new("etcd", &demo_compose("")).await;
     let service = site.service();
     let key = |field: &str| format!("docker-flow/{service}/{field}");
@@ -451,7 +367,7 @@ async fn a_stored_colour_that_is_no_colour_is_named_and_never_reset() {
 
     assert_refused(
         &site,
-        &release(&["--registry", &node.url(), "-F", "deploy"]),
+        &release(&["--registry", &node.endpoints(), "-F", "deploy"]),
         &[&key, "purple"],
     )
     .await;
@@ -474,7 +390,7 @@ async fn a_lock_held_in_etcd_stops_the_release_naming_the_holder() {
 
     assert_refused(
         &site,
-        &release(&["--registry", &node.url(), "-F", "deploy"]),
+        &release(&["--registry", &node.endpoints(), "-F", "deploy"]),
         &[
             &format!("is being released by {holder}"),
             &format!(
@@ -500,7 +416,7 @@ async fn a_lock_lost_during_a_release_aborts_it_and_keeps_the_live_colour() {
     demo_images().await;
     let node = EtcdNode::start().await;
     let registry = node.registry();
-    let url = node.url();
+    let url = node.endpoints();
     let compose = demo_compose(
         "    healthcheck:\n      \
            test: [\"CMD\", \"/demo-server\", \"--check\"]\n      \
@@ -720,7 +636,7 @@ async fn the_registrator_binary_follows_the_engine_and_resyncs_after_a_restart()
     let (first, second) = (format!("{project}-first"), format!("{project}-second"));
     let (first_service, second_service) = (format!("{project}-one"), format!("{project}-two"));
 
-    let registrator = RegistratorProcess::start(&node.url()).await;
+    let registrator = RegistratorProcess::start(&node.endpoints()).await;
     let started = start_registrator_container(&docker, &project, &first, &first_service).await;
     let registered_at = await_registrations(&registry, &first_service, 1).await;
     let found = registered(&registry, &first_service).await;
@@ -778,7 +694,7 @@ async fn the_registrator_binary_follows_the_engine_and_resyncs_after_a_restart()
     );
     assert!(registered(&registry, &second_service).await.is_empty());
 
-    let restarted = RegistratorProcess::start(&node.url()).await;
+    let restarted = RegistratorProcess::start(&node.endpoints()).await;
     assert_eq!(registered(&registry, &second_service).await.len(), 1);
     assert!(
         registered(&registry, &first_service).await.is_empty(),
@@ -833,7 +749,7 @@ async fn through_proxy(bind: SocketAddr) -> String {
 async fn the_proxy_routes_registered_instances_and_rebuilds_them_from_the_registry_on_start() {
     demo_images().await;
     let node = EtcdNode::start().await;
-    let url = node.url();
+    let url = node.endpoints();
     let registry: flow_core::DynRegistry = Arc::new(node.registry());
     let site = Site::new("proxyreg", &demo_compose("")).await;
     let service = site.service();

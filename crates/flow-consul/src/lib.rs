@@ -631,21 +631,14 @@ impl Registry for ConsulRegistry {
             "Value": BASE64.encode("the ModifyIndex of this key is the revision of docker-flow's state"),
             "Index": expected.0,
         }})];
-        operations.push(match state.color {
-            Some(color) => txn_set(&keys.color, color.as_str()),
-            None => txn_delete(&keys.color),
-        });
-        operations.push(match state.scale {
-            Some(scale) => txn_set(&keys.scale, &scale.to_string()),
-            None => txn_delete(&keys.scale),
-        });
-        operations.push(match &state.last_release {
-            Some(record) => txn_set(
-                &keys.release,
-                &serde_json::to_string(record).expect("a release record serializes"),
-            ),
-            None => txn_delete(&keys.release),
-        });
+        operations.extend(
+            keys.values_of(state)
+                .into_iter()
+                .map(|(key, value)| match value {
+                    Some(value) => txn_set(key, &value),
+                    None => txn_delete(key),
+                }),
+        );
         let body = serde_json::to_vec(&operations).expect("a transaction serializes");
         let (status, body) = self
             .send(Method::PUT, self.url(["txn"]), Some(body))

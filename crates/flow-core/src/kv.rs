@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Color, RegistryError, ReleaseRecord, ServiceName};
+use crate::{Color, RegistryError, ReleaseRecord, ReleaseState, ServiceName};
 
 /// The keys of one service's release state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,6 +56,24 @@ impl ServiceKeys {
             lock: format!("{prefix}lock"),
             prefix,
         }
+    }
+
+    /// What storing `state` writes: the `color`, `scale` and `release` keys, in that order,
+    /// each with its value, or `None` where the field is absent and the key is to be deleted.
+    pub fn values_of(&self, state: &ReleaseState) -> [(&str, Option<String>); 3] {
+        [
+            (
+                &self.color,
+                state.color.map(|color| color.as_str().to_string()),
+            ),
+            (&self.scale, state.scale.map(|scale| scale.to_string())),
+            (
+                &self.release,
+                state.last_release.as_ref().map(|record| {
+                    serde_json::to_string(record).expect("a release record serializes")
+                }),
+            ),
+        ]
     }
 }
 
@@ -173,6 +191,25 @@ mod tests {
         assert_eq!(keys.release, "docker-flow/shop-web/release");
         assert_eq!(keys.revision, "docker-flow/shop-web/revision");
         assert_eq!(keys.lock, "docker-flow/shop-web/lock");
+    }
+
+    #[test]
+    fn stored_values_read_back_and_absent_fields_delete_their_keys() {
+        let keys = ServiceKeys::new(&ServiceName::new("shop-web").unwrap());
+        let state = ReleaseState {
+            color: Some(Color::Blue),
+            scale: Some(2),
+            last_release: None,
+        };
+        let [color, scale, release] = keys.values_of(&state);
+        assert_eq!(color, (keys.color.as_str(), Some("blue".to_string())));
+        assert_eq!(scale, (keys.scale.as_str(), Some("2".to_string())));
+        assert_eq!(release, (keys.release.as_str(), None));
+        assert_eq!(
+            parse_color(color.0, &color.1.unwrap()).unwrap(),
+            Color::Blue
+        );
+        assert_eq!(parse_scale(scale.0, &scale.1.unwrap()).unwrap(), 2);
     }
 
     #[test]

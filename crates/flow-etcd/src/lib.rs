@@ -393,21 +393,14 @@ impl Registry for EtcdRegistry {
             &keys.revision,
             "the mod_revision of this key is the revision of docker-flow's state",
         )];
-        success.push(match state.color {
-            Some(color) => put(&keys.color, color.as_str()),
-            None => delete(&keys.color),
-        });
-        success.push(match state.scale {
-            Some(scale) => put(&keys.scale, &scale.to_string()),
-            None => delete(&keys.scale),
-        });
-        success.push(match &state.last_release {
-            Some(record) => put(
-                &keys.release,
-                &serde_json::to_string(record).expect("a release record serializes"),
-            ),
-            None => delete(&keys.release),
-        });
+        success.extend(
+            keys.values_of(state)
+                .into_iter()
+                .map(|(key, value)| match value {
+                    Some(value) => put(key, &value),
+                    None => delete(key),
+                }),
+        );
         let answer = self
             .call(
                 "/v3/kv/txn",

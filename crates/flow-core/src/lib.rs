@@ -117,6 +117,37 @@ pub use orchestrator::{
 pub use proxy::{DynProxy, PathType, Proxy, ProxyError, Route};
 pub use registry::{DynRegistry, HealthCheck, Lease, Registration, Registry, RegistryError};
 
+/// An error and its causes on one line (`error sending request: connection refused`), so a
+/// message about an unreachable backend says why, not only that it failed.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        // Some errors repeat their cause in their own message.
+        if !text.contains(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    #[derive(Debug, thiserror::Error)]
+    #[error("error sending request")]
+    struct Outer(#[source] std::io::Error);
+
+    #[test]
+    fn error_chain_names_every_cause_once() {
+        let refused = std::io::Error::from(std::io::ErrorKind::ConnectionRefused);
+        let text = super::error_chain(&Outer(refused));
+        assert_eq!(text, "error sending request: connection refused");
+    }
+}
+
 /// mockall mocks of the three ports (feature `mocks`), for unit tests of code that drives
 /// them.
 #[cfg(any(test, feature = "mocks"))]

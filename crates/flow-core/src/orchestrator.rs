@@ -124,7 +124,7 @@ pub struct Diagnosis {
 #[non_exhaustive]
 pub enum OrchestratorError {
     /// The engine could not be reached at all.
-    #[error("the container engine at {endpoint} cannot be reached: {source}; check that Docker is running and --host / DOCKER_HOST point at it")]
+    #[error("the container engine at {endpoint} cannot be reached: {}; check that Docker is running and --host / DOCKER_HOST point at it", crate::error_chain(source.as_ref()))]
     Unreachable {
         /// The endpoint tried.
         endpoint: String,

@@ -79,7 +79,7 @@ pub struct Route {
 #[non_exhaustive]
 pub enum ProxyError {
     /// The proxy could not be reached.
-    #[error("the proxy at {address} cannot be reached: {source}")]
+    #[error("the proxy at {address} cannot be reached: {}", crate::error_chain(source.as_ref()))]
     Unreachable {
         /// The address tried.
         address: String,

@@ -120,7 +120,7 @@ pub enum RegistryError {
         reason: String,
     },
     /// The backend could not be reached.
-    #[error("the registry at {address} cannot be reached: {source}")]
+    #[error("the registry at {address} cannot be reached: {}", crate::error_chain(source.as_ref()))]
     Unavailable {
         /// What was tried.
         address: String,

@@ -199,7 +199,10 @@ impl EtcdRegistry {
                 Ok(response) => response,
                 // Not connected: nothing reached this member, another one may answer.
                 Err(e) if e.is_connect() => {
-                    failures.push(format!("{endpoint}: {}", e.without_url()));
+                    failures.push(format!(
+                        "{endpoint}: {}",
+                        flow_core::error_chain(&e.without_url())
+                    ));
                     continue;
                 }
                 Err(e) => {

@@ -299,3 +299,46 @@ async fn releases_and_scaling_under_load_fail_no_request() {
     );
     proxy.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_proxy_aborts_the_release_before_the_switch_and_rolls_back() {
+    demo_images().await;
+    let site = Site::new("proxy-down", &demo_compose("")).await;
+    site.flow(&["-t", "app", "-b", "-F", "deploy"], &[("DEMO_TAG", "v1")])
+        .await
+        .assert_code(0);
+    let state_before = site.state_bytes();
+    let blue_before = site.running("blue").await;
+    let closed = free_port().to_string();
+    let outcome = site
+        .flow(
+            &[
+                "-t",
+                "app",
+                "-b",
+                "-F",
+                "deploy",
+                "--proxy-host",
+                "127.0.0.1",
+                "--proxy-reconf-port",
+                &closed,
+                "--service-path",
+                "/",
+            ],
+            &[("DEMO_TAG", "v2")],
+        )
+        .await;
+    outcome
+        .assert_code(3)
+        .assert_stderr_names(&["the proxy at", &closed, "rolled back"]);
+    assert!(
+        site.colour("green").await.is_empty(),
+        "the new colour was removed"
+    );
+    assert_eq!(
+        site.running("blue").await,
+        blue_before,
+        "blue keeps running"
+    );
+    assert_eq!(site.state_bytes(), state_before, "the state is untouched");
+}

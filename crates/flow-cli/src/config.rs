@@ -890,6 +890,17 @@ fn load_release(flags: ReleaseFlags, context: &Context) -> Result<ReleaseConfig,
                         expected: "use a URL path starting with '/' and without spaces, e.g. /api",
                     });
                 }
+                // The proxy's own rules, checked here so that a path it would refuse stops the
+                // run before anything is started.
+                if let Err(flow_proxy::validate::InvalidInput::Path { reason, .. }) =
+                    flow_proxy::validate::check_path(path, path_type)
+                {
+                    return Err(ConfigError::InvalidValue {
+                        origin,
+                        value: path.clone(),
+                        expected: reason,
+                    });
+                }
             }
             paths
         }
@@ -900,6 +911,10 @@ fn load_release(flags: ReleaseFlags, context: &Context) -> Result<ReleaseConfig,
             let text = value.text.trim();
             if text.is_empty() || text.contains(|c: char| c.is_whitespace() || c == '/') {
                 Err(invalid(value, "use a host name such as app.example.com"))
+            } else if let Err(flow_proxy::validate::InvalidInput::Domain { reason, .. }) =
+                flow_proxy::validate::check_domain(text)
+            {
+                Err(invalid(value, reason))
             } else {
                 Ok((text.to_string(), value.origin))
             }

@@ -6,7 +6,7 @@
 //! | 1 | failed before changing anything (engine or registry unreachable, lock held by another release, pull failed, …) |
 //! | 2 | bad input: options, `docker-flow.yml`, Compose file; nothing was touched |
 //! | 3 | aborted and rolled back: what the step started was removed, the live version and the stored state are untouched |
-//! | 4 | changes remain: the new version was committed but a later part failed, or a rollback could not undo everything (the message says what to fix) |
+//! | 4 | changes remain: the new version was committed but a later part failed, an earlier step of the same run had already changed something (`-F deploy -F stop-old` whose stop-old fails), or a rollback could not undo everything (the message says what to fix) |
 
 use std::process::ExitCode;
 

@@ -119,6 +119,9 @@ pub fn check_path(path: &str, path_type: PathType) -> Result<(), InvalidInput> {
     if path.contains(['"', '\'']) {
         return reject("quotes are not allowed in a path");
     }
+    if path.contains(',') {
+        return reject("',' is not allowed in a path: servicePath is a comma-separated list, so a comma would split it in two (give several paths instead)");
+    }
     if path.contains('#') {
         return reject("'#' is not allowed in a path (it starts a comment in HAProxy's configuration and never reaches a server)");
     }

@@ -280,12 +280,17 @@ impl Inner {
         };
         self.store
             .write_json(&dir.join("state.json"), &file, Durability::Durable)?;
-        self.store.write_plain(
+        // The store is committed once state.json is renamed into place. The plain copies are
+        // for people and 1.x habits: failing to refresh them must not report the committed
+        // store as failed (the caller would roll back a release that is live), and `load`
+        // never reads them while state.json exists.
+        let _ = self.store.write_plain(
             &dir.join("color"),
             state.color.map(|c| c.as_str().to_string()),
-        )?;
-        self.store
-            .write_plain(&dir.join("scale"), state.scale.map(|s| s.to_string()))?;
+        );
+        let _ = self
+            .store
+            .write_plain(&dir.join("scale"), state.scale.map(|s| s.to_string()));
         Ok(revision)
     }
 

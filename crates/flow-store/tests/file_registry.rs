@@ -141,6 +141,29 @@ async fn plain_files_seed_state_until_state_json_exists() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn a_store_is_committed_once_state_json_is_written_even_if_a_plain_copy_fails() {
+    let dir = tempfile::tempdir().unwrap();
+    let registry = FileRegistry::new(dir.path());
+    let app = service("copies");
+    let first = registry
+        .store(&app, &state(Some(Color::Blue), Some(1)), Revision::NONE)
+        .await
+        .unwrap();
+    // A directory where the `color` copy goes: renaming the new copy onto it fails.
+    let color = dir.path().join("copies/color");
+    std::fs::remove_file(&color).unwrap();
+    std::fs::create_dir(&color).unwrap();
+    std::fs::write(color.join("keep"), "").unwrap();
+    let second = registry
+        .store(&app, &state(Some(Color::Green), Some(2)), first)
+        .await
+        .expect("the committed store is reported as such");
+    let loaded = registry.load(&app).await.unwrap();
+    assert_eq!(loaded.value, state(Some(Color::Green), Some(2)));
+    assert_eq!(loaded.revision, second);
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn corrupt_files_are_reported_and_left_alone() {
     let dir = tempfile::tempdir().unwrap();
     let registry = FileRegistry::new(dir.path());

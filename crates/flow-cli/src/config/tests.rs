@@ -806,3 +806,27 @@ fn subcommands_ignore_the_yml_file() {
     let result = run(&["proxy", "serve"], &[], Some("not: [valid"));
     assert!(matches!(result, Ok(Command::ProxyServe(_))), "{result:?}");
 }
+
+#[test]
+fn paths_and_domains_the_proxy_would_refuse_are_refused_before_anything_runs() {
+    let quote = error(&["-t", "app", "--service-path", "/a\"b"], &[], None);
+    assert!(
+        quote.contains("quotes are not allowed in a path"),
+        "{quote}"
+    );
+    let comma = error(
+        &[
+            "-t",
+            "app",
+            "--path-type",
+            "path_reg",
+            "--service-path",
+            "^/v[0-9]{1,3}/",
+        ],
+        &[],
+        None,
+    );
+    assert!(comma.contains("',' is not allowed in a path"), "{comma}");
+    let hash = error(&["-t", "app", "--service-path", "/a#b"], &[], None);
+    assert!(hash.contains("'#' is not allowed"), "{hash}");
+}

@@ -12,7 +12,7 @@ use tokio::time::{sleep, Instant};
 use crate::domain::{Color, ReleaseRecord, ReleaseState, Revision, ServiceName};
 use crate::orchestrator::{DynOrchestrator, Group, Health, Instance};
 use crate::proxy::{DynProxy, Route};
-use crate::registry::{DynRegistry, Lease, Registration};
+use crate::registry::{DynRegistry, Lease, Registration, RegistryError};
 use crate::release::event::{Event, Observer, Phase};
 use crate::release::{Cause, Interrupt, ReleaseError, ReleaseOptions, Step};
 
@@ -151,7 +151,16 @@ impl Engine {
             let mut run = Run::new(self, observer, &keeper, loaded.value, loaded.revision);
             run.timing(None, Phase::Lock, started.elapsed());
             for step in &self.options.steps {
-                run.step(*step).await?;
+                if let Err(error) = run.step(*step).await {
+                    return Err(if run.changed.is_empty() {
+                        error
+                    } else {
+                        ReleaseError::EarlierStepsDone {
+                            done: run.changed.clone(),
+                            error: Box::new(error),
+                        }
+                    });
+                }
             }
             Ok(run.report())
         }
@@ -180,9 +189,15 @@ impl LeaseKeeper {
         let task = tokio::spawn(async move {
             loop {
                 sleep(period).await;
-                if registry.renew(&lease).await.is_err() {
-                    flag.store(true, Ordering::SeqCst);
-                    return;
+                match registry.renew(&lease).await {
+                    Ok(()) => {}
+                    // Only a lease the registry says is gone is lost; an unreachable registry
+                    // is asked again next period (the lease outlives two missed renewals).
+                    Err(RegistryError::LeaseLost { .. }) => {
+                        flag.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    Err(_) => {}
                 }
             }
         });
@@ -196,7 +211,7 @@ impl LeaseKeeper {
     /// Fails once the lease is lost: nothing may be changed after that.
     fn ensure_held(&self) -> Result<(), Cause> {
         if self.lost.load(Ordering::SeqCst) {
-            Err(crate::registry::RegistryError::LeaseLost {
+            Err(RegistryError::LeaseLost {
                 service: self.service.clone(),
             }
             .into())
@@ -279,6 +294,12 @@ struct Run<'a> {
     wanted_scale: Option<u32>,
     /// Whether a deploy of this invocation committed (a later `scale` is then a no-op).
     deployed: bool,
+    /// The steps of this invocation that changed something (committed state, switched the
+    /// proxy, stopped or removed instances): a later failure cannot undo them.
+    changed: Vec<Step>,
+    /// Whether the step running now has changed something yet (set by commit, switch and
+    /// retire; atomic because they borrow the run shared across awaits).
+    changed_something: AtomicBool,
     summaries: Vec<(Step, String)>,
     timings: Vec<PhaseTiming>,
     plan: DeployPlan,
@@ -301,6 +322,8 @@ impl<'a> Run<'a> {
             revision,
             wanted_scale,
             deployed: false,
+            changed: Vec::new(),
+            changed_something: AtomicBool::new(false),
             summaries: Vec::new(),
             timings: Vec::new(),
             plan: DeployPlan::default(),
@@ -363,6 +386,9 @@ impl<'a> Run<'a> {
             Step::StopOld => self.stop_old().await?,
             Step::Proxy => self.point_proxy().await?,
         };
+        if self.changed_something.swap(false, Ordering::SeqCst) && !self.changed.contains(&step) {
+            self.changed.push(step);
+        }
         self.emit(Event::StepFinished {
             step,
             summary: summary.clone(),
@@ -624,6 +650,9 @@ impl<'a> Run<'a> {
                 ),
             });
             orchestrator.remove(&leftovers).await?;
+            // An idle colour that was never stopped is still registered: a registry-backed
+            // proxy must not find its removed instances.
+            self.deregister(&leftovers).await?;
         }
         Ok(())
     }
@@ -748,6 +777,7 @@ impl<'a> Run<'a> {
         self.checkpoint()?;
         let servers = addresses(instances)?;
         proxy.reconfigure(&route, &servers).await?;
+        self.changed_something.store(true, Ordering::SeqCst);
         Ok(())
     }
 
@@ -760,6 +790,7 @@ impl<'a> Run<'a> {
             .registry
             .store(&self.options().service, &state, self.revision)
             .await?;
+        self.changed_something.store(true, Ordering::SeqCst);
         self.state = state;
         self.revision = revision;
         Ok(())
@@ -805,6 +836,7 @@ impl<'a> Run<'a> {
             Retire::Stop => self.orchestrator().stop(instances).await?,
             Retire::Remove => self.orchestrator().remove(instances).await?,
         }
+        self.changed_something.store(true, Ordering::SeqCst);
         self.deregister(instances).await?;
         self.timing(Some(step), Phase::Retire, began.elapsed());
         Ok(())

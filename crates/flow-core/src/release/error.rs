@@ -133,6 +133,16 @@ pub enum ReleaseError {
         /// Undo actions that failed, in words.
         cleanup_failures: Vec<String>,
     },
+    /// A step failed after earlier steps of the same invocation had changed something
+    /// (committed a release, switched the proxy, stopped instances). Those changes stay;
+    /// `error` says what the failing step itself left behind.
+    #[error("{} done; then {error}", done.iter().map(|s| s.as_str()).collect::<Vec<_>>().join(", "))]
+    EarlierStepsDone {
+        /// The earlier steps that changed something, in order.
+        done: Vec<Step>,
+        /// The failure of the later step.
+        error: Box<ReleaseError>,
+    },
     /// A step failed after its new state was committed: the new version is live, but this
     /// step's follow-up work (removing replaced instances, draining) or a later step failed.
     #[error("{step} failed after the new state was committed (the new version is live): {cause}")]
@@ -156,22 +166,11 @@ fn rollback_summary(failures: &[String]) -> String {
 }
 
 impl ReleaseError {
-    /// Whether the failure left everything as it was before the invocation (an `Aborted`
-    /// whose rollback was clean counts: it undid what it did).
-    pub fn left_live_release_untouched(&self) -> bool {
-        match self {
-            ReleaseError::InvalidOptions(_) | ReleaseError::NothingChanged { .. } => true,
-            ReleaseError::Aborted {
-                cleanup_failures, ..
-            } => cleanup_failures.is_empty(),
-            ReleaseError::AfterCommit { .. } => false,
-        }
-    }
-
     /// The underlying cause, when there is one.
     pub fn cause(&self) -> Option<&Cause> {
         match self {
             ReleaseError::InvalidOptions(_) => None,
+            ReleaseError::EarlierStepsDone { error, .. } => error.cause(),
             ReleaseError::NothingChanged { cause, .. }
             | ReleaseError::Aborted { cause, .. }
             | ReleaseError::AfterCommit { cause, .. } => Some(cause),

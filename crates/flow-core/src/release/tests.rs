@@ -269,7 +269,7 @@ async fn second_deploy_goes_to_the_other_colour_removes_leftovers_and_keeps_the_
     );
     orchestrator
         .expect_remove()
-        .with(eq(leftovers))
+        .with(eq(leftovers.clone()))
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_| Ok(()));
@@ -359,7 +359,9 @@ async fn unhealthy_instance_aborts_removes_what_was_started_and_stores_nothing()
         matches!(&error, ReleaseError::Aborted { step: Step::Deploy, cause: Cause::Unhealthy { .. }, cleanup_failures } if cleanup_failures.is_empty()),
         "{error:?}"
     );
-    assert!(error.left_live_release_untouched());
+    assert!(
+        matches!(&error, ReleaseError::Aborted { cleanup_failures, .. } if cleanup_failures.is_empty())
+    );
     let text = error.to_string();
     assert!(
         text.contains("demo-app-green-1") && text.contains("HTTP 500") && text.contains("boom"),
@@ -607,7 +609,9 @@ async fn a_rollback_that_cannot_remove_says_what_to_fix_by_hand() {
     .run(&ignore)
     .await
     .unwrap_err();
-    assert!(!error.left_live_release_untouched());
+    assert!(
+        matches!(&error, ReleaseError::Aborted { cleanup_failures, .. } if !cleanup_failures.is_empty())
+    );
     assert!(
         error.to_string().contains("INCOMPLETELY") && error.to_string().contains("daemon gone"),
         "{error}"
@@ -1324,7 +1328,6 @@ async fn a_failure_after_commit_is_reported_as_such() {
             ..
         }
     ));
-    assert!(!error.left_live_release_untouched());
 }
 
 #[test]
@@ -1604,4 +1607,124 @@ async fn a_registry_refusing_the_registration_rolls_the_release_back() {
         ),
         "{error:?}"
     );
+}
+
+#[tokio::test]
+async fn a_later_step_failing_after_an_earlier_one_committed_says_the_earlier_changes_stay() {
+    let mut seq = Sequence::new();
+    let mut registry = registry(&mut seq, state(Some(Color::Blue), Some(1)));
+    let mut orchestrator = MockOrchestrator::new();
+    let live = vec![instance(Some(Color::Blue), 1, true)];
+    expect_prepare_bg(
+        &mut orchestrator,
+        &mut seq,
+        Color::Green,
+        Some((Color::Blue, live)),
+        vec![],
+    );
+    expect_start(&mut orchestrator, &mut seq, Some(Color::Green), vec![1]);
+    expect_healthy(&mut orchestrator, &mut seq, 1);
+    registry
+        .expect_store()
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_, _, _| Ok(Revision(8)));
+    // stop-old cannot even list the old colour: on its own that would be "nothing changed".
+    orchestrator
+        .expect_list()
+        .with(eq(Group::new(TARGET, Some(Color::Blue))))
+        .times(1)
+        .in_sequence(&mut seq)
+        .returning(|_| {
+            Err(OrchestratorError::Engine {
+                operation: "list".into(),
+                message: "daemon restarting".into(),
+            })
+        });
+    expect_unlock(&mut registry, &mut seq);
+    let error = engine(
+        orchestrator,
+        registry,
+        None,
+        options(&[Step::Deploy, Step::StopOld], true, None),
+    )
+    .run(&ignore)
+    .await
+    .unwrap_err();
+    match &error {
+        ReleaseError::EarlierStepsDone { done, error } => {
+            assert_eq!(done, &vec![Step::Deploy]);
+            assert!(matches!(
+                **error,
+                ReleaseError::NothingChanged {
+                    step: Some(Step::StopOld),
+                    ..
+                }
+            ));
+        }
+        other => panic!("expected EarlierStepsDone, got {other:?}"),
+    }
+    assert!(
+        error.to_string().starts_with("deploy done; then stop-old:"),
+        "{error}"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_unreachable_registry_during_a_renewal_is_not_a_lost_lease() {
+    let mut registry = MockRegistry::new();
+    registry.expect_lock().returning(|_, _, _| {
+        Ok(Lease {
+            ttl: Duration::from_millis(300),
+            ..lease()
+        })
+    });
+    registry.expect_load().returning(|_| {
+        Ok(Versioned {
+            value: ReleaseState::default(),
+            revision: Revision::NONE,
+        })
+    });
+    registry.expect_renew().returning(|_| {
+        Err(RegistryError::Unavailable {
+            address: "etcd://127.0.0.1:2379".into(),
+            source: "timed out".into(),
+        })
+    });
+    registry.expect_register().returning(|_| Ok(()));
+    registry
+        .expect_store()
+        .times(1)
+        .returning(|_, _, _| Ok(Revision(1)));
+    registry.expect_unlock().returning(|_| Ok(()));
+    let mut orchestrator = MockOrchestrator::new();
+    orchestrator.expect_describe().returning(|_| {
+        Ok(TargetInfo {
+            image: "demo:v2".into(),
+        })
+    });
+    orchestrator.expect_list().returning(|_| Ok(vec![]));
+    orchestrator.expect_prepare().returning(|_| Ok(()));
+    orchestrator
+        .expect_start()
+        .returning(|_, _| Ok(vec![instance(Some(Color::Blue), 1, true)]));
+    // Healthy only after several renewal periods have passed.
+    let mut polls = 0;
+    orchestrator.expect_health().returning(move |_| {
+        polls += 1;
+        Ok(if polls > 10 {
+            Health::Healthy
+        } else {
+            Health::Starting { detail: None }
+        })
+    });
+    engine(
+        orchestrator,
+        registry,
+        None,
+        options(&[Step::Deploy], true, None),
+    )
+    .run(&ignore)
+    .await
+    .expect("transient renewal failures do not abort the release");
 }

@@ -476,14 +476,13 @@ impl Registry for EtcdRegistry {
             let current =
                 key_values(&answer["responses"][0]["response_range"]["kvs"]).and_then(|kvs| {
                     match kvs.into_iter().next() {
-                        Some(kv) => {
-                            parse_lock(&key, &kv.value).map(|value| Some((kv.lease, value)))
-                        }
+                        Some(kv) => parse_lock(&key, &kv.value)
+                            .map(|value| Some((kv.lease, kv.mod_revision, value))),
                         None => Ok(None),
                     }
                 });
             match current {
-                Ok(Some((_, value))) if !value.expired() => {
+                Ok(Some((_, _, value))) if !value.expired() => {
                     self.revoke(&lease_id).await?;
                     return Err(RegistryError::Locked {
                         service: service.clone(),
@@ -492,14 +491,21 @@ impl Registry for EtcdRegistry {
                     });
                 }
                 // Past its deadline: the holder stopped renewing; end its lease.
-                Ok(Some((other, _))) if !other.is_empty() => {
+                Ok(Some((other, _, _))) if !other.is_empty() => {
                     self.revoke(&other).await?;
                 }
-                Ok(Some(_)) => {
+                Ok(Some((_, seen, _))) => {
                     // A lock key with no lease was not written by this adapter: remove it
-                    // only because its own deadline passed.
-                    self.call("/v3/kv/deleterange", json!({"key": b64(&key)}))
-                        .await?;
+                    // only because its own deadline passed, and only if it is still the one
+                    // read (another process may have taken the lock since).
+                    self.call(
+                        "/v3/kv/txn",
+                        json!({
+                            "compare": [{"key": b64(&key), "target": "MOD", "result": "EQUAL", "mod_revision": seen.to_string()}],
+                            "success": [delete(&key)],
+                        }),
+                    )
+                    .await?;
                 }
                 Ok(None) => {}
                 Err(error) => {

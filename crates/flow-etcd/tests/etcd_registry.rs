@@ -203,3 +203,34 @@ fn endpoint_lists_are_validated() {
         assert!(error.to_string().contains("etcd://host:port"), "{error}");
     }
 }
+
+#[tokio::test]
+async fn an_expired_lock_key_without_a_lease_is_taken_over_and_a_live_one_is_not() {
+    let node = EtcdNode::start().await;
+    let registry = EtcdRegistry::new(&node.endpoints()).unwrap();
+    // Lock keys written by hand (no lease): one whose deadline passed, one still live.
+    let expired = r#"{"holder":"old tool","since_ms":1000,"expires_ms":2000}"#;
+    node.etcdctl(&["put", "docker-flow/stale/lock", expired]);
+    let lease = registry
+        .lock(&service("stale"), "new holder", Duration::from_secs(5))
+        .await
+        .expect("an expired lock without a lease is taken over");
+    assert_eq!(lease.holder, "new holder");
+    registry.unlock(&lease).await.unwrap();
+
+    let far = UNIX_EPOCH.elapsed().unwrap().as_millis() as u64 + 3_600_000;
+    let live = format!(r#"{{"holder":"other tool","since_ms":1000,"expires_ms":{far}}}"#);
+    node.etcdctl(&["put", "docker-flow/busy/lock", &live]);
+    match registry
+        .lock(&service("busy"), "new holder", Duration::from_secs(5))
+        .await
+    {
+        Err(flow_core::RegistryError::Locked { holder, .. }) => assert_eq!(holder, "other tool"),
+        other => panic!("expected Locked, got {other:?}"),
+    }
+    assert_eq!(
+        node.etcdctl(&["get", "docker-flow/busy/lock", "--print-value-only"])
+            .trim(),
+        live
+    );
+}

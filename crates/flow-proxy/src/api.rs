@@ -30,6 +30,15 @@
 //! echoed like 1.x did; failures add `"Error"` (see [`wire::ErrorKind`]) and use 400 (bad
 //! parameters), 401 (token), 404 (unknown service or endpoint), 500 (HAProxy refused) or
 //! 503 (servers not UP).
+//!
+//! # A change that runs but cannot be saved
+//!
+//! Once HAProxy runs a `reconfigure` or `remove`, the answer is `OK`: a file of the state
+//! directory that cannot be written afterwards (`routes.json`, `registry-routes.json`) adds
+//! a `warning: …` to the `Message` (also printed on stderr) saying what a restart would do —
+//! restore the routes, or the list of registry-backed routes, as they were before the change,
+//! until a later change writes them again. Answering `NOK` would make a release roll back a
+//! switch that happened (see [`crate::haproxy`]).
 
 use std::collections::BTreeSet;
 use std::convert::Infallible;
@@ -49,8 +58,8 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::haproxy::{Haproxy, HaproxyError, HaproxyOptions, DEFAULT_BINARY};
-use crate::table::write_atomically;
+use crate::haproxy::{Applied, Haproxy, HaproxyError, HaproxyOptions, DEFAULT_BINARY};
+use crate::table::{off_runtime, write_atomically};
 use crate::validate::{parse_servers, InvalidInput};
 use wire::{Answer, ErrorKind, RouteView, ServerView};
 
@@ -298,7 +307,15 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
 /// routed by the restored configuration from HAProxy's first accepted connection.
 pub async fn start(config: ServeConfig) -> Result<RunningProxy, ServeError> {
     let backed_path = config.state_dir.join(REGISTRY_ROUTES_FILE);
-    let backed = load_registry_routes(&backed_path)?;
+    let backed = {
+        let path = backed_path.clone();
+        off_runtime(move || load_registry_routes(&path))
+            .await
+            .map_err(|error| ServeError::RegistryRoutes {
+                path: backed_path.clone(),
+                reason: error.to_string(),
+            })??
+    };
     let mut options = HaproxyOptions::new(config.state_dir.clone(), config.binds.clone());
     options.binary = config.haproxy.clone();
     options.up_timeout = config.up_timeout;
@@ -325,7 +342,10 @@ pub async fn start(config: ServeConfig) -> Result<RunningProxy, ServeError> {
         haproxy: haproxy.clone(),
         token: config.token.clone(),
         registry: config.registry.clone(),
-        registry_routes: tokio::sync::Mutex::new(backed),
+        registry_routes: tokio::sync::Mutex::new(RegistryRoutes {
+            services: backed,
+            file_behind: false,
+        }),
         registry_routes_path: backed_path,
     });
     let (stop, mut stopped) = watch::channel(false);
@@ -426,10 +446,16 @@ async fn restore_from_registry(
             color,
             ..stored.route.clone()
         };
-        if let Err(error) = haproxy.reconfigure(route, servers, stored.skip_check).await {
-            warnings.push(format!(
+        match haproxy.reconfigure(route, servers, stored.skip_check).await {
+            Ok(applied) => warnings.extend(
+                applied
+                    .warnings
+                    .into_iter()
+                    .map(|warning| format!("{service} was rebuilt from {registry}: {warning}")),
+            ),
+            Err(error) => warnings.push(format!(
                 "{service} keeps its stored servers: the registered ones were refused: {error}"
-            ));
+            )),
         }
     }
     warnings
@@ -470,10 +496,17 @@ struct App {
     haproxy: Haproxy,
     token: Option<String>,
     registry: Option<DynRegistry>,
-    /// The registry-backed services, as last written to `registry_routes_path`; the lock
-    /// also orders the writes of that file.
-    registry_routes: tokio::sync::Mutex<BTreeSet<ServiceName>>,
+    /// The registry-backed services; the lock also orders the writes of
+    /// `registry_routes_path`.
+    registry_routes: tokio::sync::Mutex<RegistryRoutes>,
     registry_routes_path: PathBuf,
+}
+
+/// The registry-backed services as the API knows them, and whether their file lags behind.
+struct RegistryRoutes {
+    services: BTreeSet<ServiceName>,
+    /// The last write of the file failed: the next call writes it even without a change.
+    file_behind: bool,
 }
 
 /// A failed request: its status and answer.
@@ -705,10 +738,13 @@ impl App {
             .reconfigure(route, servers.clone(), skip_check)
             .await
         {
-            Ok(()) => {
-                self.remember_source(&service, from_registry).await?;
-                answer.message =
-                    format!("{service} is routed to {} (all UP)", list_servers(&servers));
+            Ok(applied) => {
+                let source_warning = self.remember_source(&service, from_registry).await;
+                answer.message = with_warnings(
+                    format!("{service} is routed to {} (all UP)", list_servers(&servers)),
+                    applied,
+                    source_warning,
+                );
                 Ok(answer)
             }
             Err(error) => {
@@ -743,39 +779,36 @@ impl App {
     }
 
     /// Records whether the route of `service` is registry-backed (`true`) or not (`false`,
-    /// also after a removal), writing the list only when it changes.
-    async fn remember_source(
-        &self,
-        service: &ServiceName,
-        from_registry: bool,
-    ) -> Result<(), Failure> {
+    /// also after a removal), writing the list when it changes or an earlier write failed.
+    ///
+    /// It is called once the route is applied, so a failed write is a warning (returned), not
+    /// a failure: the route stands, memory keeps its new source, and the file follows at the
+    /// next write.
+    async fn remember_source(&self, service: &ServiceName, from_registry: bool) -> Option<String> {
         let mut backed = self.registry_routes.lock().await;
         let changed = if from_registry {
-            backed.insert(service.clone())
+            backed.services.insert(service.clone())
         } else {
-            backed.remove(service)
+            backed.services.remove(service)
         };
-        if !changed {
-            return Ok(());
+        if !changed && !backed.file_behind {
+            return None;
         }
-        let names: Vec<&str> = backed.iter().map(ServiceName::as_str).collect();
+        let names: Vec<&str> = backed.services.iter().map(ServiceName::as_str).collect();
         let text = serde_json::to_vec_pretty(&names).expect("a list of names serializes");
-        write_atomically(&self.registry_routes_path, &text).map_err(|error| {
-            // Undo in memory too, so that memory and file agree.
-            if from_registry {
-                backed.remove(service);
-            } else {
-                backed.insert(service.clone());
+        match write_atomically(&self.registry_routes_path, text).await {
+            Ok(()) => {
+                backed.file_behind = false;
+                None
             }
-            Failure::new(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                ErrorKind::Internal,
-                format!(
-                    "the route of {service} was applied, but {} could not be written ({error}), so a restarted proxy would not know whether to rebuild it from the registry",
+            Err(error) => {
+                backed.file_behind = true;
+                Some(format!(
+                    "the list of registry-backed routes {} could not be written ({error}); a restarted proxy would rebuild from the registry the routes listed before this change, until a later change writes the list again",
                     self.registry_routes_path.display()
-                ),
-            )
-        })
+                ))
+            }
+        }
     }
 
     async fn remove(&self, query: &Query) -> Result<Answer, Failure> {
@@ -785,10 +818,14 @@ impl App {
             ..Answer::default()
         };
         match self.haproxy.remove(&service).await {
-            Ok(()) => {
-                self.remember_source(&service, false).await?;
+            Ok(applied) => {
+                let source_warning = self.remember_source(&service, false).await;
                 answer.status = "OK".into();
-                answer.message = format!("the route of {service} was removed");
+                answer.message = with_warnings(
+                    format!("the route of {service} was removed"),
+                    applied,
+                    source_warning,
+                );
                 Ok(answer)
             }
             Err(error) => {
@@ -830,6 +867,18 @@ impl App {
             ..Answer::default()
         })
     }
+}
+
+/// `message` followed by each warning of a change that was applied (also printed on stderr,
+/// where the proxy's operator sees it).
+fn with_warnings(message: String, applied: Applied, source_warning: Option<String>) -> String {
+    let mut message = message;
+    for warning in applied.warnings.into_iter().chain(source_warning) {
+        eprintln!("docker-flow proxy: warning: {warning}");
+        message.push_str("; warning: ");
+        message.push_str(&warning);
+    }
+    message
 }
 
 fn list_servers(servers: &[SocketAddr]) -> String {
@@ -1023,6 +1072,46 @@ mod tests {
         assert!(serde_json::from_str::<Vec<String>>(&backed)
             .unwrap()
             .is_empty());
+        proxy.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_registry_backed_route_stands_when_its_list_cannot_be_written() {
+        let state = tempfile::tempdir().unwrap();
+        let bind = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let (blue, _blue) = backend("blue").await;
+        let registry = Arc::new(MemoryRegistry::new());
+        registry
+            .register(&registration("shop-blue-1", "shop-blue", blue))
+            .await
+            .unwrap();
+        // A directory where the temporary file of the list goes: writing the list fails.
+        let blocker = state.path().join(format!("{REGISTRY_ROUTES_FILE}.tmp"));
+        std::fs::create_dir(&blocker).unwrap();
+        let proxy = start(config(state.path(), bind, &registry)).await.unwrap();
+
+        let query = "serviceName=shop&serviceColor=blue&servicePath=/shop";
+        let response = api(&proxy, query).await;
+        assert!(
+            response.contains(r#""Status":"OK""#)
+                && response.contains("; warning: the list of registry-backed routes"),
+            "{response}"
+        );
+        assert_eq!(get(bind, "/shop").await, "blue");
+        assert!(!state.path().join(REGISTRY_ROUTES_FILE).exists());
+
+        // Once it can be written, the next call writes it, though the source did not change.
+        std::fs::remove_dir(&blocker).unwrap();
+        let response = api(&proxy, query).await;
+        assert!(!response.contains("warning"), "{response}");
+        let backed = std::fs::read_to_string(state.path().join(REGISTRY_ROUTES_FILE)).unwrap();
+        assert_eq!(
+            serde_json::from_str::<Vec<String>>(&backed).unwrap(),
+            ["shop"]
+        );
         proxy.shutdown().await;
     }
 }

@@ -34,6 +34,25 @@
 //!   the old worker finishes their open requests while the new worker never knows them (so
 //!   their sessions count as zero from then on).
 //!
+//! # When a file cannot be written after a change
+//!
+//! What HAProxy runs is the truth. Once a change is applied (new servers in rotation, a
+//! reload confirmed), the route table in memory is updated and published first, and only
+//! then are the files written: the configuration file (when only the servers changed) and
+//! `routes.json`. A write that fails then (disk full, permissions, a failing disk) does not
+//! turn the change into a failure — the caller would roll back a switch that happened, and
+//! memory would disagree with HAProxy. It is returned as a warning in [`Applied`] (the API
+//! answers `OK` with the warning in its `Message`) and the proxy keeps serving the change.
+//! Until a later change writes the files again, a *restarted* proxy restores the routes as
+//! they were before the change: the atomic write leaves the previous `routes.json` whole.
+//! A stale configuration file alone does not matter: every reload and every start render the
+//! configuration from the route table.
+//!
+//! File work (writes with their `fsync`s, renames, reading the log) runs on tokio's blocking
+//! pool ([`crate::table`]), so a slow disk holds the change in progress — the state lock is
+//! kept across the write, which keeps writes in the order of the changes — but never a
+//! runtime thread.
+//!
 //! # Health checks
 //!
 //! Servers are checked with a plain TCP connect (`check inter 1s fastinter 20ms downinter 20ms
@@ -72,7 +91,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::Mutex;
 use tokio::time::{sleep, timeout, Instant};
 
-use crate::table::{write_atomically, RouteEntry, RouteTable, StateError};
+use crate::table::{off_runtime, write_atomically, RouteEntry, RouteTable, StateError};
 use crate::validate::{check_route, server_name, InvalidInput};
 
 /// How often `show stat` is polled while waiting for servers or for a drain.
@@ -196,6 +215,16 @@ pub enum HaproxyError {
     State(#[from] StateError),
 }
 
+/// A change HAProxy runs now, with what could not be written to the state directory after it
+/// was applied (see the [module docs](self#when-a-file-cannot-be-written-after-a-change)).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[must_use = "a change whose files could not be written must be reported"]
+pub struct Applied {
+    /// One sentence per file that could not be written, saying what it means for a restart;
+    /// empty when every file is in step with what HAProxy runs.
+    pub warnings: Vec<String>,
+}
+
 /// A server's state as HAProxy reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "UPPERCASE")]
@@ -300,7 +329,11 @@ impl Haproxy {
     /// starts HAProxy with it: every stored route is in the configuration before the
     /// frontends open their sockets.
     pub async fn start(options: HaproxyOptions) -> Result<Haproxy, HaproxyError> {
-        check_binary(&options.binary)?;
+        let binary = options.binary.clone();
+        file_work("cannot look for the HAProxy binary", move || {
+            check_binary(&binary)
+        })
+        .await?;
         if options.binds.is_empty() {
             return Err(HaproxyError::NoBinds);
         }
@@ -311,14 +344,16 @@ impl Haproxy {
                 path: options.state_dir.clone(),
             });
         }
-        std::fs::create_dir_all(&options.state_dir).map_err(|source| HaproxyError::Io {
-            what: format!(
-                "cannot create the state directory {}",
-                options.state_dir.display()
-            ),
-            source,
-        })?;
-        let table = RouteTable::load(&files.routes)?;
+        let state_dir = options.state_dir.clone();
+        let routes = files.routes.clone();
+        let table = file_work("cannot read the state directory", move || {
+            std::fs::create_dir_all(&state_dir).map_err(|source| HaproxyError::Io {
+                what: format!("cannot create the state directory {}", state_dir.display()),
+                source,
+            })?;
+            Ok(RouteTable::load(&routes)?)
+        })
+        .await?;
         let inner = Inner {
             options,
             files,
@@ -333,7 +368,7 @@ impl Haproxy {
         {
             let mut state = inner.state.lock().await;
             inner.install_config(&state.table, None).await?;
-            let child = inner.spawn_master()?;
+            let child = inner.spawn_master().await?;
             *inner.master.lock().expect("master mutex poisoned") = Some(child);
             state.worker_pid = inner.wait_for_new_worker(None, 0).await?;
             inner.publish(&state);
@@ -344,13 +379,14 @@ impl Haproxy {
     }
 
     /// Routes `route.service` to exactly `servers`, returning once they are all UP (see the
-    /// [module docs](self) for how).
+    /// [module docs](self) for how). Once HAProxy runs the change it is not reported as a
+    /// failure: files that could not be written then are listed in [`Applied::warnings`].
     pub async fn reconfigure(
         &self,
         route: Route,
         servers: Vec<SocketAddr>,
         skip_check: bool,
-    ) -> Result<(), HaproxyError> {
+    ) -> Result<Applied, HaproxyError> {
         check_route(&route)?;
         if servers.is_empty() {
             return Err(InvalidInput::NoServers.into());
@@ -365,6 +401,8 @@ impl Haproxy {
         };
         let mut table = state.table.clone();
         table.insert(wanted.clone());
+        // Set when only servers moved: the configuration file then still lists the old ones.
+        let mut rewrite_config = false;
         match state.table.get(&service).cloned() {
             None => {
                 // First the backend alone, so that servers that never come UP are never
@@ -388,9 +426,7 @@ impl Haproxy {
                     self.move_servers(&mut state, &wanted).await?;
                     // The file lists the servers; with the same ones (a colour-only or repeated
                     // reconfigure) it is already what HAProxy runs.
-                    if current.servers != wanted.servers {
-                        inner.install_config(&table, None).await?;
-                    }
+                    rewrite_config = current.servers != wanted.servers;
                 } else {
                     // The backend exists: move its servers without a reload first (which keeps
                     // the old ones if the new ones fail), then load the new routing.
@@ -410,14 +446,25 @@ impl Haproxy {
                 }
             }
         }
-        table.save(&inner.files.routes)?;
+        // HAProxy runs the change from here on: memory follows it first, the files after.
         state.table = table;
         inner.publish(&state);
-        Ok(())
+        let mut applied = Applied::default();
+        if rewrite_config {
+            if let Err(error) = inner.install_config(&state.table, None).await {
+                applied.warnings.push(format!(
+                    "HAProxy runs the new servers of {service}, but {} could not be rewritten to list them ({error}); this changes nothing while the proxy runs, since every reload and every start render the configuration from the route table",
+                    inner.files.config.display()
+                ));
+            }
+        }
+        inner.save_applied(&state.table, &mut applied).await;
+        Ok(applied)
     }
 
-    /// Deletes the route of exactly `service` (render, validate, reload).
-    pub async fn remove(&self, service: &ServiceName) -> Result<(), HaproxyError> {
+    /// Deletes the route of exactly `service` (render, validate, reload). Once HAProxy runs
+    /// without the route, a route table that cannot be written is a warning in [`Applied`].
+    pub async fn remove(&self, service: &ServiceName) -> Result<Applied, HaproxyError> {
         let inner = &self.inner;
         let mut state = inner.state.lock().await;
         let mut table = state.table.clone();
@@ -427,11 +474,13 @@ impl Haproxy {
             });
         }
         inner.reload_with(&mut state, &table, None).await?;
-        table.save(&inner.files.routes)?;
+        // HAProxy runs without the route from here on: memory follows it first, the file after.
         state.table = table;
         state.draining.retain(|(s, _)| s != service);
         inner.publish(&state);
-        Ok(())
+        let mut applied = Applied::default();
+        inner.save_applied(&state.table, &mut applied).await;
+        Ok(applied)
     }
 
     /// Every route with the live state of its servers.
@@ -630,15 +679,30 @@ impl Inner {
             (state.table.clone(), state.worker_pid);
     }
 
-    fn spawn_master(&self) -> Result<Child, HaproxyError> {
-        let log = std::fs::File::create(&self.files.log).map_err(|source| HaproxyError::Io {
-            what: format!("cannot create {}", self.files.log.display()),
-            source,
-        })?;
-        let log_err = log.try_clone().map_err(|source| HaproxyError::Io {
-            what: "cannot share the log file".into(),
-            source,
-        })?;
+    /// Writes `table`, which HAProxy already runs, to `routes.json`; a failure becomes a
+    /// warning of `applied` (see the [module docs](self#when-a-file-cannot-be-written-after-a-change)).
+    async fn save_applied(&self, table: &RouteTable, applied: &mut Applied) {
+        if let Err(error) = table.save(&self.files.routes).await {
+            applied.warnings.push(format!(
+                "HAProxy runs this change and the proxy keeps serving it, but it could not be saved ({error}); a restarted proxy would restore the routes as they were before it, until a later change saves the table again"
+            ));
+        }
+    }
+
+    async fn spawn_master(&self) -> Result<Child, HaproxyError> {
+        let log_path = self.files.log.clone();
+        let (log, log_err) = file_work("cannot create the log file", move || {
+            let log = std::fs::File::create(&log_path).map_err(|source| HaproxyError::Io {
+                what: format!("cannot create {}", log_path.display()),
+                source,
+            })?;
+            let log_err = log.try_clone().map_err(|source| HaproxyError::Io {
+                what: "cannot share the log file".into(),
+                source,
+            })?;
+            Ok((log, log_err))
+        })
+        .await?;
         Command::new(&self.options.binary)
             .arg("-W")
             .arg("-S")
@@ -664,12 +728,14 @@ impl Inner {
         unrouted: Option<&ServiceName>,
     ) -> Result<(), HaproxyError> {
         self.check_config(table, unrouted).await?;
-        std::fs::rename(&self.files.candidate, &self.files.config).map_err(|source| {
-            HaproxyError::Io {
-                what: format!("cannot install {}", self.files.config.display()),
+        let (candidate, config) = (self.files.candidate.clone(), self.files.config.clone());
+        file_work("cannot install the configuration", move || {
+            std::fs::rename(&candidate, &config).map_err(|source| HaproxyError::Io {
+                what: format!("cannot install {}", config.display()),
                 source,
-            }
+            })
         })
+        .await
     }
 
     /// Renders `table` into the candidate file and validates it with `haproxy -c`.
@@ -684,12 +750,12 @@ impl Inner {
             &self.files.admin_socket,
             unrouted,
         );
-        write_atomically(&self.files.candidate, text.as_bytes()).map_err(|source| {
-            HaproxyError::Io {
+        write_atomically(&self.files.candidate, text.into_bytes())
+            .await
+            .map_err(|source| HaproxyError::Io {
                 what: format!("cannot write {}", self.files.candidate.display()),
                 source,
-            }
-        })?;
+            })?;
         let output = Command::new(&self.options.binary)
             .arg("-c")
             .arg("-f")
@@ -766,14 +832,14 @@ impl Inner {
             if let Some(status) = self.master_exit_status() {
                 return Err(fail(format!(
                     "the HAProxy master exited ({status}); {}",
-                    self.log_tail()
+                    self.log_tail().await
                 )));
             }
             if let Ok(proc) = self.show_proc().await {
                 if proc.failed > failed_before {
                     return Err(fail(format!(
                         "the new worker failed to load; the previous one keeps serving; {}",
-                        self.log_tail()
+                        self.log_tail().await
                     )));
                 }
                 if let Some(pid) = proc.workers.first().copied().filter(|p| Some(*p) != old) {
@@ -783,7 +849,7 @@ impl Inner {
             if Instant::now() >= deadline {
                 return Err(fail(format!(
                     "no new worker after {WORKER_START_TIMEOUT:?}; {}",
-                    self.log_tail()
+                    self.log_tail().await
                 )));
             }
             sleep(POLL_INTERVAL).await;
@@ -799,8 +865,12 @@ impl Inner {
         }
     }
 
-    fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(&self.files.log).unwrap_or_default();
+    async fn log_tail(&self) -> String {
+        let path = self.files.log.clone();
+        let log = off_runtime(move || std::fs::read_to_string(path))
+            .await
+            .and_then(|read| read)
+            .unwrap_or_default();
         let lines: Vec<&str> = log.lines().rev().take(8).collect();
         let tail: Vec<&str> = lines.into_iter().rev().collect();
         format!("{}: {}", self.files.log.display(), tail.join(" | "))
@@ -930,6 +1000,18 @@ impl Inner {
             }),
         }
     }
+}
+
+/// Runs blocking file work on the blocking pool ([`off_runtime`]); `what` names it in the
+/// error should it not run at all.
+async fn file_work<T: Send + 'static>(
+    what: &str,
+    work: impl FnOnce() -> Result<T, HaproxyError> + Send + 'static,
+) -> Result<T, HaproxyError> {
+    off_runtime(work).await.map_err(|source| HaproxyError::Io {
+        what: what.to_string(),
+        source,
+    })?
 }
 
 /// The processes `show proc` lists.

@@ -21,7 +21,11 @@
 //!   state directory after each change, and the configuration file is rewritten to match the
 //!   runtime state after each change, so a reload (or a restart) never changes routing. At
 //!   start the whole table — blue-green routes too — is rendered into the configuration
-//!   before HAProxy opens its frontends; 1.x lost blue-green routes on restart.
+//!   before HAProxy opens its frontends; 1.x lost blue-green routes on restart. Once HAProxy
+//!   runs a change, though, the change stands: memory follows it first and the files are
+//!   written after, so a write that fails then is answered `OK` with a warning rather than
+//!   as a failure the caller would roll back (a restart would then restore the previous
+//!   table; see [`haproxy`]). File work runs on tokio's blocking pool, never on the runtime.
 //! * **Reloads close no connection.** The old worker keeps idle keep-alive connections open
 //!   (`option idle-close-on-response`) and answers one more request on each with
 //!   `Connection: close`, using the routing it was started with; closing them at once made
@@ -53,6 +57,6 @@ pub mod validate;
 
 pub use api::{serve, start, RunningProxy, ServeConfig, ServeError};
 pub use client::HttpProxy;
-pub use haproxy::{Haproxy, HaproxyError, HaproxyOptions, ServerState};
+pub use haproxy::{Applied, Haproxy, HaproxyError, HaproxyOptions, ServerState};
 pub use table::{RouteEntry, RouteTable, StateError};
 pub use validate::InvalidInput;

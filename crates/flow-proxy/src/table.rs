@@ -6,12 +6,26 @@
 //! `fsync`, `rename` over the old one, `fsync` of the directory. A crash leaves either the
 //! old or the new table, never half of one. A file that cannot be read back is an error at
 //! start: it is never silently replaced by an empty table, which would drop every route.
+//!
+//! # Blocking file work
+//!
+//! Writing a file atomically means two `fsync`s, which can take tens of milliseconds on a
+//! busy disk (seconds on a failing one). Done on the async runtime, that would stall every
+//! other task of the worker thread — API requests, `routes` readers, drain tasks — for as
+//! long. So [`RouteTable::save`] and the crate's other file work run on tokio's blocking
+//! pool and are awaited from there.
+//!
+//! The writes of the whole process are serialized by one lock taken inside the blocking
+//! work itself: a write whose caller went away (its future dropped) still completes on the
+//! blocking pool, and must not share its temporary file with the next write, which would
+//! break the atomicity above.
 
 use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, PoisonError};
 
 use flow_core::{Route, ServiceName};
 use serde::{Deserialize, Serialize};
@@ -109,8 +123,9 @@ impl RouteTable {
         Ok(table)
     }
 
-    /// Writes the table to `path` atomically (temporary file, fsync, rename, directory fsync).
-    pub fn save(&self, path: &Path) -> Result<(), StateError> {
+    /// Writes the table to `path` atomically (temporary file, fsync, rename, directory fsync)
+    /// on the blocking pool (see the [module docs](self)).
+    pub async fn save(&self, path: &Path) -> Result<(), StateError> {
         let write_error = |source| StateError::Write {
             path: path.to_path_buf(),
             source,
@@ -121,7 +136,7 @@ impl RouteTable {
         };
         let text =
             serde_json::to_vec_pretty(&file).map_err(|e| write_error(io::Error::other(e)))?;
-        write_atomically(path, &text).map_err(write_error)
+        write_atomically(path, text).await.map_err(write_error)
     }
 
     /// The entry of `service`.
@@ -145,8 +160,36 @@ impl RouteTable {
     }
 }
 
-/// Replaces `path` with `contents` so that a crash leaves the old or the new file whole.
-pub(crate) fn write_atomically(path: &Path, contents: &[u8]) -> io::Result<()> {
+/// Runs blocking file work on tokio's blocking pool and waits for it, so that it does not
+/// stall the runtime's worker threads. A panic in `work` is resumed in the caller, as if the
+/// work had run in place.
+pub(crate) async fn off_runtime<T: Send + 'static>(
+    work: impl FnOnce() -> T + Send + 'static,
+) -> io::Result<T> {
+    match tokio::task::spawn_blocking(work).await {
+        Ok(value) => Ok(value),
+        Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+        // Only when the runtime shuts down before the work started.
+        Err(error) => Err(io::Error::other(format!(
+            "the file operation did not run: {error}"
+        ))),
+    }
+}
+
+/// Replaces `path` with `contents` so that a crash leaves the old or the new file whole; the
+/// work runs on the blocking pool ([`off_runtime`]).
+pub(crate) async fn write_atomically(path: &Path, contents: Vec<u8>) -> io::Result<()> {
+    let path = path.to_path_buf();
+    off_runtime(move || write_atomically_blocking(&path, &contents)).await?
+}
+
+/// Serializes the atomic writes of the process (see the [module docs](self)).
+static ATOMIC_WRITES: Mutex<()> = Mutex::new(());
+
+/// The blocking body of [`write_atomically`].
+fn write_atomically_blocking(path: &Path, contents: &[u8]) -> io::Result<()> {
+    // The lock guards no data, so a panic of an earlier holder leaves nothing inconsistent.
+    let _serialized = ATOMIC_WRITES.lock().unwrap_or_else(PoisonError::into_inner);
     let directory = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -184,15 +227,15 @@ mod tests {
         }
     }
 
-    #[test]
-    fn a_saved_table_loads_back_equal() {
+    #[tokio::test]
+    async fn a_saved_table_loads_back_equal() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("routes.json");
         assert_eq!(RouteTable::load(&path).unwrap(), RouteTable::default());
         let mut table = RouteTable::default();
         table.insert(entry("app"));
         table.insert(entry("app2"));
-        table.save(&path).unwrap();
+        table.save(&path).await.unwrap();
         assert_eq!(RouteTable::load(&path).unwrap(), table);
     }
 

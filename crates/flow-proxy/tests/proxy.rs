@@ -468,6 +468,112 @@ async fn a_restarted_proxy_restores_every_route_before_traffic() {
     assert_eq!(shop_route["ServiceDomain"], "shop.example");
 }
 
+/// Whether the answer is OK and carries a warning naming the route table.
+fn ok_with_table_warning(status: StatusCode, answer: &serde_json::Value) -> bool {
+    let message = answer["Message"].as_str().unwrap_or_default();
+    status == StatusCode::OK
+        && answer["Status"] == "OK"
+        && message.contains("warning: ")
+        && message.contains("routes.json")
+        && message.contains("a restarted proxy would restore the routes as they were before")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_haproxy_runs_stands_when_the_route_table_cannot_be_saved() {
+    let state = tempfile::tempdir().unwrap();
+    let bind = free_addr();
+    let blue = Backend::start("blue").await;
+    let green = Backend::start("green").await;
+    let extra = Backend::start("extra").await;
+    let mut proxy = TestProxy::start_with(config(state.path(), bind)).await;
+    let (status, answer) = proxy
+        .reconfigure("web", "/web", &[blue.addr], "&serviceColor=blue")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert!(
+        !answer["Message"].as_str().unwrap().contains("warning"),
+        "{answer}"
+    );
+
+    // A directory where the temporary file of the next write goes: every write of the
+    // route table fails from now on, and the stored table stays the one routing to blue.
+    let blocker = state.path().join("routes.json.tmp");
+    std::fs::create_dir(&blocker).unwrap();
+
+    // Servers moved at run time (no reload): the switch stands and says what was not saved.
+    let (status, answer) = proxy
+        .reconfigure("web", "/web", &[green.addr], "&serviceColor=green")
+        .await;
+    assert!(ok_with_table_warning(status, &answer), "{status}: {answer}");
+    for _ in 0..5 {
+        assert_eq!(
+            proxy.get("/web", None).await,
+            (StatusCode::OK, "green".into())
+        );
+    }
+    let (_, _, routes) = proxy.api("/v1/docker-flow-proxy/routes").await;
+    assert_eq!(routes["Routes"][0]["ServiceColor"], "green", "{routes}");
+    assert!(proxy
+        .config_text(state.path())
+        .contains(&green.addr.to_string()));
+
+    // A new service (two reloads) and a removal (one) stand as well.
+    let (status, answer) = proxy
+        .reconfigure("extra", "/extra", &[extra.addr], "")
+        .await;
+    assert!(ok_with_table_warning(status, &answer), "{status}: {answer}");
+    assert_eq!(
+        proxy.get("/extra", None).await,
+        (StatusCode::OK, "extra".into())
+    );
+    let (status, _, answer) = proxy
+        .api("/v1/docker-flow-proxy/remove?serviceName=extra")
+        .await;
+    assert!(ok_with_table_warning(status, &answer), "{status}: {answer}");
+    assert_eq!(
+        proxy.get("/extra", None).await.0,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    // Still serving, and still switching.
+    let (status, answer) = proxy
+        .reconfigure("web", "/web", &[blue.addr], "&serviceColor=blue")
+        .await;
+    assert!(ok_with_table_warning(status, &answer), "{status}: {answer}");
+    let (status, answer) = proxy
+        .reconfigure("web", "/web", &[green.addr], "&serviceColor=green")
+        .await;
+    assert!(ok_with_table_warning(status, &answer), "{status}: {answer}");
+    assert_eq!(
+        proxy.get("/web", None).await,
+        (StatusCode::OK, "green".into())
+    );
+    proxy.stop().await;
+
+    // As documented, a restart restores the table last saved: web on blue.
+    let mut proxy = TestProxy::start_with(config(state.path(), bind)).await;
+    assert_eq!(
+        proxy.get("/web", None).await,
+        (StatusCode::OK, "blue".into())
+    );
+
+    // Once the table can be written again, the next change saves it, and a restart keeps it.
+    std::fs::remove_dir(&blocker).unwrap();
+    let (status, answer) = proxy
+        .reconfigure("web", "/web", &[green.addr], "&serviceColor=green")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert!(
+        !answer["Message"].as_str().unwrap().contains("warning"),
+        "{answer}"
+    );
+    proxy.stop().await;
+    let proxy = TestProxy::start_with(config(state.path(), bind)).await;
+    assert_eq!(
+        proxy.get("/web", None).await,
+        (StatusCode::OK, "green".into())
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn remove_removes_exactly_that_service() {
     let state = tempfile::tempdir().unwrap();

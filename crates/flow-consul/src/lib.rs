@@ -94,9 +94,7 @@ use std::time::{Duration, Instant, SystemTime};
 use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use flow_core::kv::{
-    corrupt, parse_color, parse_lock, parse_record, parse_scale, LockRecord, ServiceKeys,
-};
+use flow_core::kv::{corrupt, parse_lock, LockRecord, ServiceKeys};
 use flow_core::{
     HealthCheck, Lease, Registration, Registry, RegistryError, ReleaseState, Revision, ServiceName,
     Versioned,
@@ -602,14 +600,10 @@ impl Registry for ConsulRegistry {
         let mut revision = Revision::NONE;
         for entry in self.kv_tree(&keys.prefix).await? {
             let key = entry.key.as_str();
-            if key == keys.color {
-                state.color = Some(parse_color(key, &entry.text(key)?)?);
-            } else if key == keys.scale {
-                state.scale = Some(parse_scale(key, &entry.text(key)?)?);
-            } else if key == keys.release {
-                state.last_release = Some(parse_record(key, &entry.text(key)?)?);
-            } else if key == keys.revision {
+            if key == keys.revision {
                 revision = Revision(entry.modify_index);
+            } else {
+                keys.read_into(&mut state, key, || entry.text(key))?;
             }
         }
         Ok(Versioned {

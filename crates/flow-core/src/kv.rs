@@ -75,6 +75,26 @@ impl ServiceKeys {
             ),
         ]
     }
+
+    /// The inverse of [`ServiceKeys::values_of`]: reads the value stored at `key` into `state`
+    /// when `key` is the `color`, `scale` or `release` key, and leaves `state` alone for any
+    /// other key. `text` gives the stored value; it is asked for only for those three keys,
+    /// so a backend decodes no other value.
+    pub fn read_into(
+        &self,
+        state: &mut ReleaseState,
+        key: &str,
+        text: impl FnOnce() -> Result<String, RegistryError>,
+    ) -> Result<(), RegistryError> {
+        if key == self.color {
+            state.color = Some(parse_color(key, &text()?)?);
+        } else if key == self.scale {
+            state.scale = Some(parse_scale(key, &text()?)?);
+        } else if key == self.release {
+            state.last_release = Some(parse_record(key, &text()?)?);
+        }
+        Ok(())
+    }
 }
 
 /// [`RegistryError::Corrupt`] for the `value` found at `key`, saying what is wrong with it.
@@ -248,5 +268,32 @@ mod tests {
             (renewed.holder, renewed.since_ms),
             (record.holder, record.since_ms)
         );
+    }
+
+    #[test]
+    fn read_into_reads_back_what_values_of_writes_and_ignores_other_keys() {
+        let keys = ServiceKeys::new(&ServiceName::new("shop-web").unwrap());
+        let written = ReleaseState {
+            color: Some(crate::Color::Green),
+            scale: Some(3),
+            last_release: None,
+        };
+        let mut read = ReleaseState::default();
+        for (key, value) in keys.values_of(&written) {
+            if let Some(value) = value {
+                keys.read_into(&mut read, key, || Ok(value.clone()))
+                    .unwrap();
+            }
+        }
+        assert_eq!(read, written);
+        // The lock and revision keys are not state: their values are never asked for.
+        for other in [&keys.lock, &keys.revision] {
+            keys.read_into(&mut read, other, || panic!("{other} was decoded"))
+                .unwrap();
+        }
+        let error = keys
+            .read_into(&mut read, &keys.color, || Ok("purple".into()))
+            .unwrap_err();
+        assert!(matches!(error, RegistryError::Corrupt { ref key, .. } if *key == keys.color));
     }
 }

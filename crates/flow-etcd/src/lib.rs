@@ -73,9 +73,7 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use flow_core::kv::{
-    corrupt, parse_color, parse_lock, parse_record, parse_scale, LockRecord, ServiceKeys,
-};
+use flow_core::kv::{corrupt, parse_lock, LockRecord, ServiceKeys};
 use flow_core::{
     Lease, Registration, Registry, RegistryError, ReleaseState, Revision, ServiceName, Versioned,
 };
@@ -369,14 +367,10 @@ impl Registry for EtcdRegistry {
         let mut revision = Revision::NONE;
         for kv in self.range_prefix(&keys.prefix).await? {
             let (key, text) = (kv.key.as_str(), kv.value.as_str());
-            if key == keys.color {
-                state.color = Some(parse_color(key, text)?);
-            } else if key == keys.scale {
-                state.scale = Some(parse_scale(key, text)?);
-            } else if key == keys.release {
-                state.last_release = Some(parse_record(key, text)?);
-            } else if key == keys.revision {
+            if key == keys.revision {
                 revision = Revision(kv.mod_revision);
+            } else {
+                keys.read_into(&mut state, key, || Ok(text.to_string()))?;
             }
         }
         Ok(Versioned {

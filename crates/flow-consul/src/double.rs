@@ -75,25 +75,7 @@ const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 const MAX_WAIT: Duration = Duration::from_secs(600);
 
 /// The status of a health check, as Consul names it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum CheckStatus {
-    /// `passing`.
-    Passing,
-    /// `warning`.
-    Warning,
-    /// `critical` (what a new check starts as).
-    Critical,
-}
-
-impl CheckStatus {
-    fn as_str(self) -> &'static str {
-        match self {
-            CheckStatus::Passing => "passing",
-            CheckStatus::Warning => "warning",
-            CheckStatus::Critical => "critical",
-        }
-    }
-}
+pub use flow_core::CheckStatus;
 
 /// A running double; the server stops when this is dropped.
 pub struct ConsulDouble {

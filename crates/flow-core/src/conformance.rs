@@ -486,11 +486,11 @@ fn registration(id: &str, name: &str, address: &str, port: u16) -> Registration 
         port,
         tags: vec!["blue".to_string(), "v1".to_string()],
         meta: BTreeMap::from([("version".to_string(), "1.0".to_string())]),
-        check: Some(HealthCheck {
-            http: format!("http://{address}:{port}/health"),
-            interval: Duration::from_secs(5),
-            timeout: Duration::from_secs(2),
-        }),
+        check: Some(HealthCheck::http(
+            format!("http://{address}:{port}/health"),
+            Duration::from_secs(5),
+            Some(Duration::from_secs(2)),
+        )),
     }
 }
 

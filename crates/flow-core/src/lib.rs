@@ -115,7 +115,10 @@ pub use orchestrator::{
     TargetInfo,
 };
 pub use proxy::{DynProxy, PathType, Proxy, ProxyError, Route};
-pub use registry::{DynRegistry, HealthCheck, Lease, Registration, Registry, RegistryError};
+pub use registry::{
+    CheckStatus, CheckTarget, DynRegistry, HealthCheck, Lease, Registration, Registry,
+    RegistryError,
+};
 
 /// An error and its causes on one line (`error sending request: connection refused`), so a
 /// message about an unreachable backend says why, not only that it failed.

@@ -52,15 +52,90 @@ pub struct Lease {
     pub ttl: Duration,
 }
 
+/// What a [`HealthCheck`] probes: the kinds Consul runs (and Registrator's
+/// `SERVICE_CHECK_HTTP/HTTPS/TCP/TTL/SCRIPT/GRPC` ask for).
+///
+/// Serialized flattened into the check (`{"http": "..."}`), so a check stored before the other
+/// kinds existed still reads back as an HTTP check.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckTarget {
+    /// Request this URL (`http://` or `https://`); 2xx passes, 429 warns, anything else fails.
+    Http(String),
+    /// Open a TCP connection to this `host:port`.
+    Tcp(String),
+    /// Nothing is probed: the check fails unless it is reported passing within this long.
+    Ttl(Duration),
+    /// Run this program with these arguments; exit 0 passes, 1 warns, anything else fails.
+    Script(Vec<String>),
+    /// Ask this `host:port[/service]` through the gRPC health checking protocol.
+    Grpc(String),
+}
+
+/// How a health check's first result reads before it has run, as Consul names them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CheckStatus {
+    /// `passing`.
+    Passing,
+    /// `warning`.
+    Warning,
+    /// `critical` (what a check starts as when nothing else is said).
+    Critical,
+}
+
+impl CheckStatus {
+    /// The name Consul uses: `passing`, `warning` or `critical`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CheckStatus::Passing => "passing",
+            CheckStatus::Warning => "warning",
+            CheckStatus::Critical => "critical",
+        }
+    }
+}
+
 /// A health check a registry (Consul) can run against a registered instance.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthCheck {
-    /// The URL to GET; 2xx is passing.
-    pub http: String,
-    /// How often to check.
-    pub interval: Duration,
-    /// How long one check may take.
-    pub timeout: Duration,
+    /// What is probed.
+    #[serde(flatten)]
+    pub target: CheckTarget,
+    /// How often to check; `None` for TTL checks, which are reported rather than run.
+    pub interval: Option<Duration>,
+    /// How long one check may take; `None`: the registry's default (Consul: 10 s).
+    pub timeout: Option<Duration>,
+    /// The HTTP method of an HTTP check; `None`: GET.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    /// A gRPC check speaks TLS.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub grpc_use_tls: bool,
+    /// An HTTPS or gRPC-over-TLS check does not verify the certificate.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tls_skip_verify: bool,
+    /// The status before the first run; `None`: the registry's default (Consul: critical).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initial_status: Option<CheckStatus>,
+    /// Remove the instance once the check has been critical this long; `None`: never.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deregister_after: Option<Duration>,
+}
+
+impl HealthCheck {
+    /// A plain HTTP GET check of `url`, nothing else set.
+    pub fn http(url: impl Into<String>, interval: Duration, timeout: Option<Duration>) -> Self {
+        HealthCheck {
+            target: CheckTarget::Http(url.into()),
+            interval: Some(interval),
+            timeout,
+            method: None,
+            grpc_use_tls: false,
+            tls_skip_verify: false,
+            initial_status: None,
+            deregister_after: None,
+        }
+    }
 }
 
 /// One service instance as the registry knows it (Consul's catalog entry).
@@ -78,7 +153,7 @@ pub struct Registration {
     pub tags: Vec<String>,
     /// Free-form metadata.
     pub meta: BTreeMap<String, String>,
-    /// An HTTP check, when a health path is known.
+    /// A health check, when one is known.
     pub check: Option<HealthCheck>,
 }
 
@@ -188,5 +263,33 @@ pub type DynRegistry = std::sync::Arc<dyn Registry>;
 impl fmt::Display for MockRegistry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("mock registry")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_check_stored_before_the_other_kinds_existed_reads_back_as_http() {
+        let stored = r#"{"http":"http://10.0.0.5:8080/health",
+            "interval":{"secs":5,"nanos":0},"timeout":{"secs":2,"nanos":0}}"#;
+        let check: HealthCheck = serde_json::from_str(stored).expect("the old form reads");
+        assert_eq!(
+            check,
+            HealthCheck::http(
+                "http://10.0.0.5:8080/health",
+                Duration::from_secs(5),
+                Some(Duration::from_secs(2))
+            )
+        );
+        let ttl = HealthCheck {
+            target: CheckTarget::Ttl(Duration::from_secs(30)),
+            interval: None,
+            initial_status: Some(CheckStatus::Passing),
+            ..check
+        };
+        let text = serde_json::to_string(&ttl).expect("serializes");
+        assert_eq!(serde_json::from_str::<HealthCheck>(&text).expect("reads"), ttl);
     }
 }

@@ -90,11 +90,11 @@ async fn layout_is_what_the_docs_say() {
         port: 8080,
         tags: vec!["blue".into()],
         meta: BTreeMap::from([("image".into(), "shop/web:2".into())]),
-        check: Some(HealthCheck {
-            http: "http://10.0.0.5:8080/health".into(),
-            interval: Duration::from_secs(5),
-            timeout: Duration::from_millis(1500),
-        }),
+        check: Some(HealthCheck::http(
+            "http://10.0.0.5:8080/health",
+            Duration::from_secs(5),
+            Some(Duration::from_millis(1500)),
+        )),
     };
     registry.register(&registration).await.unwrap();
     let file = registry

@@ -15,28 +15,41 @@
 //!   nothing: `200 {"Results": [...], "Errors": null}` or `409 {"Results": null, "Errors":
 //!   [{"OpIndex", "What"}]}`. Write verbs report their entry without its value, deletes report
 //!   nothing, as Consul does.
-//! * **Sessions** `PUT /v1/session/create` (`Name`, `TTL` between 10s and 24h, `Behavior`
-//!   `release`/`delete`, `LockDelay`), `PUT /v1/session/renew/<id>` (404 when unknown),
-//!   `PUT /v1/session/destroy/<id>`, `GET /v1/session/info/<id>`. A session whose TTL passes
-//!   without a renew is invalidated (checked on every request): the keys it holds are
-//!   released, or deleted with `Behavior=delete`. (Consul may take up to twice the TTL; the
-//!   double takes exactly the TTL. `LockDelay` is recorded but not enforced: docker-flow's
-//!   sessions ask for none.)
+//! * **Bodies** are read as Consul reads them: keys without regard to case or underscores
+//!   (`{"name": ...}`, `grpc_use_tls`), unknown keys ignored, and a body Consul would refuse
+//!   answered with Consul's 400 message (`Missing service name`, `Invalid check: ...`,
+//!   `Invalid Service Meta: ...`, `Request decode failed: ...`).
+//! * **Sessions** `PUT /v1/session/create` (`Name`, `Node`, `TTL` between 10s and 24h,
+//!   `Behavior` `release`/`delete`, `LockDelay` as Go text or a number, `Checks`/`NodeChecks`/
+//!   `ServiceChecks`, which must exist and not be critical), `PUT /v1/session/renew/<id>` (404
+//!   when unknown), `PUT /v1/session/destroy/<id>`, `GET /v1/session/info/<id>`,
+//!   `/v1/session/list`, `/v1/session/node/<node>` (`LockDelay` in nanoseconds). A session
+//!   whose TTL passes without a renew, or one of whose checks turns critical, is invalidated
+//!   (checked on every request): the keys it holds are released, or deleted with
+//!   `Behavior=delete`, and no session can acquire them for its `LockDelay` (default 15s).
+//!   (Consul may take up to twice the TTL; the double takes exactly the TTL.)
 //! * **Services** `PUT /v1/agent/service/register` (`ID`, `Name`, `Tags`, `Address`, `Port`,
-//!   `Meta`, `Check` with `HTTP`/`Interval`/`Timeout`/`Status`), `PUT
-//!   /v1/agent/service/deregister/<id>` (404 when unknown), `GET /v1/agent/service/<id>`
-//!   (404 when unknown), `GET /v1/catalog/services`,
+//!   `Meta`, `Check` and `Checks`: HTTP, TCP, TTL, script and gRPC checks validated as Consul's
+//!   `CheckType` is; `?replace-existing-checks`), `PUT /v1/agent/service/deregister/<id>` (404
+//!   when unknown), `GET /v1/agent/service/<id>`, `GET /v1/agent/services`,
+//!   `GET /v1/agent/checks`, `PUT /v1/agent/check/pass|warn|fail/<id>?note=` (TTL checks;
+//!   one not reported within its TTL turns critical with `TTL expired`),
+//!   `GET /v1/status/leader`, `GET /v1/catalog/services`,
 //!   `GET /v1/catalog/service/<name>` (`[]` when unknown; `ServiceID`, `ServiceName`,
 //!   `ServiceAddress`, `ServicePort`, `ServiceTags`, `ServiceMeta`…), `GET
-//!   /v1/health/service/<name>` with `?passing`. A new check starts `critical`, as in Consul;
-//!   the double never runs checks, so tests set their status with
+//!   /v1/health/service/<name>` with `?passing`; both with `?tag=` (repeatable, all must
+//!   match). A new check starts `critical` unless its `Status` says otherwise, as in Consul;
+//!   the double never runs HTTP, TCP, script or gRPC checks, so tests set their status with
 //!   [`ConsulDouble::set_check_status`]. Like a real server agent, the catalog also holds
 //!   Consul's own `consul` service.
-//! * **Blocking queries** on KV, catalog and health reads: `?index=<n>&wait=<dur>` holds the
-//!   answer until the store's index passes `n` or the wait (default 5m, at most 10m) elapses.
-//!   The double keeps one index for everything (every write increments it and every read
-//!   reports it in `X-Consul-Index`), so a blocking read may also wake for a write elsewhere
-//!   — Consul documents that clients must expect such wake-ups.
+//! * **Blocking queries** on KV, catalog, health and session reads: `?index=<n>&wait=<dur>`
+//!   holds the answer until the store's index passes `n` or the wait (default 5m, at most
+//!   10m) elapses; an `index` that is not a number is `400 Invalid index`, a `wait` that is not
+//!   a duration `400 Invalid wait time`. Every read reporting `X-Consul-Index` also sends
+//!   `X-Consul-LastContact` and `X-Consul-KnownLeader`, which Consul's Go client requires.
+//!   The double keeps one index for everything (every write increments it), so a blocking
+//!   read may also wake for a write elsewhere — Consul documents that clients must expect
+//!   such wake-ups.
 //! * **ACL**: started with [`ConsulDouble::start_with_token`], every request without that
 //!   token (`X-Consul-Token` header or `?token=`) is answered `403 Permission denied`.
 //!
@@ -161,10 +174,8 @@ impl ConsulDouble {
         if !state.checks.contains_key(&check_id) {
             return false;
         }
-        let index = state.next_index();
-        let check = state.checks.get_mut(&check_id).expect("checked above");
-        check.status = status;
-        check.modify_index = index;
+        state.set_status(&check_id, status, "");
+        let index = state.index;
         drop(state);
         self.shared.notify(index);
         true
@@ -215,9 +226,12 @@ struct KvEntry {
 #[derive(Clone)]
 struct Session {
     name: String,
+    node: String,
     ttl: Option<Duration>,
     delete_on_invalidate: bool,
-    lock_delay: String,
+    lock_delay: Duration,
+    /// The checks whose turning critical invalidates the session.
+    checks: Vec<String>,
     deadline: Option<Instant>,
     create_index: u64,
     modify_index: u64,
@@ -242,7 +256,12 @@ struct Check {
     service_id: String,
     service_name: String,
     status: CheckStatus,
+    output: String,
+    /// Consul's `Type`: `http`, `tcp`, `ttl`, `script` or `grpc`.
+    kind: &'static str,
     definition: Value,
+    /// A TTL check's TTL, and when it turns critical unless reported again.
+    ttl: Option<(Duration, Instant)>,
     create_index: u64,
     modify_index: u64,
 }
@@ -256,6 +275,8 @@ struct State {
     sessions: BTreeMap<String, Session>,
     services: BTreeMap<String, Service>,
     checks: BTreeMap<String, Check>,
+    /// Keys a session held when it was invalidated: no session acquires them before then.
+    lock_delays: BTreeMap<String, Instant>,
 }
 
 /// An HTTP answer before it is turned into a response.
@@ -328,6 +349,31 @@ impl Query {
             .find(|(k, _)| k == key)
             .map(|(_, v)| v.as_str())
     }
+
+    fn all<'a>(&'a self, key: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.0
+            .iter()
+            .filter(move |(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// A blocking query's `index` and `wait`, validated as Consul does (400 `Invalid index` /
+    /// `Invalid wait time`); `None` when the read does not block.
+    fn blocking(&self) -> Result<Option<(u64, Duration)>, Answer> {
+        let wait = match self.get("wait") {
+            None | Some("") => DEFAULT_WAIT,
+            Some(text) => duration::parse(text)
+                .map_err(|_| Answer::text(StatusCode::BAD_REQUEST, "Invalid wait time"))?,
+        };
+        match self.get("index") {
+            None | Some("") => Ok(None),
+            Some(text) => match text.parse::<u64>() {
+                Ok(0) => Ok(None),
+                Ok(index) => Ok(Some((index, wait.min(MAX_WAIT)))),
+                Err(_) => Err(Answer::text(StatusCode::BAD_REQUEST, "Invalid index")),
+            },
+        }
+    }
 }
 
 fn percent_decode(text: &str) -> String {
@@ -358,6 +404,99 @@ fn percent_decode(text: &str) -> String {
         }
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `value` with the keys of its top-level object renamed to `names` where they match without
+/// regard to case or underscores: Consul decodes bodies with Go's case-insensitive JSON and
+/// also takes snake_case forms (`grpc_use_tls`), so `{"name": ...}` is `{"Name": ...}`.
+/// Keys that match none of `names` are kept as they are (Consul ignores unknown fields).
+fn canonical(value: &Value, names: &[&str]) -> Value {
+    let Value::Object(object) = value else {
+        return value.clone();
+    };
+    let fold = |key: &str| key.replace('_', "").to_ascii_lowercase();
+    let renamed = object.iter().map(|(key, v)| {
+        let name = names
+            .iter()
+            .find(|n| fold(n) == fold(key))
+            .map_or(key.as_str(), |n| n);
+        (name.to_string(), v.clone())
+    });
+    Value::Object(renamed.collect())
+}
+
+/// The fields of an agent service registration.
+const SERVICE_FIELDS: &[&str] = &[
+    "ID",
+    "Name",
+    "Tags",
+    "Address",
+    "Port",
+    "Meta",
+    "Check",
+    "Checks",
+    "EnableTagOverride",
+];
+/// The fields of a check definition.
+const CHECK_FIELDS: &[&str] = &[
+    "CheckID",
+    "ID",
+    "Name",
+    "Notes",
+    "Status",
+    "ServiceID",
+    "HTTP",
+    "Method",
+    "Header",
+    "TCP",
+    "TTL",
+    "Args",
+    "ScriptArgs",
+    "GRPC",
+    "GRPCUseTLS",
+    "TLSSkipVerify",
+    "Interval",
+    "Timeout",
+    "DeregisterCriticalServiceAfter",
+    "DockerContainerID",
+    "Shell",
+    "H2PING",
+    "UDP",
+    "AliasService",
+    "AliasNode",
+    "OSService",
+];
+/// The fields of a session creation.
+const SESSION_FIELDS: &[&str] = &[
+    "Name",
+    "Node",
+    "TTL",
+    "Behavior",
+    "LockDelay",
+    "Checks",
+    "NodeChecks",
+    "ServiceChecks",
+];
+/// The fields of a transaction's KV operation.
+const TXN_KV_FIELDS: &[&str] = &["Verb", "Key", "Value", "Flags", "Index", "Session"];
+
+/// A Consul duration field: Go text (`"10s"`) or integer nanoseconds; `Ok(None)` when absent.
+fn duration_field(object: &Value, field: &str) -> Result<Option<Duration>, Answer> {
+    match object.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => Ok(n.as_u64().map(Duration::from_nanos)),
+        Some(Value::String(text)) if text.is_empty() => Ok(None),
+        Some(Value::String(text)) => duration::parse(text).map(Some).map_err(|_| {
+            Answer::text(
+                StatusCode::BAD_REQUEST,
+                format!("Request decode failed: time: invalid duration {text:?}"),
+            )
+        }),
+        Some(other) => Err(Answer::text(
+            StatusCode::BAD_REQUEST,
+            format!("Request decode failed: {field}: cannot decode {other} as a duration"),
+        )),
+    }
 }
 
 fn random_uuid() -> String {
@@ -397,7 +536,11 @@ impl Shared {
             .status(answer.status)
             .header("Content-Type", answer.content_type);
         if let Some(index) = answer.index {
-            response = response.header("X-Consul-Index", index.to_string());
+            // What Consul's own Go client requires of every read that reports an index.
+            response = response
+                .header("X-Consul-Index", index.to_string())
+                .header("X-Consul-LastContact", "0")
+                .header("X-Consul-KnownLeader", "true");
         }
         response
             .body(Full::new(Bytes::from(answer.body)))
@@ -435,27 +578,32 @@ impl Shared {
             (["v1", "session", "create"], &Method::PUT) => self.session_create(&body),
             (["v1", "session", "renew", id], &Method::PUT) => self.session_renew(id),
             (["v1", "session", "destroy", id], &Method::PUT) => self.session_destroy(id),
-            (["v1", "session", "info", id], &Method::GET) => self.session_info(id),
-            (["v1", "agent", "service", "register"], &Method::PUT) => self.register(&body),
+            (["v1", "agent", "service", "register"], &Method::PUT) => self.register(&body, &query),
             (["v1", "agent", "service", "deregister", id], &Method::PUT) => self.deregister(id),
             (["v1", "agent", "service", id], &Method::GET) => self.agent_service(id),
-            (["v1", "catalog", "services"], &Method::GET) => {
-                self.block(&query).await;
-                self.catalog_services()
+            (["v1", "agent", "services"], &Method::GET) => self.agent_services(),
+            (["v1", "agent", "checks"], &Method::GET) => self.agent_checks(),
+            (["v1", "agent", "check", verb @ ("pass" | "warn" | "fail"), id], &Method::PUT) => {
+                let status = match *verb {
+                    "pass" => CheckStatus::Passing,
+                    "warn" => CheckStatus::Warning,
+                    _ => CheckStatus::Critical,
+                };
+                self.update_ttl_check(id, status, query.get("note").unwrap_or(""))
             }
-            (["v1", "catalog", "service", name], &Method::GET) => {
-                self.block(&query).await;
-                self.catalog_service(name)
-            }
-            (["v1", "health", "service", name], &Method::GET) => {
-                self.block(&query).await;
-                self.health_service(name, query.has("passing"))
+            (["v1", "status", "leader"], &Method::GET) => Answer::ok(&json!("127.0.0.1:8300")),
+            (["v1", "catalog" | "health" | "session", ..], &Method::GET) => {
+                if let Err(answer) = self.block(&query).await {
+                    return answer;
+                }
+                self.read(&segments, &query)
             }
             (
                 ["v1", "txn"]
                 | ["v1", "session", ..]
-                | ["v1", "agent", "service", ..]
+                | ["v1", "agent", ..]
                 | ["v1", "catalog", ..]
+                | ["v1", "status", ..]
                 | ["v1", "health", ..],
                 _,
             ) => Answer::text(
@@ -466,23 +614,51 @@ impl Shared {
         }
     }
 
-    /// Holds a blocking query (`?index=`) until the index passes it or `?wait=` elapses.
-    async fn block(&self, query: &Query) {
-        let Some(wanted) = query.get("index").and_then(|i| i.parse::<u64>().ok()) else {
-            return;
+    /// The catalog, health and session reads (after any blocking wait).
+    fn read(&self, segments: &[&str], query: &Query) -> Answer {
+        let tags: Vec<&str> = query.all("tag").collect();
+        match segments {
+            ["v1", "catalog", "services"] => self.catalog_services(),
+            ["v1", "catalog", "service", name] => self.catalog_service(name, &tags),
+            ["v1", "health", "service", name] => {
+                self.health_service(name, &tags, query.has("passing"))
+            }
+            ["v1", "session", "info", id] => self.sessions(|session_id, _| session_id == *id),
+            ["v1", "session", "list"] => self.sessions(|_, _| true),
+            ["v1", "session", "node", node] => self.sessions(|_, s| s.node == *node),
+            _ => Answer::text(
+                StatusCode::NOT_FOUND,
+                format!("unknown path /{}", segments.join("/")),
+            ),
+        }
+    }
+    /// Holds a blocking query (`?index=`) until the index passes it or `?wait=` elapses;
+    /// an `index` or `wait` Consul would refuse is the 400 it answers.
+    async fn block(&self, query: &Query) -> Result<(), Answer> {
+        let Some((wanted, wait)) = query.blocking()? else {
+            return Ok(());
         };
-        let wait = query
-            .get("wait")
-            .and_then(|w| duration::parse(w).ok())
-            .unwrap_or(DEFAULT_WAIT)
-            .min(MAX_WAIT);
         let mut changes = self.changed.subscribe();
         let _ = tokio::time::timeout(wait, changes.wait_for(|index| *index > wanted)).await;
+        Ok(())
     }
 
     fn expire_sessions(&self) {
         let now = Instant::now();
         let mut state = self.lock();
+        let lapsed: Vec<String> = state
+            .checks
+            .values()
+            .filter(|c| c.status != CheckStatus::Critical)
+            .filter(|c| c.ttl.is_some_and(|(_, deadline)| deadline <= now))
+            .map(|c| c.id.clone())
+            .collect();
+        for id in &lapsed {
+            state.set_status(id, CheckStatus::Critical, "TTL expired");
+        }
+        if !lapsed.is_empty() {
+            self.notify(state.index);
+        }
         let expired: Vec<String> = state
             .sessions
             .iter()
@@ -503,7 +679,9 @@ impl Shared {
     async fn kv(&self, method: &Method, key: &str, query: &Query, body: Vec<u8>) -> Answer {
         match *method {
             Method::GET => {
-                self.block(query).await;
+                if let Err(answer) = self.block(query).await {
+                    return answer;
+                }
                 let state = self.lock();
                 state.kv_get(key, query).with_index(state.index)
             }
@@ -557,7 +735,8 @@ impl Shared {
         let mut errors = Vec::new();
         let mut wrote = false;
         for (op_index, operation) in operations.iter().enumerate() {
-            let Some(kv) = operation.get("KV") else {
+            let operation = canonical(operation, &["KV"]);
+            let Some(kv) = operation.get("KV").map(|kv| canonical(kv, TXN_KV_FIELDS)) else {
                 return Answer::text(
                     StatusCode::BAD_REQUEST,
                     format!(
@@ -565,7 +744,7 @@ impl Shared {
                     ),
                 );
             };
-            match draft.txn_kv(kv, index) {
+            match draft.txn_kv(&kv, index) {
                 Ok(TxnOutcome::Result(result, is_write)) => {
                     wrote |= is_write;
                     results.push(json!({"KV": result}));
@@ -600,8 +779,8 @@ impl Shared {
         let request: Value = if body.is_empty() {
             json!({})
         } else {
-            match serde_json::from_slice(body) {
-                Ok(v) => v,
+            match serde_json::from_slice::<Value>(body) {
+                Ok(v) => canonical(&v, SESSION_FIELDS),
                 Err(e) => {
                     return Answer::text(
                         StatusCode::BAD_REQUEST,
@@ -629,7 +808,7 @@ impl Shared {
                 Err(_) => {
                     return Answer::text(
                         StatusCode::BAD_REQUEST,
-                        format!("Request decode failed: invalid duration {ttl_text:?}"),
+                        format!("Request TTL decode failed: time: invalid duration {ttl_text:?}"),
                     )
                 }
             },
@@ -644,20 +823,77 @@ impl Shared {
                 )
             }
         };
-        let lock_delay = match text("LockDelay") {
-            "" => "15s".to_string(),
-            delay => delay.to_string(),
+        // Consul reads a small number as seconds, a large one as nanoseconds, text as Go text.
+        let lock_delay = match request.get("LockDelay") {
+            Some(Value::Number(n)) => match n.as_f64().unwrap_or(0.0) {
+                seconds if seconds < 1000.0 => Duration::from_secs_f64(seconds.max(0.0)),
+                nanos => Duration::from_nanos(nanos as u64),
+            },
+            _ => match duration_field(&request, "LockDelay") {
+                Ok(delay) => delay.unwrap_or(Duration::from_secs(15)),
+                Err(answer) => return answer,
+            },
         };
+        let node = match text("Node") {
+            "" | NODE => NODE.to_string(),
+            _ => {
+                return Answer::text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "Failed to create session: Missing node registration",
+                )
+            }
+        };
+        let listed = |field: &str| -> Vec<String> {
+            request
+                .get(field)
+                .and_then(Value::as_array)
+                .into_iter()
+                .flatten()
+                .filter_map(|c| match c {
+                    Value::String(id) => Some(id.clone()),
+                    other => other.get("ID").and_then(Value::as_str).map(str::to_string),
+                })
+                .collect()
+        };
+        let mut checks: Vec<String> = ["Checks", "NodeChecks", "ServiceChecks"]
+            .iter()
+            .flat_map(|field| listed(field))
+            .collect();
+        let given = ["Checks", "NodeChecks", "ServiceChecks"]
+            .iter()
+            .any(|field| request.get(*field).is_some_and(|v| !v.is_null()));
+        if !given {
+            checks.push("serfHealth".to_string());
+        }
         let mut state = self.lock();
+        for check in checks.iter().filter(|c| *c != "serfHealth") {
+            match state.checks.get(check) {
+                None => {
+                    return Answer::text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("Missing check '{check}' registration"),
+                    )
+                }
+                Some(c) if c.status == CheckStatus::Critical => {
+                    return Answer::text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("Check '{check}' is in critical state"),
+                    )
+                }
+                Some(_) => {}
+            }
+        }
         let index = state.next_index();
         let id = random_uuid();
         state.sessions.insert(
             id.clone(),
             Session {
                 name: text("Name").to_string(),
+                node,
                 ttl,
                 delete_on_invalidate,
                 lock_delay,
+                checks,
                 deadline: ttl.map(|ttl| Instant::now() + ttl),
                 create_index: index,
                 modify_index: index,
@@ -692,20 +928,27 @@ impl Shared {
         Answer::ok(&json!(true))
     }
 
-    fn session_info(&self, id: &str) -> Answer {
+    /// The sessions `keep` selects, as `/v1/session/info|list|node` answer them.
+    fn sessions(&self, keep: impl Fn(&str, &Session) -> bool) -> Answer {
         let state = self.lock();
         let sessions: Vec<Value> = state
             .sessions
-            .get(id)
-            .map(|s| session_json(id, s))
-            .into_iter()
+            .iter()
+            .filter(|(id, s)| keep(id, s))
+            .map(|(id, s)| session_json(id, s))
             .collect();
         Answer::ok(&json!(sessions)).with_index(state.index)
     }
 
-    fn register(self: &Arc<Self>, body: &[u8]) -> Answer {
-        let request: Value = match serde_json::from_slice(body) {
-            Ok(v) => v,
+    fn register(self: &Arc<Self>, body: &[u8], query: &Query) -> Answer {
+        let request: Value = match serde_json::from_slice::<Value>(body) {
+            Ok(v @ Value::Object(_)) => canonical(&v, SERVICE_FIELDS),
+            Ok(other) => {
+                return Answer::text(
+                    StatusCode::BAD_REQUEST,
+                    format!("Request decode failed: json: cannot unmarshal {other} into Go value of type structs.ServiceDefinition"),
+                )
+            }
             Err(e) => {
                 return Answer::text(
                     StatusCode::BAD_REQUEST,
@@ -713,71 +956,89 @@ impl Shared {
                 )
             }
         };
-        let text = |v: &Value, field: &str| {
-            v.get(field)
-                .and_then(Value::as_str)
-                .unwrap_or("")
-                .to_string()
+        let decode_error = |field: &str, wanted: &str| {
+            Answer::text(
+                StatusCode::BAD_REQUEST,
+                format!("Request decode failed: json: cannot unmarshal {} into Go struct field ServiceDefinition.{field} of type {wanted}", request[field]),
+            )
         };
-        let name = text(&request, "Name");
+        let text = |field: &str| -> Result<String, Answer> {
+            match request.get(field) {
+                None | Some(Value::Null) => Ok(String::new()),
+                Some(Value::String(text)) => Ok(text.clone()),
+                Some(_) => Err(decode_error(field, "string")),
+            }
+        };
+        let (name, id, address) = match (text("Name"), text("ID"), text("Address")) {
+            (Ok(name), Ok(id), Ok(address)) => (name, id, address),
+            (Err(answer), ..) | (_, Err(answer), _) | (.., Err(answer)) => return answer,
+        };
         if name.is_empty() {
             return Answer::text(StatusCode::BAD_REQUEST, "Missing service name");
         }
-        let id = match text(&request, "ID") {
-            id if id.is_empty() => name.clone(),
-            id => id,
+        let id = if id.is_empty() { name.clone() } else { id };
+        let tags: Vec<String> = match request.get("Tags") {
+            None | Some(Value::Null) => Vec::new(),
+            Some(tags) => match serde_json::from_value(tags.clone()) {
+                Ok(tags) => tags,
+                Err(_) => return decode_error("Tags", "[]string"),
+            },
         };
-        let tags: Vec<String> = request
-            .get("Tags")
-            .and_then(|t| serde_json::from_value(t.clone()).ok())
-            .unwrap_or_default();
         let meta: BTreeMap<String, String> = match request.get("Meta") {
             None | Some(Value::Null) => BTreeMap::new(),
             Some(meta) => match serde_json::from_value(meta.clone()) {
                 Ok(meta) => meta,
-                Err(e) => {
-                    return Answer::text(
-                        StatusCode::BAD_REQUEST,
-                        format!("Invalid Service Meta: {e}"),
-                    )
-                }
+                Err(_) => return decode_error("Meta", "map[string]string"),
             },
         };
-        let port = request.get("Port").and_then(Value::as_u64).unwrap_or(0);
-        let check = match request.get("Check") {
-            None | Some(Value::Null) => None,
-            Some(check) => {
-                let http = text(check, "HTTP");
-                let interval = text(check, "Interval");
-                if http.is_empty() {
-                    return Answer::text(
-                        StatusCode::BAD_REQUEST,
-                        "Invalid check: the double supports HTTP checks only",
-                    );
-                }
-                if duration::parse(&interval).is_err() {
-                    return Answer::text(
-                        StatusCode::BAD_REQUEST,
-                        "Invalid check: Interval must be a duration for HTTP checks",
-                    );
-                }
-                let timeout = match text(check, "Timeout") {
-                    t if t.is_empty() => "10s".to_string(),
-                    t => t,
-                };
-                let status = match text(check, "Status").as_str() {
-                    "passing" => CheckStatus::Passing,
-                    "warning" => CheckStatus::Warning,
-                    _ => CheckStatus::Critical,
-                };
-                Some((http, interval, timeout, status))
-            }
+        if let Err(reason) = validate_meta(&meta) {
+            return Answer::text(
+                StatusCode::BAD_REQUEST,
+                format!("Invalid Service Meta: {reason}"),
+            );
+        }
+        let port = match request.get("Port") {
+            None | Some(Value::Null) => 0,
+            Some(port) => match port.as_u64().filter(|p| *p <= 65_535) {
+                Some(port) => port,
+                None => return decode_error("Port", "int"),
+            },
         };
+        // `Check` first, then `Checks`, as Consul lists them; empty objects are no check.
+        let mut definitions: Vec<Value> = Vec::new();
+        if let Some(check) = request.get("Check").filter(|c| c.is_object()) {
+            definitions.push(check.clone());
+        }
+        if let Some(checks) = request.get("Checks").and_then(Value::as_array) {
+            definitions.extend(checks.iter().cloned());
+        }
+        definitions.retain(|c| c.as_object().is_some_and(|o| !o.is_empty()));
+        let several = definitions.len() > 1;
+        let mut checks = Vec::new();
+        for (n, definition) in definitions.iter().enumerate() {
+            let default_id = if several {
+                format!("service:{id}:{}", n + 1)
+            } else {
+                format!("service:{id}")
+            };
+            let default_name = format!("Service '{name}' check");
+            match parse_check(definition, &default_id, &default_name) {
+                Ok(check) => checks.push(Check {
+                    service_id: id.clone(),
+                    service_name: name.clone(),
+                    ..check
+                }),
+                Err(answer) => return answer,
+            }
+        }
+        let replace_checks = query
+            .get("replace-existing-checks")
+            .is_some_and(|v| v != "false" && v != "0");
         let service = Service {
             id: id.clone(),
             name: name.clone(),
             tags,
-            address: text(&request, "Address"),
+            address,
             port,
             meta,
             create_index: 0,
@@ -794,25 +1055,69 @@ impl Shared {
                     ..service
                 },
             );
-            let check_id = format!("service:{id}");
-            state.checks.remove(&check_id);
-            if let Some((http, interval, timeout, status)) = check {
+            if replace_checks {
+                state.checks.retain(|_, c| c.service_id != id);
+            }
+            for check in checks {
                 state.checks.insert(
-                    check_id.clone(),
+                    check.id.clone(),
                     Check {
-                        id: check_id,
-                        name: format!("Service '{name}' check"),
-                        service_id: id,
-                        service_name: name,
-                        status,
-                        definition: json!({"HTTP": http, "Interval": interval, "Timeout": timeout}),
                         create_index: index,
                         modify_index: index,
+                        ..check
                     },
                 );
             }
         });
         Answer::text(StatusCode::OK, "")
+    }
+
+    /// `PUT /v1/agent/check/pass|warn|fail/<id>`: reports a TTL check.
+    fn update_ttl_check(&self, id: &str, status: CheckStatus, note: &str) -> Answer {
+        let mut state = self.lock();
+        match state.checks.get(id) {
+            None => {
+                return Answer::text(
+                    StatusCode::NOT_FOUND,
+                    format!("Unknown check ID {id:?}. Ensure that the check ID is passed, not the check name."),
+                )
+            }
+            Some(check) if check.ttl.is_none() => {
+                return Answer::text(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("CheckID {id:?} does not have associated TTL"),
+                )
+            }
+            Some(_) => {}
+        }
+        state.set_status(id, status, note);
+        let index = state.index;
+        drop(state);
+        self.notify(index);
+        Answer::text(StatusCode::OK, "")
+    }
+
+    fn agent_services(&self) -> Answer {
+        let state = self.lock();
+        let services: BTreeMap<&str, Value> = state
+            .agent
+            .values()
+            .map(|s| (s.id.as_str(), agent_service_json(s)))
+            .collect();
+        Answer::ok(&json!(services))
+    }
+
+    fn agent_checks(&self) -> Answer {
+        let state = self.lock();
+        let checks: BTreeMap<&str, Value> = state
+            .checks
+            .values()
+            .map(|c| {
+                let tags = state.services.get(&c.service_id).map(|s| s.tags.clone());
+                (c.id.as_str(), check_json(c, &tags.unwrap_or_default()))
+            })
+            .collect();
+        Answer::ok(&json!(checks))
     }
 
     fn deregister(self: &Arc<Self>, id: &str) -> Answer {
@@ -825,7 +1130,7 @@ impl Shared {
         let id = id.to_string();
         self.sync_to_catalog(move |state, _| {
             state.services.remove(&id);
-            state.checks.remove(&format!("service:{id}"));
+            state.checks.retain(|_, c| c.service_id != id);
         });
         Answer::text(StatusCode::OK, "")
     }
@@ -859,11 +1164,11 @@ impl Shared {
         let state = self.lock();
         match state.agent.get(id) {
             None => Answer::text(StatusCode::NOT_FOUND, format!("unknown service ID: {id}")),
-            Some(s) => Answer::ok(&json!({
-                "ID": s.id, "Service": s.name, "Tags": s.tags, "Address": s.address,
-                "Port": s.port, "Meta": s.meta, "Datacenter": DATACENTER,
-                "ContentHash": format!("{:016x}", s.modify_index),
-            })),
+            Some(s) => {
+                let mut service = agent_service_json(s);
+                service["ContentHash"] = json!(format!("{:016x}", s.modify_index));
+                Answer::ok(&service)
+            }
         }
     }
 
@@ -879,10 +1184,10 @@ impl Shared {
         Answer::ok(&json!(names)).with_index(state.index)
     }
 
-    fn catalog_service(&self, name: &str) -> Answer {
+    fn catalog_service(&self, name: &str, tags: &[&str]) -> Answer {
         let state = self.lock();
         let entries: Vec<Value> = state
-            .services_named(name)
+            .services_named(name, tags)
             .map(|s| {
                 json!({
                     "ID": "00000000-0000-0000-0000-000000000001",
@@ -906,7 +1211,7 @@ impl Shared {
         Answer::ok(&json!(entries)).with_index(state.index)
     }
 
-    fn health_service(&self, name: &str, passing_only: bool) -> Answer {
+    fn health_service(&self, name: &str, tags: &[&str], passing_only: bool) -> Answer {
         let state = self.lock();
         let node_check = json!({
             "Node": NODE, "CheckID": "serfHealth", "Name": "Serf Health Status",
@@ -915,7 +1220,7 @@ impl Shared {
             "CreateIndex": 1, "ModifyIndex": 1,
         });
         let entries: Vec<Value> = state
-            .services_named(name)
+            .services_named(name, tags)
             .filter_map(|s| {
                 let checks: Vec<&Check> = state
                     .checks
@@ -926,15 +1231,7 @@ impl Shared {
                     return None;
                 }
                 let mut check_values = vec![node_check.clone()];
-                check_values.extend(checks.iter().map(|c| {
-                    json!({
-                        "Node": NODE, "CheckID": c.id, "Name": c.name,
-                        "Status": c.status.as_str(), "Notes": "", "Output": "",
-                        "ServiceID": c.service_id, "ServiceName": c.service_name,
-                        "ServiceTags": s.tags, "Type": "http", "Definition": c.definition,
-                        "CreateIndex": c.create_index, "ModifyIndex": c.modify_index,
-                    })
-                }));
+                check_values.extend(checks.iter().map(|c| check_json(c, &s.tags)));
                 Some(json!({
                     "Node": {"ID": "00000000-0000-0000-0000-000000000001", "Node": NODE,
                              "Address": NODE_ADDRESS, "Datacenter": DATACENTER},
@@ -949,16 +1246,207 @@ impl Shared {
     }
 }
 
+fn agent_service_json(s: &Service) -> Value {
+    json!({
+        "ID": s.id, "Service": s.name, "Tags": s.tags, "Address": s.address,
+        "Port": s.port, "Meta": s.meta, "Datacenter": DATACENTER,
+        "Weights": {"Passing": 1, "Warning": 1}, "EnableTagOverride": false,
+    })
+}
+
+fn check_json(c: &Check, service_tags: &[String]) -> Value {
+    json!({
+        "Node": NODE, "CheckID": c.id, "Name": c.name,
+        "Status": c.status.as_str(), "Notes": "", "Output": c.output,
+        "ServiceID": c.service_id, "ServiceName": c.service_name,
+        "ServiceTags": service_tags, "Type": c.kind, "Definition": c.definition,
+        "CreateIndex": c.create_index, "ModifyIndex": c.modify_index,
+    })
+}
+
+/// Consul's rules for service meta (`structs.ValidateServiceMetadata`).
+fn validate_meta(meta: &BTreeMap<String, String>) -> Result<(), String> {
+    if meta.len() > 64 {
+        return Err("Node metadata cannot contain more than 64 key/value pairs".to_string());
+    }
+    for (key, value) in meta {
+        if key.is_empty() {
+            return Err("Key cannot be blank".to_string());
+        }
+        if !key
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+        {
+            return Err(format!("Key contains invalid characters: {key}"));
+        }
+        if key.len() > 128 {
+            return Err(format!("Key is too long (limit: 128 characters): {key}"));
+        }
+        if key.starts_with("consul-") {
+            return Err(format!(
+                "Key prefix 'consul-' is reserved for internal use: {key}"
+            ));
+        }
+        if value.len() > 512 {
+            return Err(format!("Value is too long (limit: 512 characters): {key}"));
+        }
+    }
+    Ok(())
+}
+
+/// One check definition of a service registration, validated as Consul's `CheckType` is.
+fn parse_check(definition: &Value, default_id: &str, default_name: &str) -> Result<Check, Answer> {
+    let check = canonical(definition, CHECK_FIELDS);
+    let bad = |reason: String| Answer::text(StatusCode::BAD_REQUEST, reason);
+    let text = |field: &str| {
+        check
+            .get(field)
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    let status = match text("Status").as_str() {
+        "" | "critical" => CheckStatus::Critical,
+        "passing" => CheckStatus::Passing,
+        "warning" => CheckStatus::Warning,
+        _ => {
+            return Err(bad(
+                "Status for checks must 'passing', 'warning', 'critical'".to_string(),
+            ))
+        }
+    };
+    for unsupported in [
+        "DockerContainerID",
+        "H2PING",
+        "UDP",
+        "AliasService",
+        "AliasNode",
+        "OSService",
+    ] {
+        if check
+            .get(unsupported)
+            .is_some_and(|v| !v.is_null() && v != "")
+        {
+            return Err(bad(format!(
+                "Invalid check: {unsupported} checks are not implemented by this Consul double (HTTP, TCP, TTL, script and gRPC are)"
+            )));
+        }
+    }
+    let interval = duration_field(&check, "Interval")?.filter(|d| !d.is_zero());
+    let timeout = duration_field(&check, "Timeout")?;
+    let ttl = duration_field(&check, "TTL")?.filter(|d| !d.is_zero());
+    let deregister_after = duration_field(&check, "DeregisterCriticalServiceAfter")?;
+    let args: Vec<String> = ["Args", "ScriptArgs"]
+        .iter()
+        .find_map(|f| check.get(*f))
+        .and_then(|a| serde_json::from_value(a.clone()).ok())
+        .unwrap_or_default();
+    let mut shown = serde_json::Map::new();
+    let kind = if !text("HTTP").is_empty() {
+        shown.insert("HTTP".into(), json!(text("HTTP")));
+        if !text("Method").is_empty() {
+            shown.insert("Method".into(), json!(text("Method")));
+        }
+        "http"
+    } else if !text("TCP").is_empty() {
+        shown.insert("TCP".into(), json!(text("TCP")));
+        "tcp"
+    } else if !text("GRPC").is_empty() {
+        shown.insert("GRPC".into(), json!(text("GRPC")));
+        shown.insert(
+            "GRPCUseTLS".into(),
+            json!(check
+                .get("GRPCUseTLS")
+                .and_then(Value::as_bool)
+                .unwrap_or(false)),
+        );
+        "grpc"
+    } else if !args.is_empty() {
+        shown.insert("ScriptArgs".into(), json!(args));
+        "script"
+    } else {
+        "ttl"
+    };
+    if kind == "ttl" {
+        if interval.is_some() && ttl.is_some() {
+            return Err(bad(
+                "Invalid check: Interval and TTL cannot both be specified".to_string(),
+            ));
+        }
+        let Some(ttl) = ttl else {
+            return Err(bad(
+                "Invalid check: TTL must be > 0 for TTL checks".to_string()
+            ));
+        };
+        shown.insert("TTL".into(), json!(duration::format(ttl)));
+    } else {
+        let Some(interval) = interval else {
+            return Err(bad(
+                "Invalid check: Interval must be > 0 for Script, HTTP, H2PING, TCP, UDP or GRPC checks".to_string(),
+            ));
+        };
+        if ttl.is_some() {
+            return Err(bad(
+                "Invalid check: Interval and TTL cannot both be specified".to_string(),
+            ));
+        }
+        shown.insert("Interval".into(), json!(duration::format(interval)));
+        // Consul's default timeout for checks that run.
+        shown.insert(
+            "Timeout".into(),
+            json!(duration::format(timeout.unwrap_or(Duration::from_secs(10)))),
+        );
+    }
+    if check.get("TLSSkipVerify").and_then(Value::as_bool) == Some(true) {
+        shown.insert("TLSSkipVerify".into(), json!(true));
+    }
+    if let Some(after) = deregister_after {
+        shown.insert(
+            "DeregisterCriticalServiceAfter".into(),
+            json!(duration::format(after)),
+        );
+    }
+    let id = [text("CheckID"), text("ID")]
+        .into_iter()
+        .find(|id| !id.is_empty())
+        .unwrap_or_else(|| default_id.to_string());
+    let name = Some(text("Name"))
+        .filter(|n| !n.is_empty())
+        .unwrap_or_else(|| default_name.to_string());
+    Ok(Check {
+        id,
+        name,
+        service_id: String::new(),
+        service_name: String::new(),
+        status,
+        output: String::new(),
+        kind,
+        definition: Value::Object(shown),
+        ttl: ttl
+            .filter(|_| kind == "ttl")
+            .map(|ttl| (ttl, Instant::now() + ttl)),
+        create_index: 0,
+        modify_index: 0,
+    })
+}
+
 fn session_json(id: &str, session: &Session) -> Value {
+    let (node_checks, service_checks): (Vec<&String>, Vec<&String>) =
+        session.checks.iter().partition(|c| *c == "serfHealth");
     json!({
         "ID": id,
         "Name": session.name,
-        "Node": NODE,
-        "LockDelay": session.lock_delay,
+        "Node": session.node,
+        "LockDelay": session.lock_delay.as_nanos() as u64,
         "Behavior": if session.delete_on_invalidate { "delete" } else { "release" },
         "TTL": session.ttl.map(duration::format).unwrap_or_default(),
-        "NodeChecks": ["serfHealth"],
-        "ServiceChecks": null,
+        "Checks": session.checks,
+        "NodeChecks": node_checks,
+        "ServiceChecks": if service_checks.is_empty() {
+            Value::Null
+        } else {
+            json!(service_checks.iter().map(|id| json!({"ID": id, "Namespace": ""})).collect::<Vec<_>>())
+        },
         "CreateIndex": session.create_index,
         "ModifyIndex": session.modify_index,
     })
@@ -1002,6 +1490,7 @@ impl State {
             sessions: BTreeMap::new(),
             services: BTreeMap::new(),
             checks: BTreeMap::new(),
+            lock_delays: BTreeMap::new(),
         };
         // A server agent lists Consul itself in the catalog.
         state.services.insert(
@@ -1025,8 +1514,41 @@ impl State {
         self.index
     }
 
-    fn services_named<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a Service> + 'a {
-        self.services.values().filter(move |s| s.name == name)
+    /// Sets a check's status; a check turning critical invalidates the sessions tied to it.
+    fn set_status(&mut self, check_id: &str, status: CheckStatus, output: &str) {
+        let index = self.next_index();
+        let Some(check) = self.checks.get_mut(check_id) else {
+            return;
+        };
+        check.status = status;
+        check.output = output.to_string();
+        check.modify_index = index;
+        if let Some((ttl, deadline)) = check.ttl.as_mut() {
+            *deadline = Instant::now() + *ttl;
+        }
+        if status == CheckStatus::Critical {
+            let tied: Vec<String> = self
+                .sessions
+                .iter()
+                .filter(|(_, s)| s.checks.iter().any(|c| c == check_id))
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in tied {
+                self.invalidate_session(&id, index);
+            }
+        }
+    }
+
+    /// The catalog's instances of `name` carrying every one of `tags` (`?tag=`, repeatable).
+    fn services_named<'a>(
+        &'a self,
+        name: &'a str,
+        tags: &'a [&'a str],
+    ) -> impl Iterator<Item = &'a Service> + 'a {
+        self.services
+            .values()
+            .filter(move |s| s.name == name)
+            .filter(move |s| tags.iter().all(|t| s.tags.iter().any(|own| own == t)))
     }
 
     fn invalidate_session(&mut self, id: &str, index: u64) {
@@ -1040,6 +1562,10 @@ impl State {
             .map(|(k, _)| k.clone())
             .collect();
         for key in held {
+            if !session.lock_delay.is_zero() {
+                self.lock_delays
+                    .insert(key.clone(), Instant::now() + session.lock_delay);
+            }
             if session.delete_on_invalidate {
                 self.kv.remove(&key);
             } else if let Some(entry) = self.kv.get_mut(&key) {
@@ -1121,6 +1647,13 @@ impl State {
                     StatusCode::INTERNAL_SERVER_ERROR,
                     format!("invalid session {session:?}"),
                 ));
+            }
+            let delayed = self
+                .lock_delays
+                .get(key)
+                .is_some_and(|until| *until > Instant::now());
+            if delayed {
+                return Ok(false);
             }
             let lock_index = match &existing {
                 Some(e) if e.session.as_deref() == Some(session) => e.lock_index,

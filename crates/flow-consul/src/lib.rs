@@ -96,8 +96,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use flow_core::kv::{corrupt, parse_lock, LockRecord, ServiceKeys};
 use flow_core::{
-    HealthCheck, Lease, Registration, Registry, RegistryError, ReleaseState, Revision, ServiceName,
-    Versioned,
+    CheckTarget, HealthCheck, Lease, Registration, Registry, RegistryError, ReleaseState, Revision,
+    ServiceName, Versioned,
 };
 use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
@@ -534,10 +534,87 @@ struct HealthCheckEntry {
 struct CheckDefinition {
     #[serde(rename = "HTTP", default)]
     http: String,
+    #[serde(rename = "TCP", default)]
+    tcp: String,
+    #[serde(rename = "GRPC", default)]
+    grpc: String,
+    #[serde(rename = "GRPCUseTLS", default)]
+    grpc_use_tls: bool,
+    #[serde(rename = "TLSSkipVerify", default)]
+    tls_skip_verify: bool,
+    #[serde(default)]
+    method: String,
+    #[serde(default)]
+    script_args: Option<Vec<String>>,
+    #[serde(rename = "TTL", default)]
+    ttl: Option<serde_json::Value>,
     #[serde(default)]
     interval: Option<serde_json::Value>,
     #[serde(default)]
     timeout: Option<serde_json::Value>,
+    #[serde(default)]
+    deregister_critical_service_after: Option<serde_json::Value>,
+}
+
+impl CheckDefinition {
+    /// The check as registered; `None` for a definition of a kind docker-flow does not write.
+    fn into_check(self) -> Option<HealthCheck> {
+        let ttl = json_duration(self.ttl.as_ref()).filter(|d| !d.is_zero());
+        let target = if !self.http.is_empty() {
+            CheckTarget::Http(self.http)
+        } else if !self.tcp.is_empty() {
+            CheckTarget::Tcp(self.tcp)
+        } else if !self.grpc.is_empty() {
+            CheckTarget::Grpc(self.grpc)
+        } else if let Some(args) = self.script_args.filter(|a| !a.is_empty()) {
+            CheckTarget::Script(args)
+        } else {
+            CheckTarget::Ttl(ttl?)
+        };
+        let nonzero = |v: Option<&serde_json::Value>| json_duration(v).filter(|d| !d.is_zero());
+        Some(HealthCheck {
+            interval: nonzero(self.interval.as_ref()),
+            timeout: nonzero(self.timeout.as_ref()),
+            method: Some(self.method).filter(|m| !m.is_empty()),
+            grpc_use_tls: self.grpc_use_tls,
+            tls_skip_verify: self.tls_skip_verify,
+            // Consul reports the current status, not the one the check started with.
+            initial_status: None,
+            deregister_after: nonzero(self.deregister_critical_service_after.as_ref()),
+            target,
+        })
+    }
+}
+
+/// The `Check` object of an agent service registration for `check`.
+fn check_definition(check: &HealthCheck) -> serde_json::Value {
+    let mut definition = match &check.target {
+        CheckTarget::Http(url) => json!({"HTTP": url}),
+        CheckTarget::Tcp(address) => json!({"TCP": address}),
+        CheckTarget::Ttl(ttl) => json!({"TTL": duration::format(*ttl)}),
+        CheckTarget::Script(args) => json!({"Args": args}),
+        CheckTarget::Grpc(target) => json!({"GRPC": target, "GRPCUseTLS": check.grpc_use_tls}),
+    };
+    let durations = [
+        ("Interval", check.interval),
+        ("Timeout", check.timeout),
+        ("DeregisterCriticalServiceAfter", check.deregister_after),
+    ];
+    for (field, value) in durations {
+        if let Some(value) = value {
+            definition[field] = json!(duration::format(value));
+        }
+    }
+    if let Some(method) = &check.method {
+        definition["Method"] = json!(method);
+    }
+    if check.tls_skip_verify {
+        definition["TLSSkipVerify"] = json!(true);
+    }
+    if let Some(status) = check.initial_status {
+        definition["Status"] = json!(status.as_str());
+    }
+    definition
 }
 
 /// A Consul duration in JSON: Go text (`"10s"`) or integer nanoseconds, as versions differ.
@@ -556,13 +633,7 @@ impl HealthEntry {
             .checks
             .into_iter()
             .filter(|c| c.service_id == service_id)
-            .find_map(|c| c.definition)
-            .filter(|d| !d.http.is_empty())
-            .map(|d| HealthCheck {
-                interval: json_duration(d.interval.as_ref()).unwrap_or_default(),
-                timeout: json_duration(d.timeout.as_ref()).unwrap_or_default(),
-                http: d.http,
-            });
+            .find_map(|c| c.definition.and_then(CheckDefinition::into_check));
         let mut meta = self.service.meta.unwrap_or_default();
         meta.remove(MANAGED_META_KEY);
         Registration {
@@ -820,19 +891,15 @@ impl Registry for ConsulRegistry {
             "Meta": meta,
         });
         if let Some(check) = &registration.check {
-            request["Check"] = json!({
-                "HTTP": check.http,
-                "Interval": duration::format(check.interval),
-                "Timeout": duration::format(check.timeout),
-            });
+            request["Check"] = check_definition(check);
         }
         let body = serde_json::to_vec(&request).expect("a registration serializes");
-        self.send_ok(
-            Method::PUT,
-            self.url(["agent", "service", "register"]),
-            Some(body),
-        )
-        .await?;
+        // Without it, the agent keeps the checks of an earlier registration of this id that
+        // the new one no longer has.
+        let mut url = self.url(["agent", "service", "register"]);
+        url.query_pairs_mut()
+            .append_pair("replace-existing-checks", "true");
+        self.send_ok(Method::PUT, url, Some(body)).await?;
         self.await_catalog(
             &registration.name,
             &format!("the registration of {}", registration.id),

@@ -296,11 +296,11 @@ async fn registrations_are_readable_as_soon_as_register_returns() {
         port: 8080,
         tags: vec!["blue".to_string()],
         meta: [("version".to_string(), "1".to_string())].into(),
-        check: Some(flow_core::HealthCheck {
-            http: "http://10.0.0.1:8080/health".to_string(),
-            interval: Duration::from_secs(5),
-            timeout: Duration::from_millis(1500),
-        }),
+        check: Some(flow_core::HealthCheck::http(
+            "http://10.0.0.1:8080/health",
+            Duration::from_secs(5),
+            Some(Duration::from_millis(1500)),
+        )),
     };
     registry.register(&registration).await.unwrap();
     let found = registry.instances(&name).await.unwrap();

@@ -187,7 +187,7 @@ async fn sessions_hold_locks_and_expire() {
             api.json(
                 Method::PUT,
                 "/v1/session/create",
-                Some(json!({"Name": "t", "TTL": "10s", "Behavior": behavior})),
+                Some(json!({"Name": "t", "TTL": "10s", "Behavior": behavior, "LockDelay": "0s"})),
             )
             .await["ID"]
                 .as_str()
@@ -409,4 +409,130 @@ async fn a_required_token_is_enforced() {
         .await
         .unwrap();
     assert_eq!(query.status(), StatusCode::NOT_FOUND);
+}
+
+/// What a Python Consul client (py-consul) sends and expects: lowercase keys, a `Checks`
+/// array with TTL and TCP checks, `?tag=`, Consul's read headers and its 400s.
+#[tokio::test]
+async fn bodies_checks_tags_headers_and_lock_delay_as_consul_has_them() {
+    let api = Api::start().await;
+    let registered = api
+        .call(
+            Method::PUT,
+            "/v1/agent/service/register",
+            Some(json!({
+                "name": "db", "id": "db-1", "port": 5432, "tags": ["primary"],
+                "checks": [{"ttl": "30s"}, {"tcp": "127.0.0.1:1", "interval": "1h"}],
+            })),
+        )
+        .await;
+    assert_eq!(registered.status(), StatusCode::OK);
+    let checks = api.json(Method::GET, "/v1/agent/checks", None).await;
+    assert_eq!(checks["service:db-1:1"]["Type"], "ttl");
+    assert_eq!(checks["service:db-1:2"]["Type"], "tcp");
+    let passed = api
+        .call(
+            Method::PUT,
+            "/v1/agent/check/pass/service:db-1:1?note=ok",
+            None,
+        )
+        .await;
+    assert_eq!(passed.status(), StatusCode::OK);
+    let not_ttl = api
+        .call(Method::PUT, "/v1/agent/check/pass/service:db-1:2", None)
+        .await;
+    assert_eq!(not_ttl.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let checks = api.json(Method::GET, "/v1/agent/checks", None).await;
+    assert_eq!(checks["service:db-1:1"]["Status"], "passing");
+    assert_eq!(checks["service:db-1:1"]["Output"], "ok");
+
+    let tagged = api
+        .call(Method::GET, "/v1/health/service/db?tag=primary", None)
+        .await;
+    assert_eq!(tagged.headers()["X-Consul-KnownLeader"], "true");
+    assert_eq!(tagged.headers()["X-Consul-LastContact"], "0");
+    assert_eq!(
+        tagged
+            .json::<Value>()
+            .await
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    let other_tag = api
+        .json(Method::GET, "/v1/catalog/service/db?tag=replica", None)
+        .await;
+    assert_eq!(other_tag, json!([]));
+
+    for (path, message) in [
+        ("/v1/kv/x?index=abc", "Invalid index"),
+        ("/v1/kv/x?index=1&wait=bogus", "Invalid wait time"),
+    ] {
+        let refused = api.call(Method::GET, path, None).await;
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{path}");
+        assert_eq!(refused.text().await.unwrap(), message);
+    }
+    for (body, message) in [
+        (json!({"port": 1}), "Missing service name"),
+        (
+            json!({"name": "x", "check": {"http": "http://a/"}}),
+            "Invalid check: Interval must be > 0 for Script, HTTP, H2PING, TCP, UDP or GRPC checks",
+        ),
+    ] {
+        let refused = api
+            .call(Method::PUT, "/v1/agent/service/register", Some(body))
+            .await;
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST);
+        assert_eq!(refused.text().await.unwrap(), message);
+    }
+
+    // Lowercase session keys keep their meaning; LockDelay is reported in nanoseconds and
+    // holds the key after the holder's session is destroyed.
+    let session = |delay: &'static str| {
+        let api = &api;
+        async move {
+            api.json(
+                Method::PUT,
+                "/v1/session/create",
+                Some(json!({"name": "l", "ttl": "10s", "behavior": "delete", "lockdelay": delay})),
+            )
+            .await["ID"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let holder = session("1s").await;
+    let info = api
+        .json(Method::GET, &format!("/v1/session/info/{holder}"), None)
+        .await;
+    assert_eq!(info[0]["TTL"], "10s");
+    assert_eq!(info[0]["Behavior"], "delete");
+    assert_eq!(info[0]["LockDelay"], 1_000_000_000u64);
+    assert_eq!(
+        api.json(Method::GET, "/v1/session/list", None)
+            .await
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        api.put_kv(&format!("d/k?acquire={holder}"), "a").await,
+        "true"
+    );
+    api.json(Method::PUT, &format!("/v1/session/destroy/{holder}"), None)
+        .await;
+    let next = session("0s").await;
+    assert_eq!(
+        api.put_kv(&format!("d/k?acquire={next}"), "b").await,
+        "false"
+    );
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(
+        api.put_kv(&format!("d/k?acquire={next}"), "b").await,
+        "true"
+    );
 }

@@ -290,6 +290,9 @@ mod tests {
             ..check
         };
         let text = serde_json::to_string(&ttl).expect("serializes");
-        assert_eq!(serde_json::from_str::<HealthCheck>(&text).expect("reads"), ttl);
+        assert_eq!(
+            serde_json::from_str::<HealthCheck>(&text).expect("reads"),
+            ttl
+        );
     }
 }

@@ -277,11 +277,11 @@ fn check(
         Ok(IpAddr::V6(v6)) => format!("[{v6}]"),
         _ => endpoint.address.clone(),
     };
-    Ok(Some(HealthCheck {
-        http: format!("http://{host}:{}{path}", endpoint.port),
+    Ok(Some(HealthCheck::http(
+        format!("http://{host}:{}{path}", endpoint.port),
         interval,
-        timeout,
-    }))
+        Some(timeout),
+    )))
 }
 
 /// `8080/tcp` → `(8080, "tcp")`; a key without a protocol is TCP.

@@ -547,10 +547,13 @@ async fn scenario(label: &'static str, registry: DynRegistry) {
         assert_eq!(found.tags, vec!["v1", "demo"]);
         assert_eq!(found.meta, our_meta(&hostname, &id));
         let check = found.check.expect("an HTTP check");
-        assert_eq!(check.http, format!("http://127.0.0.1:{host_port}/health"));
         assert_eq!(
-            (check.interval, check.timeout),
-            (Duration::from_secs(10), Duration::from_secs(5))
+            check,
+            flow_core::HealthCheck::http(
+                format!("http://127.0.0.1:{host_port}/health"),
+                Duration::from_secs(10),
+                Some(Duration::from_secs(5))
+            )
         );
         latencies.push(latency);
         started.push((name, id));

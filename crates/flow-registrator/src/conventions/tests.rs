@@ -201,11 +201,11 @@ fn http_check_with_defaults_and_overrides() {
     );
     assert_eq!(
         derive(&c)[0].check,
-        Some(HealthCheck {
-            http: "http://127.0.0.1:49153/health".to_string(),
-            interval: Duration::from_secs(10),
-            timeout: Duration::from_secs(5),
-        })
+        Some(HealthCheck::http(
+            "http://127.0.0.1:49153/health",
+            Duration::from_secs(10),
+            Some(Duration::from_secs(5))
+        ))
     );
     let c = container(
         &[
@@ -219,11 +219,11 @@ fn http_check_with_defaults_and_overrides() {
     );
     assert_eq!(
         derive(&c)[0].check,
-        Some(HealthCheck {
-            http: "http://[::1]:49153/ready".to_string(),
-            interval: Duration::from_secs(90),
-            timeout: Duration::from_millis(500),
-        })
+        Some(HealthCheck::http(
+            "http://[::1]:49153/ready",
+            Duration::from_secs(90),
+            Some(Duration::from_millis(500))
+        ))
     );
 }
 
@@ -337,8 +337,10 @@ fn an_inspect_as_docker_20_10_answers_it() {
     assert_eq!(r.name, "shop-blue");
     assert_eq!((r.address.as_str(), r.port), ("192.0.2.10", 49160));
     assert_eq!(
-        r.check.map(|c| c.http),
-        Some("http://192.0.2.10:49160/health".to_string())
+        r.check.map(|c| c.target),
+        Some(flow_core::CheckTarget::Http(
+            "http://192.0.2.10:49160/health".to_string()
+        ))
     );
     assert_eq!(r.meta[CONTAINER_KEY], "5e1f");
 }

@@ -139,6 +139,9 @@ pub struct ReleaseFlags {
     /// How long new instances may take to become healthy: 90s, 2m, 500ms or seconds [default: 60s] [env: FLOW_HEALTH_TIMEOUT] [yml: health_timeout]
     #[arg(long, value_name = "DURATION")]
     pub health_timeout: Option<String>,
+    /// End the health wait at the first `unhealthy` instead of waiting for it to recover until --health-timeout [env: FLOW_HEALTH_FAIL_FAST] [yml: health_fail_fast]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub health_fail_fast: Option<String>,
     /// How long old instances may take to finish their requests [default: 30s] [env: FLOW_DRAIN_TIMEOUT] [yml: drain_timeout]
     #[arg(long, value_name = "DURATION")]
     pub drain_timeout: Option<String>,
@@ -320,7 +323,7 @@ file_options! {
         target, blue_green, scale, compose_path, project, host, cert_path, consul_address,
         proxy_host, proxy_reconf_port, proxy_docker_host, proxy_docker_cert_path,
         pull_side_targets, consul_template_fe_path, consul_template_be_path, servicename,
-        health_path, port, health_timeout, drain_timeout, pull, service_domain, path_type,
+        health_path, port, health_timeout, health_fail_fast, drain_timeout, pull, service_domain, path_type,
         proxy_token, advertise_addr, registry, dry_run, json,
     ],
     lists: [side_targets, flow, service_path]

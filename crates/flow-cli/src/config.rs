@@ -482,6 +482,7 @@ keys! {
     HEALTH_PATH = "--health-path", "health_path", ["FLOW_HEALTH_PATH"];
     PORT = "--port", "port", ["FLOW_PORT"];
     HEALTH_TIMEOUT = "--health-timeout", "health_timeout", ["FLOW_HEALTH_TIMEOUT"];
+    HEALTH_FAIL_FAST = "--health-fail-fast", "health_fail_fast", ["FLOW_HEALTH_FAIL_FAST"];
     DRAIN_TIMEOUT = "--drain-timeout", "drain_timeout", ["FLOW_DRAIN_TIMEOUT"];
     PULL = "--pull", "pull", ["FLOW_PULL"];
     SERVICE_DOMAIN = "--service-domain", "service_domain", ["FLOW_SERVICE_DOMAIN"];
@@ -1092,6 +1093,7 @@ fn load_release(flags: ReleaseFlags, context: &Context) -> Result<ReleaseConfig,
         layers.scalar(&CERT_PATH, flags.cert_path),
     );
     let pull_side_targets = layers.bool(&PULL_SIDE_TARGETS, flags.pull_side_targets)?;
+    let health_fail_fast = layers.bool(&HEALTH_FAIL_FAST, flags.health_fail_fast)?;
     let dry_run = layers.bool(&DRY_RUN, flags.dry_run)?;
     let json = layers.bool(&JSON, flags.json)?;
 
@@ -1105,6 +1107,7 @@ fn load_release(flags: ReleaseFlags, context: &Context) -> Result<ReleaseConfig,
             scale,
             route,
             timeouts,
+            health_fail_fast,
             holder: format!("docker-flow pid {} on {}", context.pid, context.hostname),
         },
         compose_path,

@@ -52,6 +52,16 @@ impl Printer {
                 *elapsed,
             ),
             Event::Notice { message } => Some(format!("    note: {message}")),
+            Event::Warning { message } => Some(format!("    warning: {message}")),
+            Event::InstanceUnhealthy {
+                instance,
+                detail,
+                elapsed,
+            } => Some(format!(
+                "    {instance} unhealthy ({}), still waiting: {}",
+                human(*elapsed),
+                first_line(detail.trim())
+            )),
             Event::StepFinished { summary, .. } => Some(format!("    {summary}")),
             Event::RollingBack { step, reason } => Some(format!(
                 "    {step} failed, rolling back: {}",

@@ -1025,6 +1025,7 @@ mod tests {
             color: Some(Color::Green),
             scale: Some(1),
             last_release: None,
+            previous_release: None,
         };
         registry
             .store(&shop, &green_state, Revision::NONE)

@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// One step of an invocation, run in the order given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Step {
     /// Start the target in the idle colour (or as fresh instances without blue-green),
     /// health-gate it, switch the proxy when one is configured, and commit.

@@ -1121,7 +1121,10 @@ mod tests {
             (read.image.as_str(), read.config),
             ("web:1", prepared.config)
         );
-        orchestrator.remove(&[legacy.clone()]).await.unwrap();
+        orchestrator
+            .remove(std::slice::from_ref(&legacy))
+            .await
+            .unwrap();
         assert!(orchestrator.resume(&[legacy]).await.is_err());
     }
 

@@ -1770,3 +1770,96 @@ async fn an_unreachable_registry_during_a_renewal_is_not_a_lost_lease() {
     .await
     .expect("transient renewal failures do not abort the release");
 }
+
+#[tokio::test]
+async fn scale_without_a_new_deploy_keeps_every_instance_on_the_live_spec_and_warns() {
+    use crate::memory::{MemoryOrchestrator, MemoryRegistry};
+    let orchestrator = MemoryOrchestrator::new().with_target(TARGET, "web:v2");
+    let registry = MemoryRegistry::new();
+    let ports = Ports {
+        orchestrator: Arc::new(orchestrator.clone()),
+        registry: Arc::new(registry.clone()),
+        proxy: None,
+    };
+    let deploy = ReleaseOptions {
+        route: None,
+        ..options(&[Step::Deploy], true, None)
+    };
+    Engine::new(ports.clone(), deploy)
+        .unwrap()
+        .run(&ignore)
+        .await
+        .unwrap();
+    // The Compose file now resolves to v1 (VERSION unset).
+    orchestrator.add_target(TARGET, "web:v1");
+    let scale = ReleaseOptions {
+        route: None,
+        ..options(&[Step::Scale], true, Some(ScaleSpec::Relative(2)))
+    };
+    let events = Mutex::new(Vec::new());
+    let report = Engine::new(ports, scale)
+        .unwrap()
+        .run(&|event: &Event| events.lock().unwrap().push(event.clone()))
+        .await
+        .unwrap();
+    assert_eq!(report.scale, Some(3));
+    let instances = orchestrator.instances();
+    assert_eq!(instances.len(), 3);
+    assert!(
+        instances.iter().all(|i| i.image == "web:v2"),
+        "{instances:?}"
+    );
+    let stored = registry.state(&service()).unwrap();
+    let live = stored.last_release.unwrap().spec.unwrap();
+    for instance in &instances {
+        assert_eq!(orchestrator.spec_of(&instance.id), Some(live.clone()));
+    }
+    let warned = events.lock().unwrap().iter().any(|event| {
+        matches!(event, Event::Warning { message } if message.contains("web:v1") && message.contains("web:v2"))
+    });
+    assert!(warned, "a warning names both images");
+}
+
+#[tokio::test]
+async fn an_unhealthy_instance_is_shown_once_and_waited_on_until_the_health_timeout() {
+    use crate::memory::{HealthScript, MemoryOrchestrator, MemoryRegistry};
+    let orchestrator = MemoryOrchestrator::new().with_target(TARGET, "web:v2");
+    orchestrator.set_health(
+        TARGET,
+        HealthScript::UnhealthyAfter {
+            polls: 0,
+            detail: "HTTP 503".into(),
+        },
+    );
+    let ports = Ports {
+        orchestrator: Arc::new(orchestrator.clone()),
+        registry: Arc::new(MemoryRegistry::new()),
+        proxy: None,
+    };
+    let mut deploy = ReleaseOptions {
+        route: None,
+        ..options(&[Step::Deploy], true, None)
+    };
+    deploy.timeouts.health = Duration::from_millis(350);
+    deploy.timeouts.health_poll = Duration::from_millis(50);
+    let events = Mutex::new(Vec::new());
+    let began = std::time::Instant::now();
+    let error = Engine::new(ports, deploy)
+        .unwrap()
+        .run(&|event: &Event| events.lock().unwrap().push(event.clone()))
+        .await
+        .unwrap_err();
+    assert!(began.elapsed() >= Duration::from_millis(350), "waited on");
+    assert!(
+        matches!(error.cause(), Some(Cause::HealthTimeout { .. })),
+        "{error:?}"
+    );
+    let shown: Vec<_> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e, Event::InstanceUnhealthy { detail, .. } if detail == "HTTP 503"))
+        .cloned()
+        .collect();
+    assert_eq!(shown.len(), 1, "shown once with the check's output");
+}

@@ -20,8 +20,10 @@
 //!   to unset a variable inherited from a wrapper); for lists it is an empty list.
 //! * Unknown yml keys are warnings, returned in [`ReleaseConfig::warnings`]: 1.x ignored them,
 //!   and failing on a key a newer version added would break shared files.
-//! * `DOCKER_HOST` and `DOCKER_CERT_PATH` come last, below the yml file: they are the
-//!   fallback the table describes, not a layer of their own.
+//! * `DOCKER_HOST`, `DOCKER_CERT_PATH`, `DOCKER_CONTEXT` and the Docker config's current
+//!   context are not layers here: they are read when connecting, by
+//!   [`flow_docker::context::resolve`], in the docker CLI's order (an explicit `--context`
+//!   beats `DOCKER_HOST`, and `--host` with `--context` is refused there).
 //! * Options 1.x had that cannot work here (`--proxy-docker-host`, `--consul-template-*`) are
 //!   refused rather than ignored, so nobody believes they took effect.
 //! * `--registry` and `--consul-address` both choose the registry; giving both with
@@ -41,6 +43,7 @@ use flow_docker::PullPolicy;
 use crate::args::{
     Cli, CommandArgs, ParsedFile, ProxyCommandArgs, ProxyServeFlags, RegistratorFlags, ReleaseFlags,
 };
+use crate::output::Verbosity;
 
 /// The name of the options file read from the working directory.
 pub const CONFIG_FILE_NAME: &str = "docker-flow.yml";
@@ -113,6 +116,10 @@ pub enum Command {
     ProxyServe(ProxyServeConfig),
     /// `docker-flow registrator`: keep the registry in sync with running containers.
     Registrator(RegistratorConfig),
+    /// `docker-flow completions SHELL`: print a completion script.
+    Completions(clap_complete::Shell),
+    /// `docker-flow man`: print the man page.
+    Manual,
 }
 
 /// Everything a release needs, validated.
@@ -144,17 +151,35 @@ pub struct ReleaseConfig {
     pub dry_run: bool,
     /// JSON event lines on stdout instead of progress text.
     pub json: bool,
+    /// How much is printed besides the summary and errors.
+    pub verbosity: Verbosity,
     /// Things worth telling the user that do not stop the release (unknown yml keys).
     pub warnings: Vec<String>,
 }
 
-/// The Docker engine endpoint.
+/// The Docker engine endpoint, as chosen explicitly; `DOCKER_HOST`, `DOCKER_CERT_PATH`,
+/// `DOCKER_CONTEXT` and the Docker config's current context are applied when connecting
+/// ([`flow_docker::context::resolve`]), so that a context chosen here can beat `DOCKER_HOST`
+/// as in the docker CLI.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DockerEndpoint {
-    /// `unix:///…`, `tcp://host:port`…; `None` is the local default socket.
+    /// `unix:///…`, `tcp://host:port`…; `None`: the environment or a context decides.
     pub host: Option<String>,
     /// Directory with `ca.pem`, `cert.pem` and `key.pem` for TLS, absolute.
     pub cert_path: Option<PathBuf>,
+    /// A Docker context by name, and where the name came from (`--context`).
+    pub context: Option<(String, String)>,
+}
+
+impl DockerEndpoint {
+    /// What [`flow_docker::context::resolve`] takes.
+    pub fn selection(&self) -> flow_docker::context::Selection {
+        flow_docker::context::Selection {
+            context: self.context.clone(),
+            host: self.host.clone(),
+            cert_path: self.cert_path.clone(),
+        }
+    }
 }
 
 /// Where release state, the deploy lock and registrations are stored.
@@ -293,6 +318,14 @@ pub enum ConfigError {
     WorkingDirectory {
         /// The I/O error.
         source: io::Error,
+    },
+    /// `--quiet` and `--verbose` together.
+    #[error("{quiet} and {verbose} are both set: give only one")]
+    QuietAndVerbose {
+        /// Where quiet came from.
+        quiet: Origin,
+        /// Where verbose came from.
+        verbose: Origin,
     },
     /// `docker-flow.yml` exists but cannot be read.
     #[error("cannot read {}: {source}; make it readable or remove it", path.display())]
@@ -443,6 +476,8 @@ pub fn load(cli: Cli, context: &Context) -> Result<Command, ConfigError> {
         Some(CommandArgs::Registrator(flags)) => {
             load_registrator(flags, context).map(Command::Registrator)
         }
+        Some(CommandArgs::Completions { shell }) => Ok(Command::Completions(shell)),
+        Some(CommandArgs::Man) => Ok(Command::Manual),
     }
 }
 
@@ -468,6 +503,9 @@ keys! {
     COMPOSE_PATH = "--compose-path", "compose_path", ["FLOW_COMPOSE_PATH"];
     PROJECT = "--project", "project", ["FLOW_PROJECT"];
     HOST = "--host", "host", ["FLOW_HOST"];
+    CONTEXT = "--context", "context", ["FLOW_CONTEXT"];
+    QUIET = "--quiet", "quiet", ["FLOW_QUIET"];
+    VERBOSE = "--verbose", "verbose", ["FLOW_VERBOSE"];
     CERT_PATH = "--cert-path", "cert_path", ["FLOW_CERT_PATH"];
     CONSUL_ADDRESS = "--consul-address", "consul_address", ["FLOW_CONSUL_ADDRESS"];
     PROXY_HOST = "--proxy-host", "proxy_host", ["FLOW_PROXY_HOST"];
@@ -772,20 +810,13 @@ fn docker_endpoint(
     layers: &Layers<'_>,
     host: Option<Value>,
     cert_path: Option<Value>,
+    context: Option<Value>,
 ) -> DockerEndpoint {
-    let context = layers.context;
-    let host = host
-        .map(|value| value.text)
-        .or_else(|| context.env("DOCKER_HOST").filter(|text| !text.is_empty()));
-    let cert_path = cert_path
-        .map(|value| value.text)
-        .or_else(|| {
-            context
-                .env("DOCKER_CERT_PATH")
-                .filter(|text| !text.is_empty())
-        })
-        .map(|path| absolute(&context.cwd, &path));
-    DockerEndpoint { host, cert_path }
+    DockerEndpoint {
+        host: host.map(|value| value.text),
+        cert_path: cert_path.map(|value| absolute(&layers.context.cwd, &value.text)),
+        context: context.map(|value| (value.text.trim().to_string(), value.origin.to_string())),
+    }
 }
 
 fn load_release(flags: ReleaseFlags, context: &Context) -> Result<ReleaseConfig, ConfigError> {
@@ -1090,7 +1121,26 @@ fn load_release(flags: ReleaseFlags, context: &Context) -> Result<ReleaseConfig,
         &layers,
         layers.scalar(&HOST, flags.host),
         layers.scalar(&CERT_PATH, flags.cert_path),
+        layers.scalar(&CONTEXT, flags.context),
     );
+    let quiet = layers.scalar(&QUIET, flags.quiet);
+    let verbose = layers.scalar(&VERBOSE, flags.verbose);
+    let quiet_origin = quiet.as_ref().map(|value| value.origin.clone());
+    let verbose_origin = verbose.as_ref().map(|value| value.origin.clone());
+    let verbosity = match (
+        quiet.map(|value| parse_bool(&value)).transpose()?,
+        verbose.map(|value| parse_bool(&value)).transpose()?,
+    ) {
+        (Some(true), Some(true)) => {
+            return Err(ConfigError::QuietAndVerbose {
+                quiet: quiet_origin.unwrap_or(Origin::Flag(QUIET.flag)),
+                verbose: verbose_origin.unwrap_or(Origin::Flag(VERBOSE.flag)),
+            })
+        }
+        (Some(true), _) => Verbosity::Quiet,
+        (_, Some(true)) => Verbosity::Verbose,
+        _ => Verbosity::Normal,
+    };
     let pull_side_targets = layers.bool(&PULL_SIDE_TARGETS, flags.pull_side_targets)?;
     let dry_run = layers.bool(&DRY_RUN, flags.dry_run)?;
     let json = layers.bool(&JSON, flags.json)?;
@@ -1119,6 +1169,7 @@ fn load_release(flags: ReleaseFlags, context: &Context) -> Result<ReleaseConfig,
         advertise_addr,
         dry_run,
         json,
+        verbosity,
         warnings,
     })
 }
@@ -1239,6 +1290,7 @@ fn load_registrator(
         &layers,
         layers.scalar(&HOST, flags.host),
         layers.scalar(&CERT_PATH, flags.cert_path),
+        layers.scalar(&CONTEXT, flags.context),
     );
     Ok(RegistratorConfig {
         registry,

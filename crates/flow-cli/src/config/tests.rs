@@ -664,17 +664,13 @@ fn route_and_proxy_endpoint() {
 }
 
 #[test]
-fn docker_endpoint_falls_back_to_docker_variables() {
+fn docker_endpoint_is_the_explicit_choice_and_leaves_docker_variables_to_the_resolver() {
     let env = [
         ("DOCKER_HOST", "tcp://docker:2376"),
         ("DOCKER_CERT_PATH", "certs"),
     ];
     let docker = release(&["-t", "app"], &env, None).docker;
-    assert_eq!(docker.host.as_deref(), Some("tcp://docker:2376"));
-    assert_eq!(
-        docker.cert_path,
-        Some(PathBuf::from("/srv/My Shop.v2/certs"))
-    );
+    assert_eq!(docker, DockerEndpoint::default());
     let yml = Some("target: app\nhost: unix:///yml.sock\n");
     assert_eq!(
         release(&[], &env, yml).docker.host.as_deref(),
@@ -688,9 +684,42 @@ fn docker_endpoint_falls_back_to_docker_variables() {
         release(&[], &env, yml).docker.host.as_deref(),
         Some("tcp://flow:2376")
     );
-    let docker = release(&["-H", "unix:///flag.sock", "--cert-path", "/c"], &env, yml).docker;
+    let docker = release(&["-H", "unix:///flag.sock", "--cert-path", "c"], &env, yml).docker;
     assert_eq!(docker.host.as_deref(), Some("unix:///flag.sock"));
-    assert_eq!(docker.cert_path, Some(PathBuf::from("/c")));
+    assert_eq!(docker.cert_path, Some(PathBuf::from("/srv/My Shop.v2/c")));
+    let docker = release(&["--context", "remote"], &[("FLOW_CONTEXT", "other")], yml).docker;
+    assert_eq!(
+        docker.context,
+        Some(("remote".to_string(), "--context".to_string()))
+    );
+    let docker = release(&[], &[("FLOW_CONTEXT", "other")], yml).docker;
+    assert_eq!(
+        docker.context,
+        Some((
+            "other".to_string(),
+            "environment variable FLOW_CONTEXT".to_string()
+        ))
+    );
+}
+
+#[test]
+fn quiet_and_verbose_choose_the_verbosity_and_exclude_each_other() {
+    assert_eq!(
+        release(&["-t", "app"], &[], None).verbosity,
+        Verbosity::Normal
+    );
+    assert_eq!(
+        release(&["-t", "app", "-q"], &[], None).verbosity,
+        Verbosity::Quiet
+    );
+    assert_eq!(
+        release(&["-t", "app"], &[("FLOW_VERBOSE", "true")], None).verbosity,
+        Verbosity::Verbose
+    );
+    assert_eq!(
+        error(&["-t", "app", "-q"], &[("FLOW_VERBOSE", "1")], None),
+        "--quiet and environment variable FLOW_VERBOSE are both set: give only one"
+    );
 }
 
 #[test]
@@ -787,10 +816,7 @@ fn registrator() {
             },
             ip: Some("10.1.2.3".parse().unwrap()),
             resync: Some(Duration::from_secs(300)),
-            docker: DockerEndpoint {
-                host: Some("unix:///d.sock".to_string()),
-                cert_path: None
-            },
+            docker: DockerEndpoint::default(),
         }
     );
     assert!(error(

@@ -52,6 +52,8 @@
 pub mod api;
 pub mod client;
 pub mod haproxy;
+pub mod params;
+mod process;
 pub mod table;
 pub mod validate;
 

@@ -1080,6 +1080,19 @@ mod tests {
         config
     }
 
+    #[test]
+    fn tokens_compare_equal_only_when_equal_including_their_length() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cre", b"s3cret"));
+        assert!(
+            !constant_time_eq(b"s3crets3cret", b"s3cret"),
+            "a repeated token is not it"
+        );
+        assert!(!constant_time_eq(b"s3creT", b"s3cret"));
+        assert!(!constant_time_eq(b"", b"s3cret"));
+        assert!(!constant_time_eq(b"x", b""));
+    }
+
     #[tokio::test]
     async fn registry_backed_routes_are_rebuilt_from_the_registry_on_start() {
         let state = tempfile::tempdir().unwrap();

@@ -134,3 +134,64 @@ async fn a_detached_haproxy_keeps_serving_and_the_next_start_adopts_it() {
         (StatusCode::OK, "other".into())
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_parameter_has_its_effect_or_is_refused_by_name() {
+    let state = tempfile::tempdir().unwrap();
+    let proxy = TestProxy::start(state.path()).await;
+    let web = Backend::start("web").await;
+    let (status, _) = proxy.reconfigure("web", "/web", &[web.addr], "").await;
+    assert_eq!(status, StatusCode::OK);
+    let config_before = proxy.config_text(state.path());
+    for parameter in flow_proxy::params::RECONFIGURE {
+        let flow_proxy::params::Support::Refused(reason) = parameter.support else {
+            continue;
+        };
+        let (status, answer) = proxy
+            .reconfigure(
+                "web",
+                "/web",
+                &[web.addr],
+                &format!("&{}=1", parameter.name),
+            )
+            .await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert_eq!(
+            answer["Message"],
+            format!("{} is not supported: {reason}", parameter.name)
+        );
+    }
+    for (extra, named) in [
+        ("&servicePath.1=/x", "servicePath.1 is not supported"),
+        ("&reqMode=tcp", "reqMode=tcp is not supported"),
+        ("&servicepath=/x", "unknown parameter servicepath"),
+        ("&serviceName=web", "serviceName is given twice"),
+    ] {
+        let (status, answer) = proxy.reconfigure("web", "/web", &[web.addr], extra).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+        assert!(
+            answer["Message"].as_str().unwrap().starts_with(named),
+            "{answer}"
+        );
+    }
+    let (status, _, answer) = proxy
+        .api("/v1/docker-flow-proxy/remove?serviceName=web&aclName=x")
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(
+        proxy.config_text(state.path()),
+        config_before,
+        "nothing changed"
+    );
+    assert_eq!(
+        proxy.get("/web", None).await,
+        (StatusCode::OK, "web".into())
+    );
+
+    let mut empty = config(state.path().join("other").as_path(), free_addr());
+    empty.token = Some(String::new());
+    assert!(matches!(
+        flow_proxy::start(empty).await,
+        Err(flow_proxy::ServeError::EmptyToken)
+    ));
+}

@@ -483,7 +483,7 @@ impl Haproxy {
     }
 
     /// Completes with what happened once HAProxy died and could not be restarted (see
-    /// [`supervise`]); pending forever while it runs.
+    /// the supervisor); pending forever while it runs.
     pub async fn lost(&self) -> String {
         let mut lost = self.inner.lost.subscribe();
         loop {

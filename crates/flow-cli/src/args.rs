@@ -204,6 +204,15 @@ pub struct ProxyServeFlags {
     /// Token API callers must present [env: FLOW_PROXY_TOKEN]
     #[arg(long, value_name = "TOKEN")]
     pub api_token: Option<String>,
+    /// Run the API without a token (an empty token is refused otherwise)
+    #[arg(long)]
+    pub no_auth: bool,
+    /// On SIGINT/SIGTERM also stop HAProxy, finishing open connections first [default: HAProxy keeps serving]
+    #[arg(long)]
+    pub stop_haproxy: bool,
+    /// With --stop-haproxy: how long open connections may take to finish: 30s, 2m or seconds [default: 30s]
+    #[arg(long, value_name = "DURATION", requires = "stop_haproxy")]
+    pub stop_timeout: Option<String>,
     /// Registry to read instances from: file:PATH, consul://host:port or etcd://host:port[,host:port] [env: FLOW_REGISTRY]
     #[arg(long, value_name = "URL")]
     pub registry: Option<String>,

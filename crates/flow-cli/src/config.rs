@@ -240,8 +240,12 @@ pub struct ProxyServeConfig {
     pub state_dir: PathBuf,
     /// The HAProxy binary.
     pub haproxy: PathBuf,
-    /// The token API callers must present (never printed).
+    /// The token API callers must present (never printed); `None` only with `--no-auth` or
+    /// when no token is set at all.
     pub api_token: Option<String>,
+    /// `--stop-haproxy`: how long open connections may take to finish when HAProxy is
+    /// stopped with the API; `None`: HAProxy keeps serving.
+    pub stop_haproxy: Option<Duration>,
     /// Where instances are read from, when given.
     pub registry: Option<RegistryLocation>,
 }
@@ -254,6 +258,7 @@ impl fmt::Debug for ProxyServeConfig {
             .field("state_dir", &self.state_dir)
             .field("haproxy", &self.haproxy)
             .field("api_token", &self.api_token.as_ref().map(|_| Redacted))
+            .field("stop_haproxy", &self.stop_haproxy)
             .field("registry", &self.registry)
             .finish()
     }
@@ -353,6 +358,18 @@ pub enum ConfigError {
         value: String,
         /// What is accepted, with an example.
         expected: &'static str,
+    },
+    /// The API token is set but empty, which would turn authentication off unnoticed.
+    #[error("{origin} is empty: set a token, or run the API without authentication explicitly with --no-auth")]
+    EmptyApiToken {
+        /// Where the empty token came from.
+        origin: Origin,
+    },
+    /// `--no-auth` together with a token.
+    #[error("--no-auth conflicts with the token of {origin}: remove one of them")]
+    NoAuthWithToken {
+        /// Where the token came from.
+        origin: Origin,
     },
     /// No target is given anywhere.
     #[error("no target given: name the Compose service to release with --target/-t (or FLOW_TARGET, or `target:` in docker-flow.yml)")]
@@ -534,6 +551,7 @@ keys! {
     RESYNC = "--resync", "", [];
     API_ADDR = "--api-addr", "", [];
     BIND = "--bind", "", [];
+    STOP_TIMEOUT = "--stop-timeout", "", [];
 }
 
 /// One layered value and where it came from.
@@ -1233,9 +1251,37 @@ fn load_proxy_serve(
             find_on_path(context, "haproxy").unwrap_or_else(|| PathBuf::from("/usr/sbin/haproxy"))
         }
     };
-    let api_token = layers
-        .scalar(&API_TOKEN, flags.api_token)
-        .map(|value| value.text);
+    // `scalar` skips empty environment values, which here would switch authentication off
+    // without a word: an empty token, from the flag or the environment, is refused.
+    let empty_token = match &flags.api_token {
+        Some(token) if token.trim().is_empty() => Some(Origin::Flag(API_TOKEN.flag)),
+        Some(_) => None,
+        None => API_TOKEN
+            .env
+            .iter()
+            .find(|name| context.env(name).is_some_and(|text| text.trim().is_empty()))
+            .map(|name| Origin::Env(name)),
+    };
+    let api_token = layers.scalar(&API_TOKEN, flags.api_token);
+    let api_token = match (flags.no_auth, empty_token, api_token) {
+        (true, _, Some(value)) if !value.text.trim().is_empty() => {
+            return Err(ConfigError::NoAuthWithToken {
+                origin: value.origin,
+            })
+        }
+        (true, _, _) => None,
+        (false, Some(origin), _) => return Err(ConfigError::EmptyApiToken { origin }),
+        (false, None, value) => value.map(|value| value.text),
+    };
+    let stop_haproxy = if flags.stop_haproxy {
+        let value = flags.stop_timeout.map(|text| Value {
+            text,
+            origin: Origin::Flag(STOP_TIMEOUT.flag),
+        });
+        Some(duration(value, Duration::from_secs(30))?)
+    } else {
+        None
+    };
     let registry = layers
         .scalar(&REGISTRY, flags.registry)
         .map(|value| registry(value, &context.cwd))
@@ -1246,6 +1292,7 @@ fn load_proxy_serve(
         state_dir,
         haproxy,
         api_token,
+        stop_haproxy,
         registry,
     })
 }

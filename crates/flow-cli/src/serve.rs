@@ -21,6 +21,7 @@ pub async fn proxy(config: ProxyServeConfig) -> Exit {
         token: config.api_token.clone(),
         haproxy: config.haproxy.clone(),
         registry,
+        stop_haproxy: config.stop_haproxy,
         ..ServeConfig::new(config.state_dir.clone(), config.binds.clone())
     };
     let binds: Vec<String> = config.binds.iter().map(ToString::to_string).collect();
@@ -32,13 +33,15 @@ pub async fn proxy(config: ProxyServeConfig) -> Exit {
         if config.api_token.is_some() {
             " (token required)"
         } else {
-            ""
+            " (no token: any process that reaches the API can change the routes)"
         }
     );
     match flow_proxy::serve(serve_config).await {
-        Ok(()) => {
-            eprintln!("docker-flow proxy: stopped");
-            Exit::Success
+        // flow_proxy::serve says what it left running.
+        Ok(()) => Exit::Success,
+        Err(error @ flow_proxy::ServeError::EmptyToken) => {
+            eprintln!("docker-flow proxy: {error}");
+            Exit::BadInput
         }
         Err(error) => {
             eprintln!("docker-flow proxy: {error}");

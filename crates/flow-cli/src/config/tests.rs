@@ -776,6 +776,43 @@ fn proxy_serve_defaults_and_flags() {
 }
 
 #[test]
+fn proxy_serve_refuses_an_empty_token_unless_no_auth() {
+    let serve = |args: &[&str], env: &[(&str, &str)]| match run(args, env, None).unwrap() {
+        Command::ProxyServe(config) => config,
+        _ => panic!("expected proxy serve"),
+    };
+    assert_eq!(
+        error(&["proxy", "serve"], &[("FLOW_PROXY_TOKEN", "")], None),
+        "environment variable FLOW_PROXY_TOKEN is empty: set a token, or run the API without authentication explicitly with --no-auth"
+    );
+    assert!(error(&["proxy", "serve", "--api-token", " "], &[], None)
+        .starts_with("--api-token is empty"));
+    let config = serve(
+        &["proxy", "serve", "--no-auth"],
+        &[("FLOW_PROXY_TOKEN", "")],
+    );
+    assert_eq!(config.api_token, None);
+    assert_eq!(
+        error(&["proxy", "serve", "--no-auth"], &[("FLOW_PROXY_TOKEN", "t")], None),
+        "--no-auth conflicts with the token of environment variable FLOW_PROXY_TOKEN: remove one of them"
+    );
+
+    assert_eq!(serve(&["proxy", "serve"], &[]).stop_haproxy, None);
+    assert_eq!(
+        serve(&["proxy", "serve", "--stop-haproxy"], &[]).stop_haproxy,
+        Some(Duration::from_secs(30))
+    );
+    assert_eq!(
+        serve(
+            &["proxy", "serve", "--stop-haproxy", "--stop-timeout", "5s"],
+            &[]
+        )
+        .stop_haproxy,
+        Some(Duration::from_secs(5))
+    );
+}
+
+#[test]
 fn proxy_serve_finds_haproxy_on_path() {
     let dir = std::env::temp_dir().join(format!("flow-cli-path-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();

@@ -15,7 +15,12 @@
 //!   project is ever touched.
 //! * **API version.** bollard asks for a newer API than Docker 20.10 speaks; [`connect`]
 //!   negotiates the version down, and only API 1.41 features are used (for example one
-//!   network endpoint at create time, further networks connected before start).
+//!   network endpoint at create time, further networks connected before start). An engine
+//!   older than [`MIN_API_VERSION`] is refused when connecting, by name, rather than failing
+//!   later on a call it does not know; [`api_versions`] gives the range for `--version`.
+//! * **Contexts.** [`context`] resolves the endpoint from Docker contexts as the docker CLI
+//!   does (`--context`, `DOCKER_CONTEXT`, the current context of `config.json`), with
+//!   `DOCKER_HOST` and an explicit host taking precedence as there.
 //!
 //! # Names and labels
 //!
@@ -61,6 +66,7 @@
 #![deny(missing_docs)]
 
 pub mod compose;
+pub mod context;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -124,6 +130,19 @@ const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 
 /// Seconds bollard waits for one engine answer.
 const REQUEST_TIMEOUT_SECS: u64 = 120;
+
+/// The oldest Docker Engine API docker-flow speaks (Docker 20.10): major, minor.
+pub const MIN_API_VERSION: (usize, usize) = (1, 41);
+
+/// The Engine API versions docker-flow works with: from [`MIN_API_VERSION`] to the one it
+/// asks for first, which [`connect`] negotiates down to what the engine speaks.
+pub fn api_versions() -> String {
+    let newest = bollard::API_DEFAULT_VERSION;
+    format!(
+        "{}.{} to {}.{}",
+        MIN_API_VERSION.0, MIN_API_VERSION.1, newest.major_version, newest.minor_version
+    )
+}
 
 /// Where and how to reach the engine: `--host`, `--cert-path` and `DOCKER_TLS_VERIFY`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -192,10 +211,21 @@ pub async fn connect(settings: &ConnectSettings) -> Result<Docker, OrchestratorE
         ));
     };
     let client = client.map_err(|error| unreachable(Box::new(error)))?;
-    client
+    let client = client
         .negotiate_version()
         .await
-        .map_err(|error| unreachable(Box::new(error)))
+        .map_err(|error| unreachable(Box::new(error)))?;
+    let spoken = client.client_version();
+    if (spoken.major_version, spoken.minor_version) < MIN_API_VERSION {
+        return Err(unreachable(
+            format!(
+                "the engine speaks Docker API {}.{}; docker-flow needs {}.{} (Docker 20.10) or newer: upgrade the engine",
+                spoken.major_version, spoken.minor_version, MIN_API_VERSION.0, MIN_API_VERSION.1
+            )
+            .into(),
+        ));
+    }
+    Ok(client)
 }
 
 /// When to pull a target's image.

@@ -82,4 +82,13 @@ mod tests {
             assert_eq!(step.to_string().parse(), Ok(step));
         }
     }
+
+    #[test]
+    fn steps_serialize_as_flow_spells_them() {
+        for step in [Step::Deploy, Step::Scale, Step::StopOld, Step::Proxy] {
+            let json = serde_json::to_string(&step).unwrap();
+            assert_eq!(json, format!("\"{}\"", step.as_str()));
+            assert_eq!(serde_json::from_str::<Step>(&json).unwrap(), step);
+        }
+    }
 }

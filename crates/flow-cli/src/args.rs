@@ -25,7 +25,8 @@ use serde::Deserialize;
 #[derive(Debug, Parser)]
 #[command(
     name = "docker-flow",
-    version,
+    version = crate::version::SHORT,
+    long_version = crate::version::long(),
     about = "Zero-downtime blue-green releases of Compose services on plain Docker hosts",
     long_about = None,
     after_help = "Without a subcommand, releases a Compose service. Options are layered: built-in \
@@ -53,6 +54,14 @@ pub enum CommandArgs {
     },
     /// Registers running containers in the registry and follows Docker events.
     Registrator(RegistratorFlags),
+    /// Prints a shell completion script: bash, zsh, fish or powershell.
+    Completions {
+        /// The shell.
+        #[arg(value_enum)]
+        shell: clap_complete::Shell,
+    },
+    /// Prints the man page (roff), e.g. `docker-flow man > /usr/local/share/man/man1/docker-flow.1`.
+    Man,
 }
 
 /// The `proxy` subcommands.
@@ -97,6 +106,9 @@ pub struct ReleaseFlags {
     /// Docker endpoint [default: DOCKER_HOST] [env: FLOW_HOST] [yml: host]
     #[arg(short = 'H', long, value_name = "URL")]
     pub host: Option<String>,
+    /// Docker context to use [default: DOCKER_CONTEXT, else the current context of the Docker config] [env: FLOW_CONTEXT] [yml: context]
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
     /// Directory of the Docker TLS certificates [default: DOCKER_CERT_PATH] [env: FLOW_CERT_PATH] [yml: cert_path]
     #[arg(long, value_name = "DIR")]
     pub cert_path: Option<String>,
@@ -139,6 +151,9 @@ pub struct ReleaseFlags {
     /// How long new instances may take to become healthy: 90s, 2m, 500ms or seconds [default: 60s] [env: FLOW_HEALTH_TIMEOUT] [yml: health_timeout]
     #[arg(long, value_name = "DURATION")]
     pub health_timeout: Option<String>,
+    /// End the health wait at the first `unhealthy` instead of waiting for it to recover until --health-timeout [env: FLOW_HEALTH_FAIL_FAST] [yml: health_fail_fast]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub health_fail_fast: Option<String>,
     /// How long old instances may take to finish their requests [default: 30s] [env: FLOW_DRAIN_TIMEOUT] [yml: drain_timeout]
     #[arg(long, value_name = "DURATION")]
     pub drain_timeout: Option<String>,
@@ -166,6 +181,12 @@ pub struct ReleaseFlags {
     /// Print JSON event lines on stdout instead of progress text [env: FLOW_JSON] [yml: json]
     #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub json: Option<String>,
+    /// Print only the summary and errors [env: FLOW_QUIET] [yml: quiet]
+    #[arg(short = 'q', long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub quiet: Option<String>,
+    /// Also print every call to the engine, registry and proxy with its timing [env: FLOW_VERBOSE] [yml: verbose]
+    #[arg(short = 'v', long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub verbose: Option<String>,
 }
 
 /// Flags of `docker-flow proxy serve`, as typed.
@@ -186,6 +207,15 @@ pub struct ProxyServeFlags {
     /// Token API callers must present [env: FLOW_PROXY_TOKEN]
     #[arg(long, value_name = "TOKEN")]
     pub api_token: Option<String>,
+    /// Run the API without a token (an empty token is refused otherwise)
+    #[arg(long)]
+    pub no_auth: bool,
+    /// On SIGINT/SIGTERM also stop HAProxy, finishing open connections first [default: HAProxy keeps serving]
+    #[arg(long)]
+    pub stop_haproxy: bool,
+    /// With --stop-haproxy: how long open connections may take to finish: 30s, 2m or seconds [default: 30s]
+    #[arg(long, value_name = "DURATION", requires = "stop_haproxy")]
+    pub stop_timeout: Option<String>,
     /// Registry to read instances from: file:PATH, consul://host:port or etcd://host:port[,host:port] [env: FLOW_REGISTRY]
     #[arg(long, value_name = "URL")]
     pub registry: Option<String>,
@@ -206,6 +236,9 @@ pub struct RegistratorFlags {
     /// Docker endpoint [default: DOCKER_HOST] [env: FLOW_HOST]
     #[arg(short = 'H', long, value_name = "URL")]
     pub host: Option<String>,
+    /// Docker context to use [default: DOCKER_CONTEXT, else the current context of the Docker config] [env: FLOW_CONTEXT]
+    #[arg(long, value_name = "NAME")]
+    pub context: Option<String>,
     /// Directory of the Docker TLS certificates [default: DOCKER_CERT_PATH] [env: FLOW_CERT_PATH]
     #[arg(long, value_name = "DIR")]
     pub cert_path: Option<String>,
@@ -320,8 +353,8 @@ file_options! {
         target, blue_green, scale, compose_path, project, host, cert_path, consul_address,
         proxy_host, proxy_reconf_port, proxy_docker_host, proxy_docker_cert_path,
         pull_side_targets, consul_template_fe_path, consul_template_be_path, servicename,
-        health_path, port, health_timeout, drain_timeout, pull, service_domain, path_type,
-        proxy_token, advertise_addr, registry, dry_run, json,
+        health_path, port, health_timeout, health_fail_fast, drain_timeout, pull, service_domain,
+        path_type, proxy_token, advertise_addr, registry, dry_run, json, context, quiet, verbose,
     ],
     lists: [side_targets, flow, service_path]
 }

@@ -20,8 +20,10 @@
 //!   to unset a variable inherited from a wrapper); for lists it is an empty list.
 //! * Unknown yml keys are warnings, returned in [`ReleaseConfig::warnings`]: 1.x ignored them,
 //!   and failing on a key a newer version added would break shared files.
-//! * `DOCKER_HOST` and `DOCKER_CERT_PATH` come last, below the yml file: they are the
-//!   fallback the table describes, not a layer of their own.
+//! * `DOCKER_HOST`, `DOCKER_CERT_PATH`, `DOCKER_CONTEXT` and the Docker config's current
+//!   context are not layers here: they are read when connecting, by
+//!   [`flow_docker::context::resolve`], in the docker CLI's order (an explicit `--context`
+//!   beats `DOCKER_HOST`, and `--host` with `--context` is refused there).
 //! * Options 1.x had that cannot work here (`--proxy-docker-host`, `--consul-template-*`) are
 //!   refused rather than ignored, so nobody believes they took effect.
 //! * `--registry` and `--consul-address` both choose the registry; giving both with
@@ -41,6 +43,7 @@ use flow_docker::PullPolicy;
 use crate::args::{
     Cli, CommandArgs, ParsedFile, ProxyCommandArgs, ProxyServeFlags, RegistratorFlags, ReleaseFlags,
 };
+use crate::output::Verbosity;
 
 /// The name of the options file read from the working directory.
 pub const CONFIG_FILE_NAME: &str = "docker-flow.yml";
@@ -113,6 +116,10 @@ pub enum Command {
     ProxyServe(ProxyServeConfig),
     /// `docker-flow registrator`: keep the registry in sync with running containers.
     Registrator(RegistratorConfig),
+    /// `docker-flow completions SHELL`: print a completion script.
+    Completions(clap_complete::Shell),
+    /// `docker-flow man`: print the man page.
+    Manual,
 }
 
 /// Everything a release needs, validated.
@@ -144,17 +151,35 @@ pub struct ReleaseConfig {
     pub dry_run: bool,
     /// JSON event lines on stdout instead of progress text.
     pub json: bool,
+    /// How much is printed besides the summary and errors.
+    pub verbosity: Verbosity,
     /// Things worth telling the user that do not stop the release (unknown yml keys).
     pub warnings: Vec<String>,
 }
 
-/// The Docker engine endpoint.
+/// The Docker engine endpoint, as chosen explicitly; `DOCKER_HOST`, `DOCKER_CERT_PATH`,
+/// `DOCKER_CONTEXT` and the Docker config's current context are applied when connecting
+/// ([`flow_docker::context::resolve`]), so that a context chosen here can beat `DOCKER_HOST`
+/// as in the docker CLI.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DockerEndpoint {
-    /// `unix:///…`, `tcp://host:port`…; `None` is the local default socket.
+    /// `unix:///…`, `tcp://host:port`…; `None`: the environment or a context decides.
     pub host: Option<String>,
     /// Directory with `ca.pem`, `cert.pem` and `key.pem` for TLS, absolute.
     pub cert_path: Option<PathBuf>,
+    /// A Docker context by name, and where the name came from (`--context`).
+    pub context: Option<(String, String)>,
+}
+
+impl DockerEndpoint {
+    /// What [`flow_docker::context::resolve`] takes.
+    pub fn selection(&self) -> flow_docker::context::Selection {
+        flow_docker::context::Selection {
+            context: self.context.clone(),
+            host: self.host.clone(),
+            cert_path: self.cert_path.clone(),
+        }
+    }
 }
 
 /// Where release state, the deploy lock and registrations are stored.
@@ -215,8 +240,12 @@ pub struct ProxyServeConfig {
     pub state_dir: PathBuf,
     /// The HAProxy binary.
     pub haproxy: PathBuf,
-    /// The token API callers must present (never printed).
+    /// The token API callers must present (never printed); `None` only with `--no-auth` or
+    /// when no token is set at all.
     pub api_token: Option<String>,
+    /// `--stop-haproxy`: how long open connections may take to finish when HAProxy is
+    /// stopped with the API; `None`: HAProxy keeps serving.
+    pub stop_haproxy: Option<Duration>,
     /// Where instances are read from, when given.
     pub registry: Option<RegistryLocation>,
 }
@@ -229,6 +258,7 @@ impl fmt::Debug for ProxyServeConfig {
             .field("state_dir", &self.state_dir)
             .field("haproxy", &self.haproxy)
             .field("api_token", &self.api_token.as_ref().map(|_| Redacted))
+            .field("stop_haproxy", &self.stop_haproxy)
             .field("registry", &self.registry)
             .finish()
     }
@@ -294,6 +324,14 @@ pub enum ConfigError {
         /// The I/O error.
         source: io::Error,
     },
+    /// `--quiet` and `--verbose` together.
+    #[error("{quiet} and {verbose} are both set: give only one")]
+    QuietAndVerbose {
+        /// Where quiet came from.
+        quiet: Origin,
+        /// Where verbose came from.
+        verbose: Origin,
+    },
     /// `docker-flow.yml` exists but cannot be read.
     #[error("cannot read {}: {source}; make it readable or remove it", path.display())]
     ReadFile {
@@ -320,6 +358,18 @@ pub enum ConfigError {
         value: String,
         /// What is accepted, with an example.
         expected: &'static str,
+    },
+    /// The API token is set but empty, which would turn authentication off unnoticed.
+    #[error("{origin} is empty: set a token, or run the API without authentication explicitly with --no-auth")]
+    EmptyApiToken {
+        /// Where the empty token came from.
+        origin: Origin,
+    },
+    /// `--no-auth` together with a token.
+    #[error("--no-auth conflicts with the token of {origin}: remove one of them")]
+    NoAuthWithToken {
+        /// Where the token came from.
+        origin: Origin,
     },
     /// No target is given anywhere.
     #[error("no target given: name the Compose service to release with --target/-t (or FLOW_TARGET, or `target:` in docker-flow.yml)")]
@@ -443,6 +493,8 @@ pub fn load(cli: Cli, context: &Context) -> Result<Command, ConfigError> {
         Some(CommandArgs::Registrator(flags)) => {
             load_registrator(flags, context).map(Command::Registrator)
         }
+        Some(CommandArgs::Completions { shell }) => Ok(Command::Completions(shell)),
+        Some(CommandArgs::Man) => Ok(Command::Manual),
     }
 }
 
@@ -468,6 +520,9 @@ keys! {
     COMPOSE_PATH = "--compose-path", "compose_path", ["FLOW_COMPOSE_PATH"];
     PROJECT = "--project", "project", ["FLOW_PROJECT"];
     HOST = "--host", "host", ["FLOW_HOST"];
+    CONTEXT = "--context", "context", ["FLOW_CONTEXT"];
+    QUIET = "--quiet", "quiet", ["FLOW_QUIET"];
+    VERBOSE = "--verbose", "verbose", ["FLOW_VERBOSE"];
     CERT_PATH = "--cert-path", "cert_path", ["FLOW_CERT_PATH"];
     CONSUL_ADDRESS = "--consul-address", "consul_address", ["FLOW_CONSUL_ADDRESS"];
     PROXY_HOST = "--proxy-host", "proxy_host", ["FLOW_PROXY_HOST"];
@@ -482,6 +537,7 @@ keys! {
     HEALTH_PATH = "--health-path", "health_path", ["FLOW_HEALTH_PATH"];
     PORT = "--port", "port", ["FLOW_PORT"];
     HEALTH_TIMEOUT = "--health-timeout", "health_timeout", ["FLOW_HEALTH_TIMEOUT"];
+    HEALTH_FAIL_FAST = "--health-fail-fast", "health_fail_fast", ["FLOW_HEALTH_FAIL_FAST"];
     DRAIN_TIMEOUT = "--drain-timeout", "drain_timeout", ["FLOW_DRAIN_TIMEOUT"];
     PULL = "--pull", "pull", ["FLOW_PULL"];
     SERVICE_DOMAIN = "--service-domain", "service_domain", ["FLOW_SERVICE_DOMAIN"];
@@ -496,6 +552,7 @@ keys! {
     RESYNC = "--resync", "", [];
     API_ADDR = "--api-addr", "", [];
     BIND = "--bind", "", [];
+    STOP_TIMEOUT = "--stop-timeout", "", [];
 }
 
 /// One layered value and where it came from.
@@ -772,20 +829,13 @@ fn docker_endpoint(
     layers: &Layers<'_>,
     host: Option<Value>,
     cert_path: Option<Value>,
+    context: Option<Value>,
 ) -> DockerEndpoint {
-    let context = layers.context;
-    let host = host
-        .map(|value| value.text)
-        .or_else(|| context.env("DOCKER_HOST").filter(|text| !text.is_empty()));
-    let cert_path = cert_path
-        .map(|value| value.text)
-        .or_else(|| {
-            context
-                .env("DOCKER_CERT_PATH")
-                .filter(|text| !text.is_empty())
-        })
-        .map(|path| absolute(&context.cwd, &path));
-    DockerEndpoint { host, cert_path }
+    DockerEndpoint {
+        host: host.map(|value| value.text),
+        cert_path: cert_path.map(|value| absolute(&layers.context.cwd, &value.text)),
+        context: context.map(|value| (value.text.trim().to_string(), value.origin.to_string())),
+    }
 }
 
 fn load_release(flags: ReleaseFlags, context: &Context) -> Result<ReleaseConfig, ConfigError> {
@@ -1090,8 +1140,28 @@ fn load_release(flags: ReleaseFlags, context: &Context) -> Result<ReleaseConfig,
         &layers,
         layers.scalar(&HOST, flags.host),
         layers.scalar(&CERT_PATH, flags.cert_path),
+        layers.scalar(&CONTEXT, flags.context),
     );
+    let quiet = layers.scalar(&QUIET, flags.quiet);
+    let verbose = layers.scalar(&VERBOSE, flags.verbose);
+    let quiet_origin = quiet.as_ref().map(|value| value.origin.clone());
+    let verbose_origin = verbose.as_ref().map(|value| value.origin.clone());
+    let verbosity = match (
+        quiet.map(|value| parse_bool(&value)).transpose()?,
+        verbose.map(|value| parse_bool(&value)).transpose()?,
+    ) {
+        (Some(true), Some(true)) => {
+            return Err(ConfigError::QuietAndVerbose {
+                quiet: quiet_origin.unwrap_or(Origin::Flag(QUIET.flag)),
+                verbose: verbose_origin.unwrap_or(Origin::Flag(VERBOSE.flag)),
+            })
+        }
+        (Some(true), _) => Verbosity::Quiet,
+        (_, Some(true)) => Verbosity::Verbose,
+        _ => Verbosity::Normal,
+    };
     let pull_side_targets = layers.bool(&PULL_SIDE_TARGETS, flags.pull_side_targets)?;
+    let health_fail_fast = layers.bool(&HEALTH_FAIL_FAST, flags.health_fail_fast)?;
     let dry_run = layers.bool(&DRY_RUN, flags.dry_run)?;
     let json = layers.bool(&JSON, flags.json)?;
 
@@ -1105,6 +1175,7 @@ fn load_release(flags: ReleaseFlags, context: &Context) -> Result<ReleaseConfig,
             scale,
             route,
             timeouts,
+            health_fail_fast,
             holder: format!("docker-flow pid {} on {}", context.pid, context.hostname),
         },
         compose_path,
@@ -1119,6 +1190,7 @@ fn load_release(flags: ReleaseFlags, context: &Context) -> Result<ReleaseConfig,
         advertise_addr,
         dry_run,
         json,
+        verbosity,
         warnings,
     })
 }
@@ -1182,9 +1254,37 @@ fn load_proxy_serve(
             find_on_path(context, "haproxy").unwrap_or_else(|| PathBuf::from("/usr/sbin/haproxy"))
         }
     };
-    let api_token = layers
-        .scalar(&API_TOKEN, flags.api_token)
-        .map(|value| value.text);
+    // `scalar` skips empty environment values, which here would switch authentication off
+    // without a word: an empty token, from the flag or the environment, is refused.
+    let empty_token = match &flags.api_token {
+        Some(token) if token.trim().is_empty() => Some(Origin::Flag(API_TOKEN.flag)),
+        Some(_) => None,
+        None => API_TOKEN
+            .env
+            .iter()
+            .find(|name| context.env(name).is_some_and(|text| text.trim().is_empty()))
+            .map(|name| Origin::Env(name)),
+    };
+    let api_token = layers.scalar(&API_TOKEN, flags.api_token);
+    let api_token = match (flags.no_auth, empty_token, api_token) {
+        (true, _, Some(value)) if !value.text.trim().is_empty() => {
+            return Err(ConfigError::NoAuthWithToken {
+                origin: value.origin,
+            })
+        }
+        (true, _, _) => None,
+        (false, Some(origin), _) => return Err(ConfigError::EmptyApiToken { origin }),
+        (false, None, value) => value.map(|value| value.text),
+    };
+    let stop_haproxy = if flags.stop_haproxy {
+        let value = flags.stop_timeout.map(|text| Value {
+            text,
+            origin: Origin::Flag(STOP_TIMEOUT.flag),
+        });
+        Some(duration(value, Duration::from_secs(30))?)
+    } else {
+        None
+    };
     let registry = layers
         .scalar(&REGISTRY, flags.registry)
         .map(|value| registry(value, &context.cwd))
@@ -1195,6 +1295,7 @@ fn load_proxy_serve(
         state_dir,
         haproxy,
         api_token,
+        stop_haproxy,
         registry,
     })
 }
@@ -1239,6 +1340,7 @@ fn load_registrator(
         &layers,
         layers.scalar(&HOST, flags.host),
         layers.scalar(&CERT_PATH, flags.cert_path),
+        layers.scalar(&CONTEXT, flags.context),
     );
     Ok(RegistratorConfig {
         registry,

@@ -15,7 +15,13 @@
 
 pub mod args;
 pub mod config;
+pub mod diagnostics;
 pub mod exit;
+pub mod json;
+pub mod manual;
 pub mod output;
+pub mod progress;
 pub mod release;
 pub mod serve;
+pub mod timed;
+pub mod version;

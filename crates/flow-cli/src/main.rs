@@ -9,6 +9,9 @@ use flow_cli::exit::Exit;
 
 fn main() -> ExitCode {
     let cli = flow_cli::args::Cli::parse();
+    if let Err(invalid) = flow_cli::diagnostics::init() {
+        eprintln!("docker-flow: warning: {invalid}");
+    }
     let command =
         match config::Context::from_process().and_then(|context| config::load(cli, &context)) {
             Ok(command) => command,
@@ -17,6 +20,22 @@ fn main() -> ExitCode {
                 return Exit::BadInput.into();
             }
         };
+    match command {
+        Command::Completions(shell) => {
+            flow_cli::manual::completions(shell, &mut std::io::stdout());
+            return Exit::Success.into();
+        }
+        Command::Manual => {
+            return match flow_cli::manual::man(&mut std::io::stdout()) {
+                Ok(()) => Exit::Success.into(),
+                Err(error) => {
+                    eprintln!("docker-flow: cannot write the man page: {error}");
+                    Exit::NothingChanged.into()
+                }
+            };
+        }
+        _ => {}
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -32,6 +51,7 @@ fn main() -> ExitCode {
             Command::Release(config) => flow_cli::release::run(*config).await,
             Command::ProxyServe(config) => flow_cli::serve::proxy(config).await,
             Command::Registrator(config) => flow_cli::serve::registrator(config).await,
+            Command::Completions(_) | Command::Manual => Exit::Success,
         }
     });
     exit.into()

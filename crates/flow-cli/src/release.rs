@@ -6,88 +6,99 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use flow_core::release::{Engine, Interrupt, Ports};
-use flow_core::{DynProxy, DynRegistry};
+use flow_core::{DynProxy, DynRegistry, OrchestratorError};
 use flow_docker::compose::ComposeProject;
-use flow_docker::{ConnectSettings, DockerOptions, DockerOrchestrator};
+use flow_docker::context::Resolved;
+use flow_docker::{DockerOptions, DockerOrchestrator};
 
-use crate::config::{RegistryLocation, ReleaseConfig};
+use crate::config::{DockerEndpoint, RegistryLocation, ReleaseConfig};
 use crate::exit::Exit;
 use crate::output::Printer;
+use crate::timed::{CallLog, TimedOrchestrator, TimedProxy, TimedRegistry};
 
 /// Runs one release invocation to its end and says how it went.
 pub async fn run(config: ReleaseConfig) -> Exit {
+    let printer = Arc::new(Printer::new(config.json, config.verbosity));
     for warning in &config.warnings {
-        eprintln!("docker-flow: warning: {warning}");
+        printer.warn(warning);
     }
-    let compose = match load_compose(&config) {
+    let compose = match load_compose(&config, &printer) {
         Ok(compose) => Arc::new(compose),
-        Err(message) => {
-            eprintln!("docker-flow: {message}");
-            return Exit::BadInput;
-        }
+        Err(message) => return printer.fail(message, Exit::BadInput),
     };
     let registry = match registry(&config.registry) {
         Ok(registry) => registry,
-        Err(message) => {
-            eprintln!("docker-flow: {message}");
-            return Exit::BadInput;
-        }
+        Err(message) => return printer.fail(message, Exit::BadInput),
     };
-    let settings = ConnectSettings {
-        host: config.docker.host.clone(),
-        cert_path: config.docker.cert_path.clone(),
-        tls_verify: tls_verify(),
+    let endpoint = match resolve_endpoint(&config.docker) {
+        Ok(endpoint) => endpoint,
+        Err(error) => return printer.fail(error, Exit::BadInput),
     };
     let orchestrator =
-        match DockerOrchestrator::connect(&settings, compose, docker_options(&config)).await {
+        match DockerOrchestrator::connect(&endpoint.settings, compose, docker_options(&config))
+            .await
+        {
             Ok(orchestrator) => orchestrator,
-            Err(error) => {
-                eprintln!("docker-flow: {error}");
-                return Exit::NothingChanged;
-            }
+            Err(error) => return printer.fail(unreachable(error, &endpoint), Exit::NothingChanged),
         };
+    let log: Arc<dyn CallLog> = printer.clone();
     let ports = Ports {
-        orchestrator: Arc::new(orchestrator),
-        registry,
-        proxy: proxy(&config),
+        orchestrator: Arc::new(TimedOrchestrator::new(Arc::new(orchestrator), log.clone())),
+        registry: Arc::new(TimedRegistry::new(registry, log.clone())),
+        proxy: proxy(&config).map(|proxy| Arc::new(TimedProxy::new(proxy, log)) as DynProxy),
     };
     let engine = match Engine::new(ports, config.release) {
         Ok(engine) => engine,
         Err(error) => {
-            eprintln!("docker-flow: {error}");
-            return Exit::of(&error);
+            let exit = Exit::of(&error);
+            return printer.fail(error, exit);
         }
     };
     if config.dry_run {
         return match engine.plan().await {
             Ok(plan) => {
-                if config.json {
-                    println!("{}", serde_json::to_string(&plan).unwrap_or_default());
-                } else {
-                    print!("{plan}");
-                }
+                printer.plan(&plan);
                 Exit::Success
             }
             Err(error) => {
-                eprintln!("docker-flow: {error}");
-                Exit::of(&error)
+                let exit = Exit::of(&error);
+                printer.fail(error, exit)
             }
         };
     }
     let interrupt = Interrupt::new();
     tokio::spawn(roll_back_on_signal(interrupt.clone()));
     let engine = engine.with_interrupt(interrupt);
-    let printer = Printer::new(config.json);
     let started = Instant::now();
-    match engine.run(&printer).await {
+    match engine.run(&*printer).await {
         Ok(report) => {
             printer.finish(&report, started.elapsed());
             Exit::Success
         }
         Err(error) => {
-            eprintln!("docker-flow: {error}");
-            Exit::of(&error)
+            let exit = Exit::of(&error);
+            printer.fail(error, exit)
         }
+    }
+}
+
+/// The engine's endpoint: the explicit choice, else the environment and the Docker contexts.
+pub fn resolve_endpoint(
+    docker: &DockerEndpoint,
+) -> Result<Resolved, flow_docker::context::ContextError> {
+    let resolved =
+        flow_docker::context::resolve(&docker.selection(), &|name| std::env::var(name).ok())?;
+    tracing::debug!(endpoint = %resolved.describe(), "Docker endpoint");
+    Ok(resolved)
+}
+
+/// An unreachable engine's error, naming the context it came from when it did.
+pub fn unreachable(error: OrchestratorError, endpoint: &Resolved) -> String {
+    match &endpoint.context {
+        Some((name, origin)) => {
+            format!("{error} (the endpoint of Docker context {name:?}, from {origin})")
+        }
+        None => error.to_string(),
     }
 }
 
@@ -117,16 +128,11 @@ async fn wait_for_signal() {
     }
 }
 
-/// Docker's own switch for TLS: `DOCKER_TLS_VERIFY` set to anything but empty or `0`.
-pub fn tls_verify() -> bool {
-    std::env::var("DOCKER_TLS_VERIFY").is_ok_and(|v| !v.is_empty() && v != "0")
-}
-
 /// Reads the Compose file and checks the target and side targets against it.
-fn load_compose(config: &ReleaseConfig) -> Result<ComposeProject, String> {
+fn load_compose(config: &ReleaseConfig, printer: &Printer) -> Result<ComposeProject, String> {
     let compose = ComposeProject::load(&config.compose_path).map_err(|e| e.to_string())?;
     for warning in &compose.warnings {
-        eprintln!("docker-flow: warning: {warning}");
+        printer.warn(warning);
     }
     let release = &config.release;
     compose

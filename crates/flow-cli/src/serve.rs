@@ -1,12 +1,11 @@
 //! The long-running commands: `docker-flow proxy serve` and `docker-flow registrator`.
 
-use flow_docker::ConnectSettings;
 use flow_proxy::ServeConfig;
 use flow_registrator::RegistratorOptions;
 
 use crate::config::{ProxyServeConfig, RegistratorConfig};
 use crate::exit::Exit;
-use crate::release::{registry, tls_verify};
+use crate::release::{registry, resolve_endpoint, unreachable};
 
 /// Runs the proxy service until SIGINT or SIGTERM.
 pub async fn proxy(config: ProxyServeConfig) -> Exit {
@@ -22,6 +21,7 @@ pub async fn proxy(config: ProxyServeConfig) -> Exit {
         token: config.api_token.clone(),
         haproxy: config.haproxy.clone(),
         registry,
+        stop_haproxy: config.stop_haproxy,
         ..ServeConfig::new(config.state_dir.clone(), config.binds.clone())
     };
     let binds: Vec<String> = config.binds.iter().map(ToString::to_string).collect();
@@ -33,13 +33,15 @@ pub async fn proxy(config: ProxyServeConfig) -> Exit {
         if config.api_token.is_some() {
             " (token required)"
         } else {
-            ""
+            " (no token: any process that reaches the API can change the routes)"
         }
     );
     match flow_proxy::serve(serve_config).await {
-        Ok(()) => {
-            eprintln!("docker-flow proxy: stopped");
-            Exit::Success
+        // flow_proxy::serve says what it left running.
+        Ok(()) => Exit::Success,
+        Err(error @ flow_proxy::ServeError::EmptyToken) => {
+            eprintln!("docker-flow proxy: {error}");
+            Exit::BadInput
         }
         Err(error) => {
             eprintln!("docker-flow proxy: {error}");
@@ -57,15 +59,18 @@ pub async fn registrator(config: RegistratorConfig) -> Exit {
             return Exit::BadInput;
         }
     };
-    let settings = ConnectSettings {
-        host: config.docker.host.clone(),
-        cert_path: config.docker.cert_path.clone(),
-        tls_verify: tls_verify(),
-    };
-    let docker = match flow_docker::connect(&settings).await {
-        Ok(docker) => docker,
+    let endpoint = match resolve_endpoint(&config.docker) {
+        Ok(endpoint) => endpoint,
         Err(error) => {
             eprintln!("docker-flow: {error}");
+            return Exit::BadInput;
+        }
+    };
+    let settings = &endpoint.settings;
+    let docker = match flow_docker::connect(settings).await {
+        Ok(docker) => docker,
+        Err(error) => {
+            eprintln!("docker-flow: {}", unreachable(error, &endpoint));
             return Exit::NothingChanged;
         }
     };
@@ -77,7 +82,7 @@ pub async fn registrator(config: RegistratorConfig) -> Exit {
     };
     eprintln!(
         "docker-flow registrator: watching {} and writing to {registry}",
-        settings.endpoint()
+        endpoint.describe()
     );
     match flow_registrator::run(docker, registry, options, stop_signal()).await {
         Ok(()) => {

@@ -23,7 +23,9 @@ fn state(scale: u32) -> ReleaseState {
             scale,
             released_at: UNIX_EPOCH + Duration::from_secs(1_795_841_331),
             released_by: "bench".to_string(),
+            spec: None,
         }),
+        previous_release: None,
     }
 }
 

@@ -34,7 +34,7 @@ use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::domain::{Color, ReleaseRecord, ReleaseState, Revision, ServiceName};
+use crate::domain::{Color, ReleaseRecord, ReleaseSpec, ReleaseState, Revision, ServiceName};
 use crate::registry::{HealthCheck, Lease, Registration, Registry, RegistryError};
 
 /// The lease TTL the lock-expiry check uses in [`run_all`]: short, so the suite stays fast,
@@ -90,6 +90,31 @@ fn full_state(color: Color, scale: u32, image: &str) -> ReleaseState {
             scale,
             released_at: UNIX_EPOCH + Duration::from_secs(1_795_841_331),
             released_by: "conformance suite pid 1 on host-a".to_string(),
+            spec: Some(ReleaseSpec::new(
+                image,
+                format!("sha256:{:064x}", scale),
+                BTreeMap::from([
+                    (
+                        "command".to_string(),
+                        serde_json::json!(["serve", "--port=8080"]),
+                    ),
+                    (
+                        "environment".to_string(),
+                        serde_json::json!({"MODE": "a \"quoted\" value", "EMPTY": ""}),
+                    ),
+                    ("healthcheck".to_string(), serde_json::Value::Null),
+                ]),
+            )),
+        }),
+        // The release before it, as a rollback reads it: a record without a spec, as older
+        // versions stored them.
+        previous_release: Some(ReleaseRecord {
+            color: Some(color.other()),
+            image: format!("{image}-previous"),
+            scale: 1,
+            released_at: UNIX_EPOCH + Duration::from_secs(1_795_841_000),
+            released_by: "conformance suite pid 1 on host-a".to_string(),
+            spec: None,
         }),
     }
 }

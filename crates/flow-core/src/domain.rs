@@ -3,6 +3,7 @@
 //! They carry no I/O and validate on construction, so an adapter that receives a
 //! [`ServiceName`] or a [`ScaleSpec`] never has to re-check it.
 
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::str::FromStr;
 use std::time::SystemTime;
@@ -225,15 +226,21 @@ impl fmt::Display for ScaleSpec {
 /// What the registry keeps per service.
 ///
 /// `color` and `scale` are Docker Flow 1.x's keys (`docker-flow/<S>/color`,
-/// `docker-flow/<S>/scale`); `last_release` is ours.
+/// `docker-flow/<S>/scale`); `last_release` and `previous_release` are ours. A state without
+/// them (written by 1.x) still loads: the engine then reads the live spec back from the
+/// running instances.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReleaseState {
     /// The live colour (blue-green services only). `None`: nothing released in colour yet.
     pub color: Option<Color>,
     /// The instance count of the live group. `None`: never stored (counts as 1).
     pub scale: Option<u32>,
-    /// The last committed release, when one was made by this tool.
+    /// The last committed release (the live one), when one was made by this tool.
     pub last_release: Option<ReleaseRecord>,
+    /// The release that was live before `last_release` (blue-green: the idle colour's), which
+    /// a rollback makes live again.
+    #[serde(default)]
+    pub previous_release: Option<ReleaseRecord>,
 }
 
 /// What a committed release leaves on record.
@@ -250,6 +257,73 @@ pub struct ReleaseRecord {
     pub released_at: SystemTime,
     /// Who committed it (the lock holder text).
     pub released_by: String,
+    /// What its instances run. `None` in records written before specs were stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spec: Option<ReleaseSpec>,
+}
+
+/// What every instance of a release runs: the image by content id and the resolved container
+/// configuration, with a digest of both.
+///
+/// A colour runs exactly one spec: `scale`, a restart of stopped instances and `rollback`
+/// start the stored spec, never what the Compose file resolves to now, so a version changes
+/// only by a deploy. The configuration is the orchestrator's own (for Docker, the Compose
+/// service after interpolation, key by key), kept opaque here so that this crate needs no
+/// knowledge of it beyond comparing keys.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReleaseSpec {
+    /// The image reference as written (`web:v2`), for people and for registrations.
+    pub image: String,
+    /// The image's content id (`sha256:…`): what instances are created from, so that a tag
+    /// moved since the release does not change what runs.
+    pub image_id: String,
+    /// The resolved configuration, by key (`command`, `environment`, `ports`, …).
+    pub config: BTreeMap<String, serde_json::Value>,
+    /// `sha256:` and the hex SHA-256 of the image id and the configuration.
+    pub digest: String,
+}
+
+impl ReleaseSpec {
+    /// The spec of `image` (content id `image_id`) with `config`, its digest computed.
+    pub fn new(
+        image: impl Into<String>,
+        image_id: impl Into<String>,
+        config: BTreeMap<String, serde_json::Value>,
+    ) -> ReleaseSpec {
+        let image_id = image_id.into();
+        let digest = spec_digest(&image_id, &config);
+        ReleaseSpec {
+            image: image.into(),
+            image_id,
+            config,
+            digest,
+        }
+    }
+
+    /// Whether the digest matches the image id and configuration (a stored spec edited by
+    /// hand or truncated does not).
+    pub fn is_intact(&self) -> bool {
+        self.digest == spec_digest(&self.image_id, &self.config)
+    }
+
+    /// The configuration keys whose values differ between `self` and `other` (present in
+    /// one only, or with different values), sorted.
+    pub fn changed_keys(&self, other: &BTreeMap<String, serde_json::Value>) -> Vec<String> {
+        let keys: BTreeSet<&String> = self.config.keys().chain(other.keys()).collect();
+        keys.into_iter()
+            .filter(|key| self.config.get(*key) != other.get(*key))
+            .cloned()
+            .collect()
+    }
+}
+
+/// The digest of a spec: SHA-256 over the image id and the configuration's JSON (keys sorted
+/// by the `BTreeMap`, so the same spec always gives the same text).
+fn spec_digest(image_id: &str, config: &BTreeMap<String, serde_json::Value>) -> String {
+    let text = serde_json::to_string(&(image_id, config)).expect("a spec serializes");
+    let hash = ring::digest::digest(&ring::digest::SHA256, text.as_bytes());
+    let hex: String = hash.as_ref().iter().map(|b| format!("{b:02x}")).collect();
+    format!("sha256:{hex}")
 }
 
 /// A backend's token for compare-and-swap: the version of a stored value.

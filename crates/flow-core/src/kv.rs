@@ -8,6 +8,7 @@
 //! | `docker-flow/S/color` | `blue` / `green`, plain text |
 //! | `docker-flow/S/scale` | decimal instance count, plain text |
 //! | `docker-flow/S/release` | JSON of [`ReleaseState::last_release`](crate::ReleaseState) |
+//! | `docker-flow/S/previous-release` | JSON of [`ReleaseState::previous_release`](crate::ReleaseState) |
 //! | `docker-flow/S/revision` | a fixed note; only the backend's modification index matters |
 //! | `docker-flow/S/lock` | JSON [`LockRecord`] `{holder, since_ms, expires_ms}` |
 //!
@@ -38,6 +39,8 @@ pub struct ServiceKeys {
     pub scale: String,
     /// `docker-flow/S/release`: the last release record.
     pub release: String,
+    /// `docker-flow/S/previous-release`: the record of the release before it.
+    pub previous_release: String,
     /// `docker-flow/S/revision`: the key whose modification index is the state's revision.
     pub revision: String,
     /// `docker-flow/S/lock`: the deploy lock.
@@ -52,33 +55,37 @@ impl ServiceKeys {
             color: format!("{prefix}color"),
             scale: format!("{prefix}scale"),
             release: format!("{prefix}release"),
+            previous_release: format!("{prefix}previous-release"),
             revision: format!("{prefix}revision"),
             lock: format!("{prefix}lock"),
             prefix,
         }
     }
 
-    /// What storing `state` writes: the `color`, `scale` and `release` keys, in that order,
-    /// each with its value, or `None` where the field is absent and the key is to be deleted.
-    pub fn values_of(&self, state: &ReleaseState) -> [(&str, Option<String>); 3] {
+    /// What storing `state` writes: the `color`, `scale`, `release` and `previous-release`
+    /// keys, in that order, each with its value, or `None` where the field is absent and the
+    /// key is to be deleted.
+    pub fn values_of(&self, state: &ReleaseState) -> [(&str, Option<String>); 4] {
+        let record = |record: &Option<ReleaseRecord>| {
+            record
+                .as_ref()
+                .map(|record| serde_json::to_string(record).expect("a release record serializes"))
+        };
         [
             (
                 &self.color,
                 state.color.map(|color| color.as_str().to_string()),
             ),
             (&self.scale, state.scale.map(|scale| scale.to_string())),
-            (
-                &self.release,
-                state.last_release.as_ref().map(|record| {
-                    serde_json::to_string(record).expect("a release record serializes")
-                }),
-            ),
+            (&self.release, record(&state.last_release)),
+            (&self.previous_release, record(&state.previous_release)),
         ]
     }
 
     /// The inverse of [`ServiceKeys::values_of`]: reads the value stored at `key` into `state`
-    /// when `key` is the `color`, `scale` or `release` key, and leaves `state` alone for any
-    /// other key. `text` gives the stored value; it is asked for only for those three keys,
+    /// when `key` is the `color`, `scale`, `release` or `previous-release` key, and leaves
+    /// `state` alone for any other key. `text` gives the stored value; it is asked for only for
+    /// those four keys,
     /// so a backend decodes no other value.
     pub fn read_into(
         &self,
@@ -92,6 +99,8 @@ impl ServiceKeys {
             state.scale = Some(parse_scale(key, &text()?)?);
         } else if key == self.release {
             state.last_release = Some(parse_record(key, &text()?)?);
+        } else if key == self.previous_release {
+            state.previous_release = Some(parse_record(key, &text()?)?);
         }
         Ok(())
     }
@@ -220,11 +229,13 @@ mod tests {
             color: Some(Color::Blue),
             scale: Some(2),
             last_release: None,
+            previous_release: None,
         };
-        let [color, scale, release] = keys.values_of(&state);
+        let [color, scale, release, previous] = keys.values_of(&state);
         assert_eq!(color, (keys.color.as_str(), Some("blue".to_string())));
         assert_eq!(scale, (keys.scale.as_str(), Some("2".to_string())));
         assert_eq!(release, (keys.release.as_str(), None));
+        assert_eq!(previous, (keys.previous_release.as_str(), None));
         assert_eq!(
             parse_color(color.0, &color.1.unwrap()).unwrap(),
             Color::Blue
@@ -277,6 +288,18 @@ mod tests {
             color: Some(crate::Color::Green),
             scale: Some(3),
             last_release: None,
+            previous_release: Some(crate::ReleaseRecord {
+                color: Some(crate::Color::Blue),
+                image: "web:1".into(),
+                scale: 2,
+                released_at: UNIX_EPOCH + Duration::from_secs(5),
+                released_by: "ci".into(),
+                spec: Some(crate::ReleaseSpec::new(
+                    "web:1",
+                    "sha256:1",
+                    Default::default(),
+                )),
+            }),
         };
         let mut read = ReleaseState::default();
         for (key, value) in keys.values_of(&written) {

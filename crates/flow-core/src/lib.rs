@@ -44,7 +44,7 @@
 //!
 //! use flow_core::mocks::{MockOrchestrator, MockRegistry};
 //! use flow_core::release::{Engine, Event, Ports, ReleaseOptions, Step, Timeouts};
-//! use flow_core::{Color, Group, Health, Instance, Lease, Revision, ServiceName, TargetInfo, Versioned};
+//! use flow_core::{Color, Group, Health, Instance, Lease, ReleaseSpec, Revision, ServiceName, TargetInfo, Versioned};
 //!
 //! let service = ServiceName::new("shop-web").unwrap();
 //! let mut registry = MockRegistry::new();
@@ -62,10 +62,11 @@
 //! registry.expect_register().returning(|_| Ok(()));
 //!
 //! let mut orchestrator = MockOrchestrator::new();
-//! orchestrator.expect_describe().returning(|_| Ok(TargetInfo { image: "shop/web:2".into() }));
+//! orchestrator.expect_describe().returning(|_| Ok(TargetInfo { image: "shop/web:2".into(), ..Default::default() }));
 //! orchestrator.expect_list().returning(|_| Ok(vec![]));
-//! orchestrator.expect_prepare().returning(|_| Ok(()));
-//! orchestrator.expect_start().returning(|group: &Group, numbers: &[u32]| {
+//! orchestrator.expect_prepare()
+//!     .returning(|_| Ok(ReleaseSpec::new("shop/web:2", "sha256:2", Default::default())));
+//! orchestrator.expect_start().returning(|group: &Group, numbers: &[u32], _: &ReleaseSpec| {
 //!     Ok(numbers.iter().map(|&number| Instance {
 //!         id: format!("c{number}"), name: format!("shop-web-blue-{number}"), group: group.clone(),
 //!         number, running: true, address: None, image: "shop/web:2".into(),
@@ -78,7 +79,7 @@
 //!     ReleaseOptions {
 //!         service, target: "web".into(), side_targets: vec![], blue_green: true,
 //!         steps: vec![Step::Deploy], scale: None, route: None,
-//!         timeouts: Timeouts::default(), holder: "unit test".into(),
+//!         timeouts: Timeouts::default(), health_fail_fast: false, holder: "unit test".into(),
 //!     },
 //! ).unwrap();
 //! let runtime = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
@@ -107,12 +108,12 @@ pub mod time;
 pub mod conformance;
 
 pub use domain::{
-    Color, InvalidScale, InvalidServiceName, ParseColorError, ReleaseRecord, ReleaseState,
-    Revision, ScaleSpec, ServiceName, Versioned,
+    Color, InvalidScale, InvalidServiceName, ParseColorError, ReleaseRecord, ReleaseSpec,
+    ReleaseState, Revision, ScaleSpec, ServiceName, Versioned,
 };
 pub use orchestrator::{
     Diagnosis, DynOrchestrator, Group, Health, Instance, Orchestrator, OrchestratorError,
-    TargetInfo,
+    RecoveredSpec, TargetInfo,
 };
 pub use proxy::{DynProxy, PathType, Proxy, ProxyError, Route};
 pub use registry::{

@@ -28,9 +28,9 @@ use std::time::{Duration, Instant, SystemTime};
 
 use async_trait::async_trait;
 
-use crate::domain::{ReleaseState, Revision, ServiceName, Versioned};
+use crate::domain::{ReleaseSpec, ReleaseState, Revision, ServiceName, Versioned};
 use crate::orchestrator::{
-    Diagnosis, Group, Health, Instance, Orchestrator, OrchestratorError, TargetInfo,
+    Diagnosis, Group, Health, Instance, Orchestrator, OrchestratorError, RecoveredSpec, TargetInfo,
 };
 use crate::proxy::{Proxy, ProxyError, Route};
 use crate::registry::{Lease, Registration, Registry, RegistryError};
@@ -400,6 +400,10 @@ pub enum OrchestratorOperation {
     List(Group),
     /// `start(group, numbers)` (logged also when it fails).
     Start(Group, Vec<u32>),
+    /// `resume` of the instances with these names.
+    Resume(Vec<String>),
+    /// `recover_spec` of the instance with this name.
+    RecoverSpec(String),
     /// `health` of the instance with this name.
     Health(String),
     /// `diagnose` of the instance with this name.
@@ -414,11 +418,16 @@ pub enum OrchestratorOperation {
 struct Container {
     instance: Instance,
     polls: u32,
+    /// What it was started from; `None` for an instance planted as started by Docker Flow
+    /// 1.x ([`MemoryOrchestrator::plant_legacy`]), which carries no spec.
+    spec: Option<ReleaseSpec>,
 }
 
 #[derive(Debug, Default)]
 struct TargetConfig {
     image: String,
+    /// The resolved configuration besides the image ([`MemoryOrchestrator::set_config`]).
+    config: BTreeMap<String, serde_json::Value>,
     health: HealthScript,
     failing: BTreeSet<FailingOperation>,
     side_running: bool,
@@ -439,6 +448,16 @@ impl OrchestratorInner {
             sequence: next_sequence(),
             operation,
         });
+    }
+
+    /// The spec `target` resolves to now.
+    fn resolve(&self, target: &str) -> Result<ReleaseSpec, OrchestratorError> {
+        let config = self.target(target)?;
+        Ok(ReleaseSpec::new(
+            config.image.clone(),
+            image_id_of(&config.image),
+            config.config.clone(),
+        ))
     }
 
     fn target(&self, target: &str) -> Result<&TargetConfig, OrchestratorError> {
@@ -503,6 +522,50 @@ impl MemoryOrchestrator {
             .image = image.to_string();
     }
 
+    /// Sets the resolved configuration of `target` besides its image (as an edited Compose
+    /// file would).
+    pub fn set_config(&self, target: &str, config: BTreeMap<String, serde_json::Value>) {
+        locked(&self.inner)
+            .targets
+            .entry(target.to_string())
+            .or_default()
+            .config = config;
+    }
+
+    /// The spec the instance with container id `id` was started from.
+    pub fn spec_of(&self, id: &str) -> Option<ReleaseSpec> {
+        locked(&self.inner)
+            .containers
+            .get(id)
+            .and_then(|c| c.spec.clone())
+    }
+
+    /// Plants a running instance of `group` as Docker Flow 1.x left it: running `image`, with
+    /// no spec on it.
+    pub fn plant_legacy(&self, group: &Group, number: u32, image: &str) -> Instance {
+        let mut inner = locked(&self.inner);
+        inner.last_container += 1;
+        let n = inner.last_container;
+        let instance = Instance {
+            id: format!("memory-container-{n}"),
+            name: format!("{group}-{number}"),
+            group: group.clone(),
+            number,
+            running: true,
+            address: Some(address_of(n)),
+            image: image.to_string(),
+        };
+        inner.containers.insert(
+            instance.id.clone(),
+            Container {
+                instance: instance.clone(),
+                polls: 0,
+                spec: None,
+            },
+        );
+        instance
+    }
+
     /// Sets how the health of `target`'s instances started from now on evolves.
     pub fn set_health(&self, target: &str, script: HealthScript) {
         locked(&self.inner)
@@ -562,6 +625,11 @@ fn container_number(id: &str) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
+/// The content id the memory engine gives `image`: one per reference.
+fn image_id_of(image: &str) -> String {
+    format!("memory-image:{image}")
+}
+
 fn address_of(n: u64) -> SocketAddr {
     let ip = Ipv4Addr::new(10, 0, (n / 250 % 250) as u8, (n % 250 + 2) as u8);
     SocketAddr::from((ip, 8080))
@@ -578,22 +646,24 @@ impl Orchestrator for MemoryOrchestrator {
     async fn describe(&self, target: &str) -> Result<TargetInfo, OrchestratorError> {
         let mut inner = locked(&self.inner);
         inner.record(OrchestratorOperation::Describe(target.to_string()));
+        let config = inner.target(target)?;
         Ok(TargetInfo {
-            image: inner.target(target)?.image.clone(),
+            image: config.image.clone(),
+            config: config.config.clone(),
         })
     }
 
-    async fn prepare(&self, target: &str) -> Result<(), OrchestratorError> {
+    async fn prepare(&self, target: &str) -> Result<ReleaseSpec, OrchestratorError> {
         let mut inner = locked(&self.inner);
         inner.record(OrchestratorOperation::Prepare(target.to_string()));
-        let image = inner.target(target)?.image.clone();
+        let spec = inner.resolve(target)?;
         if inner.fails(target, FailingOperation::Prepare) {
             return Err(OrchestratorError::Image {
-                image,
+                image: spec.image,
                 message: "pull refused (scripted failure of the memory orchestrator)".into(),
             });
         }
-        Ok(())
+        Ok(spec)
     }
 
     async fn start_side_targets(&self, side_targets: &[String]) -> Result<(), OrchestratorError> {
@@ -628,13 +698,14 @@ impl Orchestrator for MemoryOrchestrator {
         &self,
         group: &Group,
         numbers: &[u32],
+        spec: &ReleaseSpec,
     ) -> Result<Vec<Instance>, OrchestratorError> {
         let mut inner = locked(&self.inner);
         inner.record(OrchestratorOperation::Start(
             group.clone(),
             numbers.to_vec(),
         ));
-        let image = inner.target(&group.target)?.image.clone();
+        inner.target(&group.target)?;
         if inner.fails(&group.target, FailingOperation::Start) {
             return Err(OrchestratorError::Instance {
                 operation: "start",
@@ -664,18 +735,84 @@ impl Orchestrator for MemoryOrchestrator {
                 number,
                 running: true,
                 address: Some(address_of(n)),
-                image: image.clone(),
+                image: spec.image.clone(),
             };
             inner.containers.insert(
                 instance.id.clone(),
                 Container {
                     instance: instance.clone(),
                     polls: 0,
+                    spec: Some(spec.clone()),
                 },
             );
             started.push(instance);
         }
         Ok(started)
+    }
+
+    async fn resume(&self, instances: &[Instance]) -> Result<Vec<Instance>, OrchestratorError> {
+        let mut inner = locked(&self.inner);
+        inner.record(OrchestratorOperation::Resume(
+            instances.iter().map(|i| i.name.clone()).collect(),
+        ));
+        // Checked before anything is started: all or nothing.
+        if let Some(failing) = inner.failing_instance(instances, FailingOperation::Start) {
+            return Err(OrchestratorError::Instance {
+                operation: "start",
+                instance: failing.name.clone(),
+                message: "scripted failure of the memory orchestrator".into(),
+            });
+        }
+        if let Some(gone) = instances
+            .iter()
+            .find(|i| !inner.containers.contains_key(&i.id))
+        {
+            return Err(OrchestratorError::Instance {
+                operation: "start",
+                instance: gone.name.clone(),
+                message: "no such container".into(),
+            });
+        }
+        let mut resumed = Vec::with_capacity(instances.len());
+        for instance in instances {
+            inner.last_container += 1;
+            let address = address_of(inner.last_container);
+            let container = inner
+                .containers
+                .get_mut(&instance.id)
+                .expect("checked above");
+            if !container.instance.running {
+                container.instance.running = true;
+                container.instance.address = Some(address);
+                container.polls = 0;
+            }
+            resumed.push(container.instance.clone());
+        }
+        Ok(resumed)
+    }
+
+    async fn recover_spec(&self, instance: &Instance) -> Result<RecoveredSpec, OrchestratorError> {
+        let mut inner = locked(&self.inner);
+        inner.record(OrchestratorOperation::RecoverSpec(instance.name.clone()));
+        let container =
+            inner
+                .containers
+                .get(&instance.id)
+                .ok_or_else(|| OrchestratorError::Instance {
+                    operation: "inspect",
+                    instance: instance.name.clone(),
+                    message: "no such container".into(),
+                })?;
+        if let Some(spec) = &container.spec {
+            return Ok(RecoveredSpec::Exact(spec.clone()));
+        }
+        let image = container.instance.image.clone();
+        let config = inner.target(&instance.group.target)?.config.clone();
+        Ok(RecoveredSpec::ImageOnly(ReleaseSpec::new(
+            image.clone(),
+            image_id_of(&image),
+            config,
+        )))
     }
 
     async fn health(&self, instance: &Instance) -> Result<Health, OrchestratorError> {
@@ -943,6 +1080,54 @@ mod tests {
         ServiceName::new(name).unwrap()
     }
 
+    fn spec(image: &str) -> ReleaseSpec {
+        ReleaseSpec::new(image, image_id_of(image), BTreeMap::new())
+    }
+
+    #[tokio::test]
+    async fn orchestrator_starts_from_the_spec_resumes_and_reads_specs_back() {
+        let orchestrator = MemoryOrchestrator::new().with_target("web", "web:2");
+        orchestrator.set_config(
+            "web",
+            BTreeMap::from([("command".to_string(), serde_json::json!(["serve"]))]),
+        );
+        let blue = Group::new("web", Some(Color::Blue));
+        let prepared = orchestrator.prepare("web").await.unwrap();
+        assert_eq!(prepared.image, "web:2");
+        assert!(prepared.is_intact());
+        assert_eq!(
+            orchestrator.describe("web").await.unwrap().config,
+            prepared.config
+        );
+        // The Compose file moves on; the spec given is what starts.
+        orchestrator.add_target("web", "web:3");
+        let started = orchestrator.start(&blue, &[1], &prepared).await.unwrap();
+        assert_eq!(started[0].image, "web:2");
+        assert_eq!(
+            orchestrator.recover_spec(&started[0]).await.unwrap(),
+            RecoveredSpec::Exact(prepared.clone())
+        );
+        orchestrator.stop(&started).await.unwrap();
+        let resumed = orchestrator.resume(&started).await.unwrap();
+        assert_eq!(resumed[0].id, started[0].id, "the same container");
+        assert!(resumed[0].running && resumed[0].address.is_some());
+
+        let legacy = orchestrator.plant_legacy(&Group::new("web", Some(Color::Green)), 1, "web:1");
+        let RecoveredSpec::ImageOnly(read) = orchestrator.recover_spec(&legacy).await.unwrap()
+        else {
+            panic!("a legacy instance carries no spec")
+        };
+        assert_eq!(
+            (read.image.as_str(), read.config),
+            ("web:1", prepared.config)
+        );
+        orchestrator
+            .remove(std::slice::from_ref(&legacy))
+            .await
+            .unwrap();
+        assert!(orchestrator.resume(&[legacy]).await.is_err());
+    }
+
     #[tokio::test]
     async fn registry_cas_and_log() {
         let registry = MemoryRegistry::new();
@@ -958,7 +1143,9 @@ mod tests {
                 scale: 2,
                 released_at: SystemTime::UNIX_EPOCH,
                 released_by: "test".into(),
+                spec: None,
             }),
+            previous_release: None,
         };
         let rev = registry.store(&app, &state, Revision::NONE).await.unwrap();
         assert!(matches!(
@@ -1035,7 +1222,11 @@ mod tests {
         orchestrator.set_health("web", HealthScript::HealthyAfter(2));
         let blue = Group::new("web", Some(Color::Blue));
         assert_eq!(orchestrator.describe("web").await.unwrap().image, "web:2");
-        let started = orchestrator.start(&blue, &[2, 1]).await.unwrap();
+        let started = orchestrator
+            .start(&blue, &[2, 1], &spec("web:2"))
+            .await
+            .unwrap();
+        assert_eq!(orchestrator.spec_of(&started[0].id), Some(spec("web:2")));
         assert_eq!(started.len(), 2);
         assert_eq!(started[0].name, "web-blue-2");
         assert_ne!(started[0].address, started[1].address);
@@ -1061,7 +1252,7 @@ mod tests {
 
         // Numbers in use cannot be started again.
         assert!(matches!(
-            orchestrator.start(&blue, &[1]).await,
+            orchestrator.start(&blue, &[1], &spec("web:2")).await,
             Err(OrchestratorError::Instance {
                 operation: "create",
                 ..
@@ -1104,7 +1295,7 @@ mod tests {
         );
         orchestrator.set_health("crash", HealthScript::ExitedAfter { polls: 0, code: 3 });
         let bad = orchestrator
-            .start(&Group::new("bad", None), &[1])
+            .start(&Group::new("bad", None), &[1], &spec("bad:1"))
             .await
             .unwrap();
         assert_eq!(
@@ -1121,7 +1312,7 @@ mod tests {
         assert_eq!(diagnosis.last_health_output.as_deref(), Some("HTTP 500"));
 
         let crash = orchestrator
-            .start(&Group::new("crash", None), &[1])
+            .start(&Group::new("crash", None), &[1], &spec("crash:1"))
             .await
             .unwrap();
         assert_eq!(
@@ -1148,13 +1339,19 @@ mod tests {
             Err(OrchestratorError::Image { image, .. }) if image == "web:1"
         ));
         orchestrator.fail("web", FailingOperation::Start);
-        assert!(orchestrator.start(&group, &[1, 2]).await.is_err());
+        assert!(orchestrator
+            .start(&group, &[1, 2], &spec("web:1"))
+            .await
+            .is_err());
         assert!(
             orchestrator.instances().is_empty(),
             "a failed start leaves nothing"
         );
         orchestrator.heal("web", FailingOperation::Start);
-        let started = orchestrator.start(&group, &[1]).await.unwrap();
+        let started = orchestrator
+            .start(&group, &[1], &spec("web:1"))
+            .await
+            .unwrap();
         orchestrator.fail("web", FailingOperation::Stop);
         assert!(orchestrator.stop(&started).await.is_err());
         assert!(orchestrator.instances()[0].running);

@@ -8,15 +8,22 @@
 //! * [`Orchestrator::describe`] reads what is configured for a target, changing nothing. An
 //!   unknown target is [`OrchestratorError::UnknownTarget`].
 //! * [`Orchestrator::prepare`] makes a target startable: its image is present (pulled
-//!   according to the adapter's pull policy) and its network exists. A failed pull changes
-//!   nothing else.
+//!   according to the adapter's pull policy) and its network exists, and returns the
+//!   [`ReleaseSpec`] its instances would run: the image's content id and the configuration as
+//!   it resolves now. A failed pull changes nothing else.
 //! * [`Orchestrator::start_side_targets`] starts each side target that is absent or stopped,
 //!   and never recreates or restarts one that is running.
 //! * [`Orchestrator::list`] returns every instance of the group, running or stopped, sorted by
 //!   number.
-//! * [`Orchestrator::start`] creates and starts one instance per number, concurrently where
-//!   the engine allows. It either returns all of them started, or fails having removed the ones
-//!   it created: a failed `start` leaves nothing behind.
+//! * [`Orchestrator::start`] creates and starts one instance per number from the spec given
+//!   (never from the configuration as it resolves now), concurrently where the engine allows.
+//!   It either returns all of them started, or fails having removed the ones it created: a
+//!   failed `start` leaves nothing behind.
+//! * [`Orchestrator::resume`] starts stopped instances again, the same containers; a failed
+//!   `resume` stops again what it started.
+//! * [`Orchestrator::recover_spec`] reads back the spec an instance runs:
+//!   [`RecoveredSpec::Exact`] when the instance carries it, [`RecoveredSpec::ImageOnly`] when
+//!   only its image id is known (instances started by Docker Flow 1.x).
 //! * [`Orchestrator::health`] reports one instance's health now; it does not wait. An instance
 //!   with no health check is `Healthy` once it has kept running for the adapter's grace period.
 //!   [`Orchestrator::diagnose`] gathers what a person needs to see why an instance failed.
@@ -25,13 +32,14 @@
 //!   that is already stopped or gone is not an error.
 //! * Errors name the engine endpoint ([`OrchestratorError::Unreachable`]) or the instance.
 
+use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
 
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
-use crate::domain::Color;
+use crate::domain::{Color, ReleaseSpec};
 
 /// A set of instances released together: one colour of a target, or the whole target.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -81,11 +89,34 @@ pub struct Instance {
     pub image: String,
 }
 
-/// What is configured for a target.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// What is configured for a target now (the Compose file as it resolves today).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TargetInfo {
     /// The image reference the target runs.
     pub image: String,
+    /// The resolved configuration, by key, as a [`ReleaseSpec`] would hold it.
+    pub config: BTreeMap<String, serde_json::Value>,
+}
+
+/// The spec of a running instance, read back when the stored release has none (state written
+/// by Docker Flow 1.x or an older docker-flow).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "origin", content = "spec", rename_all = "kebab-case")]
+pub enum RecoveredSpec {
+    /// The instance carries the spec it was started from: exact.
+    Exact(ReleaseSpec),
+    /// Only the instance's image id could be read; the rest of the configuration is the
+    /// target's as it resolves now.
+    ImageOnly(ReleaseSpec),
+}
+
+impl RecoveredSpec {
+    /// The spec, however it was found.
+    pub fn spec(&self) -> &ReleaseSpec {
+        match self {
+            RecoveredSpec::Exact(spec) | RecoveredSpec::ImageOnly(spec) => spec,
+        }
+    }
 }
 
 /// One instance's health at one moment.
@@ -176,8 +207,9 @@ pub trait Orchestrator: fmt::Debug + fmt::Display + Send + Sync {
     /// What is configured for `target`.
     async fn describe(&self, target: &str) -> Result<TargetInfo, OrchestratorError>;
 
-    /// Makes `target` startable (image present, network created).
-    async fn prepare(&self, target: &str) -> Result<(), OrchestratorError>;
+    /// Makes `target` startable (image present, network created) and returns the spec its
+    /// instances run when started from the configuration as it resolves now.
+    async fn prepare(&self, target: &str) -> Result<ReleaseSpec, OrchestratorError>;
 
     /// Starts the side targets that are absent or stopped; never recreates running ones.
     async fn start_side_targets(&self, side_targets: &[String]) -> Result<(), OrchestratorError>;
@@ -185,12 +217,22 @@ pub trait Orchestrator: fmt::Debug + fmt::Display + Send + Sync {
     /// Every instance of `group`, running or stopped, sorted by number.
     async fn list(&self, group: &Group) -> Result<Vec<Instance>, OrchestratorError>;
 
-    /// Creates and starts instances `numbers` of `group`; all or nothing.
+    /// Creates and starts instances `numbers` of `group` from `spec` (its image id and
+    /// configuration, whatever the target's configuration is now); all or nothing.
     async fn start(
         &self,
         group: &Group,
         numbers: &[u32],
+        spec: &ReleaseSpec,
     ) -> Result<Vec<Instance>, OrchestratorError>;
+
+    /// Starts stopped instances again (the same containers, not new ones) and returns them as
+    /// they run now; all or nothing (on failure the ones it started are stopped again).
+    /// Running ones are returned unchanged.
+    async fn resume(&self, instances: &[Instance]) -> Result<Vec<Instance>, OrchestratorError>;
+
+    /// The spec `instance` runs, read from the instance itself.
+    async fn recover_spec(&self, instance: &Instance) -> Result<RecoveredSpec, OrchestratorError>;
 
     /// The health of one instance now.
     async fn health(&self, instance: &Instance) -> Result<Health, OrchestratorError>;

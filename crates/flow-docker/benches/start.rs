@@ -45,11 +45,14 @@ async fn orchestrator_for(project: &str) -> DockerOrchestrator {
 async fn time_orchestrator() -> Duration {
     let guard = ProjectGuard::new(unique_project("dfb-api"));
     let orchestrator = orchestrator_for(guard.project()).await;
-    orchestrator.prepare("web").await.expect("prepare");
+    let spec = orchestrator.prepare("web").await.expect("prepare");
     let numbers: Vec<u32> = (1..=INSTANCES).collect();
     let group = Group::new("web", Some(Color::Blue));
     let started_at = Instant::now();
-    let started = orchestrator.start(&group, &numbers).await.expect("start");
+    let started = orchestrator
+        .start(&group, &numbers, &spec)
+        .await
+        .expect("start");
     let elapsed = started_at.elapsed();
     assert_eq!(started.len(), INSTANCES as usize);
     elapsed

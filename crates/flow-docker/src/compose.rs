@@ -131,7 +131,7 @@ pub struct ResourceSpec {
 }
 
 /// One service of the Compose file.
-#[derive(Debug, Clone, Default, PartialEq)]
+#[derive(Debug, Clone, Default, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ServiceSpec {
     /// The image reference.
     pub image: String,
@@ -162,7 +162,7 @@ pub struct ServiceSpec {
 }
 
 /// One `ports` entry.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct PortSpec {
     /// The host address to bind, when given.
     pub host_ip: Option<String>,
@@ -175,7 +175,7 @@ pub struct PortSpec {
 }
 
 /// One `volumes` entry of a service.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct VolumeMount {
     /// Where it comes from.
     pub source: VolumeSource,
@@ -186,7 +186,7 @@ pub struct VolumeMount {
 }
 
 /// What a volume mount mounts.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum VolumeSource {
     /// A host path (relative paths are resolved against the Compose file's directory).
     Bind(PathBuf),
@@ -197,7 +197,7 @@ pub enum VolumeSource {
 }
 
 /// A service's `healthcheck`.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum HealthcheckSpec {
     /// `disable: true` or `test: ["NONE"]`: the image's check is turned off.
     Disabled,

@@ -15,7 +15,12 @@
 //!   project is ever touched.
 //! * **API version.** bollard asks for a newer API than Docker 20.10 speaks; [`connect`]
 //!   negotiates the version down, and only API 1.41 features are used (for example one
-//!   network endpoint at create time, further networks connected before start).
+//!   network endpoint at create time, further networks connected before start). An engine
+//!   older than [`MIN_API_VERSION`] is refused when connecting, by name, rather than failing
+//!   later on a call it does not know; [`api_versions`] gives the range for `--version`.
+//! * **Contexts.** [`context`] resolves the endpoint from Docker contexts as the docker CLI
+//!   does (`--context`, `DOCKER_CONTEXT`, the current context of `config.json`), with
+//!   `DOCKER_HOST` and an explicit host taking precedence as there.
 //!
 //! # Names and labels
 //!
@@ -33,6 +38,18 @@
 //! | [`LABEL_COLOR`] `io.docker-flow.color` | `blue` / `green` (blue-green mode only) |
 //! | [`LABEL_NUMBER`] `io.docker-flow.number` | the instance number, from 1 |
 //! | [`LABEL_SIDE_TARGET`] `io.docker-flow.side-target` | the side target's name (side targets only) |
+//! | [`LABEL_IMAGE`] `io.docker-flow.image` | the image reference the instance was released as |
+//! | [`LABEL_SPEC`] `io.docker-flow.spec` | the JSON of the [`ReleaseSpec`] it was started from |
+//!
+//! # Release specs
+//!
+//! A target's spec is its Compose service after interpolation, serialized key by key
+//! ([`ServiceSpec`] without its image), with the image's content id. Instances are started
+//! from a spec, never from the Compose file directly: by the image reference while it still
+//! names the spec's image id, by the id itself once the tag has moved, so a scale or a
+//! rollback runs exactly what the release ran. Each instance carries its spec in a label, which
+//! is how [`Orchestrator::recover_spec`] reads it back; an instance without that label (started
+//! by Docker Flow 1.x) yields its image id and the Compose file's configuration as it is now.
 //!
 //! Instances also get `SERVICE_NAME=<S>-<color>` (or `<S>`) in their environment, as Docker
 //! Flow 1.x set it for registrators. Networks and volumes created for a project carry
@@ -49,8 +66,9 @@
 #![deny(missing_docs)]
 
 pub mod compose;
+pub mod context;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -71,7 +89,8 @@ use bollard::query_parameters::{
 };
 use bollard::Docker;
 use flow_core::{
-    Diagnosis, Group, Health, Instance, Orchestrator, OrchestratorError, ServiceName, TargetInfo,
+    Diagnosis, Group, Health, Instance, Orchestrator, OrchestratorError, RecoveredSpec,
+    ReleaseSpec, ServiceName, TargetInfo,
 };
 use futures::{StreamExt, TryStreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -94,6 +113,10 @@ pub const LABEL_COLOR: &str = "io.docker-flow.color";
 pub const LABEL_NUMBER: &str = "io.docker-flow.number";
 /// Marks a side target's container, with the side target's name.
 pub const LABEL_SIDE_TARGET: &str = "io.docker-flow.side-target";
+/// The image reference an instance was released as (it may be created from the image id).
+pub const LABEL_IMAGE: &str = "io.docker-flow.image";
+/// The JSON of the [`ReleaseSpec`] an instance was started from.
+pub const LABEL_SPEC: &str = "io.docker-flow.spec";
 
 /// How many containers [`Orchestrator::start`] creates and starts at once. Enough to hide
 /// the engine's per-call latency; more only queues inside the engine.
@@ -107,6 +130,19 @@ const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 
 /// Seconds bollard waits for one engine answer.
 const REQUEST_TIMEOUT_SECS: u64 = 120;
+
+/// The oldest Docker Engine API docker-flow speaks (Docker 20.10): major, minor.
+pub const MIN_API_VERSION: (usize, usize) = (1, 41);
+
+/// The Engine API versions docker-flow works with: from [`MIN_API_VERSION`] to the one it
+/// asks for first, which [`connect`] negotiates down to what the engine speaks.
+pub fn api_versions() -> String {
+    let newest = bollard::API_DEFAULT_VERSION;
+    format!(
+        "{}.{} to {}.{}",
+        MIN_API_VERSION.0, MIN_API_VERSION.1, newest.major_version, newest.minor_version
+    )
+}
 
 /// Where and how to reach the engine: `--host`, `--cert-path` and `DOCKER_TLS_VERIFY`.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -175,10 +211,21 @@ pub async fn connect(settings: &ConnectSettings) -> Result<Docker, OrchestratorE
         ));
     };
     let client = client.map_err(|error| unreachable(Box::new(error)))?;
-    client
+    let client = client
         .negotiate_version()
         .await
-        .map_err(|error| unreachable(Box::new(error)))
+        .map_err(|error| unreachable(Box::new(error)))?;
+    let spoken = client.client_version();
+    if (spoken.major_version, spoken.minor_version) < MIN_API_VERSION {
+        return Err(unreachable(
+            format!(
+                "the engine speaks Docker API {}.{}; docker-flow needs {}.{} (Docker 20.10) or newer: upgrade the engine",
+                spoken.major_version, spoken.minor_version, MIN_API_VERSION.0, MIN_API_VERSION.1
+            )
+            .into(),
+        ));
+    }
+    Ok(client)
 }
 
 /// When to pull a target's image.
@@ -366,6 +413,39 @@ impl DockerOrchestrator {
             Some(spec) if spec.name.is_some() => spec.name.clone().unwrap_or_default(),
             Some(spec) if spec.external => volume.to_string(),
             _ => format!("{}_{}", self.options.project, volume),
+        }
+    }
+
+    /// The configuration part of a spec: `service` key by key, without its image.
+    fn config_of(service: &ServiceSpec) -> BTreeMap<String, serde_json::Value> {
+        let serde_json::Value::Object(mut fields) =
+            serde_json::to_value(service).expect("a Compose service serializes")
+        else {
+            unreachable!("a struct serializes to an object")
+        };
+        fields.remove("image");
+        fields.into_iter().collect()
+    }
+
+    /// The Compose service a spec describes, with its image reference.
+    fn service_of(spec: &ReleaseSpec) -> Result<ServiceSpec, OrchestratorError> {
+        let mut fields: serde_json::Map<String, serde_json::Value> =
+            spec.config.clone().into_iter().collect();
+        fields.insert("image".into(), spec.image.clone().into());
+        serde_json::from_value(serde_json::Value::Object(fields)).map_err(|error| {
+            OrchestratorError::Engine {
+                operation: format!("start from the release spec {}", spec.digest),
+                message: format!("the spec is not a configuration this version can start: {error}; deploy again to store a new one"),
+            }
+        })
+    }
+
+    /// The content id of a local image, `None` when it is absent.
+    async fn image_id(&self, image: &str) -> Result<Option<String>, OrchestratorError> {
+        match self.docker.inspect_image(image).await {
+            Ok(inspected) => Ok(inspected.id),
+            Err(error) if status_of(&error) == Some(404) => Ok(None),
+            Err(error) => Err(self.engine_error(format!("inspect image {image}"), error)),
         }
     }
 
@@ -695,7 +775,10 @@ impl DockerOrchestrator {
             number,
             running,
             address,
-            image: config.and_then(|c| c.image.clone()).unwrap_or_default(),
+            image: labels
+                .and_then(|l| l.get(LABEL_IMAGE).cloned())
+                .or_else(|| config.and_then(|c| c.image.clone()))
+                .unwrap_or_default(),
         }
     }
 
@@ -848,13 +931,26 @@ impl Orchestrator for DockerOrchestrator {
         let service = self.compose.service(target)?;
         Ok(TargetInfo {
             image: service.image.clone(),
+            config: Self::config_of(service),
         })
     }
 
-    async fn prepare(&self, target: &str) -> Result<(), OrchestratorError> {
+    async fn prepare(&self, target: &str) -> Result<ReleaseSpec, OrchestratorError> {
         let service = self.compose.service(target)?;
         self.ensure_image(&service.image, self.options.pull).await?;
-        self.ensure_resources(service).await
+        self.ensure_resources(service).await?;
+        let image_id =
+            self.image_id(&service.image)
+                .await?
+                .ok_or_else(|| OrchestratorError::Image {
+                    image: service.image.clone(),
+                    message: "it was removed right after it was made present; run again".into(),
+                })?;
+        Ok(ReleaseSpec::new(
+            service.image.clone(),
+            image_id,
+            Self::config_of(service),
+        ))
     }
 
     async fn start_side_targets(&self, side_targets: &[String]) -> Result<(), OrchestratorError> {
@@ -914,8 +1010,20 @@ impl Orchestrator for DockerOrchestrator {
         &self,
         group: &Group,
         numbers: &[u32],
+        spec: &ReleaseSpec,
     ) -> Result<Vec<Instance>, OrchestratorError> {
-        let service = self.compose.service(&group.target)?;
+        self.compose.service(&group.target)?;
+        let mut service = Self::service_of(spec)?;
+        // The reference while it still names the spec's image (so the engine shows the tag),
+        // the id once the tag has moved on: what runs is the spec's image either way.
+        let image = match self.image_id(&spec.image).await? {
+            Some(id) if id == spec.image_id => spec.image.clone(),
+            _ => spec.image_id.clone(),
+        };
+        self.ensure_resources(&service).await?;
+        service.image = image;
+        let service = &service;
+        let spec_label = serde_json::to_string(spec).expect("a spec serializes");
         let service_name = self.service_name(&group.target);
         let instance_service_name = match group.color {
             Some(color) => format!("{service_name}-{color}"),
@@ -933,6 +1041,8 @@ impl Orchestrator for DockerOrchestrator {
             if let Some(color) = group.color {
                 labels.insert(LABEL_COLOR.into(), color.to_string());
             }
+            labels.insert(LABEL_IMAGE.into(), spec.image.clone());
+            labels.insert(LABEL_SPEC.into(), spec_label.clone());
             let body = self.container_body(service, labels, &instance_service_name, &alias);
             let alias = alias.clone();
             async move {
@@ -1104,6 +1214,70 @@ impl Orchestrator for DockerOrchestrator {
             .map(|i| (i.id.clone(), i.name.clone()))
             .collect();
         self.force_remove(&ids).await
+    }
+
+    async fn resume(&self, instances: &[Instance]) -> Result<Vec<Instance>, OrchestratorError> {
+        let starts = instances.iter().map(|instance| async move {
+            match self
+                .docker
+                .start_container(&instance.id, None::<StartContainerOptions>)
+                .await
+            {
+                // 304: running already.
+                Ok(()) => Ok(instance),
+                Err(error) if status_of(&error) == Some(304) => Ok(instance),
+                Err(error) => Err((instance, instance_error("start", &instance.name, error))),
+            }
+        });
+        let outcomes: Vec<_> = futures::stream::iter(starts.collect::<Vec<_>>())
+            .buffer_unordered(START_CONCURRENCY)
+            .collect()
+            .await;
+        let (started, failed): (Vec<_>, Vec<_>) = outcomes.into_iter().partition(Result::is_ok);
+        if let Some(Err((_, error))) = failed.into_iter().next() {
+            // All or nothing: what this call started is stopped again (kept, as before).
+            let started: Vec<Instance> = started
+                .into_iter()
+                .filter_map(Result::ok)
+                .filter(|instance| !instance.running)
+                .cloned()
+                .collect();
+            self.stop(&started).await?;
+            return Err(error);
+        }
+        let mut resumed = Vec::with_capacity(instances.len());
+        for instance in instances {
+            let inspected = self.inspect(&instance.id, &instance.name).await?;
+            resumed.push(self.instance_of(&instance.group, &inspected));
+        }
+        Ok(resumed)
+    }
+
+    async fn recover_spec(&self, instance: &Instance) -> Result<RecoveredSpec, OrchestratorError> {
+        let inspected = self.inspect(&instance.id, &instance.name).await?;
+        let config = inspected.config.as_ref();
+        if let Some(text) = config
+            .and_then(|c| c.labels.as_ref())
+            .and_then(|labels| labels.get(LABEL_SPEC))
+        {
+            let spec: ReleaseSpec =
+                serde_json::from_str(text).map_err(|error| OrchestratorError::Instance {
+                    operation: "read the release spec of",
+                    instance: instance.name.clone(),
+                    message: format!("its {LABEL_SPEC} label is not a spec: {error}"),
+                })?;
+            return Ok(RecoveredSpec::Exact(spec));
+        }
+        let image_id = inspected.image.clone().unwrap_or_default();
+        let image = config
+            .and_then(|c| c.image.clone())
+            .unwrap_or_else(|| image_id.clone());
+        let service = self.compose.service(&instance.group.target)?;
+        Ok(RecoveredSpec::ImageOnly(ReleaseSpec::new(
+            image,
+            image_id,
+            Self::config_of(service),
+        )))
     }
 }
 

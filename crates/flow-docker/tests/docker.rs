@@ -96,9 +96,9 @@ async fn starts_lists_checks_health_stops_and_removes_three_instances() {
     let guard = ProjectGuard::new(unique_project("dft-docker"));
     let orchestrator = orchestrator(guard.project(), &demo_compose(""), |_| {}).await;
     let group = Group::new("web", Some(Color::Blue));
-    orchestrator.prepare("web").await.unwrap();
+    let spec = orchestrator.prepare("web").await.unwrap();
 
-    let started = orchestrator.start(&group, &[1, 2, 3]).await.unwrap();
+    let started = orchestrator.start(&group, &[1, 2, 3], &spec).await.unwrap();
     assert_eq!(
         started.iter().map(|i| i.number).collect::<Vec<_>>(),
         [1, 2, 3]
@@ -157,8 +157,8 @@ async fn health_path_probes_over_http() {
     })
     .await;
     let group = Group::new("web", None);
-    orchestrator.prepare("web").await.unwrap();
-    let started = orchestrator.start(&group, &[1]).await.unwrap();
+    let spec = orchestrator.prepare("web").await.unwrap();
+    let started = orchestrator.start(&group, &[1], &spec).await.unwrap();
     assert_eq!(started[0].name, format!("{}-web-1", guard.project()));
     wait_for(&orchestrator, &started[0], |h| *h == Health::Healthy).await;
 
@@ -182,8 +182,8 @@ async fn without_health_check_the_grace_period_decides() {
     })
     .await;
     let group = Group::new("web", None);
-    orchestrator.prepare("web").await.unwrap();
-    let started = orchestrator.start(&group, &[1]).await.unwrap();
+    let spec = orchestrator.prepare("web").await.unwrap();
+    let started = orchestrator.start(&group, &[1], &spec).await.unwrap();
     let first = orchestrator.health(&started[0]).await.unwrap();
     assert!(
         matches!(&first, Health::Starting { detail: Some(d) } if d.contains("grace period")),
@@ -198,8 +198,8 @@ async fn an_unhealthy_instance_is_reported_and_diagnosed() {
     let compose = demo_compose("    environment:\n      DEMO_UNHEALTHY: \"1\"\n");
     let orchestrator = orchestrator(guard.project(), &compose, |_| {}).await;
     let group = Group::new("web", Some(Color::Green));
-    orchestrator.prepare("web").await.unwrap();
-    let started = orchestrator.start(&group, &[1]).await.unwrap();
+    let spec = orchestrator.prepare("web").await.unwrap();
+    let started = orchestrator.start(&group, &[1], &spec).await.unwrap();
     let health = wait_for(&orchestrator, &started[0], |h| {
         matches!(h, Health::Unhealthy { .. })
     })
@@ -280,11 +280,14 @@ async fn a_failed_start_leaves_nothing_behind() {
     let guard = ProjectGuard::new(unique_project("dft-docker"));
     let orchestrator = orchestrator(guard.project(), &demo_compose(""), |_| {}).await;
     let group = Group::new("web", Some(Color::Blue));
-    orchestrator.prepare("web").await.unwrap();
-    let existing = orchestrator.start(&group, &[2]).await.unwrap();
+    let spec = orchestrator.prepare("web").await.unwrap();
+    let existing = orchestrator.start(&group, &[2], &spec).await.unwrap();
 
     // Number 2 exists already: its create fails, and 1 and 3 must be removed again.
-    let error = orchestrator.start(&group, &[1, 2, 3]).await.unwrap_err();
+    let error = orchestrator
+        .start(&group, &[1, 2, 3], &spec)
+        .await
+        .unwrap_err();
     assert!(
         matches!(&error, OrchestratorError::Instance { operation: "create", instance, .. } if instance.ends_with("-web-blue-2")),
         "{error}"
@@ -340,9 +343,9 @@ async fn compose_ports_volumes_networks_labels_and_environment_are_applied() {
     );
     let compose = format!("{compose}volumes:\n  cache: {{}}\nnetworks:\n  back: {{}}\n");
     let orchestrator = orchestrator(&project, &compose, |_| {}).await;
-    orchestrator.prepare("web").await.unwrap();
+    let spec = orchestrator.prepare("web").await.unwrap();
     let started = orchestrator
-        .start(&Group::new("web", None), &[1])
+        .start(&Group::new("web", None), &[1], &spec)
         .await
         .unwrap();
     let docker = docker().await;

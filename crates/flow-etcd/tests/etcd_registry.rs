@@ -22,7 +22,9 @@ fn sample_state() -> ReleaseState {
             scale: 4,
             released_at: UNIX_EPOCH + Duration::from_secs(1_795_841_331),
             released_by: "docker-flow pid 7 on host-a".to_string(),
+            spec: None,
         }),
+        previous_release: None,
     }
 }
 

@@ -59,6 +59,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::haproxy::{Applied, Haproxy, HaproxyError, HaproxyOptions, DEFAULT_BINARY};
+use crate::params;
 use crate::table::{off_runtime, write_atomically};
 use crate::validate::{parse_servers, InvalidInput};
 use wire::{Answer, ErrorKind, RouteView, ServerView};
@@ -179,12 +180,17 @@ pub struct ServeConfig {
     pub state_dir: PathBuf,
     /// The HAProxy binary.
     pub haproxy: PathBuf,
-    /// When set, every request needs `Authorization: Bearer <token>`.
+    /// When set, every request needs `Authorization: Bearer <token>`; an empty token is
+    /// refused at start ([`ServeError::EmptyToken`]): no token at all is `None`.
     pub token: Option<String>,
     /// Where `reconfigure` without `servers` looks the servers up.
     pub registry: Option<DynRegistry>,
     /// How long `reconfigure` waits for servers to come UP.
     pub up_timeout: Duration,
+    /// What [`serve`] does with HAProxy on SIGINT/SIGTERM: `None` leaves it serving (a later
+    /// `proxy serve` on the same state directory adopts it); `Some(limit)` stops it
+    /// gracefully, finishing open connections for at most `limit`.
+    pub stop_haproxy: Option<Duration>,
 }
 
 impl ServeConfig {
@@ -199,6 +205,7 @@ impl ServeConfig {
             token: None,
             registry: None,
             up_timeout: Duration::from_secs(10),
+            stop_haproxy: None,
         }
     }
 }
@@ -213,6 +220,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("token", &self.token.as_ref().map(|_| "<set>"))
             .field("registry", &self.registry.as_ref().map(ToString::to_string))
             .field("up_timeout", &self.up_timeout)
+            .field("stop_haproxy", &self.stop_haproxy)
             .finish()
     }
 }
@@ -232,6 +240,9 @@ pub enum ServeError {
         #[source]
         source: std::io::Error,
     },
+    /// The token is empty, which would let every request through unnoticed.
+    #[error("the API token is empty: set a token (FLOW_PROXY_TOKEN or --api-token), or run without authentication explicitly with --no-auth")]
+    EmptyToken,
     /// Waiting for a stop signal failed.
     #[error("cannot wait for a stop signal: {0}")]
     Signal(#[source] std::io::Error),
@@ -269,13 +280,42 @@ impl RunningProxy {
         &self.restore_warnings
     }
 
-    /// Stops the API and HAProxy.
+    /// The pid of the HAProxy master when it was adopted from an earlier `proxy serve` on the
+    /// same state directory, rather than started.
+    pub fn adopted_master(&self) -> Option<u32> {
+        self.haproxy.adopted_master()
+    }
+
+    /// Completes with what happened once HAProxy died and could not be restarted.
+    pub async fn haproxy_lost(&self) -> String {
+        self.haproxy.lost().await
+    }
+
+    /// Stops the API and HAProxy (closing its connections).
     pub async fn shutdown(mut self) {
+        self.stop_api().await;
+        self.haproxy.shutdown().await;
+    }
+
+    /// Stops the API and leaves HAProxy serving, unsupervised: a later start on the same
+    /// state directory adopts it.
+    pub async fn detach(mut self) {
+        self.stop_api().await;
+        self.haproxy.detach().await;
+    }
+
+    /// Stops the API, then HAProxy gracefully: open connections are finished within
+    /// `drain_timeout`, then closed.
+    pub async fn stop_gracefully(mut self, drain_timeout: Duration) {
+        self.stop_api().await;
+        self.haproxy.stop_gracefully(drain_timeout).await;
+    }
+
+    async fn stop_api(&mut self) {
         let _ = self.stop.send(true);
         if let Some(server) = self.server.take() {
             let _ = server.await;
         }
-        self.haproxy.shutdown().await;
     }
 }
 
@@ -287,18 +327,43 @@ impl Drop for RunningProxy {
 }
 
 /// Runs the proxy until SIGINT or SIGTERM: the entry point of `docker-flow proxy serve`.
+///
+/// On a signal the API stops and HAProxy keeps serving (or stops gracefully with
+/// [`ServeConfig::stop_haproxy`]). When HAProxy dies and cannot be restarted, it returns
+/// [`HaproxyError::Lost`], so that the process exits non-zero and its service manager
+/// restarts it.
 pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
+    let stop_haproxy = config.stop_haproxy;
+    // Before HAProxy starts: a signal that arrives while it starts is not lost.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .map_err(ServeError::Signal)?;
+    let mut interrupt = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+        .map_err(ServeError::Signal)?;
     let running = start(config).await?;
+    if let Some(pid) = running.adopted_master() {
+        eprintln!("docker-flow proxy: adopted the running HAProxy (master pid {pid})");
+    }
     for warning in running.restore_warnings() {
         eprintln!("docker-flow proxy: {warning}");
     }
-    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .map_err(ServeError::Signal)?;
     tokio::select! {
-        result = tokio::signal::ctrl_c() => result.map_err(ServeError::Signal)?,
+        _ = interrupt.recv() => {}
         _ = terminate.recv() => {}
+        message = running.haproxy_lost() => {
+            running.shutdown().await;
+            return Err(HaproxyError::Lost { message }.into());
+        }
     }
-    running.shutdown().await;
+    match stop_haproxy {
+        None => {
+            running.detach().await;
+            eprintln!("docker-flow proxy: API stopped; HAProxy keeps serving (a new `proxy serve` on this state directory adopts it)");
+        }
+        Some(limit) => {
+            running.stop_gracefully(limit).await;
+            eprintln!("docker-flow proxy: API and HAProxy stopped");
+        }
+    }
     Ok(())
 }
 
@@ -306,6 +371,9 @@ pub async fn serve(config: ServeConfig) -> Result<(), ServeError> {
 /// registry when one is given (see the [module docs](self)), then opens the API. Traffic is
 /// routed by the restored configuration from HAProxy's first accepted connection.
 pub async fn start(config: ServeConfig) -> Result<RunningProxy, ServeError> {
+    if config.token.as_deref() == Some("") {
+        return Err(ServeError::EmptyToken);
+    }
     let backed_path = config.state_dir.join(REGISTRY_ROUTES_FILE);
     let backed = {
         let path = backed_path.clone();
@@ -359,11 +427,21 @@ pub async fn start(config: ServeConfig) -> Result<RunningProxy, ServeError> {
                         let app = app.clone();
                         async move { Ok::<_, Infallible>(app.handle(request).await) }
                     });
+                    let mut stopping = stopped.clone();
                     tokio::spawn(async move {
-                        // A client that goes away mid-request is not the proxy's error.
-                        let _ = hyper::server::conn::http1::Builder::new()
-                            .serve_connection(TokioIo::new(stream), service)
-                            .await;
+                        let connection = hyper::server::conn::http1::Builder::new()
+                            .serve_connection(TokioIo::new(stream), service);
+                        tokio::pin!(connection);
+                        tokio::select! {
+                            // A client that goes away mid-request is not the proxy's error.
+                            _ = connection.as_mut() => {}
+                            // Once the API stops, a kept-alive connection takes no more
+                            // requests; one in progress is answered first.
+                            _ = stopping.changed() => {
+                                connection.as_mut().graceful_shutdown();
+                                let _ = connection.await;
+                            }
+                        }
                     });
                 }
                 _ = stopped.changed() => return,
@@ -569,7 +647,8 @@ impl From<HaproxyError> for Failure {
     }
 }
 
-/// The query parameters of a request (the first occurrence of a name wins).
+/// The query parameters of a request; [`params::check`] makes sure each is known and given
+/// once before any is read.
 struct Query(Vec<(String, String)>);
 
 impl Query {
@@ -637,6 +716,18 @@ impl App {
             .path()
             .strip_prefix(API_PREFIX)
             .unwrap_or_default();
+        let takes = match endpoint {
+            "/reconfigure" => params::Endpoint::Reconfigure,
+            "/remove" => params::Endpoint::Remove,
+            _ => params::Endpoint::Other,
+        };
+        params::check(takes, query.0.iter().map(|(name, _)| name.as_str())).map_err(|error| {
+            Failure::new(
+                StatusCode::BAD_REQUEST,
+                ErrorKind::BadRequest,
+                error.to_string(),
+            )
+        })?;
         match endpoint {
             "/reconfigure" => self.reconfigure(&query).await,
             "/remove" => self.remove(&query).await,
@@ -709,6 +800,13 @@ impl App {
                 }))
             }
         };
+        if let Some(mode) = query.get("reqMode").filter(|mode| *mode != "http") {
+            return Err(Failure::new(
+                StatusCode::BAD_REQUEST,
+                ErrorKind::BadRequest,
+                format!("reqMode={mode} is not supported: {}", params::TCP),
+            ));
+        }
         let route = Route {
             service: service.clone(),
             color,
@@ -889,9 +987,19 @@ fn list_servers(servers: &[SocketAddr]) -> String {
         .join(", ")
 }
 
-/// Compares without returning early, so the time taken says nothing about the token.
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Whether `presented` is `token`, in a time that depends on `presented` only: every byte
+/// presented is compared (with the token's bytes, cycled), and a length mismatch is folded
+/// into the result instead of returning early, so the time says nothing about the token,
+/// not even its length. `token` is never empty ([`start`] refuses an empty one).
+fn constant_time_eq(presented: &[u8], token: &[u8]) -> bool {
+    if token.is_empty() {
+        return false;
+    }
+    let mut difference = u8::from(presented.len() != token.len());
+    for (index, byte) in presented.iter().enumerate() {
+        difference |= byte ^ token[index % token.len()];
+    }
+    difference == 0 && !presented.is_empty()
 }
 
 #[cfg(test)]
@@ -972,6 +1080,19 @@ mod tests {
         config
     }
 
+    #[test]
+    fn tokens_compare_equal_only_when_equal_including_their_length() {
+        assert!(constant_time_eq(b"s3cret", b"s3cret"));
+        assert!(!constant_time_eq(b"s3cre", b"s3cret"));
+        assert!(
+            !constant_time_eq(b"s3crets3cret", b"s3cret"),
+            "a repeated token is not it"
+        );
+        assert!(!constant_time_eq(b"s3creT", b"s3cret"));
+        assert!(!constant_time_eq(b"", b"s3cret"));
+        assert!(!constant_time_eq(b"x", b""));
+    }
+
     #[tokio::test]
     async fn registry_backed_routes_are_rebuilt_from_the_registry_on_start() {
         let state = tempfile::tempdir().unwrap();
@@ -1025,6 +1146,7 @@ mod tests {
             color: Some(Color::Green),
             scale: Some(1),
             last_release: None,
+            previous_release: None,
         };
         registry
             .store(&shop, &green_state, Revision::NONE)

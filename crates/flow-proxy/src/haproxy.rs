@@ -81,17 +81,23 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use flow_core::{Route, ServiceName};
+use rustix::process::Signal;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::UnixStream;
-use tokio::process::{Child, Command};
-use tokio::sync::Mutex;
+use tokio::process::Command;
+use tokio::sync::{watch, Mutex};
 use tokio::time::{sleep, timeout, Instant};
 
-use crate::table::{off_runtime, write_atomically, RouteEntry, RouteTable, StateError};
+use crate::process::{Master, StateLock};
+use crate::table::{
+    create_private_dir, off_runtime, open_private_file, write_atomically, RouteEntry, RouteTable,
+    StateDirError, StateError,
+};
 use crate::validate::{check_route, server_name, InvalidInput};
 
 /// How often `show stat` is polled while waiting for servers or for a drain.
@@ -109,6 +115,18 @@ const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long HAProxy may take to start a worker (first start or reload).
 const WORKER_START_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How often the supervisor looks at the master: a dead one is noticed within this time.
+const SUPERVISE_INTERVAL: Duration = Duration::from_millis(20);
+
+/// Restarts that fail in a row before the driver gives up and reports HAProxy as lost.
+const MAX_FAILED_RESTARTS: u32 = 3;
+
+/// Restarts within [`RESTART_WINDOW`] beyond which HAProxy counts as crash-looping (lost).
+const MAX_RESTARTS_IN_WINDOW: usize = 10;
+
+/// The window of [`MAX_RESTARTS_IN_WINDOW`].
+const RESTART_WINDOW: Duration = Duration::from_secs(60);
 
 /// Where the driver finds HAProxy and keeps its files.
 #[derive(Debug, Clone)]
@@ -213,6 +231,21 @@ pub enum HaproxyError {
     /// The route table could not be read or written.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The state directory cannot be made private.
+    #[error(transparent)]
+    StateDir(#[from] StateDirError),
+    /// Another driver runs on the same state directory.
+    #[error("another `docker-flow proxy serve` runs on the state directory {path} (it holds {path}/proxy.lock): stop it first, or give this one another --state-dir")]
+    Locked {
+        /// The state directory.
+        path: PathBuf,
+    },
+    /// HAProxy died and could not be restarted.
+    #[error("HAProxy could not be kept running: {message}")]
+    Lost {
+        /// What happened.
+        message: String,
+    },
 }
 
 /// A change HAProxy runs now, with what could not be written to the state directory after it
@@ -268,10 +301,12 @@ pub struct RouteStatus {
 struct Files {
     config: PathBuf,
     candidate: PathBuf,
+    regex_check: PathBuf,
     routes: PathBuf,
     master_socket: PathBuf,
     admin_socket: PathBuf,
     log: PathBuf,
+    lock: PathBuf,
 }
 
 impl Files {
@@ -279,10 +314,12 @@ impl Files {
         Files {
             config: state_dir.join("haproxy.cfg"),
             candidate: state_dir.join("haproxy.cfg.candidate"),
+            regex_check: state_dir.join("regex-check.cfg"),
             routes: state_dir.join("routes.json"),
             master_socket: state_dir.join("master.sock"),
             admin_socket: state_dir.join("admin.sock"),
             log: state_dir.join("haproxy.log"),
+            lock: state_dir.join("proxy.lock"),
         }
     }
 }
@@ -305,7 +342,14 @@ struct Inner {
     /// The table and worker pid last applied, for readers that must not wait behind a
     /// change in progress (a reconfigure can wait seconds for servers to come UP).
     published: std::sync::Mutex<(RouteTable, u32)>,
-    master: std::sync::Mutex<Option<Child>>,
+    master: std::sync::Mutex<Option<Master>>,
+    /// False once the driver stops or detaches: the supervisor then restarts nothing.
+    supervising: AtomicBool,
+    /// Set (once) when HAProxy died and could not be restarted.
+    lost: watch::Sender<Option<String>>,
+    /// The state directory's lock (see [`crate::process`]), held until the driver stops,
+    /// detaches or is dropped.
+    state_dir_lock: std::sync::Mutex<Option<StateLock>>,
 }
 
 /// An HAProxy process and the routes it serves. Cheap to clone; every change is serialized.
@@ -345,16 +389,22 @@ impl Haproxy {
             });
         }
         let state_dir = options.state_dir.clone();
-        let routes = files.routes.clone();
-        let table = file_work("cannot read the state directory", move || {
-            std::fs::create_dir_all(&state_dir).map_err(|source| HaproxyError::Io {
-                what: format!("cannot create the state directory {}", state_dir.display()),
-                source,
-            })?;
-            Ok(RouteTable::load(&routes)?)
+        let (routes, lock_path) = (files.routes.clone(), files.lock.clone());
+        let (table, lock) = file_work("cannot read the state directory", move || {
+            create_private_dir(&state_dir)?;
+            let lock = StateLock::try_take(&lock_path)
+                .map_err(|source| HaproxyError::Io {
+                    what: format!("cannot lock {}", lock_path.display()),
+                    source,
+                })?
+                .ok_or_else(|| HaproxyError::Locked {
+                    path: state_dir.clone(),
+                })?;
+            Ok((RouteTable::load(&routes)?, lock))
         })
         .await?;
-        let inner = Inner {
+        let (lost, _) = watch::channel(None);
+        let inner = Arc::new(Inner {
             options,
             files,
             state: Mutex::new(State {
@@ -364,18 +414,86 @@ impl Haproxy {
             }),
             published: std::sync::Mutex::new((RouteTable::default(), 0)),
             master: std::sync::Mutex::new(None),
-        };
+            supervising: AtomicBool::new(true),
+            lost,
+            state_dir_lock: std::sync::Mutex::new(Some(lock)),
+        });
+        let haproxy = Haproxy { inner };
         {
-            let mut state = inner.state.lock().await;
-            inner.install_config(&state.table, None).await?;
-            let child = inner.spawn_master().await?;
-            *inner.master.lock().expect("master mutex poisoned") = Some(child);
-            state.worker_pid = inner.wait_for_new_worker(None, 0).await?;
-            inner.publish(&state);
+            let mut state = haproxy.inner.state.lock().await;
+            match haproxy.inner.running_master().await {
+                Some((master_pid, worker_pid)) => {
+                    haproxy.adopt(&mut state, master_pid, worker_pid).await?
+                }
+                None => haproxy.inner.start_master(&mut state).await?,
+            }
         }
-        Ok(Haproxy {
-            inner: Arc::new(inner),
-        })
+        tokio::spawn(supervise(Arc::downgrade(&haproxy.inner)));
+        Ok(haproxy)
+    }
+
+    /// Takes over the running master `master_pid` (worker `worker_pid`) left by an earlier
+    /// driver: HAProxy keeps serving untouched when it runs the stored routes; otherwise the
+    /// stored routes are loaded with a reload (which drops no request). Servers an earlier
+    /// driver left draining get their drain task again.
+    async fn adopt(
+        &self,
+        state: &mut State,
+        master_pid: u32,
+        worker_pid: u32,
+    ) -> Result<(), HaproxyError> {
+        let inner = &self.inner;
+        *inner.master.lock().expect("master mutex poisoned") = Some(Master::adopted(master_pid));
+        state.worker_pid = worker_pid;
+        let config_current = inner.config_file_matches(&state.table).await;
+        let stats = inner.show_stat(worker_pid).await?;
+        if !config_current || !runtime_matches(&state.table, &stats) {
+            let table = state.table.clone();
+            inner.reload_with(state, &table, None).await?;
+        } else {
+            for server in &stats {
+                let Some(entry) = state
+                    .table
+                    .entries()
+                    .find(|e| backend_name(&e.route.service) == server.backend)
+                else {
+                    continue;
+                };
+                if !entry.servers.contains(&server.address)
+                    && state
+                        .draining
+                        .insert((entry.route.service.clone(), server.address))
+                {
+                    tokio::spawn(drain_then_delete(
+                        Arc::downgrade(&self.inner),
+                        entry.route.service.clone(),
+                        server.address,
+                    ));
+                }
+            }
+        }
+        inner.publish(state);
+        Ok(())
+    }
+
+    /// The pid of the master when it was adopted from an earlier driver rather than started.
+    pub fn adopted_master(&self) -> Option<u32> {
+        let guard = self.inner.master.lock().expect("master mutex poisoned");
+        guard.as_ref().filter(|m| m.is_adopted()).map(Master::pid)
+    }
+
+    /// Completes with what happened once HAProxy died and could not be restarted (see
+    /// the supervisor); pending forever while it runs.
+    pub async fn lost(&self) -> String {
+        let mut lost = self.inner.lost.subscribe();
+        loop {
+            if let Some(message) = lost.borrow_and_update().clone() {
+                return message;
+            }
+            if lost.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// Routes `route.service` to exactly `servers`, returning once they are all UP (see the
@@ -393,6 +511,8 @@ impl Haproxy {
         }
         let inner = &self.inner;
         let mut state = inner.state.lock().await;
+        // Under the lock: the check file is shared.
+        inner.check_regexes(&route).await?;
         let service = route.service.clone();
         let wanted = RouteEntry {
             route,
@@ -527,33 +647,65 @@ impl Haproxy {
         Ok(routes)
     }
 
-    /// Stops HAProxy at once without waiting (the master is killed; its workers exit with
-    /// it). Used where no runtime is at hand, e.g. in `Drop`.
+    /// Stops HAProxy at once without waiting (SIGKILL of the master; its workers exit with
+    /// it), unless the driver was detached. Used where no runtime is at hand, e.g. in `Drop`.
     pub fn kill_now(&self) {
-        if let Some(child) = self
+        if !self.inner.supervising.swap(false, Ordering::SeqCst) {
+            return;
+        }
+        if let Some(master) = self
             .inner
             .master
             .lock()
             .expect("master mutex poisoned")
-            .as_mut()
+            .as_ref()
         {
-            // Killing an exited child fails harmlessly.
-            let _ = child.start_kill();
+            master.signal(Signal::KILL);
         }
+        self.inner.release_state_dir();
     }
 
-    /// Stops HAProxy at once (the master is killed; its workers exit with it).
+    /// Stops HAProxy now: the master closes every connection (SIGTERM) and exits with its
+    /// workers.
     pub async fn shutdown(&self) {
-        let child = self
+        self.stop_master(Signal::TERM, Duration::from_secs(2)).await;
+    }
+
+    /// Stops HAProxy gracefully: its listeners close at once, open connections are finished
+    /// (SIGUSR1, HAProxy's soft stop), and whatever is still open after `drain_timeout` is
+    /// closed.
+    pub async fn stop_gracefully(&self, drain_timeout: Duration) {
+        self.stop_master(Signal::USR1, drain_timeout).await;
+    }
+
+    /// Lets go of HAProxy, which keeps serving: the supervisor stops, nothing is signalled,
+    /// and once a change in progress is done the state directory is free for a later driver,
+    /// which adopts HAProxy. Changes sent afterwards fail.
+    pub async fn detach(&self) {
+        self.inner.supervising.store(false, Ordering::SeqCst);
+        let _state = self.inner.state.lock().await;
+        self.inner
+            .master
+            .lock()
+            .expect("master mutex poisoned")
+            .take();
+        self.inner.release_state_dir();
+    }
+
+    async fn stop_master(&self, first: Signal, grace: Duration) {
+        self.inner.supervising.store(false, Ordering::SeqCst);
+        // Taken under the state lock, so no restart or reload is halfway through.
+        let _state = self.inner.state.lock().await;
+        let master = self
             .inner
             .master
             .lock()
             .expect("master mutex poisoned")
             .take();
-        if let Some(mut child) = child {
-            // Killing an exited child fails harmlessly; waiting reaps it.
-            let _ = child.kill().await;
+        if let Some(mut master) = master {
+            master.stop(first, grace).await;
         }
+        self.inner.release_state_dir();
     }
 
     /// Adds the wanted servers missing from the backend, waits until all wanted servers pass
@@ -629,6 +781,93 @@ impl Haproxy {
     }
 }
 
+/// Restarts HAProxy from the stored routes whenever its master is gone — killed, crashed, or
+/// exited because its worker died (HAProxy's master stops everything when a worker dies,
+/// and 2.6 ignores `no-exit-on-failure`). The master is looked at every
+/// [`SUPERVISE_INTERVAL`]; a restart renders the stored routes (blue-green ones too) before
+/// the new frontends open. When restarts fail [`MAX_FAILED_RESTARTS`] times in a row, or
+/// HAProxy dies more than [`MAX_RESTARTS_IN_WINDOW`] times in [`RESTART_WINDOW`], HAProxy is
+/// reported lost ([`Haproxy::lost`]) and `proxy serve` exits non-zero, so that the service
+/// manager (systemd's `Restart=`) sees it.
+async fn supervise(inner: Weak<Inner>) {
+    let mut failed_in_a_row = 0;
+    let mut recent_restarts: std::collections::VecDeque<Instant> = Default::default();
+    loop {
+        sleep(SUPERVISE_INTERVAL).await;
+        let Some(inner) = inner.upgrade() else { return };
+        if !inner.supervising.load(Ordering::SeqCst) {
+            return;
+        }
+        if inner.master_exit_status().is_none() {
+            continue;
+        }
+        let mut state = inner.state.lock().await;
+        // Stopped meanwhile (stop_master takes the lock first), or already restarted.
+        if !inner.supervising.load(Ordering::SeqCst) {
+            return;
+        }
+        let Some(status) = inner.master_exit_status() else {
+            continue;
+        };
+        let now = Instant::now();
+        recent_restarts.retain(|at| now.duration_since(*at) < RESTART_WINDOW);
+        recent_restarts.push_back(now);
+        if recent_restarts.len() > MAX_RESTARTS_IN_WINDOW {
+            let message = format!(
+                "HAProxy died {} times within {RESTART_WINDOW:?} (last: {status}); {}",
+                recent_restarts.len(),
+                inner.log_tail().await
+            );
+            inner.give_up(message);
+            return;
+        }
+        eprintln!("docker-flow proxy: HAProxy's master is gone ({status}); restarting it with the stored routes");
+        match inner.start_master(&mut state).await {
+            Ok(()) => {
+                failed_in_a_row = 0;
+                eprintln!(
+                    "docker-flow proxy: HAProxy restarted in {} ms (worker {})",
+                    now.elapsed().as_millis(),
+                    state.worker_pid
+                );
+            }
+            Err(error) => {
+                failed_in_a_row += 1;
+                eprintln!("docker-flow proxy: HAProxy did not restart: {error}");
+                if failed_in_a_row >= MAX_FAILED_RESTARTS {
+                    inner.give_up(format!(
+                        "{MAX_FAILED_RESTARTS} restarts in a row failed, the last with: {error}"
+                    ));
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// Whether the running worker serves exactly the stored routes: each route's backend has
+/// its stored servers in rotation and no other, and no backend is left of a removed route.
+fn runtime_matches(table: &RouteTable, stats: &[RuntimeServer]) -> bool {
+    let routed: BTreeSet<String> = table
+        .entries()
+        .map(|e| backend_name(&e.route.service))
+        .collect();
+    if stats.iter().any(|s| !routed.contains(&s.backend)) {
+        return false;
+    }
+    table.entries().all(|entry| {
+        let backend = backend_name(&entry.route.service);
+        let in_rotation: BTreeSet<SocketAddr> = stats
+            .iter()
+            .filter(|s| {
+                s.backend == backend && !matches!(s.state, ServerState::Drain | ServerState::Maint)
+            })
+            .map(|s| s.address)
+            .collect();
+        in_rotation == entry.servers.iter().copied().collect()
+    })
+}
+
 /// Waits until the draining server has no session, then puts it in maintenance and deletes
 /// it; stops early when the server is wanted again, was removed by a reload, or the driver
 /// is gone.
@@ -674,6 +913,20 @@ async fn drain_then_delete(inner: Weak<Inner>, service: ServiceName, address: So
 }
 
 impl Inner {
+    fn release_state_dir(&self) {
+        self.state_dir_lock
+            .lock()
+            .expect("state directory lock mutex poisoned")
+            .take();
+    }
+
+    /// Reports HAProxy lost: supervision ends and [`Haproxy::lost`] completes.
+    fn give_up(&self, message: String) {
+        eprintln!("docker-flow proxy: {message}");
+        self.supervising.store(false, Ordering::SeqCst);
+        self.lost.send_replace(Some(message));
+    }
+
     fn publish(&self, state: &State) {
         *self.published.lock().expect("published mutex poisoned") =
             (state.table.clone(), state.worker_pid);
@@ -689,11 +942,56 @@ impl Inner {
         }
     }
 
-    async fn spawn_master(&self) -> Result<Child, HaproxyError> {
+    /// Installs the configuration of the stored routes, starts a master with it and waits
+    /// for its worker: every stored route is in the configuration before the frontends open.
+    async fn start_master(&self, state: &mut State) -> Result<(), HaproxyError> {
+        if !self.config_file_matches(&state.table).await {
+            self.install_config(&state.table, None).await?;
+        }
+        let master = self.spawn_master().await?;
+        *self.master.lock().expect("master mutex poisoned") = Some(master);
+        state.worker_pid = self.wait_for_new_worker(None, 0).await?;
+        // A new master knows only the configured servers: nothing is left draining.
+        state.draining.clear();
+        self.publish(state);
+        Ok(())
+    }
+
+    /// The master listening on the master socket and its current worker, when one runs
+    /// (left by an earlier driver on this state directory).
+    async fn running_master(&self) -> Option<(u32, u32)> {
+        let deadline = Instant::now() + WORKER_START_TIMEOUT;
+        loop {
+            let proc = self.show_proc().await.ok()?;
+            let master = proc.master?;
+            if let Some(worker) = proc.workers.first() {
+                return Some((master, *worker));
+            }
+            // A master between two workers (a reload in progress) gets a new one shortly.
+            if Instant::now() >= deadline {
+                return None;
+            }
+            sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// Whether `haproxy.cfg` is already the rendering of `table` (then HAProxy loaded it, or
+    /// will on its next start, without another `haproxy -c`).
+    async fn config_file_matches(&self, table: &RouteTable) -> bool {
+        let text = render(table, &self.options.binds, &self.files.admin_socket, None);
+        let path = self.files.config.clone();
+        off_runtime(move || std::fs::read_to_string(path))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .is_some_and(|current| current == text)
+    }
+
+    async fn spawn_master(&self) -> Result<Master, HaproxyError> {
         let log_path = self.files.log.clone();
-        let (log, log_err) = file_work("cannot create the log file", move || {
-            let log = std::fs::File::create(&log_path).map_err(|source| HaproxyError::Io {
-                what: format!("cannot create {}", log_path.display()),
+        let (log, log_err) = file_work("cannot open the log file", move || {
+            let log = open_private_file(&log_path).map_err(|source| HaproxyError::Io {
+                what: format!("cannot open {}", log_path.display()),
                 source,
             })?;
             let log_err = log.try_clone().map_err(|source| HaproxyError::Io {
@@ -703,21 +1001,30 @@ impl Inner {
             Ok((log, log_err))
         })
         .await?;
-        Command::new(&self.options.binary)
+        // The master socket drives HAProxy without a token: owner-only, like the directory.
+        let mut master_socket = self.files.master_socket.clone().into_os_string();
+        master_socket.push(",mode,600");
+        let child = Command::new(&self.options.binary)
             .arg("-W")
             .arg("-S")
-            .arg(&self.files.master_socket)
+            .arg(master_socket)
             .arg("-f")
             .arg(&self.files.config)
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
-            .kill_on_drop(true)
+            // Its own process group: a Ctrl-C meant for `proxy serve` does not stop HAProxy,
+            // and dropping the handle does not kill it (see crate::process).
+            .process_group(0)
             .spawn()
             .map_err(|source| HaproxyError::Io {
                 what: format!("cannot run {}", self.options.binary.display()),
                 source,
-            })
+            })?;
+        Master::spawned(child).map_err(|source| HaproxyError::Io {
+            what: format!("cannot run {}", self.options.binary.display()),
+            source,
+        })
     }
 
     /// Renders `table`, validates it with `haproxy -c` and, only if valid, makes it the
@@ -756,10 +1063,17 @@ impl Inner {
                 what: format!("cannot write {}", self.files.candidate.display()),
                 source,
             })?;
+        self.validate_file(&self.files.candidate)
+            .await?
+            .map_err(|message| HaproxyError::InvalidConfig { message })
+    }
+
+    /// Runs `haproxy -c` on `path`: `Ok(Err(HAProxy's output))` when HAProxy rejects it.
+    async fn validate_file(&self, path: &Path) -> Result<Result<(), String>, HaproxyError> {
         let output = Command::new(&self.options.binary)
             .arg("-c")
             .arg("-f")
-            .arg(&self.files.candidate)
+            .arg(path)
             .stdin(Stdio::null())
             .output()
             .await
@@ -767,16 +1081,53 @@ impl Inner {
                 what: format!("cannot run {} -c", self.options.binary.display()),
                 source,
             })?;
-        if !output.status.success() {
-            let mut message = String::from_utf8_lossy(&output.stdout).trim().to_string();
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            if !stderr.trim().is_empty() {
-                if !message.is_empty() {
-                    message.push('\n');
-                }
-                message.push_str(stderr.trim());
+        if output.status.success() {
+            return Ok(Ok(()));
+        }
+        let mut message = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        if !stderr.trim().is_empty() {
+            if !message.is_empty() {
+                message.push('\n');
             }
-            return Err(HaproxyError::InvalidConfig { message });
+            message.push_str(stderr.trim());
+        }
+        Ok(Err(message))
+    }
+
+    /// Checks that HAProxy compiles each `path_reg` path of `route`, alone in a throw-away
+    /// configuration: a pattern its regex engine (PCRE) rejects is bad input, answered 400
+    /// with PCRE's reason, not a configuration HAProxy refuses (500). The allow-list of
+    /// [`crate::validate`] has already made sure no pattern can inject configuration.
+    async fn check_regexes(&self, route: &Route) -> Result<(), HaproxyError> {
+        if route.path_type != flow_core::PathType::Regex {
+            return Ok(());
+        }
+        for path in &route.paths {
+            let text = format!(
+                "defaults\n    mode http\nfrontend regex_check\n    bind 127.0.0.1:1\n    http-request deny if {{ path_reg -- {path} }}\n"
+            );
+            write_atomically(&self.files.regex_check, text.into_bytes())
+                .await
+                .map_err(|source| HaproxyError::Io {
+                    what: format!("cannot write {}", self.files.regex_check.display()),
+                    source,
+                })?;
+            if let Err(message) = self.validate_file(&self.files.regex_check).await? {
+                // HAProxy's line reads `… condition : regex '…' is invalid (error=…)`.
+                let reason = message
+                    .lines()
+                    .find(|line| line.contains("regex"))
+                    .and_then(|line| line.rsplit(" : ").next())
+                    .unwrap_or(&message)
+                    .trim()
+                    .to_string();
+                return Err(InvalidInput::Regex {
+                    path: path.clone(),
+                    reason,
+                }
+                .into());
+            }
         }
         Ok(())
     }
@@ -856,12 +1207,12 @@ impl Inner {
         }
     }
 
+    /// How the master ended, once it is gone (also when the driver holds none).
     fn master_exit_status(&self) -> Option<String> {
         let mut guard = self.master.lock().expect("master mutex poisoned");
-        let child = guard.as_mut()?;
-        match child.try_wait() {
-            Ok(Some(status)) => Some(status.to_string()),
-            _ => None,
+        match guard.as_mut() {
+            Some(master) => master.exit_status(),
+            None => Some("it was stopped".into()),
         }
     }
 
@@ -1017,6 +1368,8 @@ async fn file_work<T: Send + 'static>(
 /// The processes `show proc` lists.
 #[derive(Debug, Default, PartialEq, Eq)]
 struct ProcInfo {
+    /// The master's pid.
+    master: Option<u32>,
     /// Current workers, newest first.
     workers: Vec<u32>,
     /// The master's count of failed reloads.
@@ -1036,6 +1389,7 @@ fn parse_show_proc(reply: &str) -> ProcInfo {
             continue;
         };
         if kind == "master" {
+            info.master = pid.parse().ok();
             if let Some(rest) = line.split("failed:").nth(1) {
                 let digits: String = rest
                     .trim_start()
@@ -1241,6 +1595,7 @@ mod tests {
         assert_eq!(
             parse_show_proc(reply),
             ProcInfo {
+                master: Some(7885),
                 workers: vec![4572],
                 failed: 2
             }

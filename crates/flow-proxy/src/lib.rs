@@ -41,6 +41,14 @@
 //!   Servers are given explicitly (`servers=ip:port,…`), or looked up in a
 //!   [`flow_core::Registry`] when the proxy was started with one.
 //!
+//! * **HAProxy outlives its driver and is supervised** ([`haproxy`]): the
+//!   master runs in its own process group and is never killed by dropping its handle; on
+//!   SIGINT/SIGTERM [`serve`] stops the API and leaves HAProxy serving, and the next start on
+//!   the same state directory adopts it through `master.sock` (one driver per directory,
+//!   `proxy.lock`). A master that is gone (killed, or exited because its worker died) is
+//!   restarted from the stored routes; [`serve`] fails when that keeps failing.
+//! * **Every parameter is known** ([`params`]): implemented, or answered 400 naming it.
+//!
 //! # Entry points
 //!
 //! * [`serve`] runs the proxy until SIGINT/SIGTERM (the CLI's `docker-flow proxy serve`);
@@ -52,6 +60,8 @@
 pub mod api;
 pub mod client;
 pub mod haproxy;
+pub mod params;
+mod process;
 pub mod table;
 pub mod validate;
 

@@ -24,6 +24,7 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::io::{self, Write};
 use std::net::SocketAddr;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
@@ -200,12 +201,101 @@ fn write_atomically_blocking(path: &Path, contents: &[u8]) -> io::Result<()> {
     let mut temporary_name = file_name.to_os_string();
     temporary_name.push(".tmp");
     let temporary = directory.join(temporary_name);
-    let mut file = fs::File::create(&temporary)?;
+    let mut file = create_private_file(&temporary)?;
     file.write_all(contents)?;
     file.sync_all()?;
     drop(file);
     fs::rename(&temporary, path)?;
     fs::File::open(directory)?.sync_all()
+}
+
+/// Creates (or truncates) `path` readable and writable by its owner only, whatever the umask:
+/// the files of the state directory hold routes, credentials and the rendered configuration.
+/// A file left over with a wider mode is narrowed too, since `mode` only applies on creation.
+pub(crate) fn create_private_file(path: &Path) -> io::Result<fs::File> {
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(PRIVATE_FILE_MODE)
+        .open(path)?;
+    file.set_permissions(fs::Permissions::from_mode(PRIVATE_FILE_MODE))?;
+    Ok(file)
+}
+
+/// Opens `path` for writing without truncating it, created owner-only like
+/// [`create_private_file`] (a lock file, the HAProxy log appended to).
+pub(crate) fn open_private_file(path: &Path) -> io::Result<fs::File> {
+    let file = fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(PRIVATE_FILE_MODE)
+        .open(path)?;
+    file.set_permissions(fs::Permissions::from_mode(PRIVATE_FILE_MODE))?;
+    Ok(file)
+}
+
+/// Owner read and write.
+const PRIVATE_FILE_MODE: u32 = 0o600;
+
+/// Owner only: read, write, search.
+const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// Why a state directory is not used.
+#[derive(Debug, thiserror::Error)]
+pub enum StateDirError {
+    /// The directory could not be created or inspected.
+    #[error("cannot create the state directory {path}: {source}")]
+    Create {
+        /// The directory.
+        path: PathBuf,
+        /// The I/O error.
+        #[source]
+        source: io::Error,
+    },
+    /// The path exists and is a shared directory (sticky bit, like `/tmp`) or belongs to
+    /// another user: narrowing its mode would break others, leaving it would expose the
+    /// sockets.
+    #[error("the state directory {path} is {why}: its sockets drive HAProxy, so it must be private to this user; give a directory of its own, e.g. --state-dir {path}/docker-flow-proxy")]
+    Shared {
+        /// The directory.
+        path: PathBuf,
+        /// What makes it shared.
+        why: &'static str,
+    },
+}
+
+/// Creates the state directory owner-only (mode 0700, whatever the umask), or narrows an
+/// existing one of this user to 0700: everything in it — the master socket above all, which
+/// drives HAProxy without any token — is then out of reach of other users.
+pub fn create_private_dir(path: &Path) -> Result<(), StateDirError> {
+    let create_error = |source| StateDirError::Create {
+        path: path.to_path_buf(),
+        source,
+    };
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(PRIVATE_DIR_MODE)
+        .create(path)
+        .map_err(create_error)?;
+    let meta = fs::metadata(path).map_err(create_error)?;
+    if meta.permissions().mode() & 0o1000 != 0 {
+        return Err(StateDirError::Shared {
+            path: path.to_path_buf(),
+            why: "a shared directory (its sticky bit is set)",
+        });
+    }
+    if meta.uid() != rustix::process::geteuid().as_raw() {
+        return Err(StateDirError::Shared {
+            path: path.to_path_buf(),
+            why: "owned by another user",
+        });
+    }
+    if meta.permissions().mode() & 0o777 != PRIVATE_DIR_MODE {
+        fs::set_permissions(path, fs::Permissions::from_mode(PRIVATE_DIR_MODE))
+            .map_err(create_error)?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -252,6 +342,43 @@ mod tests {
         assert!(matches!(
             RouteTable::load(&path),
             Err(StateError::Corrupt { .. })
+        ));
+    }
+
+    #[test]
+    fn the_state_directory_and_its_files_are_private_whatever_the_umask() {
+        let parent = tempfile::tempdir().unwrap();
+        let dir = parent.path().join("state");
+        fs::create_dir(&dir).unwrap();
+        fs::set_permissions(&dir, fs::Permissions::from_mode(0o777)).unwrap();
+        create_private_dir(&dir).unwrap();
+        assert_eq!(
+            fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+        let nested = dir.join("a/b");
+        create_private_dir(&nested).unwrap();
+        assert_eq!(
+            fs::metadata(&nested).unwrap().permissions().mode() & 0o777,
+            0o700
+        );
+
+        let file = dir.join("f");
+        fs::write(&file, "x").unwrap();
+        fs::set_permissions(&file, fs::Permissions::from_mode(0o666)).unwrap();
+        write_atomically_blocking(&file, b"y").unwrap();
+        assert_eq!(
+            fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        assert_eq!(fs::read(&file).unwrap(), b"y");
+
+        let shared = parent.path().join("shared");
+        fs::create_dir(&shared).unwrap();
+        fs::set_permissions(&shared, fs::Permissions::from_mode(0o1777)).unwrap();
+        assert!(matches!(
+            create_private_dir(&shared),
+            Err(StateDirError::Shared { .. })
         ));
     }
 }

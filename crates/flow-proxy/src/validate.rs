@@ -48,6 +48,14 @@ pub enum InvalidInput {
         /// What is wrong with it.
         reason: &'static str,
     },
+    /// A `path_reg` path HAProxy's regular expression engine does not compile.
+    #[error("invalid servicePath {path:?}: not a regular expression HAProxy compiles ({reason})")]
+    Regex {
+        /// The rejected path.
+        path: String,
+        /// HAProxy's reason.
+        reason: String,
+    },
     /// A domain that is not a plain host name.
     #[error("invalid serviceDomain {value:?}: {reason}")]
     Domain {

@@ -374,7 +374,7 @@ async fn invalid_input_is_rejected_and_changes_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_configuration_haproxy_rejects_is_never_loaded() {
+async fn a_regular_expression_haproxy_rejects_is_bad_input_and_never_loaded() {
     let state = tempfile::tempdir().unwrap();
     let proxy = TestProxy::start(state.path()).await;
     let web = Backend::start("web").await;
@@ -384,15 +384,16 @@ async fn a_configuration_haproxy_rejects_is_never_loaded() {
     let config_before = proxy.config_text(state.path());
 
     // An unbalanced parenthesis passes our character checks; only HAProxy's regex engine
-    // can tell it is invalid.
+    // can tell it is invalid: the caller's mistake, so 400 with the engine's reason.
     let (status, answer) = proxy
         .reconfigure("broken", "%5E/(a", &[other.addr], "&pathType=path_reg")
         .await;
-    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR, "{answer}");
-    assert_eq!(answer["Error"], "Refused");
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{answer}");
+    assert_eq!(answer["Error"], "BadRequest");
     let message = answer["Message"].as_str().unwrap();
     assert!(
-        message.contains("not loaded") && message.contains("regex"),
+        message.starts_with("invalid servicePath \"^/(a\"")
+            && message.contains("missing closing parenthesis"),
         "{message}"
     );
 
@@ -408,7 +409,8 @@ async fn a_configuration_haproxy_rejects_is_never_loaded() {
     let (status, _) = proxy
         .reconfigure("web", "%5E/(a", &[other.addr], "&pathType=path_reg")
         .await;
-    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(proxy.config_text(state.path()), config_before);
     assert_eq!(
         proxy.get("/web", None).await,
         (StatusCode::OK, "web".into())

@@ -52,6 +52,7 @@ async fn main() {
         color: Some(Color::Blue),
         scale: Some(3),
         last_release: None,
+        previous_release: None,
     };
     let mut revision = registry
         .store(&app, &state, Revision::NONE)

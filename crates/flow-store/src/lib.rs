@@ -8,7 +8,7 @@
 //! # Layout
 //!
 //! ```text
-//! <dir>/<service>/state.json   the state: {"revision", "color", "scale", "last_release"}
+//! <dir>/<service>/state.json   the state: {"revision", "color", "scale", "last_release", "previous_release"}
 //! <dir>/<service>/color        "blue" or "green" (absent when no colour is stored)
 //! <dir>/<service>/scale        the scale as a decimal number (absent when none is stored)
 //! <dir>/<service>/guard        empty; OS-locked during every read-compare-write
@@ -96,6 +96,9 @@ struct StateFile {
     color: Option<Color>,
     scale: Option<u32>,
     last_release: Option<ReleaseRecord>,
+    /// Absent in files written before rollbacks were kept.
+    #[serde(default)]
+    previous_release: Option<ReleaseRecord>,
 }
 
 /// `lock`: the record of a deploy lock.
@@ -218,6 +221,7 @@ impl Inner {
                     color: file.color,
                     scale: file.scale,
                     last_release: file.last_release,
+                    previous_release: file.previous_release,
                 },
                 revision: Revision(file.revision),
             });
@@ -235,6 +239,7 @@ impl Inner {
                 color,
                 scale,
                 last_release: None,
+                previous_release: None,
             },
             revision: Revision::NONE,
         })
@@ -277,6 +282,7 @@ impl Inner {
             color: state.color,
             scale: state.scale,
             last_release: state.last_release.clone(),
+            previous_release: state.previous_release.clone(),
         };
         self.store
             .write_json(&dir.join("state.json"), &file, Durability::Durable)?;

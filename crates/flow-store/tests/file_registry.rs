@@ -22,6 +22,7 @@ fn state(color: Option<Color>, scale: Option<u32>) -> ReleaseState {
         color,
         scale,
         last_release: None,
+        previous_release: None,
     }
 }
 
@@ -54,7 +55,9 @@ async fn layout_is_what_the_docs_say() {
             scale: 3,
             released_at: SystemTime::now(),
             released_by: "docker-flow pid 1 on host-a".into(),
+            spec: None,
         }),
+        previous_release: None,
     };
     registry.store(&app, &stored, Revision::NONE).await.unwrap();
     let service_dir = registry.dir().join("shop-web");

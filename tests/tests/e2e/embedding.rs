@@ -10,8 +10,8 @@ use std::time::{Duration, SystemTime};
 use flow_core::mocks::{MockOrchestrator, MockProxy, MockRegistry};
 use flow_core::release::{Engine, Event, Ports, ReleaseOptions, RouteSettings, Step, Timeouts};
 use flow_core::{
-    Color, Group, Health, Instance, Lease, PathType, ReleaseState, Revision, ServiceName,
-    TargetInfo, Versioned,
+    Color, Group, Health, Instance, Lease, PathType, ReleaseSpec, ReleaseState, Revision,
+    ServiceName, TargetInfo, Versioned,
 };
 use mockall::predicate::eq;
 use mockall::Sequence;
@@ -41,6 +41,7 @@ async fn an_embedder_unit_tests_a_blue_green_release_with_a_proxy_switch() {
         color: Some(Color::Blue),
         scale: Some(1),
         last_release: None,
+        previous_release: None,
     };
     // Which port did what, in order, for the final check of the whole story.
     let journal = Arc::new(Mutex::new(Vec::<String>::new()));
@@ -74,6 +75,7 @@ async fn an_embedder_unit_tests_a_blue_green_release_with_a_proxy_switch() {
         .returning(|_| {
             Ok(TargetInfo {
                 image: "shop/web:2".to_string(),
+                ..TargetInfo::default()
             })
         });
     orchestrator.expect_list().returning(|group: &Group| {
@@ -83,13 +85,23 @@ async fn an_embedder_unit_tests_a_blue_green_release_with_a_proxy_switch() {
             _ => Vec::new(),
         })
     });
-    orchestrator.expect_prepare().returning(|_| Ok(()));
+    orchestrator.expect_prepare().returning(|_| {
+        Ok(ReleaseSpec::new(
+            "shop/web:2",
+            "sha256:2",
+            Default::default(),
+        ))
+    });
     let started = journal.clone();
     orchestrator
         .expect_start()
-        .withf(|group, numbers| *group == Group::new(TARGET, Some(Color::Green)) && numbers == [1])
+        .withf(|group, numbers, spec| {
+            *group == Group::new(TARGET, Some(Color::Green))
+                && numbers == [1]
+                && spec.image == "shop/web:2"
+        })
         .times(1)
-        .returning(move |group: &Group, numbers: &[u32]| {
+        .returning(move |group: &Group, numbers: &[u32], _: &ReleaseSpec| {
             started.lock().unwrap().push(format!("start {group}"));
             Ok(numbers
                 .iter()
@@ -177,6 +189,7 @@ async fn an_embedder_unit_tests_a_blue_green_release_with_a_proxy_switch() {
                 health_poll: Duration::from_millis(10),
                 ..Timeouts::default()
             },
+            health_fail_fast: false,
             holder: "shop deployer".to_string(),
         },
     )

@@ -13,3 +13,4 @@ mod cli_release;
 mod embedding;
 mod proxy;
 mod registry;
+mod tooling;

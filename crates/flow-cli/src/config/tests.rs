@@ -664,17 +664,13 @@ fn route_and_proxy_endpoint() {
 }
 
 #[test]
-fn docker_endpoint_falls_back_to_docker_variables() {
+fn docker_endpoint_is_the_explicit_choice_and_leaves_docker_variables_to_the_resolver() {
     let env = [
         ("DOCKER_HOST", "tcp://docker:2376"),
         ("DOCKER_CERT_PATH", "certs"),
     ];
     let docker = release(&["-t", "app"], &env, None).docker;
-    assert_eq!(docker.host.as_deref(), Some("tcp://docker:2376"));
-    assert_eq!(
-        docker.cert_path,
-        Some(PathBuf::from("/srv/My Shop.v2/certs"))
-    );
+    assert_eq!(docker, DockerEndpoint::default());
     let yml = Some("target: app\nhost: unix:///yml.sock\n");
     assert_eq!(
         release(&[], &env, yml).docker.host.as_deref(),
@@ -688,9 +684,42 @@ fn docker_endpoint_falls_back_to_docker_variables() {
         release(&[], &env, yml).docker.host.as_deref(),
         Some("tcp://flow:2376")
     );
-    let docker = release(&["-H", "unix:///flag.sock", "--cert-path", "/c"], &env, yml).docker;
+    let docker = release(&["-H", "unix:///flag.sock", "--cert-path", "c"], &env, yml).docker;
     assert_eq!(docker.host.as_deref(), Some("unix:///flag.sock"));
-    assert_eq!(docker.cert_path, Some(PathBuf::from("/c")));
+    assert_eq!(docker.cert_path, Some(PathBuf::from("/srv/My Shop.v2/c")));
+    let docker = release(&["--context", "remote"], &[("FLOW_CONTEXT", "other")], yml).docker;
+    assert_eq!(
+        docker.context,
+        Some(("remote".to_string(), "--context".to_string()))
+    );
+    let docker = release(&[], &[("FLOW_CONTEXT", "other")], yml).docker;
+    assert_eq!(
+        docker.context,
+        Some((
+            "other".to_string(),
+            "environment variable FLOW_CONTEXT".to_string()
+        ))
+    );
+}
+
+#[test]
+fn quiet_and_verbose_choose_the_verbosity_and_exclude_each_other() {
+    assert_eq!(
+        release(&["-t", "app"], &[], None).verbosity,
+        Verbosity::Normal
+    );
+    assert_eq!(
+        release(&["-t", "app", "-q"], &[], None).verbosity,
+        Verbosity::Quiet
+    );
+    assert_eq!(
+        release(&["-t", "app"], &[("FLOW_VERBOSE", "true")], None).verbosity,
+        Verbosity::Verbose
+    );
+    assert_eq!(
+        error(&["-t", "app", "-q"], &[("FLOW_VERBOSE", "1")], None),
+        "--quiet and environment variable FLOW_VERBOSE are both set: give only one"
+    );
 }
 
 #[test]
@@ -747,6 +776,43 @@ fn proxy_serve_defaults_and_flags() {
 }
 
 #[test]
+fn proxy_serve_refuses_an_empty_token_unless_no_auth() {
+    let serve = |args: &[&str], env: &[(&str, &str)]| match run(args, env, None).unwrap() {
+        Command::ProxyServe(config) => config,
+        _ => panic!("expected proxy serve"),
+    };
+    assert_eq!(
+        error(&["proxy", "serve"], &[("FLOW_PROXY_TOKEN", "")], None),
+        "environment variable FLOW_PROXY_TOKEN is empty: set a token, or run the API without authentication explicitly with --no-auth"
+    );
+    assert!(error(&["proxy", "serve", "--api-token", " "], &[], None)
+        .starts_with("--api-token is empty"));
+    let config = serve(
+        &["proxy", "serve", "--no-auth"],
+        &[("FLOW_PROXY_TOKEN", "")],
+    );
+    assert_eq!(config.api_token, None);
+    assert_eq!(
+        error(&["proxy", "serve", "--no-auth"], &[("FLOW_PROXY_TOKEN", "t")], None),
+        "--no-auth conflicts with the token of environment variable FLOW_PROXY_TOKEN: remove one of them"
+    );
+
+    assert_eq!(serve(&["proxy", "serve"], &[]).stop_haproxy, None);
+    assert_eq!(
+        serve(&["proxy", "serve", "--stop-haproxy"], &[]).stop_haproxy,
+        Some(Duration::from_secs(30))
+    );
+    assert_eq!(
+        serve(
+            &["proxy", "serve", "--stop-haproxy", "--stop-timeout", "5s"],
+            &[]
+        )
+        .stop_haproxy,
+        Some(Duration::from_secs(5))
+    );
+}
+
+#[test]
 fn proxy_serve_finds_haproxy_on_path() {
     let dir = std::env::temp_dir().join(format!("flow-cli-path-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -787,10 +853,7 @@ fn registrator() {
             },
             ip: Some("10.1.2.3".parse().unwrap()),
             resync: Some(Duration::from_secs(300)),
-            docker: DockerEndpoint {
-                host: Some("unix:///d.sock".to_string()),
-                cert_path: None
-            },
+            docker: DockerEndpoint::default(),
         }
     );
     assert!(error(

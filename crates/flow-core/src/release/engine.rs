@@ -9,8 +9,8 @@ use std::time::SystemTime;
 use futures::future::join_all;
 use tokio::time::{sleep, Instant};
 
-use crate::domain::{Color, ReleaseRecord, ReleaseState, Revision, ServiceName};
-use crate::orchestrator::{DynOrchestrator, Group, Health, Instance};
+use crate::domain::{Color, ReleaseRecord, ReleaseSpec, ReleaseState, Revision, ServiceName};
+use crate::orchestrator::{DynOrchestrator, Group, Health, Instance, RecoveredSpec};
 use crate::proxy::{DynProxy, Route};
 use crate::registry::{DynRegistry, Lease, Registration, RegistryError};
 use crate::release::event::{Event, Observer, Phase};
@@ -274,8 +274,10 @@ struct DeployPlan {
     group: Option<Group>,
     /// Their numbers.
     numbers: Vec<u32>,
-    /// The image they run.
+    /// The image reference the target is configured with (the summary names it).
     image: String,
+    /// What they run, as `prepare` resolved it.
+    spec: Option<ReleaseSpec>,
     /// The live instances before this deploy (running ones only).
     old: Vec<Instance>,
     /// The colour that was live before (blue-green only).
@@ -472,10 +474,11 @@ impl<'a> Run<'a> {
             },
             DeployPhase::Starting => {
                 let group = self.plan.group.clone().expect("planned in Preparing");
+                let spec = self.plan.spec.clone().expect("resolved in Preparing");
                 let started = match self.checkpoint() {
                     Ok(()) => self
                         .orchestrator()
-                        .start(&group, &self.plan.numbers)
+                        .start(&group, &self.plan.numbers, &spec)
                         .await
                         .map_err(Cause::from),
                     Err(cause) => Err(cause),
@@ -527,6 +530,7 @@ impl<'a> Run<'a> {
                 }
             }
             DeployPhase::Committing { started, switched } => {
+                let spec = self.plan.spec.clone().expect("resolved in Preparing");
                 let state = ReleaseState {
                     color: self
                         .plan
@@ -537,11 +541,14 @@ impl<'a> Run<'a> {
                     scale: Some(self.plan.numbers.len() as u32),
                     last_release: Some(ReleaseRecord {
                         color: self.plan.group.as_ref().and_then(|g| g.color),
-                        image: self.plan.image.clone(),
+                        image: spec.image.clone(),
                         scale: self.plan.numbers.len() as u32,
                         released_at: SystemTime::now(),
                         released_by: self.options().holder.clone(),
+                        spec: Some(spec),
                     }),
+                    // The release that was live becomes the one a rollback returns to.
+                    previous_release: self.state.last_release.clone(),
                 };
                 match self.commit(state).await {
                     Ok(()) => {
@@ -628,14 +635,17 @@ impl<'a> Run<'a> {
             group: Some(group),
             numbers: (first_number..first_number + count).collect(),
             image: info.image,
+            spec: None,
             old,
             old_color,
         };
         // A pull can take long: an interrupt abandons it (a partial pull changes nothing).
-        tokio::select! {
+        let spec = tokio::select! {
             prepared = orchestrator.prepare(&target) => prepared?,
             _ = self.engine.interrupt.triggered() => return Err(Cause::Interrupted),
-        }
+        };
+        self.plan.image = spec.image.clone();
+        self.plan.spec = Some(spec);
         if !self.options().side_targets.is_empty() {
             orchestrator
                 .start_side_targets(&self.options().side_targets)
@@ -716,12 +726,18 @@ impl<'a> Run<'a> {
         })
     }
 
-    /// Polls `instances` until all are healthy; fails on the first unhealthy or exited one,
-    /// or when the health timeout runs out.
+    /// Polls `instances` until all are healthy, bounded by the health timeout alone. An
+    /// unhealthy answer is reported (with the check's output) and waited on, since Docker's
+    /// status can still turn healthy; with `--health-fail-fast` it fails at once. An exited
+    /// instance fails at once (it will not come back by itself).
     async fn wait_healthy(&self, instances: &[Instance]) -> Result<(), Cause> {
         let timeouts = self.options().timeouts;
+        let fail_fast = self.options().health_fail_fast;
         let began = Instant::now();
         let mut pending: Vec<&Instance> = instances.iter().collect();
+        // The last unhealthy output reported per instance, so a check failing the same way on
+        // every poll is reported once.
+        let mut reported: BTreeMap<&str, String> = BTreeMap::new();
         loop {
             self.checkpoint()?;
             let answers = join_all(pending.iter().map(|i| self.orchestrator().health(i))).await;
@@ -730,6 +746,17 @@ impl<'a> Run<'a> {
                 match answer? {
                     Health::Healthy => {}
                     Health::Starting { .. } => still.push(instance),
+                    Health::Unhealthy { detail } if !fail_fast => {
+                        if reported.get(instance.name.as_str()) != Some(&detail) {
+                            self.emit(Event::InstanceUnhealthy {
+                                instance: instance.name.clone(),
+                                detail: detail.clone(),
+                                elapsed: began.elapsed(),
+                            });
+                            reported.insert(&instance.name, detail);
+                        }
+                        still.push(instance);
+                    }
                     health @ (Health::Unhealthy { .. } | Health::Exited { .. }) => {
                         let diagnosis = self
                             .orchestrator()
@@ -953,18 +980,20 @@ impl<'a> Run<'a> {
         let began = Instant::now();
         let first = all.iter().map(|i| i.number).max().unwrap_or(0) + 1;
         let numbers: Vec<u32> = (first..first + wanted - live.len() as u32).collect();
+        let nothing_changed = |cause| ReleaseError::NothingChanged {
+            step: Some(step),
+            cause,
+        };
+        let spec = self.live_spec(group, live).await.map_err(nothing_changed)?;
         let started = match self.checkpoint() {
             Ok(()) => self
                 .orchestrator()
-                .start(group, &numbers)
+                .start(group, &numbers, &spec)
                 .await
                 .map_err(Cause::from),
             Err(cause) => Err(cause),
         }
-        .map_err(|cause| ReleaseError::NothingChanged {
-            step: Some(step),
-            cause,
-        })?;
+        .map_err(nothing_changed)?;
         self.timing(Some(step), Phase::Start, began.elapsed());
         let mut switched = false;
         let outcome = async {
@@ -979,10 +1008,18 @@ impl<'a> Run<'a> {
                 self.timing(Some(step), Phase::Switch, began.elapsed());
             }
             let began = Instant::now();
-            let state = ReleaseState {
+            let mut state = ReleaseState {
                 scale: Some(wanted),
                 ..self.state.clone()
             };
+            // A record without a spec gets the one read back, so the next scale is exact.
+            if let Some(record) = state
+                .last_release
+                .as_mut()
+                .filter(|r| r.color == group.color)
+            {
+                record.spec.get_or_insert(spec);
+            }
             self.commit(state).await?;
             self.timing(Some(step), Phase::Commit, began.elapsed());
             Ok::<(), Cause>(())
@@ -1006,6 +1043,73 @@ impl<'a> Run<'a> {
                 })
             }
         }
+    }
+
+    /// What the live group runs: the stored release's spec, or, when the stored release has
+    /// none (written by Docker Flow 1.x or an older docker-flow), the spec read back from a
+    /// running instance, with a warning. Warns, naming both sides, when the Compose file now
+    /// resolves to something else: scaling keeps the live version, only a deploy changes it.
+    async fn live_spec(&self, group: &Group, live: &[Instance]) -> Result<ReleaseSpec, Cause> {
+        let service = &self.options().service;
+        let stored = self
+            .state
+            .last_release
+            .as_ref()
+            .filter(|record| record.color == group.color)
+            .and_then(|record| record.spec.clone());
+        let spec = match stored {
+            Some(spec) if spec.is_intact() => spec,
+            Some(spec) => {
+                return Err(RegistryError::Corrupt {
+                    key: format!("the release record of {service}"),
+                    value: spec.digest,
+                    reason: "the stored spec does not match its digest (edited or truncated); deploy again to store a new one".into(),
+                }
+                .into())
+            }
+            None => {
+                let Some(first) = live.first() else {
+                    return Err(Cause::NoLiveSpec {
+                        service: service.clone(),
+                    });
+                };
+                let recovered = self.orchestrator().recover_spec(first).await?;
+                let origin = match &recovered {
+                    RecoveredSpec::Exact(_) => "its spec".to_string(),
+                    RecoveredSpec::ImageOnly(_) => {
+                        "its image; the rest of the configuration is the Compose file's as it is now"
+                            .to_string()
+                    }
+                };
+                let spec = recovered.spec().clone();
+                self.emit(Event::Warning {
+                    message: format!(
+                        "the stored release of {service} records no spec (stored by Docker Flow 1.x or an older docker-flow): read back from running instance {}: {} ({}), {origin}",
+                        first.name, spec.image, spec.image_id
+                    ),
+                });
+                spec
+            }
+        };
+        let now = self.orchestrator().describe(&group.target).await?;
+        let changed = spec.changed_keys(&now.config);
+        if now.image != spec.image {
+            self.emit(Event::Warning {
+                message: format!(
+                    "the Compose file now gives {} the image {}, but {group} runs {} ({}): scaling starts {} like the live instances; only a deploy (-F deploy) changes the version",
+                    group.target, now.image, spec.image, spec.image_id, spec.image
+                ),
+            });
+        } else if !changed.is_empty() {
+            self.emit(Event::Warning {
+                message: format!(
+                    "the Compose file's {} now differs from what {group} runs in: {}; scaling starts the live configuration; only a deploy (-F deploy) changes it",
+                    group.target,
+                    changed.join(", ")
+                ),
+            });
+        }
+        Ok(spec)
     }
 
     async fn scale_down(

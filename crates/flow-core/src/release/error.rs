@@ -56,6 +56,13 @@ pub enum Cause {
         /// The service.
         service: ServiceName,
     },
+    /// Scaling up needs what the live release runs, and neither the stored release records
+    /// a spec nor does an instance run to read it back from.
+    #[error("cannot tell what the live release of {service} runs: the stored release records no spec and no instance of it is running; run a deploy (-F deploy)")]
+    NoLiveSpec {
+        /// The service.
+        service: ServiceName,
+    },
     /// The run was interrupted (Ctrl-C) before this step could finish.
     #[error("interrupted")]
     Interrupted,

@@ -96,6 +96,25 @@ pub enum Event {
         /// What happened.
         message: String,
     },
+    /// Something that did not stop the run but may not be what was meant: the Compose file
+    /// resolving to another image than the live release runs, a spec read back from the
+    /// instances.
+    Warning {
+        /// What is different, naming both sides.
+        message: String,
+    },
+    /// A new instance reported unhealthy while the release waits for it; the wait goes on
+    /// until `--health-timeout` (Docker's status can recover), unless `--health-fail-fast`.
+    /// Sent when an instance turns unhealthy and whenever its check's output changes.
+    InstanceUnhealthy {
+        /// The instance (container name).
+        instance: String,
+        /// The health check's latest output.
+        detail: String,
+        /// Time since the wait began.
+        #[serde(with = "millis")]
+        elapsed: Duration,
+    },
     /// A step finished.
     StepFinished {
         /// The step.

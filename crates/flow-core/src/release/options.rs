@@ -65,6 +65,11 @@ pub struct ReleaseOptions {
     pub route: Option<RouteSettings>,
     /// Bounds on every wait.
     pub timeouts: Timeouts,
+    /// End the health wait at the first `unhealthy` (`--health-fail-fast`); without it an
+    /// unhealthy instance is waited on until the health timeout, as Docker's status can
+    /// still turn healthy.
+    #[serde(default)]
+    pub health_fail_fast: bool,
     /// Who this invocation is, for the lock and the release record (`docker-flow pid 42 on host`).
     pub holder: String,
 }

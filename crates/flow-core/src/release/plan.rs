@@ -249,11 +249,17 @@ impl Engine {
                                 step,
                                 group: live_group.to_string(),
                                 numbers: (first..first + wanted - current).collect(),
-                                image: orchestrator
-                                    .describe(&options.target)
-                                    .await
-                                    .map_err(|e| fail(e.into()))?
-                                    .image,
+                                // Scaling starts what the live instances run.
+                                image: match live.first() {
+                                    Some(instance) => instance.image.clone(),
+                                    None => {
+                                        orchestrator
+                                            .describe(&options.target)
+                                            .await
+                                            .map_err(|e| fail(e.into()))?
+                                            .image
+                                    }
+                                },
                             });
                         }
                         if wanted != current && with_proxy {

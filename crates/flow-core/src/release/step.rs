@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 
 /// One step of an invocation, run in the order given.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum Step {
     /// Start the target in the idle colour (or as fresh instances without blue-green),
     /// health-gate it, switch the proxy when one is configured, and commit.
@@ -79,6 +80,15 @@ mod tests {
             .contains("deploy, scale, stop-old or proxy"));
         for step in [Step::Deploy, Step::Scale, Step::StopOld, Step::Proxy] {
             assert_eq!(step.to_string().parse(), Ok(step));
+        }
+    }
+
+    #[test]
+    fn steps_serialize_as_flow_spells_them() {
+        for step in [Step::Deploy, Step::Scale, Step::StopOld, Step::Proxy] {
+            let json = serde_json::to_string(&step).unwrap();
+            assert_eq!(json, format!("\"{}\"", step.as_str()));
+            assert_eq!(serde_json::from_str::<Step>(&json).unwrap(), step);
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The engine against mockall mocks of the three ports: the order of operations and every
 //! failure branch.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -8,7 +9,9 @@ use std::time::{Duration, SystemTime};
 use mockall::predicate::{always, eq};
 use mockall::Sequence;
 
-use crate::domain::{Color, ReleaseState, Revision, ScaleSpec, ServiceName, Versioned};
+use crate::domain::{
+    Color, ReleaseSpec, ReleaseState, Revision, ScaleSpec, ServiceName, Versioned,
+};
 use crate::mocks::{MockOrchestrator, MockProxy, MockRegistry};
 use crate::orchestrator::{Diagnosis, Group, Health, Instance, OrchestratorError, TargetInfo};
 use crate::proxy::{PathType, ProxyError};
@@ -44,6 +47,7 @@ fn options(steps: &[Step], blue_green: bool, scale: Option<ScaleSpec>) -> Releas
             drain_poll: Duration::from_millis(100),
             lock_ttl: Duration::from_secs(30),
         },
+        health_fail_fast: false,
         holder: "test holder".into(),
     }
 }
@@ -75,7 +79,13 @@ fn state(color: Option<Color>, scale: Option<u32>) -> ReleaseState {
         color,
         scale,
         last_release: None,
+        previous_release: None,
     }
+}
+
+/// The spec `demo:v2` resolves to.
+fn spec() -> ReleaseSpec {
+    ReleaseSpec::new("demo:v2", "sha256:demo-v2", BTreeMap::new())
 }
 
 fn lease() -> Lease {
@@ -155,6 +165,7 @@ fn expect_prepare_bg(
         .returning(|_| {
             Ok(TargetInfo {
                 image: "demo:v2".into(),
+                ..TargetInfo::default()
             })
         });
     orchestrator
@@ -175,7 +186,7 @@ fn expect_prepare_bg(
         .expect_prepare()
         .times(1)
         .in_sequence(seq)
-        .returning(|_| Ok(()));
+        .returning(|_| Ok(spec()));
 }
 
 fn expect_start(
@@ -188,11 +199,31 @@ fn expect_start(
     let answer = started.clone();
     orchestrator
         .expect_start()
-        .with(eq(Group::new(TARGET, color)), eq(numbers))
+        .with(eq(Group::new(TARGET, color)), eq(numbers), eq(spec()))
         .times(1)
         .in_sequence(seq)
-        .returning(move |_, _| Ok(answer.clone()));
+        .returning(move |_, _, _| Ok(answer.clone()));
     started
+}
+
+/// Expects a scale to read the live spec back from the first live instance (the stored
+/// state has none) and to compare it with what the Compose file resolves to now.
+fn expect_live_spec(orchestrator: &mut MockOrchestrator, seq: &mut Sequence) {
+    orchestrator
+        .expect_recover_spec()
+        .times(1)
+        .in_sequence(seq)
+        .returning(|_| Ok(crate::orchestrator::RecoveredSpec::Exact(spec())));
+    orchestrator
+        .expect_describe()
+        .times(1)
+        .in_sequence(seq)
+        .returning(|_| {
+            Ok(TargetInfo {
+                image: "demo:v2".into(),
+                ..TargetInfo::default()
+            })
+        });
 }
 
 fn expect_healthy(orchestrator: &mut MockOrchestrator, seq: &mut Sequence, count: usize) {
@@ -350,7 +381,10 @@ async fn unhealthy_instance_aborts_removes_what_was_started_and_stores_nothing()
         orchestrator,
         registry,
         Some(proxy),
-        options(&[Step::Deploy], true, None),
+        ReleaseOptions {
+            health_fail_fast: true,
+            ..options(&[Step::Deploy], true, None)
+        },
     )
     .run(&ignore)
     .await
@@ -627,6 +661,7 @@ async fn failed_start_or_prepare_changes_nothing() {
         orchestrator.expect_describe().returning(|_| {
             Ok(TargetInfo {
                 image: "demo:v2".into(),
+                ..TargetInfo::default()
             })
         });
         orchestrator.expect_list().returning(|_| Ok(vec![]));
@@ -637,10 +672,10 @@ async fn failed_start_or_prepare_changes_nothing() {
                     message: "not found".into(),
                 })
             } else {
-                Ok(())
+                Ok(spec())
             }
         });
-        orchestrator.expect_start().returning(|_, _| {
+        orchestrator.expect_start().returning(|_, _, _| {
             Err(OrchestratorError::Instance {
                 operation: "create",
                 instance: "demo-app-blue-1".into(),
@@ -765,17 +800,18 @@ async fn a_lost_lease_stops_the_release_before_it_starts_anything() {
     orchestrator.expect_describe().returning(|_| {
         Ok(TargetInfo {
             image: "demo:v2".into(),
+            ..TargetInfo::default()
         })
     });
     orchestrator.expect_list().returning(|_| Ok(vec![]));
     // The pull takes long enough for a renewal to fail meanwhile.
     orchestrator.expect_prepare().returning(|_| {
         std::thread::sleep(Duration::from_millis(1));
-        Ok(())
+        Ok(spec())
     });
     orchestrator
         .expect_start()
-        .returning(|_, _| Ok(vec![instance(Some(Color::Blue), 1, true)]));
+        .returning(|_, _, _| Ok(vec![instance(Some(Color::Blue), 1, true)]));
     orchestrator
         .expect_health()
         .returning(|_| Ok(Health::Starting { detail: None }));
@@ -815,6 +851,7 @@ async fn relative_scale_up_starts_the_missing_numbers_and_stores_the_count() {
         .times(1)
         .in_sequence(&mut seq)
         .returning(move |_| Ok(listed.clone()));
+    expect_live_spec(&mut orchestrator, &mut seq);
     let started = expect_start(&mut orchestrator, &mut seq, Some(Color::Blue), vec![2, 3]);
     expect_healthy(&mut orchestrator, &mut seq, 2);
     let all: Vec<SocketAddr> = addrs(&live).into_iter().chain(addrs(&started)).collect();
@@ -914,6 +951,7 @@ async fn relative_scale_is_applied_once_when_scale_runs_before_deploy() {
         .times(1)
         .in_sequence(&mut seq)
         .returning(|_| Ok(vec![instance(Some(Color::Blue), 1, true)]));
+    expect_live_spec(&mut orchestrator, &mut seq);
     expect_start(&mut orchestrator, &mut seq, Some(Color::Blue), vec![2, 3]);
     expect_healthy(&mut orchestrator, &mut seq, 2);
     registry
@@ -1127,6 +1165,7 @@ async fn deploy_without_blue_green_numbers_new_instances_after_the_old_and_remov
         .returning(|_| {
             Ok(TargetInfo {
                 image: "demo:v2".into(),
+                ..TargetInfo::default()
             })
         });
     let mut listed = old.clone();
@@ -1140,7 +1179,7 @@ async fn deploy_without_blue_green_numbers_new_instances_after_the_old_and_remov
         .expect_prepare()
         .times(1)
         .in_sequence(&mut seq)
-        .returning(|_| Ok(()));
+        .returning(|_| Ok(spec()));
     orchestrator
         .expect_remove()
         .with(eq(vec![stale]))
@@ -1212,6 +1251,7 @@ async fn failed_scale_up_switch_removes_the_new_instances() {
     orchestrator
         .expect_list()
         .returning(|_| Ok(vec![instance(Some(Color::Blue), 1, true)]));
+    expect_live_spec(&mut orchestrator, &mut seq);
     let started = expect_start(&mut orchestrator, &mut seq, Some(Color::Blue), vec![2]);
     expect_healthy(&mut orchestrator, &mut seq, 1);
     proxy.expect_reconfigure().times(1).returning(|r, s| {
@@ -1397,6 +1437,7 @@ async fn dry_run_plans_without_locking_or_changing_anything() {
     orchestrator.expect_describe().returning(|_| {
         Ok(TargetInfo {
             image: "demo:v3".into(),
+            ..TargetInfo::default()
         })
     });
     orchestrator
@@ -1701,13 +1742,14 @@ async fn an_unreachable_registry_during_a_renewal_is_not_a_lost_lease() {
     orchestrator.expect_describe().returning(|_| {
         Ok(TargetInfo {
             image: "demo:v2".into(),
+            ..TargetInfo::default()
         })
     });
     orchestrator.expect_list().returning(|_| Ok(vec![]));
-    orchestrator.expect_prepare().returning(|_| Ok(()));
+    orchestrator.expect_prepare().returning(|_| Ok(spec()));
     orchestrator
         .expect_start()
-        .returning(|_, _| Ok(vec![instance(Some(Color::Blue), 1, true)]));
+        .returning(|_, _, _| Ok(vec![instance(Some(Color::Blue), 1, true)]));
     // Healthy only after several renewal periods have passed.
     let mut polls = 0;
     orchestrator.expect_health().returning(move |_| {
@@ -1727,4 +1769,97 @@ async fn an_unreachable_registry_during_a_renewal_is_not_a_lost_lease() {
     .run(&ignore)
     .await
     .expect("transient renewal failures do not abort the release");
+}
+
+#[tokio::test]
+async fn scale_without_a_new_deploy_keeps_every_instance_on_the_live_spec_and_warns() {
+    use crate::memory::{MemoryOrchestrator, MemoryRegistry};
+    let orchestrator = MemoryOrchestrator::new().with_target(TARGET, "web:v2");
+    let registry = MemoryRegistry::new();
+    let ports = Ports {
+        orchestrator: Arc::new(orchestrator.clone()),
+        registry: Arc::new(registry.clone()),
+        proxy: None,
+    };
+    let deploy = ReleaseOptions {
+        route: None,
+        ..options(&[Step::Deploy], true, None)
+    };
+    Engine::new(ports.clone(), deploy)
+        .unwrap()
+        .run(&ignore)
+        .await
+        .unwrap();
+    // The Compose file now resolves to v1 (VERSION unset).
+    orchestrator.add_target(TARGET, "web:v1");
+    let scale = ReleaseOptions {
+        route: None,
+        ..options(&[Step::Scale], true, Some(ScaleSpec::Relative(2)))
+    };
+    let events = Mutex::new(Vec::new());
+    let report = Engine::new(ports, scale)
+        .unwrap()
+        .run(&|event: &Event| events.lock().unwrap().push(event.clone()))
+        .await
+        .unwrap();
+    assert_eq!(report.scale, Some(3));
+    let instances = orchestrator.instances();
+    assert_eq!(instances.len(), 3);
+    assert!(
+        instances.iter().all(|i| i.image == "web:v2"),
+        "{instances:?}"
+    );
+    let stored = registry.state(&service()).unwrap();
+    let live = stored.last_release.unwrap().spec.unwrap();
+    for instance in &instances {
+        assert_eq!(orchestrator.spec_of(&instance.id), Some(live.clone()));
+    }
+    let warned = events.lock().unwrap().iter().any(|event| {
+        matches!(event, Event::Warning { message } if message.contains("web:v1") && message.contains("web:v2"))
+    });
+    assert!(warned, "a warning names both images");
+}
+
+#[tokio::test]
+async fn an_unhealthy_instance_is_shown_once_and_waited_on_until_the_health_timeout() {
+    use crate::memory::{HealthScript, MemoryOrchestrator, MemoryRegistry};
+    let orchestrator = MemoryOrchestrator::new().with_target(TARGET, "web:v2");
+    orchestrator.set_health(
+        TARGET,
+        HealthScript::UnhealthyAfter {
+            polls: 0,
+            detail: "HTTP 503".into(),
+        },
+    );
+    let ports = Ports {
+        orchestrator: Arc::new(orchestrator.clone()),
+        registry: Arc::new(MemoryRegistry::new()),
+        proxy: None,
+    };
+    let mut deploy = ReleaseOptions {
+        route: None,
+        ..options(&[Step::Deploy], true, None)
+    };
+    deploy.timeouts.health = Duration::from_millis(350);
+    deploy.timeouts.health_poll = Duration::from_millis(50);
+    let events = Mutex::new(Vec::new());
+    let began = std::time::Instant::now();
+    let error = Engine::new(ports, deploy)
+        .unwrap()
+        .run(&|event: &Event| events.lock().unwrap().push(event.clone()))
+        .await
+        .unwrap_err();
+    assert!(began.elapsed() >= Duration::from_millis(350), "waited on");
+    assert!(
+        matches!(error.cause(), Some(Cause::HealthTimeout { .. })),
+        "{error:?}"
+    );
+    let shown: Vec<_> = events
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|e| matches!(e, Event::InstanceUnhealthy { detail, .. } if detail == "HTTP 503"))
+        .cloned()
+        .collect();
+    assert_eq!(shown.len(), 1, "shown once with the check's output");
 }

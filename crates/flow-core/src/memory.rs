@@ -475,15 +475,30 @@ impl OrchestratorInner {
             .is_some_and(|t| t.failing.contains(&operation))
     }
 
-    /// The first of `instances` whose target is scripted to fail `operation`.
-    fn failing_instance<'a>(
+    /// Refuses `operation` (named `name` in the error) when it is scripted to fail for the
+    /// target of one of `instances`; checked before anything is done: all or nothing.
+    fn refuse_scripted(
         &self,
-        instances: &'a [Instance],
+        instances: &[Instance],
         operation: FailingOperation,
-    ) -> Option<&'a Instance> {
-        instances
+        name: &'static str,
+    ) -> Result<(), OrchestratorError> {
+        match instances
             .iter()
             .find(|i| self.fails(&i.group.target, operation))
+        {
+            Some(failing) => Err(scripted_failure(name, failing.name.clone())),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The error of an operation scripted to fail on `instance`.
+fn scripted_failure(operation: &'static str, instance: String) -> OrchestratorError {
+    OrchestratorError::Instance {
+        operation,
+        instance,
+        message: "scripted failure of the memory orchestrator".into(),
     }
 }
 
@@ -707,11 +722,10 @@ impl Orchestrator for MemoryOrchestrator {
         ));
         inner.target(&group.target)?;
         if inner.fails(&group.target, FailingOperation::Start) {
-            return Err(OrchestratorError::Instance {
-                operation: "start",
-                instance: format!("{group}-{}", numbers.first().copied().unwrap_or(1)),
-                message: "scripted failure of the memory orchestrator".into(),
-            });
+            return Err(scripted_failure(
+                "start",
+                format!("{group}-{}", numbers.first().copied().unwrap_or(1)),
+            ));
         }
         if let Some(taken) = inner
             .containers
@@ -756,13 +770,7 @@ impl Orchestrator for MemoryOrchestrator {
             instances.iter().map(|i| i.name.clone()).collect(),
         ));
         // Checked before anything is started: all or nothing.
-        if let Some(failing) = inner.failing_instance(instances, FailingOperation::Start) {
-            return Err(OrchestratorError::Instance {
-                operation: "start",
-                instance: failing.name.clone(),
-                message: "scripted failure of the memory orchestrator".into(),
-            });
-        }
+        inner.refuse_scripted(instances, FailingOperation::Start, "start")?;
         if let Some(gone) = instances
             .iter()
             .find(|i| !inner.containers.contains_key(&i.id))
@@ -877,13 +885,7 @@ impl Orchestrator for MemoryOrchestrator {
         inner.record(OrchestratorOperation::Stop(
             instances.iter().map(|i| i.name.clone()).collect(),
         ));
-        if let Some(failing) = inner.failing_instance(instances, FailingOperation::Stop) {
-            return Err(OrchestratorError::Instance {
-                operation: "stop",
-                instance: failing.name.clone(),
-                message: "scripted failure of the memory orchestrator".into(),
-            });
-        }
+        inner.refuse_scripted(instances, FailingOperation::Stop, "stop")?;
         for instance in instances {
             if let Some(container) = inner.containers.get_mut(&instance.id) {
                 container.instance.running = false;
@@ -898,13 +900,7 @@ impl Orchestrator for MemoryOrchestrator {
         inner.record(OrchestratorOperation::Remove(
             instances.iter().map(|i| i.name.clone()).collect(),
         ));
-        if let Some(failing) = inner.failing_instance(instances, FailingOperation::Remove) {
-            return Err(OrchestratorError::Instance {
-                operation: "remove",
-                instance: failing.name.clone(),
-                message: "scripted failure of the memory orchestrator".into(),
-            });
-        }
+        inner.refuse_scripted(instances, FailingOperation::Remove, "remove")?;
         for instance in instances {
             inner.containers.remove(&instance.id);
         }

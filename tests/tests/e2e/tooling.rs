@@ -263,11 +263,95 @@ fn version_completions_and_the_man_page() {
     );
     let (code, bash, _) = docker_flow(&["completions", "bash"]);
     assert_eq!(code, 0);
-    assert!(bash.contains("complete -F"), "{bash}");
+    assert_eq!(
+        complete_in_bash(&bash, "--health-t"),
+        ["--health-timeout"],
+        "the bash completion loads in bash and completes a flag"
+    );
     let (code, _, error) = docker_flow(&["completions", "tcsh"]);
     assert_eq!(code, 2, "{error}");
     assert!(error.contains("tcsh") && error.contains("bash"), "{error}");
     let (code, man, _) = docker_flow(&["man"]);
     assert_eq!(code, 0);
     assert!(man.contains(".TH docker-flow 1"), "{man}");
+}
+
+/// Loads `script` (a bash completion) into a real bash, asks it to complete `docker-flow WORD`
+/// as bash does on a TAB, and returns the candidates.
+fn complete_in_bash(script: &str, word: &str) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("docker-flow.bash");
+    std::fs::write(&file, script).unwrap();
+    // The function is the one `complete -p` names, as bash-completion would call it.
+    let program = r#"source "$1" || exit 10
+function=$(complete -p docker-flow | sed -E 's/.* -F ([^ ]+) .*/\1/')
+COMP_WORDS=(docker-flow "$2"); COMP_CWORD=1
+COMP_LINE="docker-flow $2"; COMP_POINT=${#COMP_LINE}
+"$function" docker-flow "$2" docker-flow || exit 11
+printf '%s\n' "${COMPREPLY[@]}""#;
+    let output = std::process::Command::new("bash")
+        .args(["--norc", "--noprofile", "-c", program, "bash"])
+        .arg(&file)
+        .arg(word)
+        .output()
+        .expect("bash runs");
+    assert!(
+        output.status.success(),
+        "bash could not load or run the completion ({}): {}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .map(str::to_owned)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_terminal_shows_live_progress_and_a_pipe_plain_lines() {
+    demo_images().await;
+    let site = Site::new("terminal", &demo_compose("")).await;
+    // `script` gives the release a pseudo-terminal, as an interactive shell would.
+    let command = format!(
+        "{} -p {} -t app -s 2",
+        flow_tests::fixtures::docker_flow_binary().display(),
+        site.project()
+    );
+    let output = tokio::process::Command::new("script")
+        .args(["-qefc", &command, "/dev/null"])
+        .current_dir(site.dir())
+        .env("DEMO_TAG", "v1")
+        .env("TERM", "xterm-256color")
+        .env_remove("RUST_LOG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .await
+        .expect("script runs");
+    let screen = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{screen}");
+    // indicatif redraws the running line in place: cursor movement and erased lines.
+    assert!(
+        screen.contains("\u{1b}[2K") || screen.contains("\u{1b}[1A"),
+        "no live display on a terminal:\n{screen}"
+    );
+    assert!(
+        screen.contains('✓'),
+        "finished phases stay on screen:\n{screen}"
+    );
+    assert!(
+        !screen.contains("waiting for health:"),
+        "plain progress lines on a terminal:\n{screen}"
+    );
+
+    // Piped, the same release prints plain lines only.
+    let piped = site
+        .flow(&["-t", "app", "-s", "2"], &[("DEMO_TAG", "v1")])
+        .await;
+    piped.assert_code(0);
+    assert!(
+        !piped.stderr.contains('\u{1b}') && !piped.stdout.contains('\u{1b}'),
+        "escape sequences in piped output:\n{}{}",
+        piped.stdout,
+        piped.stderr
+    );
 }

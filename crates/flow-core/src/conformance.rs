@@ -1,4 +1,5 @@
-//! The conformance suite every [`Registry`] backend runs (feature `conformance`).
+//! The conformance suites of the ports (feature `conformance`): the [`Registry`] suite here,
+//! the [`Orchestrator`](crate::Orchestrator) suite in [`orchestrator`].
 //!
 //! One list of `async fn`s taking `&dyn Registry`, each checking one clause of the
 //! [`Registry` contract](crate::registry). A backend's tests call [`run_all`] (or the functions
@@ -36,6 +37,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::domain::{Color, ReleaseRecord, ReleaseSpec, ReleaseState, Revision, ServiceName};
 use crate::registry::{HealthCheck, Lease, Registration, Registry, RegistryError};
+
+pub mod orchestrator;
 
 /// The lease TTL the lock-expiry check uses in [`run_all`]: short, so the suite stays fast,
 /// and above etcd's minimum lease TTL.

@@ -1,6 +1,7 @@
-//! The Registry conformance suite against the in-memory registry.
+//! The conformance suites against the in-memory ports.
 
-use flow_core::memory::MemoryRegistry;
+use flow_core::conformance::orchestrator::Subject;
+use flow_core::memory::{MemoryOrchestrator, MemoryRegistry};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn memory_registry_passes_the_conformance_suite() {
@@ -12,4 +13,12 @@ async fn the_suite_runs_on_a_current_thread_runtime_too() {
     let registry = MemoryRegistry::new();
     flow_core::conformance::concurrent_writers_lose_no_update(&registry).await;
     flow_core::conformance::lock_is_exclusive(&registry).await;
+}
+
+#[tokio::test]
+async fn memory_orchestrator_passes_the_conformance_suite() {
+    let orchestrator = MemoryOrchestrator::new()
+        .with_target("web", "web:v1")
+        .with_target("db", "db:v1");
+    flow_core::conformance::orchestrator::run_all(&Subject::new(&orchestrator, "web", "db")).await;
 }

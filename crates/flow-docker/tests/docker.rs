@@ -92,6 +92,14 @@ async fn http_get(address: std::net::SocketAddr, path: &str) -> String {
 }
 
 #[tokio::test]
+async fn docker_orchestrator_passes_the_conformance_suite() {
+    use flow_core::conformance::orchestrator::{run_all, Subject};
+    let guard = ProjectGuard::new(unique_project("dft-conformance"));
+    let orchestrator = orchestrator(guard.project(), &demo_compose(""), |_| {}).await;
+    run_all(&Subject::new(&orchestrator, "web", "side")).await;
+}
+
+#[tokio::test]
 async fn starts_lists_checks_health_stops_and_removes_three_instances() {
     let guard = ProjectGuard::new(unique_project("dft-docker"));
     let orchestrator = orchestrator(guard.project(), &demo_compose(""), |_| {}).await;

@@ -1,5 +1,6 @@
 //! The conformance suites of the ports (feature `conformance`): the [`Registry`] suite here,
-//! the [`Orchestrator`](crate::Orchestrator) suite in [`orchestrator`].
+//! the [`Orchestrator`](crate::Orchestrator) suite in [`orchestrator`], the
+//! [`Proxy`](crate::Proxy) suite in [`proxy`].
 //!
 //! One list of `async fn`s taking `&dyn Registry`, each checking one clause of the
 //! [`Registry` contract](crate::registry). A backend's tests call [`run_all`] (or the functions
@@ -39,6 +40,7 @@ use crate::domain::{Color, ReleaseRecord, ReleaseSpec, ReleaseState, Revision, S
 use crate::registry::{HealthCheck, Lease, Registration, Registry, RegistryError};
 
 pub mod orchestrator;
+pub mod proxy;
 
 /// The lease TTL the lock-expiry check uses in [`run_all`]: short, so the suite stays fast,
 /// and above etcd's minimum lease TTL.

@@ -943,6 +943,7 @@ struct ProxyInner {
     routes: BTreeMap<ServiceName, (Route, Vec<SocketAddr>)>,
     failures: BTreeMap<ServiceName, ProxyFailure>,
     draining: BTreeMap<ServiceName, Draining>,
+    down: BTreeSet<SocketAddr>,
     log: Vec<Recorded<ProxyOperation>>,
 }
 
@@ -958,8 +959,9 @@ impl ProxyInner {
 /// A proxy that records routes instead of routing.
 ///
 /// `reconfigure` replaces the route and servers of the service (every server is "UP" at
-/// once) unless a failure is scripted with [`fail_reconfigure`](Self::fail_reconfigure), in
-/// which case the previous route stays, as the contract wants. `sessions` answers 0 unless
+/// once) unless a failure is scripted with [`fail_reconfigure`](Self::fail_reconfigure) or a
+/// server is [down](Self::set_down), in which case the previous route stays, as the contract
+/// wants. `sessions` answers 0 unless
 /// [`drain_after`](Self::drain_after) scripted open sessions.
 #[derive(Debug, Clone, Default)]
 pub struct MemoryProxy {
@@ -988,6 +990,12 @@ impl MemoryProxy {
     /// Makes `reconfigure` of `service` work again.
     pub fn clear_failure(&self, service: &ServiceName) {
         locked(&self.inner).failures.remove(service);
+    }
+
+    /// Makes the server at `address` never come UP: a `reconfigure` listing it fails with
+    /// [`ProxyError::NotUp`] naming exactly the servers that are down.
+    pub fn set_down(&self, address: SocketAddr) {
+        locked(&self.inner).down.insert(address);
     }
 
     /// Makes `sessions` of `service` answer `open` for the next `polls` calls, then 0 (the
@@ -1028,6 +1036,17 @@ impl Proxy for MemoryProxy {
                 servers: servers.to_vec(),
             }),
             None => {
+                let down: Vec<SocketAddr> = servers
+                    .iter()
+                    .filter(|server| inner.down.contains(server))
+                    .copied()
+                    .collect();
+                if !down.is_empty() {
+                    return Err(ProxyError::NotUp {
+                        service: route.service.clone(),
+                        servers: down,
+                    });
+                }
                 inner
                     .routes
                     .insert(route.service.clone(), (route.clone(), servers.to_vec()));

@@ -1,7 +1,7 @@
 //! The conformance suites against the in-memory ports.
 
 use flow_core::conformance::orchestrator::Subject;
-use flow_core::memory::{MemoryOrchestrator, MemoryRegistry};
+use flow_core::memory::{MemoryOrchestrator, MemoryProxy, MemoryRegistry};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn memory_registry_passes_the_conformance_suite() {
@@ -21,4 +21,19 @@ async fn memory_orchestrator_passes_the_conformance_suite() {
         .with_target("web", "web:v1")
         .with_target("db", "db:v1");
     flow_core::conformance::orchestrator::run_all(&Subject::new(&orchestrator, "web", "db")).await;
+}
+
+#[tokio::test]
+async fn memory_proxy_passes_the_conformance_suite() {
+    let proxy = MemoryProxy::new();
+    let dead = "127.0.0.1:9".parse().unwrap();
+    proxy.set_down(dead);
+    let servers = [
+        "127.0.0.1:8001".parse().unwrap(),
+        "127.0.0.1:8002".parse().unwrap(),
+    ];
+    flow_core::conformance::proxy::run_all(&flow_core::conformance::proxy::Subject::new(
+        &proxy, servers, dead,
+    ))
+    .await;
 }

@@ -60,6 +60,19 @@ impl<'a> Subject<'a> {
     fn group(&self, color: Option<Color>) -> Group {
         Group::new(self.target, color)
     }
+
+    /// Prepares the target and starts instances `numbers` of `group` from its spec.
+    async fn start(&self, group: &Group, numbers: &[u32]) -> Vec<Instance> {
+        let spec = self
+            .orchestrator
+            .prepare(self.target)
+            .await
+            .expect("prepare");
+        self.orchestrator
+            .start(group, numbers, &spec)
+            .await
+            .unwrap_or_else(|e| panic!("start: {group} {numbers:?}: {e}"))
+    }
 }
 
 /// Runs every clause in turn.
@@ -247,11 +260,7 @@ pub async fn start_is_all_or_nothing(subject: &Subject<'_>) {
 pub async fn started_instances_become_healthy(subject: &Subject<'_>) {
     let orchestrator = subject.orchestrator;
     let group = subject.group(None);
-    let spec = orchestrator.prepare(subject.target).await.expect("prepare");
-    let started = orchestrator
-        .start(&group, &[1], &spec)
-        .await
-        .expect("start");
+    let started = subject.start(&group, &[1]).await;
     let instance = &started[0];
     wait_healthy(orchestrator, instance).await;
     orchestrator
@@ -267,11 +276,7 @@ pub async fn started_instances_become_healthy(subject: &Subject<'_>) {
 pub async fn stop_keeps_and_resume_restarts_the_same_instances(subject: &Subject<'_>) {
     let orchestrator = subject.orchestrator;
     let group = subject.group(Some(Color::Blue));
-    let spec = orchestrator.prepare(subject.target).await.expect("prepare");
-    let started = orchestrator
-        .start(&group, &[1, 2], &spec)
-        .await
-        .expect("start");
+    let started = subject.start(&group, &[1, 2]).await;
     orchestrator.stop(&started).await.expect("stop");
     let stopped = orchestrator.list(&group).await.expect("list");
     assert_eq!(ids(&stopped), ids(&started), "stop: keeps the instances");
@@ -308,11 +313,7 @@ pub async fn stop_keeps_and_resume_restarts_the_same_instances(subject: &Subject
 pub async fn stop_and_remove_are_idempotent(subject: &Subject<'_>) {
     let orchestrator = subject.orchestrator;
     let group = subject.group(Some(Color::Green));
-    let spec = orchestrator.prepare(subject.target).await.expect("prepare");
-    let started = orchestrator
-        .start(&group, &[1], &spec)
-        .await
-        .expect("start");
+    let started = subject.start(&group, &[1]).await;
     orchestrator.stop(&started).await.expect("stop");
     orchestrator
         .stop(&started)

@@ -137,6 +137,17 @@ mod tests {
     use super::*;
 
     #[test]
+    fn parses_docker_engine_timestamps() {
+        // The engine writes nanoseconds, and the zero time for "never started".
+        let parsed = parse_rfc3339("2026-11-28T05:01:02.123456789Z").unwrap();
+        let since_epoch = parsed.duration_since(UNIX_EPOCH).unwrap();
+        assert_eq!(since_epoch.as_secs(), 1_795_842_062);
+        assert_eq!(since_epoch.subsec_nanos(), 123_456_789);
+        assert_eq!(parse_rfc3339("0001-01-01T00:00:00Z"), None);
+        assert_eq!(parse_rfc3339("garbage"), None);
+    }
+
+    #[test]
     fn formats_known_instants() {
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00Z");
         assert_eq!(

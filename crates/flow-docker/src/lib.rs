@@ -74,7 +74,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::str::FromStr;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use bollard::errors::Error as DockerError;
@@ -1140,7 +1140,7 @@ impl Orchestrator for DockerOrchestrator {
         let running_for = state
             .started_at
             .as_deref()
-            .and_then(parse_rfc3339)
+            .and_then(flow_core::time::parse_rfc3339)
             .and_then(|started| SystemTime::now().duration_since(started).ok())
             .unwrap_or(Duration::ZERO);
         if running_for >= self.options.grace_period {
@@ -1388,56 +1388,10 @@ async fn http_health(address: SocketAddr, path: &str) -> Health {
     }
 }
 
-/// Parses the engine's RFC 3339 timestamps (`2026-11-28T05:01:02.123456789Z`, UTC).
-fn parse_rfc3339(text: &str) -> Option<SystemTime> {
-    let (date, time) = text.split_once('T')?;
-    let mut date_parts = date.splitn(3, '-');
-    let year: i64 = date_parts.next()?.parse().ok()?;
-    let month: i64 = date_parts.next()?.parse().ok()?;
-    let day: i64 = date_parts.next()?.parse().ok()?;
-    let time = time.strip_suffix('Z')?;
-    let (clock, fraction) = match time.split_once('.') {
-        Some((clock, fraction)) => (clock, fraction),
-        None => (time, ""),
-    };
-    let mut clock_parts = clock.splitn(3, ':');
-    let hours: i64 = clock_parts.next()?.parse().ok()?;
-    let minutes: i64 = clock_parts.next()?.parse().ok()?;
-    let seconds: i64 = clock_parts.next()?.parse().ok()?;
-    // Days since the epoch of a proleptic Gregorian date (Howard Hinnant's algorithm).
-    let shifted_year = if month <= 2 { year - 1 } else { year };
-    let era = shifted_year.div_euclid(400);
-    let year_of_era = shifted_year - era * 400;
-    let day_of_year = (153 * ((month + 9) % 12) + 2) / 5 + day - 1;
-    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
-    let days = era * 146_097 + day_of_era - 719_468;
-    let total_seconds = days * 86_400 + hours * 3600 + minutes * 60 + seconds;
-    let nanos: u32 = if fraction.is_empty() {
-        0
-    } else {
-        format!("{:0<9}", &fraction[..fraction.len().min(9)])
-            .parse()
-            .ok()?
-    };
-    // The zero time (`0001-01-01T00:00:00Z`) means "never started".
-    let seconds = u64::try_from(total_seconds).ok()?;
-    Some(UNIX_EPOCH + Duration::new(seconds, nanos))
-}
-
 #[cfg(test)]
 mod unit_tests {
     use super::*;
     use flow_core::Color;
-
-    #[test]
-    fn parses_engine_timestamps() {
-        let parsed = parse_rfc3339("2026-11-28T05:01:02.5Z").unwrap();
-        let since_epoch = parsed.duration_since(UNIX_EPOCH).unwrap();
-        assert_eq!(since_epoch.as_secs(), 1_795_842_062);
-        assert_eq!(since_epoch.subsec_millis(), 500);
-        assert_eq!(parse_rfc3339("0001-01-01T00:00:00Z"), None);
-        assert_eq!(parse_rfc3339("garbage"), None);
-    }
 
     #[test]
     fn splits_image_references() {

@@ -653,20 +653,12 @@ fn parse_bool(value: &Value) -> Result<bool, ConfigError> {
     }
 }
 
-/// `500ms`, `90s`, `2m`, `1h` or a plain number of seconds.
+/// A Go duration (`500ms`, `90s`, `2m`, `1m30s`) or a plain number of seconds.
 fn parse_duration(text: &str) -> Option<Duration> {
     let text = text.trim();
-    let digits_end = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(digits_end);
-    let number: u64 = number.parse().ok()?;
-    match unit.trim() {
-        "ms" => Some(Duration::from_millis(number)),
-        "" | "s" => Some(Duration::from_secs(number)),
-        "m" => number.checked_mul(60).map(Duration::from_secs),
-        "h" => number.checked_mul(3600).map(Duration::from_secs),
-        _ => None,
+    match text.parse::<u64>() {
+        Ok(seconds) => Some(Duration::from_secs(seconds)),
+        Err(_) => flow_core::time::go_duration::parse(text).ok(),
     }
 }
 

@@ -82,7 +82,8 @@
 
 #![deny(missing_docs)]
 
-pub mod duration;
+/// Go durations, the form Consul writes TTLs, intervals and timeouts in.
+pub use flow_core::time::go_duration as duration;
 
 #[cfg(feature = "double")]
 pub mod double;

@@ -1,6 +1,9 @@
-//! Small helpers for showing times to people without a date crate.
+//! Small helpers for times and durations as text, without a date crate: RFC 3339 instants,
+//! human durations for people, Go durations for configuration ([`go_duration`]).
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub mod go_duration;
 
 /// `2026-11-28T04:48:51Z (12s ago)`-style text for a past instant.
 pub fn describe(at: SystemTime) -> String {

@@ -1007,34 +1007,8 @@ fn parse_healthcheck(service: &str, value: &Value) -> Result<HealthcheckSpec, Co
     })
 }
 
-/// Parses Compose durations: a sequence of `<number><unit>` with units `h`, `m`, `s`, `ms`,
-/// `us`, `ns` (`1m30s`, `500ms`, `1.5s`).
+/// Parses Compose durations, which the specification defines as Go's (`1m30s`, `500ms`,
+/// `1.5s`; units `h`, `m`, `s`, `ms`, `us`, `ns`).
 pub fn parse_duration(text: &str) -> Option<Duration> {
-    let mut rest = text.trim();
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total = Duration::ZERO;
-    while !rest.is_empty() {
-        let number_len = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let number: f64 = rest[..number_len].parse().ok()?;
-        rest = &rest[number_len..];
-        let unit_len = rest
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(rest.len());
-        let seconds_per_unit = match &rest[..unit_len] {
-            "h" => 3600.0,
-            "m" => 60.0,
-            "s" => 1.0,
-            "ms" => 1e-3,
-            "us" | "µs" => 1e-6,
-            "ns" => 1e-9,
-            _ => return None,
-        };
-        rest = &rest[unit_len..];
-        total += Duration::try_from_secs_f64(number * seconds_per_unit).ok()?;
-    }
-    Some(total)
+    flow_core::time::go_duration::parse(text.trim()).ok()
 }

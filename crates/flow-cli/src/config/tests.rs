@@ -538,8 +538,15 @@ fn timeouts() {
         error(&["-t", "app", "--health-timeout", "0"], &[], None),
         "--health-timeout has the invalid value \"0\": use a duration such as 90s, 2m, 500ms or a number of seconds"
     );
-    assert!(error(&["-t", "app", "--drain-timeout", "1.5s"], &[], None)
-        .starts_with("--drain-timeout has the invalid value \"1.5s\""));
+    // Go durations, as Docker Flow 1.x and Compose take them.
+    assert_eq!(
+        timeouts(&["--drain-timeout", "1m30.5s"]).drain,
+        Duration::from_millis(90_500)
+    );
+    assert!(
+        error(&["-t", "app", "--drain-timeout", "90 seconds"], &[], None)
+            .starts_with("--drain-timeout has the invalid value \"90 seconds\"")
+    );
 }
 
 #[test]

@@ -1,5 +1,6 @@
-//! Go duration text (`10s`, `1m30s`, `1.5s`, `250ms`), the form Consul uses for TTLs, check
-//! intervals and timeouts in its JSON.
+//! Go duration text (`10s`, `1m30s`, `1.5s`, `250ms`): the form Consul uses for TTLs, check
+//! intervals and timeouts in its JSON, Compose for its durations, and registrator's
+//! `SERVICE_CHECK_*` variables and flags. One parser for all of them.
 
 use std::time::Duration;
 
@@ -51,7 +52,7 @@ pub fn parse(text: &str) -> Result<Duration, InvalidDuration> {
     Ok(Duration::from_nanos(total_nanos.round() as u64))
 }
 
-/// Go duration text Consul accepts: whole seconds as `Ns`, anything finer as `Nms`.
+/// Go duration text (Consul accepts it): whole seconds as `Ns`, anything finer as `Nms`.
 pub fn format(duration: Duration) -> String {
     if duration.subsec_nanos() == 0 {
         format!("{}s", duration.as_secs())

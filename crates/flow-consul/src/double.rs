@@ -1,11 +1,14 @@
 //! A stateful in-process double of the parts of Consul's HTTP API docker-flow uses (feature
 //! `double`), for tests where a real agent cannot be run.
 //!
-//! It serves plain HTTP/1.1 on `127.0.0.1:<free port>` and keeps everything in memory. What it
-//! implements, with the shapes Consul documents:
+//! It serves plain HTTP/1.1 on `127.0.0.1:<free port>` (or the address given to
+//! [`ConsulDouble::start_on`]; the `consul-double` binary of crate `flow-consul-double` serves
+//! it on its own) and keeps everything in memory. What it implements, with the shapes Consul
+//! documents:
 //!
 //! * **KV** `GET /v1/kv/<key>` — a JSON array of entries (`Key`, base64 `Value`, `Flags`,
-//!   `CreateIndex`, `ModifyIndex`, `LockIndex`, `Session` when held); `404` with an empty body
+//!   `CreateIndex`, `ModifyIndex`, `LockIndex`, `Session` when held; an empty value is `null`,
+//!   as Go encodes Consul's nil value); `404` with an empty body
 //!   when nothing matches; `?raw` (the bare value), `?recurse` (every key under the prefix),
 //!   `?keys` (key names, with an optional `?separator=`). `PUT` stores the body and answers
 //!   `true`/`false`: `?cas=<ModifyIndex>` (0: create only), `?acquire=<session>`,
@@ -20,17 +23,22 @@
 //!   answered with Consul's 400 message (`Missing service name`, `Invalid check: ...`,
 //!   `Invalid Service Meta: ...`, `Request decode failed: ...`).
 //! * **Sessions** `PUT /v1/session/create` (`Name`, `Node`, `TTL` between 10s and 24h,
-//!   `Behavior` `release`/`delete`, `LockDelay` as Go text or a number, `Checks`/`NodeChecks`/
+//!   `Behavior` `release`/`delete`, `LockDelay` as Go text or a number (below 1000ns taken as
+//!   seconds, as Consul's `FixupLockDelay` does), `Checks`/`NodeChecks`/
 //!   `ServiceChecks`, which must exist and not be critical), `PUT /v1/session/renew/<id>` (404
 //!   when unknown), `PUT /v1/session/destroy/<id>`, `GET /v1/session/info/<id>`,
-//!   `/v1/session/list`, `/v1/session/node/<node>` (`LockDelay` in nanoseconds). A session
+//!   `/v1/session/list`, `/v1/session/node/<node>` (`LockDelay` in nanoseconds; the deprecated
+//!   `Checks` left out when `serfHealth` is the only check, as Consul 1.7+ does). A session
 //!   whose TTL passes without a renew, or one of whose checks turns critical, is invalidated
 //!   (checked on every request): the keys it holds are released, or deleted with
 //!   `Behavior=delete`, and no session can acquire them for its `LockDelay` (default 15s).
 //!   (Consul may take up to twice the TTL; the double takes exactly the TTL.)
-//! * **Services** `PUT /v1/agent/service/register` (`ID`, `Name`, `Tags`, `Address`, `Port`,
-//!   `Meta`, `Check` and `Checks`: HTTP, TCP, TTL, script and gRPC checks validated as Consul's
-//!   `CheckType` is; `?replace-existing-checks`), `PUT /v1/agent/service/deregister/<id>` (404
+//! * **Services** `PUT /v1/agent/service/register` (`ID`, `Name`, `Tags`, `Address` — not an
+//!   "any" address, which Consul refuses —, `Port`, `Meta`, `Weights`, `EnableTagOverride`,
+//!   `Check` and `Checks`: HTTP, TCP, TTL, script and gRPC checks validated as Consul's
+//!   `CheckType` is; `?replace-existing-checks`; `Kind`, `Proxy`, `Connect`,
+//!   `TaggedAddresses`, `SocketPath` and `Locality`, which Consul acts on, are refused with a
+//!   400 naming the field rather than dropped), `PUT /v1/agent/service/deregister/<id>` (404
 //!   when unknown), `GET /v1/agent/service/<id>`, `GET /v1/agent/services`,
 //!   `GET /v1/agent/checks`, `PUT /v1/agent/check/pass|warn|fail/<id>?note=` (TTL checks;
 //!   one not reported within its TTL turns critical with `TTL expired`),
@@ -114,16 +122,25 @@ impl std::fmt::Debug for ConsulDouble {
 impl ConsulDouble {
     /// Starts a double without ACLs on a free loopback port.
     pub async fn start() -> std::io::Result<ConsulDouble> {
-        Self::start_inner(None).await
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), None).await
     }
 
     /// Starts a double that answers `403` to every request not carrying `token`.
     pub async fn start_with_token(token: &str) -> std::io::Result<ConsulDouble> {
-        Self::start_inner(Some(token.to_string())).await
+        Self::start_on(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            Some(token.to_string()),
+        )
+        .await
     }
 
-    async fn start_inner(token: Option<String>) -> std::io::Result<ConsulDouble> {
-        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    /// Starts a double listening on `listen` (port 0: a free one; [`ConsulDouble::address`]
+    /// tells which), requiring `token` on every request when one is given.
+    pub async fn start_on(
+        listen: SocketAddr,
+        token: Option<String>,
+    ) -> std::io::Result<ConsulDouble> {
+        let listener = TcpListener::bind(listen).await?;
         let address = format!("http://{}", listener.local_addr()?);
         let (changed, _) = watch::channel(0);
         let shared = Arc::new(Shared {
@@ -245,6 +262,9 @@ struct Service {
     address: String,
     port: u64,
     meta: BTreeMap<String, String>,
+    /// `{"Passing": n, "Warning": n}`, DNS weights by status (Consul's default: 1 and 1).
+    weights: Value,
+    enable_tag_override: bool,
     create_index: u64,
     modify_index: u64,
 }
@@ -436,6 +456,23 @@ const SERVICE_FIELDS: &[&str] = &[
     "Check",
     "Checks",
     "EnableTagOverride",
+    "Weights",
+    "Kind",
+    "Proxy",
+    "Connect",
+    "TaggedAddresses",
+    "SocketPath",
+    "Locality",
+];
+/// Registration fields Consul acts on that the double does not implement: refused by name
+/// rather than dropped.
+const UNSUPPORTED_SERVICE_FIELDS: &[&str] = &[
+    "Kind",
+    "Proxy",
+    "Connect",
+    "TaggedAddresses",
+    "SocketPath",
+    "Locality",
 ];
 /// The fields of a check definition.
 const CHECK_FIELDS: &[&str] = &[
@@ -823,16 +860,21 @@ impl Shared {
                 )
             }
         };
-        // Consul reads a small number as seconds, a large one as nanoseconds, text as Go text.
+        // Consul's FixupLockDelay: a number is nanoseconds and text a Go duration, and either
+        // below 1000ns is taken as that many seconds (clients send `5` meaning 5s).
         let lock_delay = match request.get("LockDelay") {
-            Some(Value::Number(n)) => match n.as_f64().unwrap_or(0.0) {
-                seconds if seconds < 1000.0 => Duration::from_secs_f64(seconds.max(0.0)),
-                nanos => Duration::from_nanos(nanos as u64),
-            },
+            Some(Value::Number(n)) => {
+                Duration::from_nanos(n.as_f64().unwrap_or(0.0).max(0.0) as u64)
+            }
             _ => match duration_field(&request, "LockDelay") {
                 Ok(delay) => delay.unwrap_or(Duration::from_secs(15)),
                 Err(answer) => return answer,
             },
+        };
+        let lock_delay = if lock_delay < Duration::from_nanos(1000) {
+            Duration::from_secs(lock_delay.as_nanos() as u64)
+        } else {
+            lock_delay
         };
         let node = match text("Node") {
             "" | NODE => NODE.to_string(),
@@ -976,6 +1018,36 @@ impl Shared {
         if name.is_empty() {
             return Answer::text(StatusCode::BAD_REQUEST, "Missing service name");
         }
+        // Consul refuses an "any" address here rather than register something unreachable.
+        if ["0.0.0.0", "::", "[::]"].contains(&address.as_str()) {
+            return Answer::text(StatusCode::BAD_REQUEST, "Invalid service address");
+        }
+        let given = |field: &str| {
+            request.get(field).is_some_and(|v| match v {
+                Value::Null => false,
+                Value::String(text) => !text.is_empty(),
+                Value::Object(map) => !map.is_empty(),
+                _ => true,
+            })
+        };
+        if let Some(field) = UNSUPPORTED_SERVICE_FIELDS.iter().find(|f| given(f)) {
+            return Answer::text(
+                StatusCode::BAD_REQUEST,
+                format!("Invalid service: {field} is not implemented by this Consul double (services with ID, Name, Tags, Address, Port, Meta, Weights, EnableTagOverride and checks are)"),
+            );
+        }
+        let weights = match request.get("Weights") {
+            None | Some(Value::Null) => json!({"Passing": 1, "Warning": 1}),
+            Some(weights) => match parse_weights(weights) {
+                Ok(weights) => weights,
+                Err(answer) => return answer,
+            },
+        };
+        let enable_tag_override = match request.get("EnableTagOverride") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(enabled)) => *enabled,
+            Some(_) => return decode_error("EnableTagOverride", "bool"),
+        };
         let id = if id.is_empty() { name.clone() } else { id };
         let tags: Vec<String> = match request.get("Tags") {
             None | Some(Value::Null) => Vec::new(),
@@ -1041,6 +1113,8 @@ impl Shared {
             address,
             port,
             meta,
+            weights,
+            enable_tag_override,
             create_index: 0,
             modify_index: 0,
         };
@@ -1202,7 +1276,8 @@ impl Shared {
                     "ServicePort": s.port,
                     "ServiceTags": s.tags,
                     "ServiceMeta": s.meta,
-                    "ServiceEnableTagOverride": false,
+                    "ServiceWeights": s.weights,
+                    "ServiceEnableTagOverride": s.enable_tag_override,
                     "CreateIndex": s.create_index,
                     "ModifyIndex": s.modify_index,
                 })
@@ -1237,6 +1312,8 @@ impl Shared {
                              "Address": NODE_ADDRESS, "Datacenter": DATACENTER},
                     "Service": {"ID": s.id, "Service": s.name, "Tags": s.tags,
                                 "Address": s.address, "Port": s.port, "Meta": s.meta,
+                                "Weights": s.weights,
+                                "EnableTagOverride": s.enable_tag_override,
                                 "CreateIndex": s.create_index, "ModifyIndex": s.modify_index},
                     "Checks": check_values,
                 }))
@@ -1250,7 +1327,7 @@ fn agent_service_json(s: &Service) -> Value {
     json!({
         "ID": s.id, "Service": s.name, "Tags": s.tags, "Address": s.address,
         "Port": s.port, "Meta": s.meta, "Datacenter": DATACENTER,
-        "Weights": {"Passing": 1, "Warning": 1}, "EnableTagOverride": false,
+        "Weights": s.weights, "EnableTagOverride": s.enable_tag_override,
     })
 }
 
@@ -1264,34 +1341,70 @@ fn check_json(c: &Check, service_tags: &[String]) -> Value {
     })
 }
 
-/// Consul's rules for service meta (`structs.ValidateServiceMetadata`).
+/// Consul's rules for service meta (`structs.ValidateServiceMetadata`), in its words.
 fn validate_meta(meta: &BTreeMap<String, String>) -> Result<(), String> {
     if meta.len() > 64 {
         return Err("Node metadata cannot contain more than 64 key/value pairs".to_string());
     }
     for (key, value) in meta {
-        if key.is_empty() {
-            return Err("Key cannot be blank".to_string());
-        }
-        if !key
+        let problem = if key.is_empty() {
+            Some("Key cannot be blank".to_string())
+        } else if !key
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         {
-            return Err(format!("Key contains invalid characters: {key}"));
-        }
-        if key.len() > 128 {
-            return Err(format!("Key is too long (limit: 128 characters): {key}"));
-        }
-        if key.starts_with("consul-") {
+            Some("Key contains invalid characters".to_string())
+        } else if key.len() > 128 {
+            Some("Key is too long (limit: 128 characters)".to_string())
+        } else if key.starts_with("consul-") {
+            Some("Key prefix 'consul-' is reserved for internal use".to_string())
+        } else if value.len() > 512 {
+            Some("Value is too long (limit: 512 characters)".to_string())
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
             return Err(format!(
-                "Key prefix 'consul-' is reserved for internal use: {key}"
+                "Couldn't load metadata pair ('{key}', '{value}'): {problem}"
             ));
-        }
-        if value.len() > 512 {
-            return Err(format!("Value is too long (limit: 512 characters): {key}"));
         }
     }
     Ok(())
+}
+
+/// A registration's `Weights`, validated as Consul's `structs.ValidateWeights` does; a field
+/// left out is Go's zero (only a registration without `Weights` gets Consul's 1 and 1).
+fn parse_weights(weights: &Value) -> Result<Value, Answer> {
+    let weights = canonical(weights, &["Passing", "Warning"]);
+    let field = |name: &str, default: i64| {
+        match weights.get(name) {
+        None | Some(Value::Null) => Ok(default),
+        Some(value) => value.as_i64().ok_or_else(|| {
+            Answer::text(
+                StatusCode::BAD_REQUEST,
+                format!("Request decode failed: json: cannot unmarshal {value} into Go struct field Weights.Weights.{name} of type int"),
+            )
+        }),
+    }
+    };
+    let passing = field("Passing", 0)?;
+    let warning = field("Warning", 0)?;
+    let invalid = if passing < 1 {
+        Some("Passing must be greater than 0")
+    } else if warning < 0 {
+        Some("Warning must be greater or equal than 0")
+    } else if passing > 65_535 || warning > 65_535 {
+        Some("DNS Weight must be between 0 and 65535")
+    } else {
+        None
+    };
+    match invalid {
+        Some(reason) => Err(Answer::text(
+            StatusCode::BAD_REQUEST,
+            format!("Invalid Weights: {reason}"),
+        )),
+        None => Ok(json!({"Passing": passing, "Warning": warning})),
+    }
 }
 
 /// One check definition of a service registration, validated as Consul's `CheckType` is.
@@ -1433,14 +1546,13 @@ fn parse_check(definition: &Value, default_id: &str, default_name: &str) -> Resu
 fn session_json(id: &str, session: &Session) -> Value {
     let (node_checks, service_checks): (Vec<&String>, Vec<&String>) =
         session.checks.iter().partition(|c| *c == "serfHealth");
-    json!({
+    let mut value = json!({
         "ID": id,
         "Name": session.name,
         "Node": session.node,
         "LockDelay": session.lock_delay.as_nanos() as u64,
         "Behavior": if session.delete_on_invalidate { "delete" } else { "release" },
         "TTL": session.ttl.map(duration::format).unwrap_or_default(),
-        "Checks": session.checks,
         "NodeChecks": node_checks,
         "ServiceChecks": if service_checks.is_empty() {
             Value::Null
@@ -1449,14 +1561,24 @@ fn session_json(id: &str, session: &Session) -> Value {
         },
         "CreateIndex": session.create_index,
         "ModifyIndex": session.modify_index,
-    })
+    });
+    // Consul 1.7+ leaves out the deprecated `Checks` when `serfHealth` is its only check.
+    if session.checks != ["serfHealth"] {
+        value["Checks"] = json!(session.checks);
+    }
+    value
 }
 
 fn entry_json(key: &str, entry: &KvEntry, with_value: bool) -> Value {
     let mut value = json!({
         "Key": key,
         "Flags": entry.flags,
-        "Value": if with_value { json!(BASE64.encode(&entry.value)) } else { Value::Null },
+        // Consul stores an empty value as nil, which Go encodes as `null`, not `""`.
+        "Value": if with_value && !entry.value.is_empty() {
+            json!(BASE64.encode(&entry.value))
+        } else {
+            Value::Null
+        },
         "CreateIndex": entry.create_index,
         "ModifyIndex": entry.modify_index,
         "LockIndex": entry.lock_index,
@@ -1502,6 +1624,8 @@ impl State {
                 address: String::new(),
                 port: 8300,
                 meta: BTreeMap::new(),
+                weights: json!({"Passing": 1, "Warning": 1}),
+                enable_tag_override: false,
                 create_index: 1,
                 modify_index: 1,
             },

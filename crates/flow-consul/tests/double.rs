@@ -536,3 +536,94 @@ async fn bodies_checks_tags_headers_and_lock_delay_as_consul_has_them() {
         "true"
     );
 }
+
+#[tokio::test]
+async fn registrations_keep_weights_and_refuse_what_the_double_does_not_implement() {
+    let api = Api::start().await;
+    let registered = api
+        .call(
+            Method::PUT,
+            "/v1/agent/service/register",
+            Some(json!({"name": "w", "weights": {"passing": 3}, "enabletagoverride": true})),
+        )
+        .await;
+    assert_eq!(registered.status(), StatusCode::OK);
+    let services = api.json(Method::GET, "/v1/agent/services", None).await;
+    // A field left out of `Weights` is Go's zero; only no `Weights` at all is 1 and 1.
+    assert_eq!(
+        services["w"]["Weights"],
+        json!({"Passing": 3, "Warning": 0})
+    );
+    assert_eq!(services["w"]["EnableTagOverride"], true);
+    let catalog = api.json(Method::GET, "/v1/catalog/service/w", None).await;
+    assert_eq!(
+        catalog[0]["ServiceWeights"],
+        json!({"Passing": 3, "Warning": 0})
+    );
+
+    for (body, message) in [
+        (
+            json!({"name": "x", "weights": {"passing": 0, "warning": 1}}),
+            "Invalid Weights: Passing must be greater than 0".to_string(),
+        ),
+        (
+            json!({"name": "x", "address": "0.0.0.0"}),
+            "Invalid service address".to_string(),
+        ),
+        (
+            json!({"name": "x", "meta": {"consul-x": "1"}}),
+            "Invalid Service Meta: Couldn't load metadata pair ('consul-x', '1'): Key prefix 'consul-' is reserved for internal use".to_string(),
+        ),
+        (
+            json!({"name": "x", "kind": "connect-proxy"}),
+            "Invalid service: Kind is not implemented by this Consul double (services with ID, Name, Tags, Address, Port, Meta, Weights, EnableTagOverride and checks are)".to_string(),
+        ),
+        (
+            json!({"name": "x", "tagged_addresses": {"lan": {"address": "10.0.0.1", "port": 1}}}),
+            "Invalid service: TaggedAddresses is not implemented by this Consul double (services with ID, Name, Tags, Address, Port, Meta, Weights, EnableTagOverride and checks are)".to_string(),
+        ),
+    ] {
+        let refused = api
+            .call(Method::PUT, "/v1/agent/service/register", Some(body.clone()))
+            .await;
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(refused.text().await.unwrap(), message);
+    }
+    let services = api.json(Method::GET, "/v1/agent/services", None).await;
+    assert!(
+        services.get("x").is_none(),
+        "a refused registration changed nothing"
+    );
+}
+
+#[tokio::test]
+async fn session_lock_delay_below_a_microsecond_is_seconds_and_checks_are_listed_as_consul_does() {
+    let api = Api::start().await;
+    // Consul's FixupLockDelay: below 1000 (ns), a number or duration means seconds.
+    for (delay, nanos) in [
+        (json!(5), 5_000_000_000u64),
+        (json!("5ns"), 5_000_000_000),
+        (json!(2_000_000_000u64), 2_000_000_000),
+        (json!("250ms"), 250_000_000),
+    ] {
+        let id = api
+            .json(
+                Method::PUT,
+                "/v1/session/create",
+                Some(json!({"LockDelay": delay})),
+            )
+            .await["ID"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let info = api
+            .json(Method::GET, &format!("/v1/session/info/{id}"), None)
+            .await;
+        assert_eq!(info[0]["LockDelay"], nanos, "{delay}");
+        // The deprecated `Checks` is left out when serfHealth is the only check.
+        assert!(info[0].get("Checks").is_none(), "{info}");
+        assert_eq!(info[0]["NodeChecks"], json!(["serfHealth"]));
+    }
+    let empty = api.json(Method::GET, "/v1/session/info/nope", None).await;
+    assert_eq!(empty, json!([]));
+}

@@ -58,6 +58,8 @@
 //!   The double keeps one index for everything (every write increments it), so a blocking
 //!   read may also wake for a write elsewhere — Consul documents that clients must expect
 //!   such wake-ups.
+//! * **One datacenter**, `dc1`, with one node: `?dc=` naming another is answered as Consul
+//!   answers for an unreachable one (`500 No path to datacenter`).
 //! * **ACL**: started with [`ConsulDouble::start_with_token`], every request without that
 //!   token (`X-Consul-Token` header or `?token=`) is answered `403 Permission denied`.
 //!
@@ -597,6 +599,18 @@ impl Shared {
             if given != Some(required.as_str()) {
                 return Answer::text(StatusCode::FORBIDDEN, "Permission denied");
             }
+        }
+        // One datacenter: another is as unreachable as from an agent that has no path to it.
+        if let Some(dc) = query
+            .get("dc")
+            .filter(|dc| !dc.is_empty() && *dc != DATACENTER)
+        {
+            return Answer::text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "No path to datacenter (the double serves only {DATACENTER:?}, not {dc:?})"
+                ),
+            );
         }
         let body = match request.into_body().collect().await {
             Ok(collected) => collected.to_bytes().to_vec(),
@@ -1916,6 +1930,11 @@ impl State {
             "delete-cas" => Err(TxnFailure::Rollback(format!(
                 "failed to delete key {key:?}, index is stale"
             ))),
+            verb @ ("lock" | "unlock" | "get-tree" | "check-session" | "delete-tree") => {
+                Err(TxnFailure::BadRequest(format!(
+                    "KV verb {verb:?} is not implemented by this Consul double"
+                )))
+            }
             other => Err(TxnFailure::BadRequest(format!("Unknown KV verb {other:?}"))),
         }
     }

@@ -627,3 +627,29 @@ async fn session_lock_delay_below_a_microsecond_is_seconds_and_checks_are_listed
     let empty = api.json(Method::GET, "/v1/session/info/nope", None).await;
     assert_eq!(empty, json!([]));
 }
+
+#[tokio::test]
+async fn another_datacenter_and_unimplemented_txn_verbs_are_refused_by_name() {
+    let api = Api::start().await;
+    let elsewhere = api.call(Method::GET, "/v1/kv/x?dc=dc2", None).await;
+    assert_eq!(elsewhere.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(elsewhere
+        .text()
+        .await
+        .unwrap()
+        .starts_with("No path to datacenter"));
+    let here = api.call(Method::GET, "/v1/kv/x?dc=dc1", None).await;
+    assert_eq!(here.status(), StatusCode::NOT_FOUND);
+    let lock = api
+        .call(
+            Method::PUT,
+            "/v1/txn",
+            Some(json!([{"KV": {"Verb": "lock", "Key": "k", "Session": "s"}}])),
+        )
+        .await;
+    assert_eq!(lock.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        lock.text().await.unwrap(),
+        "KV verb \"lock\" is not implemented by this Consul double"
+    );
+}

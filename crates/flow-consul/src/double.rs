@@ -447,7 +447,7 @@ fn canonical(value: &Value, names: &[&str]) -> Value {
     Value::Object(renamed.collect())
 }
 
-/// The fields of an agent service registration.
+/// The fields of an agent service registration the double implements.
 const SERVICE_FIELDS: &[&str] = &[
     "ID",
     "Name",
@@ -459,12 +459,6 @@ const SERVICE_FIELDS: &[&str] = &[
     "Checks",
     "EnableTagOverride",
     "Weights",
-    "Kind",
-    "Proxy",
-    "Connect",
-    "TaggedAddresses",
-    "SocketPath",
-    "Locality",
 ];
 /// Registration fields Consul acts on that the double does not implement: refused by name
 /// rather than dropped.
@@ -998,7 +992,9 @@ impl Shared {
 
     fn register(self: &Arc<Self>, body: &[u8], query: &Query) -> Answer {
         let request: Value = match serde_json::from_slice::<Value>(body) {
-            Ok(v @ Value::Object(_)) => canonical(&v, SERVICE_FIELDS),
+            Ok(v @ Value::Object(_)) => {
+                canonical(&v, &[SERVICE_FIELDS, UNSUPPORTED_SERVICE_FIELDS].concat())
+            }
             Ok(other) => {
                 return Answer::text(
                     StatusCode::BAD_REQUEST,

@@ -267,12 +267,17 @@ def sessions():
     _, listed = client.session.list()
     expect_true("list no longer shows it", other not in {s["ID"] for s in listed}, listed)
 
-    expect_raises("a TTL below 10s is refused (400)", BadRequest,
+    # Consul checks these in the server's Session.Apply, whose errors reach clients as 500s.
+    expect_raises("a TTL below 10s is refused", consul.ConsulException,
                   lambda: client.http.put(CB.json(), "/v1/session/create",
                                           data='{"TTL": "5s"}'))
-    expect_raises("an unknown behavior is refused (400)", BadRequest,
+    expect_raises("an unknown behavior is refused", consul.ConsulException,
                   lambda: client.http.put(CB.json(), "/v1/session/create",
                                           data='{"Behavior": "explode"}'))
+    expect_raises("a session on a node that is not registered is refused", consul.ConsulException,
+                  lambda: client.session.create(node=f"{PREFIX}-no-such-node"))
+    expect_raises("a session in another datacenter is refused", consul.ConsulException,
+                  lambda: client.session.create(dc=f"{PREFIX}-dc"))
 
 
 def locks():

@@ -835,6 +835,14 @@ impl Shared {
             }
         };
         let text = |field: &str| request.get(field).and_then(Value::as_str).unwrap_or("");
+        // Consul checks Behavior and TTL in the server's Session.Apply, after decoding: its
+        // errors reach the client as 500s, in these words and in this order.
+        let refused = |message: String| Answer::text(StatusCode::INTERNAL_SERVER_ERROR, message);
+        let delete_on_invalidate = match text("Behavior") {
+            "" | "release" => false,
+            "delete" => true,
+            other => return refused(format!("Invalid Behavior setting '{other}'")),
+        };
         let ttl = match text("TTL") {
             "" => None,
             ttl_text => match duration::parse(ttl_text) {
@@ -844,29 +852,18 @@ impl Shared {
                 {
                     Some(ttl)
                 }
-                Ok(_) => {
-                    return Answer::text(
-                        StatusCode::BAD_REQUEST,
-                        format!("Invalid Session TTL '{ttl_text}', must be between [10s=24h0m0s]"),
-                    )
+                Ok(ttl) => {
+                    return refused(format!(
+                        "Invalid Session TTL '{}', must be between [10s=24h0m0s]",
+                        ttl.as_nanos()
+                    ))
                 }
                 Err(_) => {
-                    return Answer::text(
-                        StatusCode::BAD_REQUEST,
-                        format!("Request TTL decode failed: time: invalid duration {ttl_text:?}"),
-                    )
+                    return refused(format!(
+                        "Session TTL '{ttl_text}' invalid: time: invalid duration {ttl_text:?}"
+                    ))
                 }
             },
-        };
-        let delete_on_invalidate = match text("Behavior") {
-            "" | "release" => false,
-            "delete" => true,
-            other => {
-                return Answer::text(
-                    StatusCode::BAD_REQUEST,
-                    format!("Invalid Behavior setting '{other}'"),
-                )
-            }
         };
         // Consul's FixupLockDelay: a number is nanoseconds and text a Go duration, and either
         // below 1000ns is taken as that many seconds (clients send `5` meaning 5s).

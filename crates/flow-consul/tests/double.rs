@@ -179,7 +179,8 @@ async fn sessions_hold_locks_and_expire() {
             Some(json!({"TTL": "5s"})),
         )
         .await;
-    assert_eq!(too_short.status(), StatusCode::BAD_REQUEST);
+    // Consul refuses it in the server's Session.Apply, whose errors are 500s.
+    assert_eq!(too_short.status(), StatusCode::INTERNAL_SERVER_ERROR);
 
     let create = |behavior: &'static str| {
         let api = &api;
@@ -626,6 +627,38 @@ async fn session_lock_delay_below_a_microsecond_is_seconds_and_checks_are_listed
     }
     let empty = api.json(Method::GET, "/v1/session/info/nope", None).await;
     assert_eq!(empty, json!([]));
+
+    // Consul validates these in the server's Session.Apply: 500s, in its words.
+    for (body, message) in [
+        (
+            json!({"ttl": "5s"}),
+            "Invalid Session TTL '5000000000', must be between [10s=24h0m0s]",
+        ),
+        (
+            json!({"behavior": "explode", "ttl": "5s"}),
+            "Invalid Behavior setting 'explode'",
+        ),
+        (
+            json!({"ttl": "soon"}),
+            "Session TTL 'soon' invalid: time: invalid duration \"soon\"",
+        ),
+    ] {
+        let refused = api
+            .call(Method::PUT, "/v1/session/create", Some(body.clone()))
+            .await;
+        assert_eq!(
+            refused.status(),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{body}"
+        );
+        assert_eq!(refused.text().await.unwrap(), message);
+    }
+    let sessions = api.json(Method::GET, "/v1/session/list", None).await;
+    assert_eq!(
+        sessions.as_array().unwrap().len(),
+        4,
+        "only the four sessions created above, none of the refused ones: {sessions}"
+    );
 }
 
 #[tokio::test]

@@ -501,6 +501,60 @@ def ttl_checks_and_sessions():
     expect("and releases its key", client.kv.get(key)[1].get("Session"), None)
 
 
+def agent_checks_and_health_views():
+    """Checks registered on their own, of a service or of the node, and the health views
+    of checks: by service, by state and by node."""
+    service = f"{SERVICE}-own-checks"
+    client.agent.service.register(service, port=18083)
+    cleanup.append(lambda: client.agent.service.deregister(service))
+    check = f"{PREFIX}-svc-ttl"
+    expect("a check registered for a service answers true", client.agent.check.register(
+        "own ttl", check=consul.Check.ttl("30s"), check_id=check, service_id=service), True)
+    cleanup.append(lambda: client.agent.check.deregister(check))
+    checks = client.agent.checks()
+    expect_true("the agent lists it under its ID", check in checks, sorted(checks))
+    expect("it names its service", checks[check]["ServiceName"], service)
+    expect("and keeps its name", checks[check]["Name"], "own ttl")
+    named = f"{PREFIX}-named-only"
+    expect("a check without an ID", client.agent.check.register(
+        named, check=consul.Check.ttl("30s"), service_id=service), True)
+    cleanup.append(lambda: client.agent.check.deregister(named))
+    expect_true("is registered under its name", named in client.agent.checks())
+    expect_raises("a check without a name is refused (400)", BadRequest,
+                  lambda: client.agent.check.register("", check=consul.Check.ttl("30s")))
+    expect_raises("a check of an unknown service is refused", consul.ConsulException,
+                  lambda: client.agent.check.register(
+                      f"{PREFIX}-orphan", check=consul.Check.ttl("30s"),
+                      service_id=f"{SERVICE}-none"))
+
+    client.agent.check.ttl_pass(check)
+    client.agent.check.ttl_warn(named)
+    eventually("health/checks lists the service's checks", lambda: sorted(
+        c["CheckID"] for c in client.health.checks(service)[1]) == sorted([check, named]))
+    eventually("health/state/warning lists the warning one", lambda: named in {
+        c["CheckID"] for c in client.health.state("warning")[1]})
+    _, passing = client.health.state("passing")
+    expect_true("health/state/passing lists the passing one and not the warning one",
+                check in {c["CheckID"] for c in passing}
+                and named not in {c["CheckID"] for c in passing}, passing)
+    expect_true("health/state/passing lists serfHealth",
+                "serfHealth" in {c["CheckID"] for c in passing}, passing)
+    expect_true("every check health/state/any lists",
+                {check, named, "serfHealth"} <= {c["CheckID"] for c in client.health.state("any")[1]})
+    node = session_node()
+    _, on_node = client.health.node(node)
+    expect_true("health/node lists the node's checks",
+                {check, "serfHealth"} <= {c["CheckID"] for c in on_node}, on_node)
+    expect("?passing leaves out an instance with a warning check",
+           [n["Service"]["ID"] for n in client.health.service(service, passing=True)[1]], [])
+
+    expect("deregistering a check answers true", client.agent.check.deregister(named), True)
+    expect_true("the agent no longer lists it", named not in client.agent.checks())
+    eventually("without it the instance is passing", lambda: [
+        n["Service"]["ID"] for n in client.health.service(service, passing=True)[1]] == [service])
+    expect("deregistering an unknown check is 404", client.agent.check.deregister(named), False)
+
+
 def clean():
     for step in reversed(cleanup):
         try:
@@ -515,7 +569,8 @@ def main():
           f"{os.environ.get('CONSUL_HTTP_ADDR', 'http://127.0.0.1:8500')}")
     failed = False
     try:
-        for area in (kv, cas, blocking, txn, sessions, locks, services, ttl_checks_and_sessions):
+        for area in (kv, cas, blocking, txn, sessions, locks, services, ttl_checks_and_sessions,
+                     agent_checks_and_health_views):
             print(f"{area.__name__}:")
             area()
     except Failed as failure:

@@ -42,11 +42,14 @@
 //!   when unknown), `GET /v1/agent/service/<id>`, `GET /v1/agent/services`,
 //!   `GET /v1/agent/checks`, `PUT /v1/agent/check/pass|warn|fail/<id>?note=` (TTL checks;
 //!   one not reported within its TTL turns critical with `TTL expired`),
+//!   `PUT /v1/agent/check/register` (a node check, or a service's with `ServiceID`; the ID
+//!   defaults to the name), `PUT /v1/agent/check/deregister/<id>` (404 when unknown),
 //!   `GET /v1/status/leader`, `GET /v1/catalog/services`,
 //!   `GET /v1/catalog/service/<name>` (`[]` when unknown; `ServiceID`, `ServiceName`,
 //!   `ServiceAddress`, `ServicePort`, `ServiceTags`, `ServiceMeta`…), `GET
-//!   /v1/health/service/<name>` with `?passing`; both with `?tag=` (repeatable, all must
-//!   match). A new check starts `critical` unless its `Status` says otherwise, as in Consul;
+//!   /v1/health/service/<name>` with `?passing` (the node's checks count for every
+//!   instance); both with `?tag=` (repeatable, all must match); `GET /v1/health/checks/<name>`,
+//!   `/v1/health/state/<state>`, `/v1/health/node/<node>`. A new check starts `critical` unless its `Status` says otherwise, as in Consul;
 //!   the double never runs HTTP, TCP, script or gRPC checks, so tests set their status with
 //!   [`ConsulDouble::set_check_status`]. Like a real server agent, the catalog also holds
 //!   Consul's own `consul` service.
@@ -59,7 +62,8 @@
 //!   read may also wake for a write elsewhere — Consul documents that clients must expect
 //!   such wake-ups.
 //! * **One datacenter**, `dc1`, with one node: `?dc=` naming another is answered as Consul
-//!   answers for an unreachable one (`500 No path to datacenter`).
+//!   answers for an unreachable one (`500 No path to datacenter`). `?filter=`, `?near=`,
+//!   `?node-meta=` and `?peer=`, which would change the answer, are a 400 naming the double.
 //! * **ACL**: started with [`ConsulDouble::start_with_token`], every request without that
 //!   token (`X-Consul-Token` header or `?token=`) is answered `403 Permission denied`.
 //!
@@ -513,6 +517,24 @@ const SESSION_FIELDS: &[&str] = &[
 /// The fields of a transaction's KV operation.
 const TXN_KV_FIELDS: &[&str] = &["Verb", "Key", "Value", "Flags", "Index", "Session"];
 
+/// A request body that must be a JSON object, with its keys renamed to `fields` as Consul's
+/// decoder matches them; anything else is Consul's 400 naming the Go type it decodes into.
+fn decode_object(body: &[u8], fields: &[&str], go_type: &str) -> Result<Value, Answer> {
+    let refused = |reason: String| {
+        Answer::text(
+            StatusCode::BAD_REQUEST,
+            format!("Request decode failed: {reason}"),
+        )
+    };
+    match serde_json::from_slice::<Value>(body) {
+        Ok(object @ Value::Object(_)) => Ok(canonical(&object, fields)),
+        Ok(other) => Err(refused(format!(
+            "json: cannot unmarshal {other} into Go value of type {go_type}"
+        ))),
+        Err(e) => Err(refused(e.to_string())),
+    }
+}
+
 /// A Consul duration field: Go text (`"10s"`) or integer nanoseconds; `Ok(None)` when absent.
 fn duration_field(object: &Value, field: &str) -> Result<Option<Duration>, Answer> {
     match object.get(field) {
@@ -606,6 +628,17 @@ impl Shared {
                 ),
             );
         }
+        // Parameters that narrow or reorder Consul's answers: answering without them would be a
+        // different answer, so they are refused by name.
+        if let Some(parameter) = ["filter", "near", "node-meta", "peer"]
+            .into_iter()
+            .find(|p| query.has(p))
+        {
+            return Answer::text(
+                StatusCode::BAD_REQUEST,
+                format!("?{parameter}= is not implemented by this Consul double"),
+            );
+        }
         let body = match request.into_body().collect().await {
             Ok(collected) => collected.to_bytes().to_vec(),
             Err(e) => return Answer::text(StatusCode::BAD_REQUEST, format!("reading body: {e}")),
@@ -628,6 +661,8 @@ impl Shared {
             (["v1", "agent", "service", id], &Method::GET) => self.agent_service(id),
             (["v1", "agent", "services"], &Method::GET) => self.agent_services(),
             (["v1", "agent", "checks"], &Method::GET) => self.agent_checks(),
+            (["v1", "agent", "check", "register"], &Method::PUT) => self.register_check(&body),
+            (["v1", "agent", "check", "deregister", id], &Method::PUT) => self.deregister_check(id),
             (["v1", "agent", "check", verb @ ("pass" | "warn" | "fail"), id], &Method::PUT) => {
                 let status = match *verb {
                     "pass" => CheckStatus::Passing,
@@ -667,6 +702,25 @@ impl Shared {
             ["v1", "catalog", "service", name] => self.catalog_service(name, &tags),
             ["v1", "health", "service", name] => {
                 self.health_service(name, &tags, query.has("passing"))
+            }
+            ["v1", "health", "node", node] => {
+                let here = *node == NODE;
+                self.health_checks(here, |_| here)
+            }
+            ["v1", "health", "checks", name] => {
+                self.health_checks(false, |c| c.service_name == *name)
+            }
+            ["v1", "health", "state", wanted] => {
+                let wanted = match *wanted {
+                    "any" => None,
+                    "passing" => Some(CheckStatus::Passing),
+                    "warning" => Some(CheckStatus::Warning),
+                    "critical" => Some(CheckStatus::Critical),
+                    _ => return Answer::text(StatusCode::BAD_REQUEST, "Bad state"),
+                };
+                // serfHealth is passing: it belongs to `passing` and `any`.
+                let serf = wanted.is_none_or(|w| w == CheckStatus::Passing);
+                self.health_checks(serf, |c| wanted.is_none_or(|w| c.status == w))
             }
             ["v1", "session", "info", id] => self.sessions(|session_id, _| session_id == *id),
             ["v1", "session", "list"] => self.sessions(|_, _| true),
@@ -988,22 +1042,10 @@ impl Shared {
     }
 
     fn register(self: &Arc<Self>, body: &[u8], query: &Query) -> Answer {
-        let request: Value = match serde_json::from_slice::<Value>(body) {
-            Ok(v @ Value::Object(_)) => {
-                canonical(&v, &[SERVICE_FIELDS, UNSUPPORTED_SERVICE_FIELDS].concat())
-            }
-            Ok(other) => {
-                return Answer::text(
-                    StatusCode::BAD_REQUEST,
-                    format!("Request decode failed: json: cannot unmarshal {other} into Go value of type structs.ServiceDefinition"),
-                )
-            }
-            Err(e) => {
-                return Answer::text(
-                    StatusCode::BAD_REQUEST,
-                    format!("Request decode failed: {e}"),
-                )
-            }
+        let fields = [SERVICE_FIELDS, UNSUPPORTED_SERVICE_FIELDS].concat();
+        let request = match decode_object(body, &fields, "structs.ServiceDefinition") {
+            Ok(request) => request,
+            Err(answer) => return answer,
         };
         let decode_error = |field: &str, wanted: &str| {
             Answer::text(
@@ -1293,26 +1335,97 @@ impl Shared {
         Answer::ok(&json!(entries)).with_index(state.index)
     }
 
+    /// `/v1/health/checks/<service>` and `/v1/health/state/<state>`: the catalog's checks
+    /// `keep` selects, after the node's `serfHealth` when `with_serf_health`.
+    fn health_checks(&self, with_serf_health: bool, keep: impl Fn(&Check) -> bool) -> Answer {
+        let state = self.lock();
+        let mut checks: Vec<Value> = Vec::new();
+        if with_serf_health {
+            checks.push(serf_health_json());
+        }
+        checks.extend(state.checks.values().filter(|c| keep(c)).map(|c| {
+            let tags = state.services.get(&c.service_id).map(|s| s.tags.clone());
+            check_json(c, &tags.unwrap_or_default())
+        }));
+        Answer::ok(&json!(checks)).with_index(state.index)
+    }
+
+    /// `PUT /v1/agent/check/register`: a check of the node, or of one of the agent's
+    /// services with `ServiceID`.
+    fn register_check(self: &Arc<Self>, body: &[u8]) -> Answer {
+        let request = match decode_object(body, CHECK_FIELDS, "structs.CheckDefinition") {
+            Ok(request) => request,
+            Err(answer) => return answer,
+        };
+        let text = |field: &str| request.get(field).and_then(Value::as_str).unwrap_or("");
+        let name = text("Name").to_string();
+        if name.is_empty() {
+            return Answer::text(StatusCode::BAD_REQUEST, "Missing check name");
+        }
+        // Consul's CheckID defaults to the check's name.
+        let check = match parse_check(&request, &name, &name) {
+            Ok(check) => check,
+            Err(answer) => return answer,
+        };
+        let service_id = text("ServiceID").to_string();
+        let service_name = if service_id.is_empty() {
+            String::new()
+        } else {
+            match self.lock().agent.get(&service_id) {
+                Some(service) => service.name.clone(),
+                None => {
+                    return Answer::text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("ServiceID {service_id:?} does not exist"),
+                    )
+                }
+            }
+        };
+        self.sync_to_catalog(move |state, index| {
+            state.checks.insert(
+                check.id.clone(),
+                Check {
+                    service_id,
+                    service_name,
+                    create_index: index,
+                    modify_index: index,
+                    ..check
+                },
+            );
+        });
+        Answer::text(StatusCode::OK, "")
+    }
+
+    /// `PUT /v1/agent/check/deregister/<id>`.
+    fn deregister_check(self: &Arc<Self>, id: &str) -> Answer {
+        if !self.lock().checks.contains_key(id) {
+            return Answer::text(
+                StatusCode::NOT_FOUND,
+                format!("Unknown check ID {id:?}. Ensure that the check ID is passed, not the check name."),
+            );
+        }
+        let id = id.to_string();
+        self.sync_to_catalog(move |state, _| {
+            state.checks.remove(&id);
+        });
+        Answer::text(StatusCode::OK, "")
+    }
+
     fn health_service(&self, name: &str, tags: &[&str], passing_only: bool) -> Answer {
         let state = self.lock();
-        let node_check = json!({
-            "Node": NODE, "CheckID": "serfHealth", "Name": "Serf Health Status",
-            "Status": "passing", "Notes": "", "Output": "Agent alive and reachable",
-            "ServiceID": "", "ServiceName": "", "ServiceTags": [], "Definition": {},
-            "CreateIndex": 1, "ModifyIndex": 1,
-        });
         let entries: Vec<Value> = state
             .services_named(name, tags)
             .filter_map(|s| {
+                // The node's checks count for every instance on it, as in Consul.
                 let checks: Vec<&Check> = state
                     .checks
                     .values()
-                    .filter(|c| c.service_id == s.id)
+                    .filter(|c| c.service_id == s.id || c.service_id.is_empty())
                     .collect();
                 if passing_only && checks.iter().any(|c| c.status != CheckStatus::Passing) {
                     return None;
                 }
-                let mut check_values = vec![node_check.clone()];
+                let mut check_values = vec![serf_health_json()];
                 check_values.extend(checks.iter().map(|c| check_json(c, &s.tags)));
                 Some(json!({
                     "Node": {"ID": "00000000-0000-0000-0000-000000000001", "Node": NODE,
@@ -1328,6 +1441,17 @@ impl Shared {
             .collect();
         Answer::ok(&json!(entries)).with_index(state.index)
     }
+}
+
+/// The node's `serfHealth` check, which Consul's servers keep in the catalog (never in the
+/// agent's own checks); the double's node is always alive.
+fn serf_health_json() -> Value {
+    json!({
+        "Node": NODE, "CheckID": "serfHealth", "Name": "Serf Health Status",
+        "Status": "passing", "Notes": "", "Output": "Agent alive and reachable",
+        "ServiceID": "", "ServiceName": "", "ServiceTags": [], "Type": "", "Definition": {},
+        "CreateIndex": 1, "ModifyIndex": 1,
+    })
 }
 
 fn agent_service_json(s: &Service) -> Value {

@@ -686,3 +686,75 @@ async fn another_datacenter_and_unimplemented_txn_verbs_are_refused_by_name() {
         "KV verb \"lock\" is not implemented by this Consul double"
     );
 }
+
+#[tokio::test]
+async fn checks_of_their_own_count_in_health_and_narrowing_parameters_are_refused() {
+    let api = Api::start().await;
+    let web = api
+        .call(
+            Method::PUT,
+            "/v1/agent/service/register",
+            Some(json!({"name": "web"})),
+        )
+        .await;
+    assert_eq!(web.status(), StatusCode::OK);
+    let registered = api
+        .call(
+            Method::PUT,
+            "/v1/agent/check/register",
+            Some(json!({"name": "disk", "ttl": "30s"})),
+        )
+        .await;
+    assert_eq!(registered.status(), StatusCode::OK);
+    // A node check (no ServiceID), critical at first: no instance on the node is passing.
+    let passing = api
+        .json(Method::GET, "/v1/health/service/web?passing", None)
+        .await;
+    assert_eq!(passing, json!([]));
+    api.call(Method::PUT, "/v1/agent/check/pass/disk", None)
+        .await;
+    let passing = api
+        .json(Method::GET, "/v1/health/service/web?passing", None)
+        .await;
+    assert_eq!(passing.as_array().unwrap().len(), 1);
+    let critical = api
+        .json(Method::GET, "/v1/health/state/critical", None)
+        .await;
+    assert_eq!(critical, json!([]));
+    let bad_state = api.call(Method::GET, "/v1/health/state/sad", None).await;
+    assert_eq!(bad_state.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(bad_state.text().await.unwrap(), "Bad state");
+    let orphan = api
+        .call(
+            Method::PUT,
+            "/v1/agent/check/register",
+            Some(json!({"name": "o", "ttl": "30s", "serviceid": "nope"})),
+        )
+        .await;
+    assert_eq!(orphan.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        orphan.text().await.unwrap(),
+        "ServiceID \"nope\" does not exist"
+    );
+    let gone = api
+        .call(Method::PUT, "/v1/agent/check/deregister/disk", None)
+        .await;
+    assert_eq!(gone.status(), StatusCode::OK);
+    let again = api
+        .call(Method::PUT, "/v1/agent/check/deregister/disk", None)
+        .await;
+    assert_eq!(again.status(), StatusCode::NOT_FOUND);
+
+    let filtered = api
+        .call(
+            Method::GET,
+            "/v1/health/service/web?filter=Service.Port%3D%3D1",
+            None,
+        )
+        .await;
+    assert_eq!(filtered.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        filtered.text().await.unwrap(),
+        "?filter= is not implemented by this Consul double"
+    );
+}

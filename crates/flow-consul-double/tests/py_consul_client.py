@@ -334,6 +334,17 @@ def locks():
                   lambda: client.kv.put(key, "x", acquire=str(uuid.uuid4())))
 
 
+def cluster():
+    leader = client.status.leader()
+    expect_true("status/leader names the leader's address", ":" in leader, leader)
+    expect_true("status/peers includes the leader", leader in client.status.peers(),
+                client.status.peers())
+    expect_true("catalog/datacenters lists the agent's datacenter",
+                client.catalog.datacenters() and all(isinstance(dc, str)
+                                                     for dc in client.catalog.datacenters()),
+                client.catalog.datacenters())
+
+
 def health_ids(**query):
     _, nodes = client.health.service(SERVICE, **query)
     return sorted(n["Service"]["ID"] for n in nodes)
@@ -405,6 +416,27 @@ def services():
     expect("with the note as its output", checks[f"service:{two}"]["Output"], "down")
     client.agent.check.ttl_pass(f"service:{two}")
     eventually("passing again", lambda: health_ids(passing=True) == [two])
+
+    index, _ = client.health.service(SERVICE)
+    third = f"{SERVICE}-3"
+    writer = threading.Timer(0.3, lambda: register(SERVICE, service_id=third, port=18084))
+    writer.start()
+    cleanup.append(lambda: client.agent.service.deregister(third))
+    started = time.monotonic()
+    deadline = started + 10
+    nodes = []
+    # A blocking health read wakes when the service's instances change (Consul may also wake
+    # it for other changes, which clients must expect: read again with the new index).
+    while time.monotonic() < deadline:
+        index, nodes = client.health.service(SERVICE, index=index, wait="5s")
+        if third in {n["Service"]["ID"] for n in nodes}:
+            break
+    writer.join()
+    expect_true("a blocking health read wakes for a new instance, long before `wait`",
+                third in {n["Service"]["ID"] for n in nodes}
+                and time.monotonic() - started < 4, nodes)
+    client.agent.service.deregister(third)
+    eventually("and the instance is gone again", lambda: third not in health_ids())
 
     eventually("the catalog lists the service with its tags", lambda: set(
         client.catalog.services()[1].get(SERVICE, [])) == {"blue", "green", "v1"})
@@ -575,7 +607,8 @@ def main():
           f"{os.environ.get('CONSUL_HTTP_ADDR', 'http://127.0.0.1:8500')}")
     failed = False
     try:
-        for area in (kv, cas, blocking, txn, sessions, locks, services, ttl_checks_and_sessions,
+        for area in (cluster, kv, cas, blocking, txn, sessions, locks, services,
+                     ttl_checks_and_sessions,
                      agent_checks_and_health_views):
             print(f"{area.__name__}:")
             area()

@@ -44,7 +44,8 @@
 //!   one not reported within its TTL turns critical with `TTL expired`),
 //!   `PUT /v1/agent/check/register` (a node check, or a service's with `ServiceID`; the ID
 //!   defaults to the name), `PUT /v1/agent/check/deregister/<id>` (404 when unknown),
-//!   `GET /v1/status/leader`, `GET /v1/catalog/services`,
+//!   `GET /v1/status/leader`, `GET /v1/status/peers`, `GET /v1/catalog/datacenters`,
+//!   `GET /v1/catalog/services`,
 //!   `GET /v1/catalog/service/<name>` (`[]` when unknown; `ServiceID`, `ServiceName`,
 //!   `ServiceAddress`, `ServicePort`, `ServiceTags`, `ServiceMeta`…), `GET
 //!   /v1/health/service/<name>` with `?passing` (the node's checks count for every
@@ -98,6 +99,8 @@ use crate::duration;
 const NODE: &str = "consul-double";
 const NODE_ADDRESS: &str = "127.0.0.1";
 const DATACENTER: &str = "dc1";
+/// The server's RPC address, as `/v1/status/leader` and `/v1/status/peers` report it.
+const SERVER_ADDRESS: &str = "127.0.0.1:8300";
 const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 const MAX_WAIT: Duration = Duration::from_secs(600);
 
@@ -671,7 +674,8 @@ impl Shared {
                 };
                 self.update_ttl_check(id, status, query.get("note").unwrap_or(""))
             }
-            (["v1", "status", "leader"], &Method::GET) => Answer::ok(&json!("127.0.0.1:8300")),
+            (["v1", "status", "leader"], &Method::GET) => Answer::ok(&json!(SERVER_ADDRESS)),
+            (["v1", "status", "peers"], &Method::GET) => Answer::ok(&json!([SERVER_ADDRESS])),
             (["v1", "catalog" | "health" | "session", ..], &Method::GET) => {
                 if let Err(answer) = self.block(&query).await {
                     return answer;
@@ -699,6 +703,7 @@ impl Shared {
         let tags: Vec<&str> = query.all("tag").collect();
         match segments {
             ["v1", "catalog", "services"] => self.catalog_services(),
+            ["v1", "catalog", "datacenters"] => Answer::ok(&json!([DATACENTER])),
             ["v1", "catalog", "service", name] => self.catalog_service(name, &tags),
             ["v1", "health", "service", name] => {
                 self.health_service(name, &tags, query.has("passing"))

@@ -17,7 +17,8 @@
 //!   `check-index`, `check-not-exists`; all operations share one index and apply all or
 //!   nothing: `200 {"Results": [...], "Errors": null}` or `409 {"Results": null, "Errors":
 //!   [{"OpIndex", "What"}]}`. Write verbs report their entry without its value, deletes report
-//!   nothing, as Consul does.
+//!   nothing, as Consul does. Over 128 operations, or a body over 512 KiB, is Consul's `413`
+//!   (as is a KV value over 512 KiB: Consul's default limits).
 //! * **Bodies** are read as Consul reads them: keys without regard to case or underscores
 //!   (`{"name": ...}`, `grpc_use_tls`), unknown keys ignored, and a body Consul would refuse
 //!   answered with Consul's 400 message (`Missing service name`, `Invalid check: ...`,
@@ -520,6 +521,27 @@ const SESSION_FIELDS: &[&str] = &[
 /// The fields of a transaction's KV operation.
 const TXN_KV_FIELDS: &[&str] = &["Verb", "Key", "Value", "Flags", "Index", "Session"];
 
+/// Consul's default `kv_max_value_size` and `txn_max_req_len`: the largest KV value and
+/// transaction body it takes.
+const MAX_BODY: usize = 512 * 1024;
+/// The most operations Consul takes in one transaction.
+const MAX_TXN_OPERATIONS: usize = 128;
+
+/// `413` in Consul's words (without the documentation link it appends) for a body over
+/// [`MAX_BODY`]; `setting` names the agent setting that raises the limit.
+fn within_limit(body: &[u8], setting: &str) -> Result<(), Answer> {
+    if body.len() <= MAX_BODY {
+        return Ok(());
+    }
+    Err(Answer::text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "Request body({} bytes) too large, max size: {MAX_BODY} bytes (Consul's {setting})",
+            body.len()
+        ),
+    ))
+}
+
 /// A request body that must be a JSON object, with its keys renamed to `fields` as Consul's
 /// decoder matches them; anything else is Consul's 400 naming the Go type it decodes into.
 fn decode_object(body: &[u8], fields: &[&str], go_type: &str) -> Result<Value, Answer> {
@@ -790,6 +812,9 @@ impl Shared {
                 state.kv_get(key, query).with_index(state.index)
             }
             Method::PUT => {
+                if let Err(answer) = within_limit(&body, "kv_max_value_size") {
+                    return answer;
+                }
                 let mut state = self.lock();
                 let index = state.index + 1;
                 match state.kv_put(key, query, body, index) {
@@ -823,6 +848,9 @@ impl Shared {
     }
 
     fn txn(&self, body: &[u8]) -> Answer {
+        if let Err(answer) = within_limit(body, "txn_max_req_len") {
+            return answer;
+        }
         let operations: Vec<Value> = match serde_json::from_slice(body) {
             Ok(ops) => ops,
             Err(e) => {
@@ -832,6 +860,15 @@ impl Shared {
                 )
             }
         };
+        if operations.len() > MAX_TXN_OPERATIONS {
+            return Answer::text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "Transaction contains too many operations ({} > {MAX_TXN_OPERATIONS})",
+                    operations.len()
+                ),
+            );
+        }
         let mut state = self.lock();
         let mut draft = state.clone();
         let index = state.index + 1;

@@ -758,3 +758,38 @@ async fn checks_of_their_own_count_in_health_and_narrowing_parameters_are_refuse
         "?filter= is not implemented by this Consul double"
     );
 }
+
+#[tokio::test]
+async fn values_and_transactions_over_consuls_limits_are_refused() {
+    let api = Api::start().await;
+    let big = "x".repeat(512 * 1024 + 1);
+    let refused = api
+        .client
+        .put(format!("{}/v1/kv/big", api.double.address()))
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(refused
+        .text()
+        .await
+        .unwrap()
+        .starts_with("Request body(524289 bytes) too large, max size: 524288 bytes"));
+    let at_limit = api.put_kv("big", &"x".repeat(512 * 1024)).await;
+    assert_eq!(at_limit, "true");
+
+    let operations: Vec<Value> = (0..129)
+        .map(|n| json!({"KV": {"Verb": "set", "Key": format!("t/{n}"), "Value": ""}}))
+        .collect();
+    let too_many = api
+        .call(Method::PUT, "/v1/txn", Some(json!(operations)))
+        .await;
+    assert_eq!(too_many.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        too_many.text().await.unwrap(),
+        "Transaction contains too many operations (129 > 128)"
+    );
+    let nothing = api.call(Method::GET, "/v1/kv/t/?recurse", None).await;
+    assert_eq!(nothing.status(), StatusCode::NOT_FOUND);
+}

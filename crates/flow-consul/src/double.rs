@@ -1,11 +1,14 @@
 //! A stateful in-process double of the parts of Consul's HTTP API docker-flow uses (feature
 //! `double`), for tests where a real agent cannot be run.
 //!
-//! It serves plain HTTP/1.1 on `127.0.0.1:<free port>` and keeps everything in memory. What it
-//! implements, with the shapes Consul documents:
+//! It serves plain HTTP/1.1 on `127.0.0.1:<free port>` (or the address given to
+//! [`ConsulDouble::start_on`]; the `consul-double` binary of crate `flow-consul-double` serves
+//! it on its own) and keeps everything in memory. What it implements, with the shapes Consul
+//! documents:
 //!
 //! * **KV** `GET /v1/kv/<key>` — a JSON array of entries (`Key`, base64 `Value`, `Flags`,
-//!   `CreateIndex`, `ModifyIndex`, `LockIndex`, `Session` when held); `404` with an empty body
+//!   `CreateIndex`, `ModifyIndex`, `LockIndex`, `Session` when held; an empty value is `null`,
+//!   as Go encodes Consul's nil value); `404` with an empty body
 //!   when nothing matches; `?raw` (the bare value), `?recurse` (every key under the prefix),
 //!   `?keys` (key names, with an optional `?separator=`). `PUT` stores the body and answers
 //!   `true`/`false`: `?cas=<ModifyIndex>` (0: create only), `?acquire=<session>`,
@@ -14,31 +17,41 @@
 //!   `check-index`, `check-not-exists`; all operations share one index and apply all or
 //!   nothing: `200 {"Results": [...], "Errors": null}` or `409 {"Results": null, "Errors":
 //!   [{"OpIndex", "What"}]}`. Write verbs report their entry without its value, deletes report
-//!   nothing, as Consul does.
+//!   nothing, as Consul does. Over 128 operations, or a body over 512 KiB, is Consul's `413`
+//!   (as is a KV value over 512 KiB: Consul's default limits).
 //! * **Bodies** are read as Consul reads them: keys without regard to case or underscores
 //!   (`{"name": ...}`, `grpc_use_tls`), unknown keys ignored, and a body Consul would refuse
 //!   answered with Consul's 400 message (`Missing service name`, `Invalid check: ...`,
 //!   `Invalid Service Meta: ...`, `Request decode failed: ...`).
 //! * **Sessions** `PUT /v1/session/create` (`Name`, `Node`, `TTL` between 10s and 24h,
-//!   `Behavior` `release`/`delete`, `LockDelay` as Go text or a number, `Checks`/`NodeChecks`/
+//!   `Behavior` `release`/`delete`, `LockDelay` as Go text or a number (below 1000ns taken as
+//!   seconds, as Consul's `FixupLockDelay` does), `Checks`/`NodeChecks`/
 //!   `ServiceChecks`, which must exist and not be critical), `PUT /v1/session/renew/<id>` (404
 //!   when unknown), `PUT /v1/session/destroy/<id>`, `GET /v1/session/info/<id>`,
-//!   `/v1/session/list`, `/v1/session/node/<node>` (`LockDelay` in nanoseconds). A session
+//!   `/v1/session/list`, `/v1/session/node/<node>` (`LockDelay` in nanoseconds; the deprecated
+//!   `Checks` left out when `serfHealth` is the only check, as Consul 1.7+ does). A session
 //!   whose TTL passes without a renew, or one of whose checks turns critical, is invalidated
 //!   (checked on every request): the keys it holds are released, or deleted with
 //!   `Behavior=delete`, and no session can acquire them for its `LockDelay` (default 15s).
 //!   (Consul may take up to twice the TTL; the double takes exactly the TTL.)
-//! * **Services** `PUT /v1/agent/service/register` (`ID`, `Name`, `Tags`, `Address`, `Port`,
-//!   `Meta`, `Check` and `Checks`: HTTP, TCP, TTL, script and gRPC checks validated as Consul's
-//!   `CheckType` is; `?replace-existing-checks`), `PUT /v1/agent/service/deregister/<id>` (404
+//! * **Services** `PUT /v1/agent/service/register` (`ID`, `Name`, `Tags`, `Address` — not an
+//!   "any" address, which Consul refuses —, `Port`, `Meta`, `Weights`, `EnableTagOverride`,
+//!   `Check` and `Checks`: HTTP, TCP, TTL, script and gRPC checks validated as Consul's
+//!   `CheckType` is; `?replace-existing-checks`; `Kind`, `Proxy`, `Connect`,
+//!   `TaggedAddresses`, `SocketPath` and `Locality`, which Consul acts on, are refused with a
+//!   400 naming the field rather than dropped), `PUT /v1/agent/service/deregister/<id>` (404
 //!   when unknown), `GET /v1/agent/service/<id>`, `GET /v1/agent/services`,
 //!   `GET /v1/agent/checks`, `PUT /v1/agent/check/pass|warn|fail/<id>?note=` (TTL checks;
 //!   one not reported within its TTL turns critical with `TTL expired`),
-//!   `GET /v1/status/leader`, `GET /v1/catalog/services`,
+//!   `PUT /v1/agent/check/register` (a node check, or a service's with `ServiceID`; the ID
+//!   defaults to the name), `PUT /v1/agent/check/deregister/<id>` (404 when unknown),
+//!   `GET /v1/status/leader`, `GET /v1/status/peers`, `GET /v1/catalog/datacenters`,
+//!   `GET /v1/catalog/services`,
 //!   `GET /v1/catalog/service/<name>` (`[]` when unknown; `ServiceID`, `ServiceName`,
 //!   `ServiceAddress`, `ServicePort`, `ServiceTags`, `ServiceMeta`…), `GET
-//!   /v1/health/service/<name>` with `?passing`; both with `?tag=` (repeatable, all must
-//!   match). A new check starts `critical` unless its `Status` says otherwise, as in Consul;
+//!   /v1/health/service/<name>` with `?passing` (the node's checks count for every
+//!   instance); both with `?tag=` (repeatable, all must match); `GET /v1/health/checks/<name>`,
+//!   `/v1/health/state/<state>`, `/v1/health/node/<node>`. A new check starts `critical` unless its `Status` says otherwise, as in Consul;
 //!   the double never runs HTTP, TCP, script or gRPC checks, so tests set their status with
 //!   [`ConsulDouble::set_check_status`]. Like a real server agent, the catalog also holds
 //!   Consul's own `consul` service.
@@ -50,6 +63,9 @@
 //!   The double keeps one index for everything (every write increments it), so a blocking
 //!   read may also wake for a write elsewhere — Consul documents that clients must expect
 //!   such wake-ups.
+//! * **One datacenter**, `dc1`, with one node: `?dc=` naming another is answered as Consul
+//!   answers for an unreachable one (`500 No path to datacenter`). `?filter=`, `?near=`,
+//!   `?node-meta=` and `?peer=`, which would change the answer, are a 400 naming the double.
 //! * **ACL**: started with [`ConsulDouble::start_with_token`], every request without that
 //!   token (`X-Consul-Token` header or `?token=`) is answered `403 Permission denied`.
 //!
@@ -84,6 +100,8 @@ use crate::duration;
 const NODE: &str = "consul-double";
 const NODE_ADDRESS: &str = "127.0.0.1";
 const DATACENTER: &str = "dc1";
+/// The server's RPC address, as `/v1/status/leader` and `/v1/status/peers` report it.
+const SERVER_ADDRESS: &str = "127.0.0.1:8300";
 const DEFAULT_WAIT: Duration = Duration::from_secs(300);
 const MAX_WAIT: Duration = Duration::from_secs(600);
 
@@ -114,16 +132,25 @@ impl std::fmt::Debug for ConsulDouble {
 impl ConsulDouble {
     /// Starts a double without ACLs on a free loopback port.
     pub async fn start() -> std::io::Result<ConsulDouble> {
-        Self::start_inner(None).await
+        Self::start_on(SocketAddr::from(([127, 0, 0, 1], 0)), None).await
     }
 
     /// Starts a double that answers `403` to every request not carrying `token`.
     pub async fn start_with_token(token: &str) -> std::io::Result<ConsulDouble> {
-        Self::start_inner(Some(token.to_string())).await
+        Self::start_on(
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            Some(token.to_string()),
+        )
+        .await
     }
 
-    async fn start_inner(token: Option<String>) -> std::io::Result<ConsulDouble> {
-        let listener = TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))).await?;
+    /// Starts a double listening on `listen` (port 0: a free one; [`ConsulDouble::address`]
+    /// tells which), requiring `token` on every request when one is given.
+    pub async fn start_on(
+        listen: SocketAddr,
+        token: Option<String>,
+    ) -> std::io::Result<ConsulDouble> {
+        let listener = TcpListener::bind(listen).await?;
         let address = format!("http://{}", listener.local_addr()?);
         let (changed, _) = watch::channel(0);
         let shared = Arc::new(Shared {
@@ -245,6 +272,9 @@ struct Service {
     address: String,
     port: u64,
     meta: BTreeMap<String, String>,
+    /// `{"Passing": n, "Warning": n}`, DNS weights by status (Consul's default: 1 and 1).
+    weights: Value,
+    enable_tag_override: bool,
     create_index: u64,
     modify_index: u64,
 }
@@ -425,7 +455,7 @@ fn canonical(value: &Value, names: &[&str]) -> Value {
     Value::Object(renamed.collect())
 }
 
-/// The fields of an agent service registration.
+/// The fields of an agent service registration the double implements.
 const SERVICE_FIELDS: &[&str] = &[
     "ID",
     "Name",
@@ -436,6 +466,17 @@ const SERVICE_FIELDS: &[&str] = &[
     "Check",
     "Checks",
     "EnableTagOverride",
+    "Weights",
+];
+/// Registration fields Consul acts on that the double does not implement: refused by name
+/// rather than dropped.
+const UNSUPPORTED_SERVICE_FIELDS: &[&str] = &[
+    "Kind",
+    "Proxy",
+    "Connect",
+    "TaggedAddresses",
+    "SocketPath",
+    "Locality",
 ];
 /// The fields of a check definition.
 const CHECK_FIELDS: &[&str] = &[
@@ -479,6 +520,45 @@ const SESSION_FIELDS: &[&str] = &[
 ];
 /// The fields of a transaction's KV operation.
 const TXN_KV_FIELDS: &[&str] = &["Verb", "Key", "Value", "Flags", "Index", "Session"];
+
+/// Consul's default `kv_max_value_size` and `txn_max_req_len`: the largest KV value and
+/// transaction body it takes.
+const MAX_BODY: usize = 512 * 1024;
+/// The most operations Consul takes in one transaction.
+const MAX_TXN_OPERATIONS: usize = 128;
+
+/// `413` in Consul's words (without the documentation link it appends) for a body over
+/// [`MAX_BODY`]; `setting` names the agent setting that raises the limit.
+fn within_limit(body: &[u8], setting: &str) -> Result<(), Answer> {
+    if body.len() <= MAX_BODY {
+        return Ok(());
+    }
+    Err(Answer::text(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        format!(
+            "Request body({} bytes) too large, max size: {MAX_BODY} bytes (Consul's {setting})",
+            body.len()
+        ),
+    ))
+}
+
+/// A request body that must be a JSON object, with its keys renamed to `fields` as Consul's
+/// decoder matches them; anything else is Consul's 400 naming the Go type it decodes into.
+fn decode_object(body: &[u8], fields: &[&str], go_type: &str) -> Result<Value, Answer> {
+    let refused = |reason: String| {
+        Answer::text(
+            StatusCode::BAD_REQUEST,
+            format!("Request decode failed: {reason}"),
+        )
+    };
+    match serde_json::from_slice::<Value>(body) {
+        Ok(object @ Value::Object(_)) => Ok(canonical(&object, fields)),
+        Ok(other) => Err(refused(format!(
+            "json: cannot unmarshal {other} into Go value of type {go_type}"
+        ))),
+        Err(e) => Err(refused(e.to_string())),
+    }
+}
 
 /// A Consul duration field: Go text (`"10s"`) or integer nanoseconds; `Ok(None)` when absent.
 fn duration_field(object: &Value, field: &str) -> Result<Option<Duration>, Answer> {
@@ -561,6 +641,29 @@ impl Shared {
                 return Answer::text(StatusCode::FORBIDDEN, "Permission denied");
             }
         }
+        // One datacenter: another is as unreachable as from an agent that has no path to it.
+        if let Some(dc) = query
+            .get("dc")
+            .filter(|dc| !dc.is_empty() && *dc != DATACENTER)
+        {
+            return Answer::text(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!(
+                    "No path to datacenter (the double serves only {DATACENTER:?}, not {dc:?})"
+                ),
+            );
+        }
+        // Parameters that narrow or reorder Consul's answers: answering without them would be a
+        // different answer, so they are refused by name.
+        if let Some(parameter) = ["filter", "near", "node-meta", "peer"]
+            .into_iter()
+            .find(|p| query.has(p))
+        {
+            return Answer::text(
+                StatusCode::BAD_REQUEST,
+                format!("?{parameter}= is not implemented by this Consul double"),
+            );
+        }
         let body = match request.into_body().collect().await {
             Ok(collected) => collected.to_bytes().to_vec(),
             Err(e) => return Answer::text(StatusCode::BAD_REQUEST, format!("reading body: {e}")),
@@ -583,6 +686,8 @@ impl Shared {
             (["v1", "agent", "service", id], &Method::GET) => self.agent_service(id),
             (["v1", "agent", "services"], &Method::GET) => self.agent_services(),
             (["v1", "agent", "checks"], &Method::GET) => self.agent_checks(),
+            (["v1", "agent", "check", "register"], &Method::PUT) => self.register_check(&body),
+            (["v1", "agent", "check", "deregister", id], &Method::PUT) => self.deregister_check(id),
             (["v1", "agent", "check", verb @ ("pass" | "warn" | "fail"), id], &Method::PUT) => {
                 let status = match *verb {
                     "pass" => CheckStatus::Passing,
@@ -591,7 +696,8 @@ impl Shared {
                 };
                 self.update_ttl_check(id, status, query.get("note").unwrap_or(""))
             }
-            (["v1", "status", "leader"], &Method::GET) => Answer::ok(&json!("127.0.0.1:8300")),
+            (["v1", "status", "leader"], &Method::GET) => Answer::ok(&json!(SERVER_ADDRESS)),
+            (["v1", "status", "peers"], &Method::GET) => Answer::ok(&json!([SERVER_ADDRESS])),
             (["v1", "catalog" | "health" | "session", ..], &Method::GET) => {
                 if let Err(answer) = self.block(&query).await {
                     return answer;
@@ -619,9 +725,29 @@ impl Shared {
         let tags: Vec<&str> = query.all("tag").collect();
         match segments {
             ["v1", "catalog", "services"] => self.catalog_services(),
+            ["v1", "catalog", "datacenters"] => Answer::ok(&json!([DATACENTER])),
             ["v1", "catalog", "service", name] => self.catalog_service(name, &tags),
             ["v1", "health", "service", name] => {
                 self.health_service(name, &tags, query.has("passing"))
+            }
+            ["v1", "health", "node", node] => {
+                let here = *node == NODE;
+                self.health_checks(here, |_| here)
+            }
+            ["v1", "health", "checks", name] => {
+                self.health_checks(false, |c| c.service_name == *name)
+            }
+            ["v1", "health", "state", wanted] => {
+                let wanted = match *wanted {
+                    "any" => None,
+                    "passing" => Some(CheckStatus::Passing),
+                    "warning" => Some(CheckStatus::Warning),
+                    "critical" => Some(CheckStatus::Critical),
+                    _ => return Answer::text(StatusCode::BAD_REQUEST, "Bad state"),
+                };
+                // serfHealth is passing: it belongs to `passing` and `any`.
+                let serf = wanted.is_none_or(|w| w == CheckStatus::Passing);
+                self.health_checks(serf, |c| wanted.is_none_or(|w| c.status == w))
             }
             ["v1", "session", "info", id] => self.sessions(|session_id, _| session_id == *id),
             ["v1", "session", "list"] => self.sessions(|_, _| true),
@@ -686,6 +812,9 @@ impl Shared {
                 state.kv_get(key, query).with_index(state.index)
             }
             Method::PUT => {
+                if let Err(answer) = within_limit(&body, "kv_max_value_size") {
+                    return answer;
+                }
                 let mut state = self.lock();
                 let index = state.index + 1;
                 match state.kv_put(key, query, body, index) {
@@ -719,6 +848,9 @@ impl Shared {
     }
 
     fn txn(&self, body: &[u8]) -> Answer {
+        if let Err(answer) = within_limit(body, "txn_max_req_len") {
+            return answer;
+        }
         let operations: Vec<Value> = match serde_json::from_slice(body) {
             Ok(ops) => ops,
             Err(e) => {
@@ -728,6 +860,15 @@ impl Shared {
                 )
             }
         };
+        if operations.len() > MAX_TXN_OPERATIONS {
+            return Answer::text(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!(
+                    "Transaction contains too many operations ({} > {MAX_TXN_OPERATIONS})",
+                    operations.len()
+                ),
+            );
+        }
         let mut state = self.lock();
         let mut draft = state.clone();
         let index = state.index + 1;
@@ -790,6 +931,14 @@ impl Shared {
             }
         };
         let text = |field: &str| request.get(field).and_then(Value::as_str).unwrap_or("");
+        // Consul checks Behavior and TTL in the server's Session.Apply, after decoding: its
+        // errors reach the client as 500s, in these words and in this order.
+        let refused = |message: String| Answer::text(StatusCode::INTERNAL_SERVER_ERROR, message);
+        let delete_on_invalidate = match text("Behavior") {
+            "" | "release" => false,
+            "delete" => true,
+            other => return refused(format!("Invalid Behavior setting '{other}'")),
+        };
         let ttl = match text("TTL") {
             "" => None,
             ttl_text => match duration::parse(ttl_text) {
@@ -799,40 +948,34 @@ impl Shared {
                 {
                     Some(ttl)
                 }
-                Ok(_) => {
-                    return Answer::text(
-                        StatusCode::BAD_REQUEST,
-                        format!("Invalid Session TTL '{ttl_text}', must be between [10s=24h0m0s]"),
-                    )
+                Ok(ttl) => {
+                    return refused(format!(
+                        "Invalid Session TTL '{}', must be between [10s=24h0m0s]",
+                        ttl.as_nanos()
+                    ))
                 }
                 Err(_) => {
-                    return Answer::text(
-                        StatusCode::BAD_REQUEST,
-                        format!("Request TTL decode failed: time: invalid duration {ttl_text:?}"),
-                    )
+                    return refused(format!(
+                        "Session TTL '{ttl_text}' invalid: time: invalid duration {ttl_text:?}"
+                    ))
                 }
             },
         };
-        let delete_on_invalidate = match text("Behavior") {
-            "" | "release" => false,
-            "delete" => true,
-            other => {
-                return Answer::text(
-                    StatusCode::BAD_REQUEST,
-                    format!("Invalid Behavior setting '{other}'"),
-                )
-            }
-        };
-        // Consul reads a small number as seconds, a large one as nanoseconds, text as Go text.
+        // Consul's FixupLockDelay: a number is nanoseconds and text a Go duration, and either
+        // below 1000ns is taken as that many seconds (clients send `5` meaning 5s).
         let lock_delay = match request.get("LockDelay") {
-            Some(Value::Number(n)) => match n.as_f64().unwrap_or(0.0) {
-                seconds if seconds < 1000.0 => Duration::from_secs_f64(seconds.max(0.0)),
-                nanos => Duration::from_nanos(nanos as u64),
-            },
+            Some(Value::Number(n)) => {
+                Duration::from_nanos(n.as_f64().unwrap_or(0.0).max(0.0) as u64)
+            }
             _ => match duration_field(&request, "LockDelay") {
                 Ok(delay) => delay.unwrap_or(Duration::from_secs(15)),
                 Err(answer) => return answer,
             },
+        };
+        let lock_delay = if lock_delay < Duration::from_nanos(1000) {
+            Duration::from_secs(lock_delay.as_nanos() as u64)
+        } else {
+            lock_delay
         };
         let node = match text("Node") {
             "" | NODE => NODE.to_string(),
@@ -941,20 +1084,10 @@ impl Shared {
     }
 
     fn register(self: &Arc<Self>, body: &[u8], query: &Query) -> Answer {
-        let request: Value = match serde_json::from_slice::<Value>(body) {
-            Ok(v @ Value::Object(_)) => canonical(&v, SERVICE_FIELDS),
-            Ok(other) => {
-                return Answer::text(
-                    StatusCode::BAD_REQUEST,
-                    format!("Request decode failed: json: cannot unmarshal {other} into Go value of type structs.ServiceDefinition"),
-                )
-            }
-            Err(e) => {
-                return Answer::text(
-                    StatusCode::BAD_REQUEST,
-                    format!("Request decode failed: {e}"),
-                )
-            }
+        let fields = [SERVICE_FIELDS, UNSUPPORTED_SERVICE_FIELDS].concat();
+        let request = match decode_object(body, &fields, "structs.ServiceDefinition") {
+            Ok(request) => request,
+            Err(answer) => return answer,
         };
         let decode_error = |field: &str, wanted: &str| {
             Answer::text(
@@ -976,6 +1109,36 @@ impl Shared {
         if name.is_empty() {
             return Answer::text(StatusCode::BAD_REQUEST, "Missing service name");
         }
+        // Consul refuses an "any" address here rather than register something unreachable.
+        if ["0.0.0.0", "::", "[::]"].contains(&address.as_str()) {
+            return Answer::text(StatusCode::BAD_REQUEST, "Invalid service address");
+        }
+        let given = |field: &str| {
+            request.get(field).is_some_and(|v| match v {
+                Value::Null => false,
+                Value::String(text) => !text.is_empty(),
+                Value::Object(map) => !map.is_empty(),
+                _ => true,
+            })
+        };
+        if let Some(field) = UNSUPPORTED_SERVICE_FIELDS.iter().find(|f| given(f)) {
+            return Answer::text(
+                StatusCode::BAD_REQUEST,
+                format!("Invalid service: {field} is not implemented by this Consul double (services with ID, Name, Tags, Address, Port, Meta, Weights, EnableTagOverride and checks are)"),
+            );
+        }
+        let weights = match request.get("Weights") {
+            None | Some(Value::Null) => json!({"Passing": 1, "Warning": 1}),
+            Some(weights) => match parse_weights(weights) {
+                Ok(weights) => weights,
+                Err(answer) => return answer,
+            },
+        };
+        let enable_tag_override = match request.get("EnableTagOverride") {
+            None | Some(Value::Null) => false,
+            Some(Value::Bool(enabled)) => *enabled,
+            Some(_) => return decode_error("EnableTagOverride", "bool"),
+        };
         let id = if id.is_empty() { name.clone() } else { id };
         let tags: Vec<String> = match request.get("Tags") {
             None | Some(Value::Null) => Vec::new(),
@@ -1041,6 +1204,8 @@ impl Shared {
             address,
             port,
             meta,
+            weights,
+            enable_tag_override,
             create_index: 0,
             modify_index: 0,
         };
@@ -1202,7 +1367,8 @@ impl Shared {
                     "ServicePort": s.port,
                     "ServiceTags": s.tags,
                     "ServiceMeta": s.meta,
-                    "ServiceEnableTagOverride": false,
+                    "ServiceWeights": s.weights,
+                    "ServiceEnableTagOverride": s.enable_tag_override,
                     "CreateIndex": s.create_index,
                     "ModifyIndex": s.modify_index,
                 })
@@ -1211,32 +1377,105 @@ impl Shared {
         Answer::ok(&json!(entries)).with_index(state.index)
     }
 
+    /// `/v1/health/checks/<service>` and `/v1/health/state/<state>`: the catalog's checks
+    /// `keep` selects, after the node's `serfHealth` when `with_serf_health`.
+    fn health_checks(&self, with_serf_health: bool, keep: impl Fn(&Check) -> bool) -> Answer {
+        let state = self.lock();
+        let mut checks: Vec<Value> = Vec::new();
+        if with_serf_health {
+            checks.push(serf_health_json());
+        }
+        checks.extend(state.checks.values().filter(|c| keep(c)).map(|c| {
+            let tags = state.services.get(&c.service_id).map(|s| s.tags.clone());
+            check_json(c, &tags.unwrap_or_default())
+        }));
+        Answer::ok(&json!(checks)).with_index(state.index)
+    }
+
+    /// `PUT /v1/agent/check/register`: a check of the node, or of one of the agent's
+    /// services with `ServiceID`.
+    fn register_check(self: &Arc<Self>, body: &[u8]) -> Answer {
+        let request = match decode_object(body, CHECK_FIELDS, "structs.CheckDefinition") {
+            Ok(request) => request,
+            Err(answer) => return answer,
+        };
+        let text = |field: &str| request.get(field).and_then(Value::as_str).unwrap_or("");
+        let name = text("Name").to_string();
+        if name.is_empty() {
+            return Answer::text(StatusCode::BAD_REQUEST, "Missing check name");
+        }
+        // Consul's CheckID defaults to the check's name.
+        let check = match parse_check(&request, &name, &name) {
+            Ok(check) => check,
+            Err(answer) => return answer,
+        };
+        let service_id = text("ServiceID").to_string();
+        let service_name = if service_id.is_empty() {
+            String::new()
+        } else {
+            match self.lock().agent.get(&service_id) {
+                Some(service) => service.name.clone(),
+                None => {
+                    return Answer::text(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("ServiceID {service_id:?} does not exist"),
+                    )
+                }
+            }
+        };
+        self.sync_to_catalog(move |state, index| {
+            state.checks.insert(
+                check.id.clone(),
+                Check {
+                    service_id,
+                    service_name,
+                    create_index: index,
+                    modify_index: index,
+                    ..check
+                },
+            );
+        });
+        Answer::text(StatusCode::OK, "")
+    }
+
+    /// `PUT /v1/agent/check/deregister/<id>`.
+    fn deregister_check(self: &Arc<Self>, id: &str) -> Answer {
+        if !self.lock().checks.contains_key(id) {
+            return Answer::text(
+                StatusCode::NOT_FOUND,
+                format!("Unknown check ID {id:?}. Ensure that the check ID is passed, not the check name."),
+            );
+        }
+        let id = id.to_string();
+        self.sync_to_catalog(move |state, _| {
+            state.checks.remove(&id);
+        });
+        Answer::text(StatusCode::OK, "")
+    }
+
     fn health_service(&self, name: &str, tags: &[&str], passing_only: bool) -> Answer {
         let state = self.lock();
-        let node_check = json!({
-            "Node": NODE, "CheckID": "serfHealth", "Name": "Serf Health Status",
-            "Status": "passing", "Notes": "", "Output": "Agent alive and reachable",
-            "ServiceID": "", "ServiceName": "", "ServiceTags": [], "Definition": {},
-            "CreateIndex": 1, "ModifyIndex": 1,
-        });
         let entries: Vec<Value> = state
             .services_named(name, tags)
             .filter_map(|s| {
+                // The node's checks count for every instance on it, as in Consul.
                 let checks: Vec<&Check> = state
                     .checks
                     .values()
-                    .filter(|c| c.service_id == s.id)
+                    .filter(|c| c.service_id == s.id || c.service_id.is_empty())
                     .collect();
                 if passing_only && checks.iter().any(|c| c.status != CheckStatus::Passing) {
                     return None;
                 }
-                let mut check_values = vec![node_check.clone()];
+                let mut check_values = vec![serf_health_json()];
                 check_values.extend(checks.iter().map(|c| check_json(c, &s.tags)));
                 Some(json!({
                     "Node": {"ID": "00000000-0000-0000-0000-000000000001", "Node": NODE,
                              "Address": NODE_ADDRESS, "Datacenter": DATACENTER},
                     "Service": {"ID": s.id, "Service": s.name, "Tags": s.tags,
                                 "Address": s.address, "Port": s.port, "Meta": s.meta,
+                                "Weights": s.weights,
+                                "EnableTagOverride": s.enable_tag_override,
                                 "CreateIndex": s.create_index, "ModifyIndex": s.modify_index},
                     "Checks": check_values,
                 }))
@@ -1246,11 +1485,22 @@ impl Shared {
     }
 }
 
+/// The node's `serfHealth` check, which Consul's servers keep in the catalog (never in the
+/// agent's own checks); the double's node is always alive.
+fn serf_health_json() -> Value {
+    json!({
+        "Node": NODE, "CheckID": "serfHealth", "Name": "Serf Health Status",
+        "Status": "passing", "Notes": "", "Output": "Agent alive and reachable",
+        "ServiceID": "", "ServiceName": "", "ServiceTags": [], "Type": "", "Definition": {},
+        "CreateIndex": 1, "ModifyIndex": 1,
+    })
+}
+
 fn agent_service_json(s: &Service) -> Value {
     json!({
         "ID": s.id, "Service": s.name, "Tags": s.tags, "Address": s.address,
         "Port": s.port, "Meta": s.meta, "Datacenter": DATACENTER,
-        "Weights": {"Passing": 1, "Warning": 1}, "EnableTagOverride": false,
+        "Weights": s.weights, "EnableTagOverride": s.enable_tag_override,
     })
 }
 
@@ -1264,34 +1514,70 @@ fn check_json(c: &Check, service_tags: &[String]) -> Value {
     })
 }
 
-/// Consul's rules for service meta (`structs.ValidateServiceMetadata`).
+/// Consul's rules for service meta (`structs.ValidateServiceMetadata`), in its words.
 fn validate_meta(meta: &BTreeMap<String, String>) -> Result<(), String> {
     if meta.len() > 64 {
         return Err("Node metadata cannot contain more than 64 key/value pairs".to_string());
     }
     for (key, value) in meta {
-        if key.is_empty() {
-            return Err("Key cannot be blank".to_string());
-        }
-        if !key
+        let problem = if key.is_empty() {
+            Some("Key cannot be blank".to_string())
+        } else if !key
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
         {
-            return Err(format!("Key contains invalid characters: {key}"));
-        }
-        if key.len() > 128 {
-            return Err(format!("Key is too long (limit: 128 characters): {key}"));
-        }
-        if key.starts_with("consul-") {
+            Some("Key contains invalid characters".to_string())
+        } else if key.len() > 128 {
+            Some("Key is too long (limit: 128 characters)".to_string())
+        } else if key.starts_with("consul-") {
+            Some("Key prefix 'consul-' is reserved for internal use".to_string())
+        } else if value.len() > 512 {
+            Some("Value is too long (limit: 512 characters)".to_string())
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
             return Err(format!(
-                "Key prefix 'consul-' is reserved for internal use: {key}"
+                "Couldn't load metadata pair ('{key}', '{value}'): {problem}"
             ));
-        }
-        if value.len() > 512 {
-            return Err(format!("Value is too long (limit: 512 characters): {key}"));
         }
     }
     Ok(())
+}
+
+/// A registration's `Weights`, validated as Consul's `structs.ValidateWeights` does; a field
+/// left out is Go's zero (only a registration without `Weights` gets Consul's 1 and 1).
+fn parse_weights(weights: &Value) -> Result<Value, Answer> {
+    let weights = canonical(weights, &["Passing", "Warning"]);
+    let field = |name: &str, default: i64| {
+        match weights.get(name) {
+        None | Some(Value::Null) => Ok(default),
+        Some(value) => value.as_i64().ok_or_else(|| {
+            Answer::text(
+                StatusCode::BAD_REQUEST,
+                format!("Request decode failed: json: cannot unmarshal {value} into Go struct field Weights.Weights.{name} of type int"),
+            )
+        }),
+    }
+    };
+    let passing = field("Passing", 0)?;
+    let warning = field("Warning", 0)?;
+    let invalid = if passing < 1 {
+        Some("Passing must be greater than 0")
+    } else if warning < 0 {
+        Some("Warning must be greater or equal than 0")
+    } else if passing > 65_535 || warning > 65_535 {
+        Some("DNS Weight must be between 0 and 65535")
+    } else {
+        None
+    };
+    match invalid {
+        Some(reason) => Err(Answer::text(
+            StatusCode::BAD_REQUEST,
+            format!("Invalid Weights: {reason}"),
+        )),
+        None => Ok(json!({"Passing": passing, "Warning": warning})),
+    }
 }
 
 /// One check definition of a service registration, validated as Consul's `CheckType` is.
@@ -1433,14 +1719,13 @@ fn parse_check(definition: &Value, default_id: &str, default_name: &str) -> Resu
 fn session_json(id: &str, session: &Session) -> Value {
     let (node_checks, service_checks): (Vec<&String>, Vec<&String>) =
         session.checks.iter().partition(|c| *c == "serfHealth");
-    json!({
+    let mut value = json!({
         "ID": id,
         "Name": session.name,
         "Node": session.node,
         "LockDelay": session.lock_delay.as_nanos() as u64,
         "Behavior": if session.delete_on_invalidate { "delete" } else { "release" },
         "TTL": session.ttl.map(duration::format).unwrap_or_default(),
-        "Checks": session.checks,
         "NodeChecks": node_checks,
         "ServiceChecks": if service_checks.is_empty() {
             Value::Null
@@ -1449,14 +1734,24 @@ fn session_json(id: &str, session: &Session) -> Value {
         },
         "CreateIndex": session.create_index,
         "ModifyIndex": session.modify_index,
-    })
+    });
+    // Consul 1.7+ leaves out the deprecated `Checks` when `serfHealth` is its only check.
+    if session.checks != ["serfHealth"] {
+        value["Checks"] = json!(session.checks);
+    }
+    value
 }
 
 fn entry_json(key: &str, entry: &KvEntry, with_value: bool) -> Value {
     let mut value = json!({
         "Key": key,
         "Flags": entry.flags,
-        "Value": if with_value { json!(BASE64.encode(&entry.value)) } else { Value::Null },
+        // Consul stores an empty value as nil, which Go encodes as `null`, not `""`.
+        "Value": if with_value && !entry.value.is_empty() {
+            json!(BASE64.encode(&entry.value))
+        } else {
+            Value::Null
+        },
         "CreateIndex": entry.create_index,
         "ModifyIndex": entry.modify_index,
         "LockIndex": entry.lock_index,
@@ -1502,6 +1797,8 @@ impl State {
                 address: String::new(),
                 port: 8300,
                 meta: BTreeMap::new(),
+                weights: json!({"Passing": 1, "Warning": 1}),
+                enable_tag_override: false,
                 create_index: 1,
                 modify_index: 1,
             },
@@ -1792,6 +2089,11 @@ impl State {
             "delete-cas" => Err(TxnFailure::Rollback(format!(
                 "failed to delete key {key:?}, index is stale"
             ))),
+            verb @ ("lock" | "unlock" | "get-tree" | "check-session" | "delete-tree") => {
+                Err(TxnFailure::BadRequest(format!(
+                    "KV verb {verb:?} is not implemented by this Consul double"
+                )))
+            }
             other => Err(TxnFailure::BadRequest(format!("Unknown KV verb {other:?}"))),
         }
     }

@@ -179,7 +179,8 @@ async fn sessions_hold_locks_and_expire() {
             Some(json!({"TTL": "5s"})),
         )
         .await;
-    assert_eq!(too_short.status(), StatusCode::BAD_REQUEST);
+    // Consul refuses it in the server's Session.Apply, whose errors are 500s.
+    assert_eq!(too_short.status(), StatusCode::INTERNAL_SERVER_ERROR);
 
     let create = |behavior: &'static str| {
         let api = &api;
@@ -535,4 +536,260 @@ async fn bodies_checks_tags_headers_and_lock_delay_as_consul_has_them() {
         api.put_kv(&format!("d/k?acquire={next}"), "b").await,
         "true"
     );
+}
+
+#[tokio::test]
+async fn registrations_keep_weights_and_refuse_what_the_double_does_not_implement() {
+    let api = Api::start().await;
+    let registered = api
+        .call(
+            Method::PUT,
+            "/v1/agent/service/register",
+            Some(json!({"name": "w", "weights": {"passing": 3}, "enabletagoverride": true})),
+        )
+        .await;
+    assert_eq!(registered.status(), StatusCode::OK);
+    let services = api.json(Method::GET, "/v1/agent/services", None).await;
+    // A field left out of `Weights` is Go's zero; only no `Weights` at all is 1 and 1.
+    assert_eq!(
+        services["w"]["Weights"],
+        json!({"Passing": 3, "Warning": 0})
+    );
+    assert_eq!(services["w"]["EnableTagOverride"], true);
+    let catalog = api.json(Method::GET, "/v1/catalog/service/w", None).await;
+    assert_eq!(
+        catalog[0]["ServiceWeights"],
+        json!({"Passing": 3, "Warning": 0})
+    );
+
+    for (body, message) in [
+        (
+            json!({"name": "x", "weights": {"passing": 0, "warning": 1}}),
+            "Invalid Weights: Passing must be greater than 0".to_string(),
+        ),
+        (
+            json!({"name": "x", "address": "0.0.0.0"}),
+            "Invalid service address".to_string(),
+        ),
+        (
+            json!({"name": "x", "meta": {"consul-x": "1"}}),
+            "Invalid Service Meta: Couldn't load metadata pair ('consul-x', '1'): Key prefix 'consul-' is reserved for internal use".to_string(),
+        ),
+        (
+            json!({"name": "x", "kind": "connect-proxy"}),
+            "Invalid service: Kind is not implemented by this Consul double (services with ID, Name, Tags, Address, Port, Meta, Weights, EnableTagOverride and checks are)".to_string(),
+        ),
+        (
+            json!({"name": "x", "tagged_addresses": {"lan": {"address": "10.0.0.1", "port": 1}}}),
+            "Invalid service: TaggedAddresses is not implemented by this Consul double (services with ID, Name, Tags, Address, Port, Meta, Weights, EnableTagOverride and checks are)".to_string(),
+        ),
+    ] {
+        let refused = api
+            .call(Method::PUT, "/v1/agent/service/register", Some(body.clone()))
+            .await;
+        assert_eq!(refused.status(), StatusCode::BAD_REQUEST, "{body}");
+        assert_eq!(refused.text().await.unwrap(), message);
+    }
+    let services = api.json(Method::GET, "/v1/agent/services", None).await;
+    assert!(
+        services.get("x").is_none(),
+        "a refused registration changed nothing"
+    );
+}
+
+#[tokio::test]
+async fn session_lock_delay_below_a_microsecond_is_seconds_and_checks_are_listed_as_consul_does() {
+    let api = Api::start().await;
+    // Consul's FixupLockDelay: below 1000 (ns), a number or duration means seconds.
+    for (delay, nanos) in [
+        (json!(5), 5_000_000_000u64),
+        (json!("5ns"), 5_000_000_000),
+        (json!(2_000_000_000u64), 2_000_000_000),
+        (json!("250ms"), 250_000_000),
+    ] {
+        let id = api
+            .json(
+                Method::PUT,
+                "/v1/session/create",
+                Some(json!({"LockDelay": delay})),
+            )
+            .await["ID"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let info = api
+            .json(Method::GET, &format!("/v1/session/info/{id}"), None)
+            .await;
+        assert_eq!(info[0]["LockDelay"], nanos, "{delay}");
+        // The deprecated `Checks` is left out when serfHealth is the only check.
+        assert!(info[0].get("Checks").is_none(), "{info}");
+        assert_eq!(info[0]["NodeChecks"], json!(["serfHealth"]));
+    }
+    let empty = api.json(Method::GET, "/v1/session/info/nope", None).await;
+    assert_eq!(empty, json!([]));
+
+    // Consul validates these in the server's Session.Apply: 500s, in its words.
+    for (body, message) in [
+        (
+            json!({"ttl": "5s"}),
+            "Invalid Session TTL '5000000000', must be between [10s=24h0m0s]",
+        ),
+        (
+            json!({"behavior": "explode", "ttl": "5s"}),
+            "Invalid Behavior setting 'explode'",
+        ),
+        (
+            json!({"ttl": "soon"}),
+            "Session TTL 'soon' invalid: time: invalid duration \"soon\"",
+        ),
+    ] {
+        let refused = api
+            .call(Method::PUT, "/v1/session/create", Some(body.clone()))
+            .await;
+        assert_eq!(
+            refused.status(),
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "{body}"
+        );
+        assert_eq!(refused.text().await.unwrap(), message);
+    }
+    let sessions = api.json(Method::GET, "/v1/session/list", None).await;
+    assert_eq!(
+        sessions.as_array().unwrap().len(),
+        4,
+        "only the four sessions created above, none of the refused ones: {sessions}"
+    );
+}
+
+#[tokio::test]
+async fn another_datacenter_and_unimplemented_txn_verbs_are_refused_by_name() {
+    let api = Api::start().await;
+    let elsewhere = api.call(Method::GET, "/v1/kv/x?dc=dc2", None).await;
+    assert_eq!(elsewhere.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(elsewhere
+        .text()
+        .await
+        .unwrap()
+        .starts_with("No path to datacenter"));
+    let here = api.call(Method::GET, "/v1/kv/x?dc=dc1", None).await;
+    assert_eq!(here.status(), StatusCode::NOT_FOUND);
+    let lock = api
+        .call(
+            Method::PUT,
+            "/v1/txn",
+            Some(json!([{"KV": {"Verb": "lock", "Key": "k", "Session": "s"}}])),
+        )
+        .await;
+    assert_eq!(lock.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        lock.text().await.unwrap(),
+        "KV verb \"lock\" is not implemented by this Consul double"
+    );
+}
+
+#[tokio::test]
+async fn checks_of_their_own_count_in_health_and_narrowing_parameters_are_refused() {
+    let api = Api::start().await;
+    let web = api
+        .call(
+            Method::PUT,
+            "/v1/agent/service/register",
+            Some(json!({"name": "web"})),
+        )
+        .await;
+    assert_eq!(web.status(), StatusCode::OK);
+    let registered = api
+        .call(
+            Method::PUT,
+            "/v1/agent/check/register",
+            Some(json!({"name": "disk", "ttl": "30s"})),
+        )
+        .await;
+    assert_eq!(registered.status(), StatusCode::OK);
+    // A node check (no ServiceID), critical at first: no instance on the node is passing.
+    let passing = api
+        .json(Method::GET, "/v1/health/service/web?passing", None)
+        .await;
+    assert_eq!(passing, json!([]));
+    api.call(Method::PUT, "/v1/agent/check/pass/disk", None)
+        .await;
+    let passing = api
+        .json(Method::GET, "/v1/health/service/web?passing", None)
+        .await;
+    assert_eq!(passing.as_array().unwrap().len(), 1);
+    let critical = api
+        .json(Method::GET, "/v1/health/state/critical", None)
+        .await;
+    assert_eq!(critical, json!([]));
+    let bad_state = api.call(Method::GET, "/v1/health/state/sad", None).await;
+    assert_eq!(bad_state.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(bad_state.text().await.unwrap(), "Bad state");
+    let orphan = api
+        .call(
+            Method::PUT,
+            "/v1/agent/check/register",
+            Some(json!({"name": "o", "ttl": "30s", "serviceid": "nope"})),
+        )
+        .await;
+    assert_eq!(orphan.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(
+        orphan.text().await.unwrap(),
+        "ServiceID \"nope\" does not exist"
+    );
+    let gone = api
+        .call(Method::PUT, "/v1/agent/check/deregister/disk", None)
+        .await;
+    assert_eq!(gone.status(), StatusCode::OK);
+    let again = api
+        .call(Method::PUT, "/v1/agent/check/deregister/disk", None)
+        .await;
+    assert_eq!(again.status(), StatusCode::NOT_FOUND);
+
+    let filtered = api
+        .call(
+            Method::GET,
+            "/v1/health/service/web?filter=Service.Port%3D%3D1",
+            None,
+        )
+        .await;
+    assert_eq!(filtered.status(), StatusCode::BAD_REQUEST);
+    assert_eq!(
+        filtered.text().await.unwrap(),
+        "?filter= is not implemented by this Consul double"
+    );
+}
+
+#[tokio::test]
+async fn values_and_transactions_over_consuls_limits_are_refused() {
+    let api = Api::start().await;
+    let big = "x".repeat(512 * 1024 + 1);
+    let refused = api
+        .client
+        .put(format!("{}/v1/kv/big", api.double.address()))
+        .body(big)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert!(refused
+        .text()
+        .await
+        .unwrap()
+        .starts_with("Request body(524289 bytes) too large, max size: 524288 bytes"));
+    let at_limit = api.put_kv("big", &"x".repeat(512 * 1024)).await;
+    assert_eq!(at_limit, "true");
+
+    let operations: Vec<Value> = (0..129)
+        .map(|n| json!({"KV": {"Verb": "set", "Key": format!("t/{n}"), "Value": ""}}))
+        .collect();
+    let too_many = api
+        .call(Method::PUT, "/v1/txn", Some(json!(operations)))
+        .await;
+    assert_eq!(too_many.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    assert_eq!(
+        too_many.text().await.unwrap(),
+        "Transaction contains too many operations (129 > 128)"
+    );
+    let nothing = api.call(Method::GET, "/v1/kv/t/?recurse", None).await;
+    assert_eq!(nothing.status(), StatusCode::NOT_FOUND);
 }

@@ -23,6 +23,18 @@
 //!   [`REGISTERED_BY_KEY`]`=`[`REGISTERED_BY`] and [`HOST_KEY`]`=<hostname>`; a resync
 //!   only ever removes registrations carrying both, with its own host name. docker-flow's
 //!   release registrations, other tools' and other hosts' registrators' are left alone.
+//!   That marking is why removing dangling registrations ([`RegistratorOptions::cleanup`])
+//!   is on by default here, while Registrator, which can only guess its own from the shape
+//!   of their ids, makes it opt-in (`-cleanup`).
+//! * **Stopped containers.** Their registrations go, unless
+//!   [`RegistratorOptions::deregister`] is [`Deregister::OnSuccess`] and the container
+//!   failed (an exit code that is neither 0 nor a signal's): then they stay, through events
+//!   and resyncs, until it succeeds, runs again or is removed — Registrator's
+//!   `-deregister on-success`.
+//! * **Expiring registrations.** With [`RegistratorOptions::refresh`] every registration is
+//!   written again that often, for a registry built to expire them (etcd's
+//!   `EtcdRegistry::with_registration_ttl`, the CLI's `--ttl`): they then vanish within the
+//!   TTL once the registrator stops or its host dies.
 //! * **Stopping leaves registrations in place.** When [`run`]'s shutdown future completes
 //!   it returns without deregistering: the containers still run, and the next start's resync
 //!   removes whatever went away meanwhile. (Deregistering on exit would make every restart
@@ -34,8 +46,10 @@
 //! is one [`Activity`] handed to [`RegistratorOptions::reporter`] (by default one line on
 //! stderr). Registry failures name the registry's address (the backend's
 //! [`RegistryError`] does). [`run`] fails only when its *first* resync fails, so that a wrong
-//! registry address or an unreachable engine is seen at once; afterwards it keeps retrying
-//! until shut down.
+//! registry address or an unreachable engine is seen at once (a registry that cannot be
+//! reached is first tried [`RegistratorOptions::retry_attempts`] more times,
+//! [`RegistratorOptions::retry_interval`] apart, as Registrator's `-retry-attempts`);
+//! afterwards it keeps retrying until shut down.
 //!
 //! # Use
 //!

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use bollard::models::ContainerInspectResponse;
 use bollard::query_parameters::{InspectContainerOptions, ListContainersOptions};
 use bollard::Docker;
-use flow_core::{DynRegistry, Registration};
+use flow_core::{DynRegistry, HealthCheck, Registration};
 use futures::StreamExt;
 
 use crate::conventions::{self, Conventions, HOST_KEY, REGISTERED_BY, REGISTERED_BY_KEY};
@@ -37,6 +37,28 @@ pub(crate) struct Policy {
     pub(crate) deregister: Deregister,
     /// Whether a resync removes those whose container is no longer running.
     pub(crate) cleanup: bool,
+}
+
+/// Whether `stored`, read back from the registry, is what writing `written` left there.
+/// A check's timeout left to the registry may read back as the registry's default, and
+/// registries report a check's current status rather than the one it started with (Consul
+/// does both), so neither alone makes a registration worth writing again at every resync.
+fn reads_back_as(stored: &Registration, written: &Registration) -> bool {
+    let Some(check) = &written.check else {
+        return stored == written;
+    };
+    let check = HealthCheck {
+        timeout: check
+            .timeout
+            .or_else(|| stored.check.as_ref().and_then(|c| c.timeout)),
+        initial_status: stored.check.as_ref().and_then(|c| c.initial_status),
+        ..check.clone()
+    };
+    *stored
+        == Registration {
+            check: Some(check),
+            ..written.clone()
+        }
 }
 
 /// The registrator's working state: its registrations as last written, by container.
@@ -303,7 +325,10 @@ impl Syncer {
         for (container, registrations) in &desired {
             for (id, registration) in registrations {
                 wanted_ids.insert(id.clone());
-                if stored.get(id) != Some(registration) {
+                if !stored
+                    .get(id)
+                    .is_some_and(|s| reads_back_as(s, registration))
+                {
                     self.register(registration).await?;
                     summary.registered += 1;
                 }
@@ -335,5 +360,54 @@ impl Syncer {
         summary.registrations = known.values().map(BTreeMap::len).sum();
         self.known = known;
         Ok(summary)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use flow_core::{CheckStatus, HealthCheck, Registration};
+
+    use super::reads_back_as;
+
+    #[test]
+    fn defaults_the_registry_fills_in_do_not_count_as_changes() {
+        let written = Registration {
+            id: "host-a:web-1:8080".to_string(),
+            name: "web".to_string(),
+            address: "127.0.0.1".to_string(),
+            port: 49153,
+            tags: Vec::new(),
+            meta: Default::default(),
+            check: Some(HealthCheck {
+                initial_status: Some(CheckStatus::Passing),
+                ..HealthCheck::http("http://127.0.0.1:49153/", Duration::from_secs(10), None)
+            }),
+        };
+        let as_consul_reports_it = Registration {
+            check: Some(HealthCheck::http(
+                "http://127.0.0.1:49153/",
+                Duration::from_secs(10),
+                Some(Duration::from_secs(10)),
+            )),
+            ..written.clone()
+        };
+        assert!(reads_back_as(&as_consul_reports_it, &written));
+        assert!(reads_back_as(&written, &written));
+        let moved = Registration {
+            port: 49154,
+            ..as_consul_reports_it.clone()
+        };
+        assert!(!reads_back_as(&moved, &written));
+        let other_interval = Registration {
+            check: Some(HealthCheck::http(
+                "http://127.0.0.1:49153/",
+                Duration::from_secs(30),
+                None,
+            )),
+            ..written.clone()
+        };
+        assert!(!reads_back_as(&other_interval, &written));
     }
 }

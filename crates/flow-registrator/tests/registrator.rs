@@ -861,6 +861,26 @@ impl Bench {
             .expect("registered")
     }
 
+    /// Starts a registrator on the bench's registry and waits for its first resync.
+    async fn registrator(&self, label: &'static str, options: RegistratorOptions) -> Running {
+        let mut running = Running::start_with(&self.docker, &self.registry, label, options);
+        running.wait_resynced().await;
+        running
+    }
+
+    /// Starts `name`, waits for the registration of its port `key` (`8080/tcp`,
+    /// `5353/udp`) under the default id, and returns it with the port's published host port.
+    async fn registered_at(&self, name: &str, spec: Spec, key: &str) -> (Registration, u16) {
+        let (container_id, at) = self.start(name, spec).await;
+        let (port, protocol) = key.split_once('/').expect("port/protocol");
+        let id_port = match protocol {
+            "udp" => format!("{port}:udp"),
+            _ => port.to_string(),
+        };
+        let found = self.registered(&self.id(name, &id_port), at).await;
+        (found, host_port(&self.docker, &container_id, key).await)
+    }
+
     /// Whether anything is registered for `container` (by its full id in our meta).
     async fn has_registrations(&self, container_id: &str) -> bool {
         self.registry
@@ -924,13 +944,9 @@ async fn registrators_conventions_on_real_containers() {
         .find(IpAddr::is_ipv4)
         .expect("an IPv4 address")
         .to_string();
-    let mut registrator = Running::start_with(
-        &bench.docker,
-        &bench.registry,
-        "conventions",
-        RegistratorOptions::default(),
-    );
-    registrator.wait_resynced().await;
+    let mut registrator = bench
+        .registrator("conventions", RegistratorOptions::default())
+        .await;
 
     // Published on 0.0.0.0: host address and host port; attributes become meta; an escaped
     // comma stays in its tag; SERVICE_CHECK_TCP.
@@ -941,9 +957,7 @@ async fn registrators_conventions_on_real_containers() {
         "SERVICE_CHECK_TCP=true",
     ])
     .published("8080/tcp", "0.0.0.0");
-    let (any_id, at) = bench.start(&any, spec).await;
-    let found = bench.registered(&bench.id(&any, "8080"), at).await;
-    let port = host_port(&bench.docker, &any_id, "8080/tcp").await;
+    let (found, port) = bench.registered_at(&any, spec, "8080/tcp").await;
     assert_eq!(
         (found.address.as_str(), found.port),
         (host_address.as_str(), port)
@@ -988,9 +1002,7 @@ async fn registrators_conventions_on_real_containers() {
     let spec = Spec::env(&["SERVICE_5353_NAME=dns"])
         .published("5353/udp", "127.0.0.1")
         .published("8080/tcp", "127.0.0.1");
-    let (udp_id, at) = bench.start(&udp, spec).await;
-    let found = bench.registered(&bench.id(&udp, "5353:udp"), at).await;
-    let port = host_port(&bench.docker, &udp_id, "5353/udp").await;
+    let (found, port) = bench.registered_at(&udp, spec, "5353/udp").await;
     assert_eq!((found.name.as_str(), found.port), ("dns", port));
     assert_eq!(found.tags, vec!["udp"]);
 
@@ -1004,9 +1016,7 @@ async fn registrators_conventions_on_real_containers() {
         "SERVICE_CHECK_DEREGISTER_AFTER=1m",
     ])
     .published("8080/tcp", "127.0.0.1");
-    let (http_id, at) = bench.start(&http, spec).await;
-    let found = bench.registered(&bench.id(&http, "8080"), at).await;
-    let port = host_port(&bench.docker, &http_id, "8080/tcp").await;
+    let (found, port) = bench.registered_at(&http, spec, "8080/tcp").await;
     assert_eq!(
         found.check,
         Some(HealthCheck {
@@ -1051,15 +1061,12 @@ async fn ip_tags_explicit_and_the_ip_label_on_real_containers() {
         ip_label: Some("ipam.address".to_string()),
         ..RegistratorOptions::default()
     };
-    let mut registrator = Running::start_with(&bench.docker, &bench.registry, "options", options);
-    registrator.wait_resynced().await;
+    let registrator = bench.registrator("options", options).await;
 
     let named = bench.name("named");
     let spec = Spec::env(&[&format!("SERVICE_NAME={named}"), "SERVICE_TAGS=own"])
         .published("8080/tcp", "0.0.0.0");
-    let (named_id, at) = bench.start(&named, spec).await;
-    let found = bench.registered(&bench.id(&named, "8080"), at).await;
-    let port = host_port(&bench.docker, &named_id, "8080/tcp").await;
+    let (found, port) = bench.registered_at(&named, spec, "8080/tcp").await;
     assert_eq!((found.address.as_str(), found.port), ("192.0.2.10", port));
     assert_eq!(found.tags, vec!["own", "edge", "x,y"]);
 
@@ -1073,9 +1080,7 @@ async fn ip_tags_explicit_and_the_ip_label_on_real_containers() {
         labels: vec![("ipam.address".to_string(), "10.1.2.3/24".to_string())],
         ..Spec::env(&[&format!("SERVICE_NAME={labelled}")]).published("8080/tcp", "127.0.0.1")
     };
-    let (labelled_id, at) = bench.start(&labelled, spec).await;
-    let found = bench.registered(&bench.id(&labelled, "8080"), at).await;
-    let port = host_port(&bench.docker, &labelled_id, "8080/tcp").await;
+    let (found, port) = bench.registered_at(&labelled, spec, "8080/tcp").await;
     assert_eq!((found.address.as_str(), found.port), ("10.1.2.3", port));
     // Started before the labelled one, so handled before it: --explicit left it out.
     assert!(!bench.has_registrations(&unnamed_id).await);
@@ -1090,8 +1095,7 @@ async fn internal_registers_exposed_ports_at_the_container_ip() {
         internal: true,
         ..RegistratorOptions::default()
     };
-    let mut registrator = Running::start_with(&bench.docker, &bench.registry, "internal", options);
-    registrator.wait_resynced().await;
+    let registrator = bench.registrator("internal", options).await;
     for (suffix, spec) in [
         ("exposed", Spec::default()),
         (
@@ -1184,9 +1188,7 @@ async fn deregister_on_success_and_cleanup_off() {
         deregister: Deregister::OnSuccess,
         ..RegistratorOptions::default()
     };
-    let mut registrator =
-        Running::start_with(&bench.docker, &bench.registry, "on-success", options);
-    registrator.wait_resynced().await;
+    let registrator = bench.registrator("on-success", options).await;
     wait_for(
         &bench.registry,
         &bench.id(&succeeded, "8080"),
@@ -1216,9 +1218,7 @@ async fn deregister_on_success_and_cleanup_off() {
         cleanup: false,
         ..RegistratorOptions::default()
     };
-    let mut registrator =
-        Running::start_with(&bench.docker, &bench.registry, "no-cleanup", options);
-    registrator.wait_resynced().await;
+    let registrator = bench.registrator("no-cleanup", options).await;
     let all = bench.registry.all_instances().await.expect("list");
     assert!(all.contains(&vanished), "kept without --cleanup");
     registrator.stop().await;

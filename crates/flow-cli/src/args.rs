@@ -53,7 +53,7 @@ pub enum CommandArgs {
         command: ProxyCommandArgs,
     },
     /// Registers running containers in the registry and follows Docker events.
-    Registrator(RegistratorFlags),
+    Registrator(Box<RegistratorFlags>),
     /// Prints a shell completion script: bash, zsh, fish or powershell.
     Completions {
         /// The shell.
@@ -227,10 +227,40 @@ pub struct RegistratorFlags {
     /// Registry to write to: file:PATH, consul://host:port or etcd://host:port[,host:port] (required) [env: FLOW_REGISTRY]
     #[arg(long, value_name = "URL")]
     pub registry: Option<String>,
-    /// IP address registered for published ports [default: the port's host IP]
+    /// IP address registered for published ports [default: the port's host IP, or the host name resolved for ports on every interface] [env: FLOW_IP]
     #[arg(long, value_name = "IP")]
     pub ip: Option<String>,
-    /// Also re-sync every running container this often: 30s, 5m or seconds [default: never]
+    /// Register exposed ports at the container's IP instead of published ones [env: FLOW_INTERNAL]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub internal: Option<String>,
+    /// Register only containers (ports) with a SERVICE_NAME [env: FLOW_EXPLICIT]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub explicit: Option<String>,
+    /// Comma-separated tags added to every registration (`\,` for a comma in a tag) [env: FLOW_TAGS]
+    #[arg(long, value_name = "TAGS")]
+    pub tags: Option<String>,
+    /// Register the IP address held by this container label (10.0.0.5 or 10.0.0.5/24) [env: FLOW_USE_IP_FROM_LABEL]
+    #[arg(long, value_name = "LABEL")]
+    pub use_ip_from_label: Option<String>,
+    /// Registrations expire this long after their last refresh: 30s, 5m or seconds; needs --ttl-refresh and an etcd registry [env: FLOW_TTL]
+    #[arg(long, value_name = "DURATION")]
+    pub ttl: Option<String>,
+    /// With --ttl: write every registration again this often (shorter than --ttl) [env: FLOW_TTL_REFRESH]
+    #[arg(long, value_name = "DURATION")]
+    pub ttl_refresh: Option<String>,
+    /// Deregister a stopped container: always, or on-success (only when it exited with 0 or by a signal) [default: always] [env: FLOW_DEREGISTER]
+    #[arg(long, value_name = "MODE")]
+    pub deregister: Option<String>,
+    /// Resyncs remove this registrator's registrations whose container is gone [default: true] [env: FLOW_CLEANUP]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub cleanup: Option<String>,
+    /// Try the registry this many more times at start before giving up; -1: without end [default: 0] [env: FLOW_RETRY_ATTEMPTS]
+    #[arg(long, value_name = "N", allow_negative_numbers = true)]
+    pub retry_attempts: Option<String>,
+    /// The wait between those tries: 500ms, 2s or milliseconds, as Registrator [default: 2000] [env: FLOW_RETRY_INTERVAL]
+    #[arg(long, value_name = "DURATION")]
+    pub retry_interval: Option<String>,
+    /// Also re-sync every running container this often: 30s, 5m or seconds [default: never] [env: FLOW_RESYNC]
     #[arg(long, value_name = "DURATION")]
     pub resync: Option<String>,
     /// Docker endpoint [default: DOCKER_HOST] [env: FLOW_HOST]

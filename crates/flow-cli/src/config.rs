@@ -273,8 +273,43 @@ pub struct RegistratorConfig {
     pub ip: Option<IpAddr>,
     /// Re-sync all running containers this often (`None`: only at start-up and on events).
     pub resync: Option<Duration>,
+    /// How containers become registrations (`--internal`, `--explicit`, `--tags`,
+    /// `--use-ip-from-label`).
+    pub rules: RegistratorRules,
+    /// `--ttl` and `--ttl-refresh`: registrations expire unless written again.
+    pub ttl: Option<RegistrationTtl>,
+    /// `--deregister`.
+    pub deregister: flow_registrator::Deregister,
+    /// `--cleanup`.
+    pub cleanup: bool,
+    /// `--retry-attempts`: `None` without end.
+    pub retry_attempts: Option<u32>,
+    /// `--retry-interval`.
+    pub retry_interval: Duration,
     /// The Docker engine watched.
     pub docker: DockerEndpoint,
+}
+
+/// The registrator's options that change what a container is registered as.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RegistratorRules {
+    /// `--internal`.
+    pub internal: bool,
+    /// `--explicit`.
+    pub explicit: bool,
+    /// `--tags`, split.
+    pub tags: Vec<String>,
+    /// `--use-ip-from-label`.
+    pub ip_label: Option<String>,
+}
+
+/// `--ttl` with `--ttl-refresh`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RegistrationTtl {
+    /// How long a registration lives without being written again.
+    pub ttl: Duration,
+    /// How often every registration is written again.
+    pub refresh: Duration,
 }
 
 /// Where an option's value came from; error messages name it so the user knows what to fix.
@@ -453,6 +488,38 @@ pub enum ConfigError {
         /// Where the Consul address came from.
         consul_address: Origin,
     },
+    /// `--ttl` without `--ttl-refresh`, or the other way round.
+    #[error("{given} needs {missing} as well: registrations that expire must be written again before they do (Registrator's -ttl and -ttl-refresh go together too)")]
+    TtlWithoutRefresh {
+        /// The one given.
+        given: Origin,
+        /// The flag missing.
+        missing: &'static str,
+    },
+    /// `--ttl` not longer than `--ttl-refresh`.
+    #[error("{ttl} must be longer than {refresh}, or registrations expire between two refreshes")]
+    TtlNotAboveRefresh {
+        /// Where the TTL came from.
+        ttl: Origin,
+        /// Where the refresh period came from.
+        refresh: Origin,
+    },
+    /// `--ttl` with a registry whose registrations do not expire.
+    #[error("{origin} needs a registry that expires registrations, and {registry} does not (Consul has no TTL for services; Registrator ignores -ttl there); use an etcd registry, or on Consul SERVICE_CHECK_TTL with SERVICE_CHECK_DEREGISTER_AFTER")]
+    TtlUnsupported {
+        /// Where the TTL came from.
+        origin: Origin,
+        /// The registry, as given.
+        registry: String,
+    },
+    /// `--tags` with a Go template (Registrator renders them against the container).
+    #[error("{origin} has {value:?}, a Go template: docker-flow does not render templates in --tags; give plain comma-separated tags (per-container tags belong in SERVICE_TAGS)")]
+    TagTemplate {
+        /// Where the value came from.
+        origin: Origin,
+        /// The value as given.
+        value: String,
+    },
     /// `docker-flow registrator` without a registry.
     #[error("docker-flow registrator needs a registry: give --registry (or FLOW_REGISTRY), e.g. --registry=consul://127.0.0.1:8500")]
     MissingRegistry,
@@ -491,7 +558,7 @@ pub fn load(cli: Cli, context: &Context) -> Result<Command, ConfigError> {
             command: ProxyCommandArgs::Serve(flags),
         }) => load_proxy_serve(flags, context).map(Command::ProxyServe),
         Some(CommandArgs::Registrator(flags)) => {
-            load_registrator(flags, context).map(Command::Registrator)
+            load_registrator(*flags, context).map(Command::Registrator)
         }
         Some(CommandArgs::Completions { shell }) => Ok(Command::Completions(shell)),
         Some(CommandArgs::Man) => Ok(Command::Manual),
@@ -548,8 +615,18 @@ keys! {
     DRY_RUN = "--dry-run", "dry_run", ["FLOW_DRY_RUN"];
     JSON = "--json", "json", ["FLOW_JSON"];
     API_TOKEN = "--api-token", "", ["FLOW_PROXY_TOKEN"];
-    IP = "--ip", "", [];
-    RESYNC = "--resync", "", [];
+    IP = "--ip", "", ["FLOW_IP"];
+    RESYNC = "--resync", "", ["FLOW_RESYNC"];
+    INTERNAL = "--internal", "", ["FLOW_INTERNAL"];
+    EXPLICIT = "--explicit", "", ["FLOW_EXPLICIT"];
+    TAGS = "--tags", "", ["FLOW_TAGS"];
+    USE_IP_FROM_LABEL = "--use-ip-from-label", "", ["FLOW_USE_IP_FROM_LABEL"];
+    TTL = "--ttl", "", ["FLOW_TTL"];
+    TTL_REFRESH = "--ttl-refresh", "", ["FLOW_TTL_REFRESH"];
+    DEREGISTER = "--deregister", "", ["FLOW_DEREGISTER"];
+    CLEANUP = "--cleanup", "", ["FLOW_CLEANUP"];
+    RETRY_ATTEMPTS = "--retry-attempts", "", ["FLOW_RETRY_ATTEMPTS"];
+    RETRY_INTERVAL = "--retry-interval", "", ["FLOW_RETRY_INTERVAL"];
     API_ADDR = "--api-addr", "", [];
     BIND = "--bind", "", [];
     STOP_TIMEOUT = "--stop-timeout", "", [];
@@ -1328,6 +1405,63 @@ fn load_registrator(
         None => None,
         Some(value) => Some(duration(Some(value), Duration::ZERO)?),
     };
+    let tags = match layers.scalar(&TAGS, flags.tags) {
+        Some(value) if value.text.contains("{{") => {
+            return Err(ConfigError::TagTemplate {
+                origin: value.origin,
+                value: value.text,
+            })
+        }
+        Some(value) => flow_registrator::split_tags(&value.text),
+        None => Vec::new(),
+    };
+    let rules = RegistratorRules {
+        internal: layers.bool(&INTERNAL, flags.internal)?,
+        explicit: layers.bool(&EXPLICIT, flags.explicit)?,
+        tags,
+        ip_label: layers
+            .scalar(&USE_IP_FROM_LABEL, flags.use_ip_from_label)
+            .map(|value| value.text.trim().to_string()),
+    };
+    let ttl = registration_ttl(
+        layers.scalar(&TTL, flags.ttl),
+        layers.scalar(&TTL_REFRESH, flags.ttl_refresh),
+        &registry,
+    )?;
+    let deregister = match layers.scalar(&DEREGISTER, flags.deregister) {
+        None => flow_registrator::Deregister::Always,
+        Some(value) => match value.text.trim() {
+            "always" => flow_registrator::Deregister::Always,
+            "on-success" => flow_registrator::Deregister::OnSuccess,
+            _ => return Err(invalid(value, "use always or on-success")),
+        },
+    };
+    let cleanup = match layers.scalar(&CLEANUP, flags.cleanup) {
+        None => true,
+        Some(value) => parse_bool(&value)?,
+    };
+    let retry_attempts = match layers.scalar(&RETRY_ATTEMPTS, flags.retry_attempts) {
+        None => Some(0),
+        Some(value) => match value.text.trim() {
+            "-1" => None,
+            text => Some(
+                text.parse::<u32>()
+                    .map_err(|_| invalid(value, "use a number of attempts, or -1 for no limit"))?,
+            ),
+        },
+    };
+    let retry_interval = match layers.scalar(&RETRY_INTERVAL, flags.retry_interval) {
+        None => flow_registrator::DEFAULT_RETRY_INTERVAL,
+        // A plain number is milliseconds, as Registrator's -retry-interval.
+        Some(value) => match value.text.trim().parse::<u64>() {
+            Ok(0) => return Err(invalid(value, RETRY_INTERVAL_EXPECTED)),
+            Ok(millis) => Duration::from_millis(millis),
+            Err(_) => match parse_duration(&value.text) {
+                Some(interval) if !interval.is_zero() => interval,
+                _ => return Err(invalid(value, RETRY_INTERVAL_EXPECTED)),
+            },
+        },
+    };
     let docker = docker_endpoint(
         &layers,
         layers.scalar(&HOST, flags.host),
@@ -1338,8 +1472,65 @@ fn load_registrator(
         registry,
         ip,
         resync,
+        rules,
+        ttl,
+        deregister,
+        cleanup,
+        retry_attempts,
+        retry_interval,
         docker,
     })
+}
+
+const RETRY_INTERVAL_EXPECTED: &str =
+    "use a duration such as 500ms or 2s, or a number of milliseconds";
+
+/// `--ttl` and `--ttl-refresh`: both or neither, the TTL the longer, on a registry that
+/// expires registrations (etcd, through a lease).
+fn registration_ttl(
+    ttl: Option<Value>,
+    refresh: Option<Value>,
+    registry: &RegistryLocation,
+) -> Result<Option<RegistrationTtl>, ConfigError> {
+    let (ttl, refresh) = match (ttl, refresh) {
+        (None, None) => return Ok(None),
+        (Some(given), None) => {
+            return Err(ConfigError::TtlWithoutRefresh {
+                given: given.origin,
+                missing: "--ttl-refresh",
+            })
+        }
+        (None, Some(given)) => {
+            return Err(ConfigError::TtlWithoutRefresh {
+                given: given.origin,
+                missing: "--ttl",
+            })
+        }
+        (Some(ttl), Some(refresh)) => (ttl, refresh),
+    };
+    let (ttl_origin, refresh_origin) = (ttl.origin.clone(), refresh.origin.clone());
+    let ttl_duration = duration(Some(ttl), Duration::ZERO)?;
+    let refresh_duration = duration(Some(refresh), Duration::ZERO)?;
+    if ttl_duration <= refresh_duration {
+        return Err(ConfigError::TtlNotAboveRefresh {
+            ttl: ttl_origin,
+            refresh: refresh_origin,
+        });
+    }
+    match registry {
+        RegistryLocation::Etcd { .. } => Ok(Some(RegistrationTtl {
+            ttl: ttl_duration,
+            refresh: refresh_duration,
+        })),
+        RegistryLocation::File(dir) => Err(ConfigError::TtlUnsupported {
+            origin: ttl_origin,
+            registry: format!("file:{}", dir.display()),
+        }),
+        RegistryLocation::Consul { address } => Err(ConfigError::TtlUnsupported {
+            origin: ttl_origin,
+            registry: format!("consul://{address}"),
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,11 @@
 use flow_proxy::ServeConfig;
 use flow_registrator::RegistratorOptions;
 
-use crate::config::{ProxyServeConfig, RegistratorConfig};
+use std::sync::Arc;
+
+use flow_core::DynRegistry;
+
+use crate::config::{ProxyServeConfig, RegistratorConfig, RegistryLocation};
 use crate::exit::Exit;
 use crate::release::{registry, resolve_endpoint, unreachable};
 
@@ -52,7 +56,16 @@ pub async fn proxy(config: ProxyServeConfig) -> Exit {
 
 /// Runs the registrator until SIGINT or SIGTERM.
 pub async fn registrator(config: RegistratorConfig) -> Exit {
-    let registry = match registry(&config.registry) {
+    let registry = match (&config.registry, config.ttl) {
+        // Only etcd expires registrations; the configuration refuses --ttl elsewhere.
+        (RegistryLocation::Etcd { endpoints }, Some(ttl)) => {
+            flow_etcd::EtcdRegistry::new(&endpoints.join(","))
+                .map(|etcd| Arc::new(etcd.with_registration_ttl(ttl.ttl)) as DynRegistry)
+                .map_err(|e| e.to_string())
+        }
+        (location, _) => registry(location),
+    };
+    let registry = match registry {
         Ok(registry) => registry,
         Err(message) => {
             eprintln!("docker-flow: {message}");
@@ -74,9 +87,19 @@ pub async fn registrator(config: RegistratorConfig) -> Exit {
             return Exit::NothingChanged;
         }
     };
+    let rules = config.rules;
     let options = RegistratorOptions {
         ip: config.ip,
+        internal: rules.internal,
+        explicit: rules.explicit,
+        tags: rules.tags,
+        ip_label: rules.ip_label,
+        deregister: config.deregister,
+        cleanup: config.cleanup,
+        refresh: config.ttl.map(|ttl| ttl.refresh),
         resync: config.resync,
+        retry_attempts: config.retry_attempts,
+        retry_interval: config.retry_interval,
         docker_endpoint: settings.endpoint(),
         ..RegistratorOptions::default()
     };

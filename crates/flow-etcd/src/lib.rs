@@ -51,9 +51,13 @@
 //!
 //! A release registers its instances with plain puts (no lease): they stay until
 //! deregistered, like containers that keep running after `docker-flow` exits. A registrator
-//! that wants registrations to vanish with it would attach them to a lease it keeps alive;
-//! that fits as a constructor option (`with_leased_registrations(ttl)`) choosing how
-//! [`Registry::register`] writes, without changing the key layout or the readers.
+//! that wants registrations to vanish with it (`--ttl`) builds the registry
+//! [`EtcdRegistry::with_registration_ttl`]: each [`Registry::register`] then grants a lease
+//! of that TTL and puts the registration on it, so the key vanishes unless written again
+//! within the TTL (the registrator's `--ttl-refresh`). A fresh lease per write, rather than
+//! one shared lease kept alive, keeps every write self-contained: a registration never
+//! depends on a lease another write granted, and an expired lease needs no recovery. The
+//! leases a refresh leaves behind hold no key and expire on their own.
 //!
 //! # Endpoints and errors
 //!
@@ -109,12 +113,15 @@ pub struct EtcdRegistry {
     /// The endpoint that answered last; requests start there.
     preferred: AtomicUsize,
     client: reqwest::Client,
+    /// Registrations expire this long after their last write; `None`: never.
+    registration_ttl: Option<Duration>,
 }
 
 impl fmt::Debug for EtcdRegistry {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("EtcdRegistry")
             .field("endpoints", &self.endpoints)
+            .field("registration_ttl", &self.registration_ttl)
             .finish()
     }
 }
@@ -164,7 +171,32 @@ impl EtcdRegistry {
             endpoints: parsed,
             preferred: AtomicUsize::new(0),
             client,
+            registration_ttl: None,
         })
+    }
+
+    /// The same registry, writing registrations that expire `ttl` (whole seconds, at least
+    /// one) after their last [`Registry::register`] (see the crate docs).
+    pub fn with_registration_ttl(self, ttl: Duration) -> Self {
+        EtcdRegistry {
+            registration_ttl: Some(ttl),
+            ..self
+        }
+    }
+
+    /// Grants a lease of `ttl` (rounded up to whole seconds, at least 1) and returns its id.
+    async fn grant(&self, ttl: Duration) -> Result<String, RegistryError> {
+        let seconds = (ttl.as_secs_f64().ceil() as u64).max(1);
+        let granted = self
+            .call("/v3/lease/grant", json!({"TTL": seconds.to_string()}))
+            .await?;
+        match granted["ID"].as_str() {
+            Some(id) => Ok(id.to_string()),
+            None => Err(RegistryError::Backend {
+                address: self.address(),
+                message: format!("a lease grant answered without an ID: {granted}"),
+            }),
+        }
     }
 
     /// The endpoints, as `etcd://host:port,host:port`.
@@ -432,16 +464,7 @@ impl Registry for EtcdRegistry {
         ttl: Duration,
     ) -> Result<Lease, RegistryError> {
         let key = ServiceKeys::new(service).lock;
-        let lease_seconds = (ttl.as_secs_f64().ceil() as u64).max(1);
-        let granted = self
-            .call("/v3/lease/grant", json!({"TTL": lease_seconds.to_string()}))
-            .await?;
-        let Some(lease_id) = granted["ID"].as_str().map(str::to_string) else {
-            return Err(RegistryError::Backend {
-                address: self.address(),
-                message: format!("a lease grant answered without an ID: {granted}"),
-            });
-        };
+        let lease_id = self.grant(ttl).await?;
         let acquired_at = SystemTime::now();
         let value = LockRecord::new(holder, acquired_at, ttl).to_json();
         let attempt = json!({
@@ -563,12 +586,11 @@ impl Registry for EtcdRegistry {
 
     async fn register(&self, registration: &Registration) -> Result<(), RegistryError> {
         let value = serde_json::to_string(registration).expect("a registration serializes");
-        self.call(
-            "/v3/kv/put",
-            json!({"key": b64(&format!("{INSTANCES_PREFIX}{}", registration.id)), "value": b64(&value)}),
-        )
-        .await
-        .map(drop)
+        let mut put = json!({"key": b64(&format!("{INSTANCES_PREFIX}{}", registration.id)), "value": b64(&value)});
+        if let Some(ttl) = self.registration_ttl {
+            put["lease"] = json!(self.grant(ttl).await?);
+        }
+        self.call("/v3/kv/put", put).await.map(drop)
     }
 
     async fn deregister(&self, id: &str) -> Result<(), RegistryError> {

@@ -23,6 +23,18 @@
 //!   [`REGISTERED_BY_KEY`]`=`[`REGISTERED_BY`] and [`HOST_KEY`]`=<hostname>`; a resync
 //!   only ever removes registrations carrying both, with its own host name. docker-flow's
 //!   release registrations, other tools' and other hosts' registrators' are left alone.
+//!   That marking is why removing dangling registrations ([`RegistratorOptions::cleanup`])
+//!   is on by default here, while Registrator, which can only guess its own from the shape
+//!   of their ids, makes it opt-in (`-cleanup`).
+//! * **Stopped containers.** Their registrations go, unless
+//!   [`RegistratorOptions::deregister`] is [`Deregister::OnSuccess`] and the container
+//!   failed (an exit code that is neither 0 nor a signal's): then they stay, through events
+//!   and resyncs, until it succeeds, runs again or is removed — Registrator's
+//!   `-deregister on-success`.
+//! * **Expiring registrations.** With [`RegistratorOptions::refresh`] every registration is
+//!   written again that often, for a registry built to expire them (etcd's
+//!   `EtcdRegistry::with_registration_ttl`, the CLI's `--ttl`): they then vanish within the
+//!   TTL once the registrator stops or its host dies.
 //! * **Stopping leaves registrations in place.** When [`run`]'s shutdown future completes
 //!   it returns without deregistering: the containers still run, and the next start's resync
 //!   removes whatever went away meanwhile. (Deregistering on exit would make every restart
@@ -34,8 +46,10 @@
 //! is one [`Activity`] handed to [`RegistratorOptions::reporter`] (by default one line on
 //! stderr). Registry failures name the registry's address (the backend's
 //! [`RegistryError`] does). [`run`] fails only when its *first* resync fails, so that a wrong
-//! registry address or an unreachable engine is seen at once; afterwards it keeps retrying
-//! until shut down.
+//! registry address or an unreachable engine is seen at once (a registry that cannot be
+//! reached is first tried [`RegistratorOptions::retry_attempts`] more times,
+//! [`RegistratorOptions::retry_interval`] apart, as Registrator's `-retry-attempts`);
+//! afterwards it keeps retrying until shut down.
 //!
 //! # Use
 //!
@@ -78,7 +92,7 @@ use flow_core::{DynRegistry, Registration, RegistryError};
 use futures::StreamExt;
 
 pub use conventions::{
-    registrations, HostIdentity, SettingError, CONTAINER_KEY, HOST_KEY, REGISTERED_BY,
+    registrations, split_tags, Conventions, SettingError, CONTAINER_KEY, HOST_KEY, REGISTERED_BY,
     REGISTERED_BY_KEY,
 };
 pub use sync::ResyncSummary;
@@ -97,14 +111,47 @@ const EVENT_REPLAY_MARGIN: Duration = Duration::from_secs(1);
 /// Receives every [`Activity`]; the CLI prints them.
 pub type Reporter = Arc<dyn Fn(&Activity) + Send + Sync>;
 
+/// When a stopped container's registrations are removed (`--deregister`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Deregister {
+    /// Whenever the container stops (Registrator's `always`, the default).
+    #[default]
+    Always,
+    /// Only when it exits with code 0 or is stopped by a signal (`on-success`): a container
+    /// that fails keeps its registrations, for its restart policy to bring it back.
+    OnSuccess,
+}
+
 /// How the registrator runs.
 #[derive(Clone)]
 pub struct RegistratorOptions {
     /// The address registered for published ports (`--ip`); `None`: each binding's host IP,
-    /// or the container's IP for ports published on every interface.
+    /// or the host's name resolved for ports published on every interface.
     pub ip: Option<IpAddr>,
+    /// Register exposed ports at the container IP instead of published ones (`--internal`).
+    pub internal: bool,
+    /// Register only ports with a `SERVICE_NAME` (`--explicit`).
+    pub explicit: bool,
+    /// Tags added to every registration (`--tags`).
+    pub tags: Vec<String>,
+    /// A label holding the address to register (`--use-ip-from-label`).
+    pub ip_label: Option<String>,
+    /// When a stopped container's registrations are removed (`--deregister`).
+    pub deregister: Deregister,
+    /// Whether a resync removes registrations of ours whose container is gone (`--cleanup`,
+    /// default `true`); `false` leaves that to the container's own events, as Registrator
+    /// does without `-cleanup`.
+    pub cleanup: bool,
+    /// Write every registration again this often (`--ttl-refresh`), for registries that
+    /// expire them (`--ttl`); `None`: never.
+    pub refresh: Option<Duration>,
     /// Resync everything this often (`--resync`); `None`: only at start and after failures.
     pub resync: Option<Duration>,
+    /// How many times the first resync is tried again when the registry cannot be reached
+    /// (`--retry-attempts`); `None`: without end. Default 0: fail at once.
+    pub retry_attempts: Option<u32>,
+    /// The wait between those attempts (`--retry-interval`, default 2 s).
+    pub retry_interval: Duration,
     /// The host name in default ids and in the [`HOST_KEY`] meta; `None`: the engine's own
     /// name (`docker info`), so that registrators of different hosts sharing one registry
     /// never remove each other's registrations.
@@ -116,11 +163,23 @@ pub struct RegistratorOptions {
     pub reporter: Reporter,
 }
 
+/// Registrator's default `-retry-interval`.
+pub const DEFAULT_RETRY_INTERVAL: Duration = Duration::from_secs(2);
+
 impl Default for RegistratorOptions {
     fn default() -> Self {
         RegistratorOptions {
             ip: None,
+            internal: false,
+            explicit: false,
+            tags: Vec::new(),
+            ip_label: None,
+            deregister: Deregister::Always,
+            cleanup: true,
+            refresh: None,
             resync: None,
+            retry_attempts: Some(0),
+            retry_interval: DEFAULT_RETRY_INTERVAL,
             hostname: None,
             docker_endpoint: flow_docker::ConnectSettings::from_env().endpoint(),
             reporter: Arc::new(|activity| eprintln!("registrator: {activity}")),
@@ -132,7 +191,16 @@ impl fmt::Debug for RegistratorOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RegistratorOptions")
             .field("ip", &self.ip)
+            .field("internal", &self.internal)
+            .field("explicit", &self.explicit)
+            .field("tags", &self.tags)
+            .field("ip_label", &self.ip_label)
+            .field("deregister", &self.deregister)
+            .field("cleanup", &self.cleanup)
+            .field("refresh", &self.refresh)
             .field("resync", &self.resync)
+            .field("retry_attempts", &self.retry_attempts)
+            .field("retry_interval", &self.retry_interval)
             .field("hostname", &self.hostname)
             .field("docker_endpoint", &self.docker_endpoint)
             .finish_non_exhaustive()
@@ -282,8 +350,29 @@ enum Interrupted {
     Failed(RegistratorError),
 }
 
-/// Handles the engine's events (and periodic resyncs) after a successful resync, until
-/// something fails or `shutdown` completes. Each step that succeeds resets `backoff`.
+/// A timer firing every `period` from one period from now; `None` never fires.
+fn every(period: Option<Duration>) -> Option<tokio::time::Interval> {
+    period.map(|period| {
+        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+        // A step slower than the period must not be followed by a burst.
+        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        interval
+    })
+}
+
+/// The next tick of a timer made by [`every`].
+async fn tick(interval: &mut Option<tokio::time::Interval>) {
+    match interval.as_mut() {
+        Some(interval) => {
+            interval.tick().await;
+        }
+        None => std::future::pending::<()>().await,
+    }
+}
+
+/// Handles the engine's events (and periodic resyncs and refreshes) after a successful
+/// resync, until something fails or `shutdown` completes. Each step that succeeds resets
+/// `backoff`.
 async fn follow(
     syncer: &mut sync::Syncer,
     events: &mut (impl futures::Stream<Item = Result<EventMessage, bollard::errors::Error>> + Unpin),
@@ -291,26 +380,15 @@ async fn follow(
     backoff: &mut Backoff,
     mut shutdown: Pin<&mut impl Future<Output = ()>>,
 ) -> Interrupted {
-    let mut periodic = options.resync.map(|period| {
-        let mut interval = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
-        // A resync slower than the period must not be followed by a burst.
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        interval
-    });
+    let mut resync = every(options.resync);
+    let mut refresh = every(options.refresh);
     loop {
-        let tick = async {
-            match periodic.as_mut() {
-                Some(interval) => {
-                    interval.tick().await;
-                }
-                None => std::future::pending::<()>().await,
-            }
-        };
         let step = tokio::select! {
             _ = &mut shutdown => return Interrupted::Shutdown,
-            _ = tick => syncer.resync().await.map(|summary| {
+            _ = tick(&mut resync) => syncer.resync().await.map(|summary| {
                 (options.reporter)(&Activity::Resynced(summary));
             }),
+            _ = tick(&mut refresh) => syncer.refresh().await,
             event = events.next() => match event {
                 None => Err(RegistratorError::EventsEnded),
                 Some(Err(source)) => Err(RegistratorError::Docker {
@@ -331,10 +409,26 @@ async fn follow(
     }
 }
 
+/// The host's address as its name resolves (the first IPv4 one, else the first), for ports
+/// published on every interface: what Registrator registers without `-ip`.
+async fn resolve(hostname: &str) -> Option<IpAddr> {
+    let addresses: Vec<IpAddr> = tokio::net::lookup_host((hostname, 0))
+        .await
+        .ok()?
+        .map(|a| a.ip())
+        .collect();
+    addresses
+        .iter()
+        .find(|ip| ip.is_ipv4())
+        .or(addresses.first())
+        .copied()
+}
+
 /// Runs the registrator until `shutdown` completes: resyncs, then follows the engine's
 /// container events (see the [crate docs](crate)). Returns `Ok(())` on shutdown, an error
-/// only when the engine cannot be asked its name or the first resync fails; later failures
-/// are reported to [`RegistratorOptions::reporter`] and retried.
+/// only when the engine cannot be asked its name or the first resync fails (after
+/// [`RegistratorOptions::retry_attempts`] more tries when the registry cannot be reached);
+/// later failures are reported to [`RegistratorOptions::reporter`] and retried.
 pub async fn run(
     docker: Docker,
     registry: DynRegistry,
@@ -349,20 +443,34 @@ pub async fn run(
             hostname = engine_hostname(&docker, &options.docker_endpoint) => hostname?,
         },
     };
-    let host = HostIdentity {
-        hostname,
+    let host_address = match options.ip {
+        Some(_) => None,
+        None => resolve(&hostname).await,
+    };
+    let conventions = Conventions {
         ip: options.ip,
+        host_address,
+        internal: options.internal,
+        explicit: options.explicit,
+        tags: options.tags.clone(),
+        ip_label: options.ip_label.clone(),
+        ..Conventions::new(hostname)
     };
     let report = options.reporter.clone();
     let mut syncer = sync::Syncer::new(
         docker.clone(),
         options.docker_endpoint.clone(),
         registry,
-        host,
+        conventions,
+        sync::Policy {
+            deregister: options.deregister,
+            cleanup: options.cleanup,
+        },
         report.clone(),
     );
     let mut backoff = Backoff::new();
     let mut first = true;
+    let mut attempts = 0u32;
     loop {
         let since = SystemTime::now() - EVENT_REPLAY_MARGIN;
         let mut events = Box::pin(container_events(&docker, since));
@@ -370,9 +478,15 @@ pub async fn run(
             _ = &mut shutdown => return Ok(()),
             resynced = syncer.resync() => resynced,
         };
-        let failure = match resynced {
+        let (failure, retry_in) = match resynced {
+            Err(error @ RegistratorError::Registry { .. })
+                if first && options.retry_attempts.is_none_or(|limit| attempts < limit) =>
+            {
+                attempts += 1;
+                (error, options.retry_interval)
+            }
             Err(error) if first => return Err(error),
-            Err(error) => error,
+            Err(error) => (error, backoff.step()),
             Ok(summary) => {
                 first = false;
                 report(&Activity::Resynced(summary));
@@ -385,11 +499,10 @@ pub async fn run(
                 );
                 match followed.await {
                     Interrupted::Shutdown => return Ok(()),
-                    Interrupted::Failed(error) => error,
+                    Interrupted::Failed(error) => (error, backoff.step()),
                 }
             }
         };
-        let retry_in = backoff.step();
         report(&Activity::Failed {
             error: failure,
             retry_in,

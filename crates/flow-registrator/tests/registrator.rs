@@ -1,13 +1,15 @@
 //! The registrator against the real Docker engine, with each registry backend: a throwaway
 //! real etcd node, the Consul double, and the file store in a temporary directory.
 //!
-//! Every test runs the same scenario (see [`scenario`]): start-up resync, registration after
-//! a container starts (the latency is measured and printed), deregistration after it stops,
-//! `SERVICE_IGNORE`, internal mode, and a restart of the registrator during which one
-//! container starts and another is removed. Containers carry a unique Compose project label
+//! Every backend runs the same scenario (see [`scenario`]): start-up resync, registration
+//! after a container starts (the latency is measured and printed), deregistration after it
+//! stops, `SERVICE_IGNORE`, exposed-only ports, and a restart of the registrator during which one
+//! container starts and another is removed. Then one test per group of Registrator's
+//! conventions and options, on real containers. Containers carry a unique Compose project label
 //! and are removed by [`ProjectGuard`], the per-test image by [`ImageGuard`], also on failure.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::{IpAddr, ToSocketAddrs};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,10 +18,10 @@ use bollard::query_parameters::{
     CreateContainerOptions, InspectContainerOptions, RemoveContainerOptions, StopContainerOptions,
 };
 use bollard::Docker;
-use flow_core::{DynRegistry, Registration};
+use flow_core::{CheckStatus, CheckTarget, DynRegistry, HealthCheck, Registration};
 use flow_registrator::{
-    run, Activity, RegistratorError, RegistratorOptions, ResyncSummary, CONTAINER_KEY, HOST_KEY,
-    REGISTERED_BY, REGISTERED_BY_KEY,
+    run, Activity, Deregister, RegistratorError, RegistratorOptions, ResyncSummary, CONTAINER_KEY,
+    HOST_KEY, REGISTERED_BY, REGISTERED_BY_KEY,
 };
 use flow_tests::fixtures::{
     build_demo_image, docker, unique_project, EtcdNode, ProjectGuard, PROJECT_LABEL,
@@ -37,6 +39,8 @@ use image_guard::ImageGuard;
 const DEADLINE: Duration = Duration::from_secs(10);
 /// How often the registry is polled while waiting.
 const POLL: Duration = Duration::from_millis(2);
+/// The check timeout Consul applies (and reports) when none is given.
+const CONSUL_DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Containers started to measure the start-to-registered latency.
 const MEASURED_STARTS: usize = 5;
 
@@ -230,7 +234,11 @@ async fn a_periodic_resync_restores_a_registration_deleted_by_hand() {
     let id = format!("{hostname}:{name}:8080");
 
     let period = Duration::from_millis(500);
-    let mut registrator = Running::start_with(&docker, &registry, "periodic", None, Some(period));
+    let options = RegistratorOptions {
+        resync: Some(period),
+        ..RegistratorOptions::default()
+    };
+    let mut registrator = Running::start_with(&docker, &registry, "periodic", options);
     registrator.wait_resynced().await;
     let env = [format!("SERVICE_NAME={name}")];
     let (_, at) = start_container(&docker, &project, &image, &name, &env, true).await;
@@ -254,6 +262,7 @@ struct Running {
     task: JoinHandle<Result<(), RegistratorError>>,
     resynced: mpsc::UnboundedReceiver<ResyncSummary>,
     failures: mpsc::UnboundedReceiver<String>,
+    skipped: mpsc::UnboundedReceiver<String>,
 }
 
 impl Running {
@@ -265,46 +274,51 @@ impl Running {
         label: &'static str,
         docker_endpoint: Option<String>,
     ) -> Running {
-        Running::start_with(docker, registry, label, docker_endpoint, None)
+        let options = match docker_endpoint {
+            Some(docker_endpoint) => RegistratorOptions {
+                docker_endpoint,
+                ..RegistratorOptions::default()
+            },
+            None => RegistratorOptions::default(),
+        };
+        Running::start_with(docker, registry, label, options)
     }
 
-    /// [`Running::start`] with a periodic resync.
+    /// [`Running::start`] with these options (their reporter is replaced by the test's).
     fn start_with(
         docker: &Docker,
         registry: &DynRegistry,
         label: &'static str,
-        docker_endpoint: Option<String>,
-        resync: Option<Duration>,
+        options: RegistratorOptions,
     ) -> Running {
         let (stop, stopped) = oneshot::channel::<()>();
         let (resync_tx, resynced) = mpsc::unbounded_channel();
         let (failure_tx, failures) = mpsc::unbounded_channel();
+        let (skipped_tx, skipped) = mpsc::unbounded_channel();
         let options = RegistratorOptions {
             reporter: Arc::new(move |activity: &Activity| {
-                if let Activity::Resynced(summary) = activity {
-                    let _ = resync_tx.send(*summary);
-                }
-                if let Activity::Failed { error, .. } = activity {
-                    let _ = failure_tx.send(error.to_string());
+                match activity {
+                    Activity::Resynced(summary) => {
+                        let _ = resync_tx.send(*summary);
+                    }
+                    Activity::Failed { error, .. } => {
+                        let _ = failure_tx.send(error.to_string());
+                    }
+                    Activity::Skipped(_) => {
+                        let _ = skipped_tx.send(activity.to_string());
+                    }
+                    _ => {}
                 }
                 // Other tests' containers come and go on the shared engine: show only ours
                 // and what matters.
                 if !matches!(
                     activity,
-                    Activity::Registered(_) | Activity::Deregistered(_)
+                    Activity::Registered(_) | Activity::Deregistered(_) | Activity::Skipped(_)
                 ) {
                     eprintln!("[{label}] {activity}");
                 }
             }),
-            resync,
-            ..RegistratorOptions::default()
-        };
-        let options = match docker_endpoint {
-            Some(docker_endpoint) => RegistratorOptions {
-                docker_endpoint,
-                ..options
-            },
-            None => options,
+            ..options
         };
         let task = tokio::spawn(run(docker.clone(), Arc::clone(registry), options, async {
             let _ = stopped.await;
@@ -314,6 +328,7 @@ impl Running {
             task,
             resynced,
             failures,
+            skipped,
         }
     }
 
@@ -331,6 +346,22 @@ impl Running {
             .expect("the registrator is running")
     }
 
+    /// The first "not registered" report that contains `needle` (other containers of the
+    /// shared engine may be reported too).
+    async fn wait_skipped(&mut self, needle: &str) -> String {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let message = tokio::time::timeout(left, self.skipped.recv())
+                .await
+                .unwrap_or_else(|_| panic!("no report naming {needle:?} within {DEADLINE:?}"))
+                .expect("the registrator is running");
+            if message.contains(needle) {
+                return message;
+            }
+        }
+    }
+
     async fn stop(self) {
         let _ = self.stop.send(());
         tokio::time::timeout(DEADLINE, self.task)
@@ -341,34 +372,69 @@ impl Running {
     }
 }
 
-/// Creates and starts `name` from `image`; `publish` publishes 8080 on `127.0.0.1::8080`.
-/// Returns the container id and when the start call returned.
-async fn start_container(
+/// How a test container is created besides its name and image.
+#[derive(Default)]
+struct Spec {
+    env: Vec<String>,
+    labels: Vec<(String, String)>,
+    /// `(port/protocol, host IP)`: published on an ephemeral host port.
+    publish: Vec<(&'static str, &'static str)>,
+    /// Exposed on top of the image's `EXPOSE 8080`.
+    expose: Vec<&'static str>,
+    network_mode: Option<&'static str>,
+}
+
+impl Spec {
+    fn env(env: &[&str]) -> Spec {
+        Spec {
+            env: env.iter().map(|e| e.to_string()).collect(),
+            ..Spec::default()
+        }
+    }
+
+    fn published(self, port: &'static str, host_ip: &'static str) -> Spec {
+        let mut publish = self.publish;
+        publish.push((port, host_ip));
+        Spec { publish, ..self }
+    }
+}
+
+/// Creates and starts `name` from `image` as `spec` says; returns the container id and
+/// when the start call returned.
+async fn start_spec(
     docker: &Docker,
     project: &str,
     image: &str,
     name: &str,
-    env: &[String],
-    publish: bool,
+    spec: Spec,
 ) -> (String, Instant) {
-    let port_bindings = publish.then(|| {
-        HashMap::from([(
-            "8080/tcp".to_string(),
-            Some(vec![PortBinding {
-                host_ip: Some("127.0.0.1".to_string()),
+    let mut port_bindings: HashMap<String, Option<Vec<PortBinding>>> = HashMap::new();
+    for (port, host_ip) in &spec.publish {
+        port_bindings
+            .entry(port.to_string())
+            .or_default()
+            .get_or_insert_with(Vec::new)
+            .push(PortBinding {
+                host_ip: Some(host_ip.to_string()),
                 host_port: Some(String::new()),
-            }]),
-        )])
-    });
+            });
+    }
+    let mut labels: HashMap<String, String> = spec.labels.into_iter().collect();
+    labels.insert(PROJECT_LABEL.to_string(), project.to_string());
+    let exposed: Vec<String> = spec
+        .publish
+        .iter()
+        .map(|(port, _)| port.to_string())
+        .chain(spec.expose.iter().map(|p| p.to_string()))
+        .collect();
     let body = ContainerCreateBody {
         image: Some(image.to_string()),
-        env: Some(env.to_vec()),
-        labels: Some(HashMap::from([(
-            PROJECT_LABEL.to_string(),
-            project.to_string(),
-        )])),
+        env: Some(spec.env),
+        labels: Some(labels),
+        exposed_ports: (!exposed.is_empty()).then_some(exposed),
         host_config: Some(HostConfig {
-            port_bindings,
+            port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
+            network_mode: spec.network_mode.map(str::to_string),
             ..Default::default()
         }),
         ..Default::default()
@@ -388,6 +454,28 @@ async fn start_container(
         .await
         .unwrap_or_else(|e| panic!("start {name}: {e}"));
     (created.id, Instant::now())
+}
+
+/// Creates and starts `name` from `image`; `publish` publishes 8080 on `127.0.0.1::8080`.
+/// Returns the container id and when the start call returned.
+async fn start_container(
+    docker: &Docker,
+    project: &str,
+    image: &str,
+    name: &str,
+    env: &[String],
+    publish: bool,
+) -> (String, Instant) {
+    let spec = Spec {
+        env: env.to_vec(),
+        ..Spec::default()
+    };
+    let spec = if publish {
+        spec.published("8080/tcp", "127.0.0.1")
+    } else {
+        spec
+    };
+    start_spec(docker, project, image, name, spec).await
 }
 
 async fn stop_container(docker: &Docker, id: &str) -> Instant {
@@ -533,6 +621,7 @@ async fn scenario(label: &'static str, registry: DynRegistry) {
             format!("SERVICE_NAME={service}"),
             "SERVICE_TAGS=v1,demo".to_string(),
             "SERVICE_CHECK_HTTP=/health".to_string(),
+            "SERVICE_REGION=eu-1".to_string(),
         ];
         let (id, at) = start_container(&docker, &project, &image, &name, &env, true).await;
         let (found, latency) = wait_for(&registry, &id_of(&name, 8080), true, at).await;
@@ -545,14 +634,28 @@ async fn scenario(label: &'static str, registry: DynRegistry) {
             ("127.0.0.1", host_port)
         );
         assert_eq!(found.tags, vec!["v1", "demo"]);
-        assert_eq!(found.meta, our_meta(&hostname, &id));
+        // Every other SERVICE_<KEY> is an attribute: meta `<key>` (Consul's Meta), the
+        // check's settings included, as Registrator writes them.
+        let mut meta = our_meta(&hostname, &id);
+        meta.insert("region".to_string(), "eu-1".to_string());
+        meta.insert("check_http".to_string(), "/health".to_string());
+        assert_eq!(found.meta, meta);
         let check = found.check.expect("an HTTP check");
+        // No SERVICE_CHECK_TIMEOUT: none is written, so the registry's default applies;
+        // Consul reports its default (10 s) when read back, the others nothing.
+        assert!(
+            matches!(check.timeout, None | Some(CONSUL_DEFAULT_TIMEOUT)),
+            "{check:?}"
+        );
         assert_eq!(
-            check,
-            flow_core::HealthCheck::http(
+            HealthCheck {
+                timeout: None,
+                ..check
+            },
+            HealthCheck::http(
                 format!("http://127.0.0.1:{host_port}/health"),
                 Duration::from_secs(10),
-                Some(Duration::from_secs(5))
+                None
             )
         );
         latencies.push(latency);
@@ -568,21 +671,17 @@ async fn scenario(label: &'static str, registry: DynRegistry) {
             .join(", ")
     );
 
-    // Internal mode: exposed, not published → the container IP and the exposed port.
-    let internal_name = format!("{project}-internal");
-    let (internal_id, at) = start_container(
+    // Exposed, not published: not registered without --internal (Registrator's default).
+    let exposed_name = format!("{project}-exposed");
+    start_container(
         &docker,
         &project,
         &image,
-        &internal_name,
-        &[format!("SERVICE_NAME={project}-internal")],
+        &exposed_name,
+        &[format!("SERVICE_NAME={project}-exposed")],
         false,
     )
     .await;
-    let (found, _) = wait_for(&registry, &id_of(&internal_name, 8080), true, at).await;
-    let (_, ip) = addresses(&docker, &internal_id).await;
-    let found = found.expect("registered");
-    assert_eq!((found.address.as_str(), found.port), (ip.as_str(), 8080));
 
     // SERVICE_IGNORE: never registered. Events are handled in order, so once a container
     // started after it is registered, the ignored one has been handled.
@@ -617,6 +716,14 @@ async fn scenario(label: &'static str, registry: DynRegistry) {
     assert!(
         ignored.is_empty(),
         "ignored container registered: {ignored:?}"
+    );
+    let exposed = registry
+        .instances(&format!("{project}-exposed"))
+        .await
+        .expect("list");
+    assert!(
+        exposed.is_empty(),
+        "an exposed-only port registered without --internal: {exposed:?}"
     );
 
     // Stop → deregistered.
@@ -688,4 +795,516 @@ async fn scenario(label: &'static str, registry: DynRegistry) {
         "another host's registration is left alone"
     );
     registrator.stop().await;
+}
+
+/// What a test of one convention or option needs: the demo image, a project whose
+/// containers are removed at the end, a file-store registry and the engine's host name.
+struct Bench {
+    docker: Docker,
+    project: String,
+    image: String,
+    registry: DynRegistry,
+    hostname: String,
+    _image: ImageGuard,
+    _guard: ProjectGuard,
+    _dir: tempfile::TempDir,
+}
+
+impl Bench {
+    async fn new(prefix: &str) -> Bench {
+        let docker = docker().await;
+        let project = unique_project(prefix);
+        let image = format!("docker-flow-registrator-demo:{project}");
+        build_demo_image(&docker, &image, "v1")
+            .await
+            .expect("building the demo image");
+        let dir = tempfile::tempdir().expect("a temporary directory");
+        let registry: DynRegistry =
+            Arc::new(flow_store::FileRegistry::new(dir.path().join("store")));
+        let hostname = docker
+            .info()
+            .await
+            .expect("docker info")
+            .name
+            .expect("the engine's name");
+        Bench {
+            _image: ImageGuard(image.clone()),
+            _guard: ProjectGuard::new(&project),
+            _dir: dir,
+            docker,
+            project,
+            image,
+            registry,
+            hostname,
+        }
+    }
+
+    /// `<project>-<suffix>`, a container (and service) name of this test.
+    fn name(&self, suffix: &str) -> String {
+        format!("{}-{suffix}", self.project)
+    }
+
+    /// The default registration id of `container`'s `port`.
+    fn id(&self, container: &str, port: &str) -> String {
+        format!("{}:{container}:{port}", self.hostname)
+    }
+
+    async fn start(&self, name: &str, spec: Spec) -> (String, Instant) {
+        start_spec(&self.docker, &self.project, &self.image, name, spec).await
+    }
+
+    /// Waits until `id` is registered and returns the registration.
+    async fn registered(&self, id: &str, since: Instant) -> Registration {
+        wait_for(&self.registry, id, true, since)
+            .await
+            .0
+            .expect("registered")
+    }
+
+    /// Starts a registrator on the bench's registry and waits for its first resync.
+    async fn registrator(&self, label: &'static str, options: RegistratorOptions) -> Running {
+        let mut running = Running::start_with(&self.docker, &self.registry, label, options);
+        running.wait_resynced().await;
+        running
+    }
+
+    /// Starts `name`, waits for the registration of its port `key` (`8080/tcp`,
+    /// `5353/udp`) under the default id, and returns it with the port's published host port.
+    async fn registered_at(&self, name: &str, spec: Spec, key: &str) -> (Registration, u16) {
+        let (container_id, at) = self.start(name, spec).await;
+        let (port, protocol) = key.split_once('/').expect("port/protocol");
+        let id_port = match protocol {
+            "udp" => format!("{port}:udp"),
+            _ => port.to_string(),
+        };
+        let found = self.registered(&self.id(name, &id_port), at).await;
+        (found, host_port(&self.docker, &container_id, key).await)
+    }
+
+    /// Whether anything is registered for `container` (by its full id in our meta).
+    async fn has_registrations(&self, container_id: &str) -> bool {
+        self.registry
+            .all_instances()
+            .await
+            .expect("list")
+            .iter()
+            .any(|r| r.meta.get(CONTAINER_KEY).map(String::as_str) == Some(container_id))
+    }
+
+    /// Starts a plain published container and waits for its registration: every event
+    /// before its start has been handled by then (the registrator handles them in order).
+    async fn marker(&self, suffix: &str) {
+        let name = self.name(suffix);
+        let (_, at) = self
+            .start(&name, Spec::default().published("8080/tcp", "127.0.0.1"))
+            .await;
+        self.registered(&self.id(&name, "8080"), at).await;
+    }
+}
+
+/// The host port `key` (`8080/tcp`) is published on, as the engine reports it.
+async fn host_port(docker: &Docker, id: &str, key: &str) -> u16 {
+    let inspect = docker
+        .inspect_container(id, None::<InspectContainerOptions>)
+        .await
+        .expect("inspect");
+    inspect
+        .network_settings
+        .and_then(|n| n.ports)
+        .and_then(|ports| ports.get(key).cloned().flatten())
+        .and_then(|bindings| bindings.into_iter().find_map(|b| b.host_port))
+        .and_then(|port| port.parse().ok())
+        .unwrap_or_else(|| panic!("{key} of {id} is published"))
+}
+
+fn check(target: CheckTarget) -> HealthCheck {
+    HealthCheck {
+        target,
+        interval: Some(Duration::from_secs(10)),
+        timeout: None,
+        method: None,
+        grpc_use_tls: false,
+        tls_skip_verify: false,
+        initial_status: None,
+        deregister_after: None,
+    }
+}
+
+/// Registrator's conventions (docs/user/services.md, backends.md), each on a real container,
+/// with the default options.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registrators_conventions_on_real_containers() {
+    let bench = Bench::new("reg-conventions").await;
+    // Without --ip, a port published on every interface is registered at the host's
+    // address as the system resolver gives it for the host name.
+    let host_address = (bench.hostname.as_str(), 0)
+        .to_socket_addrs()
+        .expect("the engine's host name resolves on this machine")
+        .map(|a| a.ip())
+        .find(IpAddr::is_ipv4)
+        .expect("an IPv4 address")
+        .to_string();
+    let mut registrator = bench
+        .registrator("conventions", RegistratorOptions::default())
+        .await;
+
+    // Published on 0.0.0.0: host address and host port; attributes become meta; an escaped
+    // comma stays in its tag; SERVICE_CHECK_TCP.
+    let any = bench.name("any");
+    let spec = Spec::env(&[
+        "SERVICE_REGION=us-east",
+        "SERVICE_TAGS=a\\,b,c",
+        "SERVICE_CHECK_TCP=true",
+    ])
+    .published("8080/tcp", "0.0.0.0");
+    let (found, port) = bench.registered_at(&any, spec, "8080/tcp").await;
+    assert_eq!(
+        (found.address.as_str(), found.port),
+        (host_address.as_str(), port)
+    );
+    assert_eq!(found.tags, vec!["a,b", "c"]);
+    assert_eq!(
+        found.meta.get("region").map(String::as_str),
+        Some("us-east")
+    );
+    assert_eq!(
+        found.check,
+        Some(check(CheckTarget::Tcp(format!("{host_address}:{port}"))))
+    );
+
+    // --net=host: the image's exposed 8080 at the host's address. The server listens on a
+    // free port so that it disturbs nothing on the host.
+    let free_port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let host_net = bench.name("hostnet");
+    let spec = Spec {
+        network_mode: Some("host"),
+        ..Spec::env(&[&format!("PORT={free_port}"), "SERVICE_CHECK_TTL=30s"])
+    };
+    let (_, at) = bench.start(&host_net, spec).await;
+    let found = bench.registered(&bench.id(&host_net, "8080"), at).await;
+    assert_eq!(
+        (found.address.as_str(), found.port),
+        (host_address.as_str(), 8080)
+    );
+    assert_eq!(
+        found.check,
+        Some(HealthCheck {
+            interval: None,
+            ..check(CheckTarget::Ttl(Duration::from_secs(30)))
+        })
+    );
+
+    // A UDP port: `:udp` in the id and the tag `udp`.
+    let udp = bench.name("udp");
+    let spec = Spec::env(&["SERVICE_5353_NAME=dns"])
+        .published("5353/udp", "127.0.0.1")
+        .published("8080/tcp", "127.0.0.1");
+    let (found, port) = bench.registered_at(&udp, spec, "5353/udp").await;
+    assert_eq!((found.name.as_str(), found.port), ("dns", port));
+    assert_eq!(found.tags, vec!["udp"]);
+
+    // SERVICE_CHECK_HTTP without a leading slash, with method, initial status and
+    // deregistration; no timeout given: none written (the registry's default).
+    let http = bench.name("http");
+    let spec = Spec::env(&[
+        "SERVICE_CHECK_HTTP=health",
+        "SERVICE_CHECK_HTTP_METHOD=HEAD",
+        "SERVICE_CHECK_INITIAL_STATUS=passing",
+        "SERVICE_CHECK_DEREGISTER_AFTER=1m",
+    ])
+    .published("8080/tcp", "127.0.0.1");
+    let (found, port) = bench.registered_at(&http, spec, "8080/tcp").await;
+    assert_eq!(
+        found.check,
+        Some(HealthCheck {
+            method: Some("HEAD".to_string()),
+            initial_status: Some(CheckStatus::Passing),
+            deregister_after: Some(Duration::from_secs(60)),
+            ..check(CheckTarget::Http(format!("http://127.0.0.1:{port}/health")))
+        })
+    );
+
+    // Bad input: the container is reported by name with the variable and skipped; the
+    // sync goes on (the marker started afterwards is registered).
+    let bad_check = bench.name("bad-check");
+    let spec = Spec::env(&["SERVICE_CHECK_TCP=true", "SERVICE_CHECK_INTERVAL=often"])
+        .published("8080/tcp", "127.0.0.1");
+    let (bad_check_id, _) = bench.start(&bad_check, spec).await;
+    assert_eq!(
+        registrator.wait_skipped(&bad_check).await,
+        format!("not registered: container {bad_check}: SERVICE_CHECK_INTERVAL=\"often\" cannot be used: write a duration such as 10s, 1m30s or 500ms")
+    );
+    let bad_port = bench.name("bad-port");
+    let spec = Spec::env(&["SERVICE_9999_NAME=ghost"]).published("8080/tcp", "127.0.0.1");
+    let (bad_port_id, _) = bench.start(&bad_port, spec).await;
+    assert_eq!(
+        registrator.wait_skipped(&bad_port).await,
+        format!("not registered: container {bad_port}: SERVICE_9999_NAME names port 9999, which the container does not expose; expose the port or remove the setting")
+    );
+    bench.marker("marker").await;
+    assert!(!bench.has_registrations(&bad_check_id).await);
+    assert!(!bench.has_registrations(&bad_port_id).await);
+    registrator.stop().await;
+}
+
+/// `--ip`, `--tags`, `--explicit` and `--use-ip-from-label` on real containers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ip_tags_explicit_and_the_ip_label_on_real_containers() {
+    let bench = Bench::new("reg-options").await;
+    let options = RegistratorOptions {
+        ip: Some("192.0.2.10".parse().unwrap()),
+        tags: flow_registrator::split_tags("edge,x\\,y"),
+        explicit: true,
+        ip_label: Some("ipam.address".to_string()),
+        ..RegistratorOptions::default()
+    };
+    let registrator = bench.registrator("options", options).await;
+
+    let named = bench.name("named");
+    let spec = Spec::env(&[&format!("SERVICE_NAME={named}"), "SERVICE_TAGS=own"])
+        .published("8080/tcp", "0.0.0.0");
+    let (found, port) = bench.registered_at(&named, spec, "8080/tcp").await;
+    assert_eq!((found.address.as_str(), found.port), ("192.0.2.10", port));
+    assert_eq!(found.tags, vec!["own", "edge", "x,y"]);
+
+    let unnamed = bench.name("unnamed");
+    let (unnamed_id, _) = bench
+        .start(&unnamed, Spec::default().published("8080/tcp", "127.0.0.1"))
+        .await;
+
+    let labelled = bench.name("labelled");
+    let spec = Spec {
+        labels: vec![("ipam.address".to_string(), "10.1.2.3/24".to_string())],
+        ..Spec::env(&[&format!("SERVICE_NAME={labelled}")]).published("8080/tcp", "127.0.0.1")
+    };
+    let (found, port) = bench.registered_at(&labelled, spec, "8080/tcp").await;
+    assert_eq!((found.address.as_str(), found.port), ("10.1.2.3", port));
+    // Started before the labelled one, so handled before it: --explicit left it out.
+    assert!(!bench.has_registrations(&unnamed_id).await);
+    registrator.stop().await;
+}
+
+/// `--internal`: exposed ports, published or not, at the container's IP and exposed port.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_registers_exposed_ports_at_the_container_ip() {
+    let bench = Bench::new("reg-internal").await;
+    let options = RegistratorOptions {
+        internal: true,
+        ..RegistratorOptions::default()
+    };
+    let registrator = bench.registrator("internal", options).await;
+    for (suffix, spec) in [
+        ("exposed", Spec::default()),
+        (
+            "published",
+            Spec::default().published("8080/tcp", "127.0.0.1"),
+        ),
+    ] {
+        let name = bench.name(suffix);
+        let (id, at) = bench.start(&name, spec).await;
+        let found = bench.registered(&bench.id(&name, "8080"), at).await;
+        let (_, ip) = addresses(&bench.docker, &id).await;
+        assert_eq!(
+            (found.address.as_str(), found.port),
+            (ip.as_str(), 8080),
+            "{suffix}"
+        );
+    }
+    registrator.stop().await;
+}
+
+/// Waits until the engine reports `id` as not running and returns its exit code.
+async fn exited(docker: &Docker, id: &str) -> i64 {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let state = docker
+            .inspect_container(id, None::<InspectContainerOptions>)
+            .await
+            .expect("inspect")
+            .state
+            .expect("a state");
+        if state.running != Some(true) {
+            return state.exit_code.expect("an exit code");
+        }
+        assert!(Instant::now() < deadline, "{id} did not exit");
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// `--deregister=on-success`: a container that exited with a failure keeps its registration
+/// (through a resync and through its own events); one that exited with 0 loses it.
+/// `--cleanup=false`: a resync keeps registrations whose container is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deregister_on_success_and_cleanup_off() {
+    let bench = Bench::new("reg-on-success").await;
+    // An invalid PORT makes the demo server exit at once with a failure.
+    let failed = bench.name("failed");
+    let (failed_id, _) = bench
+        .start(
+            &failed,
+            Spec::env(&["PORT=none"]).published("8080/tcp", "127.0.0.1"),
+        )
+        .await;
+    let code = exited(&bench.docker, &failed_id).await;
+    assert!(
+        code != 0 && code & 128 == 0,
+        "a plain failure, not a signal: {code}"
+    );
+    let succeeded = bench.name("succeeded");
+    let (succeeded_id, _) = bench
+        .start(
+            &succeeded,
+            Spec::default().published("8080/tcp", "127.0.0.1"),
+        )
+        .await;
+    stop_container(&bench.docker, &succeeded_id).await;
+    assert_eq!(exited(&bench.docker, &succeeded_id).await, 0);
+    // Both were registered before the registrator started (as by an earlier run).
+    let earlier = |name: &str, id: &str| Registration {
+        id: bench.id(name, "8080"),
+        name: name.to_string(),
+        address: "127.0.0.1".to_string(),
+        port: 1,
+        tags: Vec::new(),
+        meta: our_meta(&bench.hostname, id),
+        check: None,
+    };
+    let failed_registration = earlier(&failed, &failed_id);
+    bench
+        .registry
+        .register(&failed_registration)
+        .await
+        .expect("register");
+    bench
+        .registry
+        .register(&earlier(&succeeded, &succeeded_id))
+        .await
+        .expect("register");
+
+    let options = RegistratorOptions {
+        deregister: Deregister::OnSuccess,
+        ..RegistratorOptions::default()
+    };
+    let registrator = bench.registrator("on-success", options).await;
+    wait_for(
+        &bench.registry,
+        &bench.id(&succeeded, "8080"),
+        false,
+        Instant::now(),
+    )
+    .await;
+    assert!(bench.has_registrations(&failed_id).await);
+    // It fails again: its start and die events leave the registration too.
+    bench
+        .docker
+        .start_container(&failed_id, None)
+        .await
+        .expect("start again");
+    exited(&bench.docker, &failed_id).await;
+    bench.marker("marker").await;
+    assert!(bench.has_registrations(&failed_id).await);
+    registrator.stop().await;
+
+    // --cleanup=false: a registration of ours whose container is gone stays.
+    let vanished = Registration {
+        meta: our_meta(&bench.hostname, "feed"),
+        ..earlier(&bench.name("vanished"), "feed")
+    };
+    bench.registry.register(&vanished).await.expect("register");
+    let options = RegistratorOptions {
+        cleanup: false,
+        ..RegistratorOptions::default()
+    };
+    let registrator = bench.registrator("no-cleanup", options).await;
+    let all = bench.registry.all_instances().await.expect("list");
+    assert!(all.contains(&vanished), "kept without --cleanup");
+    registrator.stop().await;
+}
+
+/// `--retry-attempts` and `--retry-interval`: an unreachable registry is tried again that
+/// many times, that far apart, then the registrator fails naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_attempts_then_fail_naming_the_registry() {
+    let docker = docker().await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port");
+    let address = format!("127.0.0.1:{}", closed.port());
+    let registry: DynRegistry =
+        Arc::new(flow_etcd::EtcdRegistry::new(&format!("etcd://{address}")).expect("endpoints"));
+    let interval = Duration::from_millis(150);
+    let (failures_tx, mut failures) = mpsc::unbounded_channel();
+    let options = RegistratorOptions {
+        retry_attempts: Some(2),
+        retry_interval: interval,
+        reporter: Arc::new(move |activity: &Activity| {
+            if let Activity::Failed { retry_in, .. } = activity {
+                let _ = failures_tx.send(*retry_in);
+            }
+        }),
+        ..RegistratorOptions::default()
+    };
+    let started = Instant::now();
+    let outcome = tokio::time::timeout(
+        DEADLINE,
+        run(docker, registry, options, std::future::pending()),
+    )
+    .await
+    .expect("gives up within the deadline");
+    let elapsed = started.elapsed();
+    let error = outcome
+        .expect_err("the registry cannot be reached")
+        .to_string();
+    assert!(error.contains(&address), "{error}");
+    let mut waits = Vec::new();
+    while let Ok(wait) = failures.try_recv() {
+        waits.push(wait);
+    }
+    assert_eq!(
+        waits,
+        vec![interval, interval],
+        "two retries, each after the interval"
+    );
+    assert!(elapsed >= interval * 2, "{elapsed:?}");
+    eprintln!("[retry] 1 + 2 attempts, failed after {}", ms(elapsed));
+}
+
+/// `--ttl` with `--ttl-refresh` on a real etcd node: registrations outlive their TTL while
+/// the registrator refreshes them, and vanish once it stops.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ttl_registrations_expire_once_no_longer_refreshed() {
+    let bench = Bench::new("reg-ttl").await;
+    let node = EtcdNode::start().await;
+    let ttl = Duration::from_secs(3);
+    let registry: DynRegistry = Arc::new(
+        flow_etcd::EtcdRegistry::new(&node.endpoints())
+            .expect("etcd endpoints")
+            .with_registration_ttl(ttl),
+    );
+    let options = RegistratorOptions {
+        refresh: Some(Duration::from_secs(1)),
+        ..RegistratorOptions::default()
+    };
+    let mut registrator = Running::start_with(&bench.docker, &registry, "ttl", options);
+    registrator.wait_resynced().await;
+    let name = bench.name("web");
+    let (_, at) = bench
+        .start(&name, Spec::default().published("8080/tcp", "127.0.0.1"))
+        .await;
+    let id = bench.id(&name, "8080");
+    wait_for(&registry, &id, true, at).await;
+    tokio::time::sleep(ttl + Duration::from_secs(1)).await;
+    let (still, _) = wait_for(&registry, &id, true, Instant::now()).await;
+    assert!(still.is_some(), "refreshed past its TTL");
+    registrator.stop().await;
+    let stopped = Instant::now();
+    let (_, expired) = wait_for(&registry, &id, false, stopped).await;
+    eprintln!(
+        "[ttl] registrator stopped → registration expired after {} (TTL {})",
+        ms(expired),
+        ms(ttl)
+    );
 }

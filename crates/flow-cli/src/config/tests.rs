@@ -860,6 +860,12 @@ fn registrator() {
             },
             ip: Some("10.1.2.3".parse().unwrap()),
             resync: Some(Duration::from_secs(300)),
+            rules: RegistratorRules::default(),
+            ttl: None,
+            deregister: flow_registrator::Deregister::Always,
+            cleanup: true,
+            retry_attempts: Some(0),
+            retry_interval: Duration::from_secs(2),
             docker: DockerEndpoint::default(),
         }
     );
@@ -869,6 +875,131 @@ fn registrator() {
         None
     )
     .starts_with("--resync has the invalid value \"0\""));
+}
+
+fn registrator_config(args: &[&str], env: &[(&str, &str)]) -> RegistratorConfig {
+    let mut line = vec!["registrator"];
+    line.extend_from_slice(args);
+    match run(&line, env, None) {
+        Ok(Command::Registrator(config)) => config,
+        other => panic!("expected registrator: {other:?}"),
+    }
+}
+
+#[test]
+fn registrator_flags_of_registrator_and_their_env() {
+    let etcd = [("FLOW_REGISTRY", "etcd://127.0.0.1:2379")];
+    let config = registrator_config(
+        &[
+            "--internal",
+            "--explicit",
+            "--tags",
+            "a,b\\,c",
+            "--use-ip-from-label",
+            "ipam.ip",
+            "--ttl",
+            "30",
+            "--ttl-refresh",
+            "10s",
+            "--deregister",
+            "on-success",
+            "--cleanup=false",
+            "--retry-attempts",
+            "-1",
+            "--retry-interval",
+            "500",
+        ],
+        &etcd,
+    );
+    assert_eq!(
+        config.rules,
+        RegistratorRules {
+            internal: true,
+            explicit: true,
+            tags: vec!["a".to_string(), "b,c".to_string()],
+            ip_label: Some("ipam.ip".to_string()),
+        }
+    );
+    assert_eq!(
+        config.ttl,
+        Some(RegistrationTtl {
+            ttl: Duration::from_secs(30),
+            refresh: Duration::from_secs(10)
+        })
+    );
+    assert_eq!(config.deregister, flow_registrator::Deregister::OnSuccess);
+    assert!(!config.cleanup);
+    assert_eq!(config.retry_attempts, None);
+    assert_eq!(config.retry_interval, Duration::from_millis(500));
+
+    let env = [
+        ("FLOW_REGISTRY", "etcd://127.0.0.1:2379"),
+        ("FLOW_IP", "192.0.2.7"),
+        ("FLOW_RESYNC", "1m"),
+        ("FLOW_INTERNAL", "true"),
+        ("FLOW_EXPLICIT", "yes"),
+        ("FLOW_TAGS", "x"),
+        ("FLOW_USE_IP_FROM_LABEL", "l"),
+        ("FLOW_TTL", "1m"),
+        ("FLOW_TTL_REFRESH", "20s"),
+        ("FLOW_DEREGISTER", "on-success"),
+        ("FLOW_CLEANUP", "0"),
+        ("FLOW_RETRY_ATTEMPTS", "3"),
+        ("FLOW_RETRY_INTERVAL", "1s"),
+    ];
+    let from_env = registrator_config(&[], &env);
+    assert_eq!(from_env.ip, Some("192.0.2.7".parse().unwrap()));
+    assert_eq!(from_env.resync, Some(Duration::from_secs(60)));
+    assert_eq!(
+        from_env.rules,
+        RegistratorRules {
+            internal: true,
+            explicit: true,
+            tags: vec!["x".to_string()],
+            ip_label: Some("l".to_string()),
+        }
+    );
+    assert_eq!(from_env.ttl.map(|t| t.ttl), Some(Duration::from_secs(60)));
+    assert_eq!(from_env.deregister, flow_registrator::Deregister::OnSuccess);
+    assert!(!from_env.cleanup);
+    assert_eq!(from_env.retry_attempts, Some(3));
+    assert_eq!(from_env.retry_interval, Duration::from_secs(1));
+    // A flag wins over its variable.
+    let flag_wins = registrator_config(&["--internal=false"], &env);
+    assert!(!flag_wins.rules.internal);
+}
+
+#[test]
+fn registrator_flags_refused_with_the_reason() {
+    let etcd = [("FLOW_REGISTRY", "etcd://127.0.0.1:2379")];
+    let consul = [("FLOW_REGISTRY", "consul://127.0.0.1:8500")];
+    let refused = |args: &[&str], env: &[(&str, &str)]| {
+        let mut line = vec!["registrator"];
+        line.extend_from_slice(args);
+        error(&line, env, None)
+    };
+    assert_eq!(
+        refused(&["--ttl", "30s"], &etcd),
+        "--ttl needs --ttl-refresh as well: registrations that expire must be written again before they do (Registrator's -ttl and -ttl-refresh go together too)"
+    );
+    assert!(
+        refused(&["--ttl-refresh", "30s"], &etcd).starts_with("--ttl-refresh needs --ttl as well")
+    );
+    assert_eq!(
+        refused(&["--ttl", "10s", "--ttl-refresh", "10s"], &etcd),
+        "--ttl must be longer than --ttl-refresh, or registrations expire between two refreshes"
+    );
+    assert!(refused(&["--ttl", "30s", "--ttl-refresh", "10s"], &consul)
+        .starts_with("--ttl needs a registry that expires registrations, and consul://127.0.0.1:8500 does not"));
+    assert!(refused(&["--deregister", "never"], &etcd)
+        .starts_with("--deregister has the invalid value \"never\""));
+    assert!(refused(&["--retry-attempts", "-2"], &etcd)
+        .starts_with("--retry-attempts has the invalid value \"-2\""));
+    assert!(refused(&["--retry-interval", "0"], &etcd)
+        .starts_with("--retry-interval has the invalid value \"0\""));
+    assert!(refused(&["--cleanup=perhaps"], &etcd).starts_with("--cleanup has the invalid value"));
+    assert!(refused(&["--tags", "{{.Config.Hostname}}"], &etcd)
+        .contains("a Go template: docker-flow does not render templates in --tags"));
 }
 
 #[test]

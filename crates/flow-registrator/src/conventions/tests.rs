@@ -8,15 +8,21 @@ use bollard::models::{
 
 use super::*;
 
-fn host() -> HostIdentity {
-    HostIdentity {
-        hostname: "host-a".to_string(),
-        ip: None,
+/// Host `host-a`, whose name resolves to 192.0.2.1.
+fn host() -> Conventions {
+    Conventions {
+        host_address: Some("192.0.2.1".parse().unwrap()),
+        ..Conventions::new("host-a")
     }
 }
 
-/// A running container `web-1` of image `reg:5000/team/web:2` on network `app` at 172.20.0.5,
-/// exposing `exposed`, publishing `published` (`(container port/proto, host ip, host port)`).
+fn internal() -> Conventions {
+    Conventions {
+        internal: true,
+        ..host()
+    }
+}
+
 fn container(
     env: &[&str],
     labels: &[(&str, &str)],
@@ -204,7 +210,8 @@ fn http_check_with_defaults_and_overrides() {
         Some(HealthCheck::http(
             "http://127.0.0.1:49153/health",
             Duration::from_secs(10),
-            Some(Duration::from_secs(5))
+            // No SERVICE_CHECK_TIMEOUT: the registry's default, as Registrator leaves it.
+            None
         ))
     );
     let c = container(
@@ -228,39 +235,337 @@ fn http_check_with_defaults_and_overrides() {
 }
 
 #[test]
-fn unusable_check_settings_are_errors_naming_the_setting() {
+fn unusable_check_settings_are_errors_naming_the_container_and_the_setting() {
     let published = [("8080/tcp", "127.0.0.1", "1")];
-    let c = container(
-        &["SERVICE_CHECK_HTTP=/h", "SERVICE_CHECK_INTERVAL=often"],
-        &[],
-        &[],
-        &published,
-    );
-    let error = registrations(&c, &host()).unwrap_err();
+    let error_of = |env: &[&str]| {
+        registrations(&container(env, &[], &[], &published), &host())
+            .unwrap_err()
+            .to_string()
+    };
     assert_eq!(
-        error.to_string(),
-        "container web-1: SERVICE_CHECK_INTERVAL=\"often\" is not a duration; write it like 10s, 1m30s or 500ms"
+        error_of(&["SERVICE_CHECK_HTTP=/h", "SERVICE_CHECK_INTERVAL=often"]),
+        "container web-1: SERVICE_CHECK_INTERVAL=\"often\" cannot be used: write a duration such as 10s, 1m30s or 500ms"
     );
-    let c = container(&["SERVICE_CHECK_HTTP=health"], &[], &[], &published);
+    assert_eq!(
+        error_of(&["SERVICE_8080_CHECK_TCP=maybe"]),
+        "container web-1: SERVICE_8080_CHECK_TCP=\"maybe\" cannot be used: write true or false"
+    );
+    assert_eq!(
+        error_of(&["SERVICE_CHECK_TTL=soon"]),
+        "container web-1: SERVICE_CHECK_TTL=\"soon\" cannot be used: write a duration such as 10s, 1m30s or 500ms"
+    );
+    assert_eq!(
+        error_of(&["SERVICE_CHECK_HTTP=/a b"]),
+        "container web-1: SERVICE_CHECK_HTTP=\"/a b\" cannot be used: write a URL path such as /health (without spaces)"
+    );
+    assert_eq!(
+        error_of(&["SERVICE_CHECK_TCP=true", "SERVICE_CHECK_INITIAL_STATUS=green"]),
+        "container web-1: SERVICE_CHECK_INITIAL_STATUS=\"green\" cannot be used: write passing, warning or critical"
+    );
+    assert_eq!(
+        error_of(&["SERVICE_CHECK_HTTP=/", "SERVICE_CHECK_HTTP_METHOD=GE T"]),
+        "container web-1: SERVICE_CHECK_HTTP_METHOD=\"GE T\" cannot be used: write an HTTP method such as GET or HEAD"
+    );
+    assert_eq!(
+        error_of(&["SERVICE_CHECK_GRPC=true", "SERVICE_CHECK_DEREGISTER_AFTER=later"]),
+        "container web-1: SERVICE_CHECK_DEREGISTER_AFTER=\"later\" cannot be used: write a duration such as 10s, 1m30s or 500ms"
+    );
+}
+
+#[test]
+fn a_check_path_without_a_leading_slash_is_a_path() {
+    let c = container(
+        &["SERVICE_CHECK_HTTP=health"],
+        &[],
+        &[],
+        &[("8080/tcp", "127.0.0.1", "1")],
+    );
+    assert_eq!(
+        derive(&c)[0].check.as_ref().map(|c| c.target.clone()),
+        Some(CheckTarget::Http("http://127.0.0.1:1/health".to_string()))
+    );
+}
+
+/// The check of the only port of a container with `env`, published on 127.0.0.1:49153.
+fn check_of(env: &[&str]) -> Option<HealthCheck> {
+    let c = container(env, &[], &[], &[("8080/tcp", "127.0.0.1", "49153")]);
+    derive(&c).remove(0).check
+}
+
+#[test]
+fn every_check_kind_of_registrator() {
+    let plain = |target| HealthCheck {
+        target,
+        interval: Some(DEFAULT_CHECK_INTERVAL),
+        timeout: None,
+        method: None,
+        grpc_use_tls: false,
+        tls_skip_verify: false,
+        initial_status: None,
+        deregister_after: None,
+    };
+    assert_eq!(
+        check_of(&[
+            "SERVICE_8080_CHECK_HTTPS=/health",
+            "SERVICE_CHECK_HTTPS_METHOD=head",
+            "SERVICE_CHECK_TLS_SKIP_VERIFY=true",
+            "SERVICE_CHECK_TIMEOUT=1s",
+        ]),
+        Some(HealthCheck {
+            method: Some("HEAD".to_string()),
+            tls_skip_verify: true,
+            timeout: Some(Duration::from_secs(1)),
+            ..plain(CheckTarget::Http(
+                "https://127.0.0.1:49153/health".to_string()
+            ))
+        })
+    );
+    assert_eq!(
+        check_of(&["SERVICE_CHECK_HTTP=/h", "SERVICE_CHECK_HTTP_METHOD=POST"]),
+        Some(HealthCheck {
+            method: Some("POST".to_string()),
+            ..plain(CheckTarget::Http("http://127.0.0.1:49153/h".to_string()))
+        })
+    );
+    assert_eq!(
+        check_of(&["SERVICE_CHECK_TCP=true", "SERVICE_CHECK_INTERVAL=15s"]),
+        Some(HealthCheck {
+            interval: Some(Duration::from_secs(15)),
+            ..plain(CheckTarget::Tcp("127.0.0.1:49153".to_string()))
+        })
+    );
+    assert_eq!(check_of(&["SERVICE_CHECK_TCP=false"]), None);
+    assert_eq!(
+        check_of(&[
+            "SERVICE_CHECK_GRPC=true",
+            "SERVICE_CHECK_GRPC_USE_TLS=true",
+            "SERVICE_CHECK_TLS_SKIP_VERIFY=1",
+        ]),
+        Some(HealthCheck {
+            grpc_use_tls: true,
+            tls_skip_verify: true,
+            ..plain(CheckTarget::Grpc("127.0.0.1:49153".to_string()))
+        })
+    );
+    assert_eq!(
+        check_of(&["SERVICE_CHECK_SCRIPT=nc $SERVICE_IP $SERVICE_PORT | grep OK"]),
+        Some(plain(CheckTarget::Script(vec![
+            "sh".to_string(),
+            "-c".to_string(),
+            "nc 127.0.0.1 49153 | grep OK".to_string()
+        ])))
+    );
+    assert_eq!(
+        check_of(&["SERVICE_CHECK_CMD=/bin/health"]),
+        Some(plain(CheckTarget::Script(vec![
+            "check-cmd".to_string(),
+            "c0ffee".to_string(),
+            "8080".to_string(),
+            "/bin/health".to_string()
+        ])))
+    );
+    assert_eq!(
+        check_of(&[
+            "SERVICE_CHECK_TTL=30s",
+            "SERVICE_CHECK_INITIAL_STATUS=passing",
+            "SERVICE_CHECK_DEREGISTER_AFTER=10m",
+        ]),
+        Some(HealthCheck {
+            interval: None,
+            initial_status: Some(CheckStatus::Passing),
+            deregister_after: Some(Duration::from_secs(600)),
+            ..plain(CheckTarget::Ttl(Duration::from_secs(30)))
+        })
+    );
+    // Several kinds: HTTP first, as Registrator's order has it.
+    assert_eq!(
+        check_of(&["SERVICE_CHECK_TCP=true", "SERVICE_CHECK_HTTP=/h"]).map(|c| c.target),
+        Some(CheckTarget::Http("http://127.0.0.1:49153/h".to_string()))
+    );
+    // Only a status: no check.
+    assert_eq!(check_of(&["SERVICE_CHECK_INITIAL_STATUS=passing"]), None);
+}
+
+/// The meta of `r` without the registrator's own keys.
+fn attributes_of(r: &Registration) -> BTreeMap<String, String> {
+    r.meta
+        .iter()
+        .filter(|(k, _)| ![REGISTERED_BY_KEY, HOST_KEY, CONTAINER_KEY].contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+#[test]
+fn other_settings_become_meta_port_specific_ones_winning() {
+    let c = container(
+        &[
+            "SERVICE_REGION=us-east",
+            "SERVICE_443_SNI=enabled",
+            "SERVICE_80_REGION=eu",
+            "SERVICE_80_NAME=http",
+            "SERVICE_EMPTY=",
+            "SERVICE_TAGS=www",
+        ],
+        &[("SERVICE_Owner", "team-a")],
+        &[],
+        &[
+            ("443/tcp", "127.0.0.1", "4443"),
+            ("80/tcp", "127.0.0.1", "8000"),
+        ],
+    );
+    let all = derive(&c);
+    let https = all.iter().find(|r| r.port == 4443).expect("443");
+    let http = all.iter().find(|r| r.port == 8000).expect("80");
+    assert_eq!(
+        attributes_of(https),
+        BTreeMap::from([
+            ("owner".to_string(), "team-a".to_string()),
+            ("region".to_string(), "us-east".to_string()),
+            ("sni".to_string(), "enabled".to_string()),
+        ])
+    );
+    assert_eq!(
+        attributes_of(http),
+        BTreeMap::from([
+            ("owner".to_string(), "team-a".to_string()),
+            ("region".to_string(), "eu".to_string()),
+        ])
+    );
+    assert_eq!(http.name, "http");
+    // A label key Consul would refuse as a meta key, or one of our own: named, not written.
+    let published = [("80/tcp", "127.0.0.1", "1")];
+    let c = container(&[], &[("SERVICE_a.b", "x")], &[], &published);
     assert!(matches!(
         registrations(&c, &host()),
-        Err(SettingError::InvalidCheckPath { key, .. }) if key == "SERVICE_CHECK_HTTP"
+        Err(SettingError::Invalid { variable, .. }) if variable == "SERVICE_a.b"
     ));
+    let c = container(&[], &[("SERVICE_container-id", "x")], &[], &published);
+    assert!(registrations(&c, &host()).is_err());
+}
+
+#[test]
+fn setting_keys_are_read_without_regard_to_case() {
+    let c = container(
+        &["SERVICE_name=lower", "SERVICE_8080_Tags=a"],
+        &[],
+        &[],
+        &[("8080/tcp", "127.0.0.1", "1")],
+    );
+    let [r] = derive(&c).try_into().expect("one registration");
+    assert_eq!((r.name.as_str(), r.tags), ("lower", vec!["a".to_string()]));
+}
+
+#[test]
+fn tags_split_at_unescaped_commas_then_forced_tags_then_udp() {
+    // The cases of Registrator's bridge/util_test.go (sorted there; in written order here).
+    let cases: [(&str, &[&str]); 9] = [
+        ("", &[]),
+        ("foobar", &["foobar"]),
+        ("foo,bar", &["foo", "bar"]),
+        ("foo\\,bar", &["foo,bar"]),
+        ("foo,bar\\,baz", &["foo", "bar,baz"]),
+        ("\\,foobar\\,", &[",foobar,"]),
+        (",,,,foo,,,bar,,,", &["foo", "bar"]),
+        (",,,,", &[]),
+        (",,\\,,", &[","]),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(split_tags(text), expected, "{text:?}");
+    }
+    let c = container(
+        &["SERVICE_TAGS=/(;\\,:-_)/,a"],
+        &[],
+        &[],
+        &[("5353/udp", "127.0.0.1", "1")],
+    );
+    let conventions = Conventions {
+        tags: vec!["forced".to_string(), "a".to_string()],
+        ..host()
+    };
+    let [r] = registrations(&c, &conventions)
+        .unwrap()
+        .try_into()
+        .expect("one registration");
+    assert_eq!(r.tags, vec!["/(;,:-_)/", "a", "forced", "udp"]);
+    assert_eq!(r.id, "host-a:web-1:5353:udp");
+}
+
+#[test]
+fn a_port_name_for_a_port_not_exposed_names_container_and_variable() {
+    let c = container(
+        &["SERVICE_9999_NAME=ghost"],
+        &[],
+        &["8080/tcp"],
+        &[("8080/tcp", "127.0.0.1", "1")],
+    );
+    assert_eq!(
+        registrations(&c, &host()).unwrap_err().to_string(),
+        "container web-1: SERVICE_9999_NAME names port 9999, which the container does not expose; expose the port or remove the setting"
+    );
+}
+
+#[test]
+fn explicit_registers_only_named_ports() {
+    let published = [
+        ("8080/tcp", "127.0.0.1", "1"),
+        ("9090/tcp", "127.0.0.1", "2"),
+    ];
+    let explicit = Conventions {
+        explicit: true,
+        ..host()
+    };
+    let c = container(&["SERVICE_9090_NAME=metrics"], &[], &[], &published);
+    let names: Vec<String> = registrations(&c, &explicit)
+        .unwrap()
+        .into_iter()
+        .map(|r| r.name)
+        .collect();
+    assert_eq!(names, vec!["metrics"]);
+    let unnamed = container(&[], &[], &[], &published);
+    assert!(registrations(&unnamed, &explicit).unwrap().is_empty());
+}
+
+#[test]
+fn the_address_can_come_from_a_label() {
+    let conventions = Conventions {
+        ip_label: Some("ipam.address".to_string()),
+        ..host()
+    };
+    let published = [("8080/tcp", "0.0.0.0", "49153")];
+    let c = container(&[], &[("ipam.address", "10.9.8.7/24")], &[], &published);
+    let r = &registrations(&c, &conventions).unwrap()[0];
+    assert_eq!((r.address.as_str(), r.port), ("10.9.8.7", 49153));
+    let without = container(&[], &[], &[], &published);
+    assert_eq!(
+        registrations(&without, &conventions).unwrap()[0].address,
+        "192.0.2.1"
+    );
+    let bad = container(&[], &[("ipam.address", "nowhere")], &[], &published);
+    assert_eq!(
+        registrations(&bad, &conventions).unwrap_err().to_string(),
+        "container web-1: label ipam.address=\"nowhere\" is not an IP address (as 10.0.0.5 or 10.0.0.5/24)"
+    );
 }
 
 #[test]
 fn address_rules_for_published_ports() {
     // --ip wins, with the host port.
     let c = container(&[], &[], &[], &[("8080/tcp", "0.0.0.0", "49153")]);
-    let with_ip = HostIdentity {
+    let with_ip = Conventions {
         ip: Some("10.1.2.3".parse().unwrap()),
         ..host()
     };
     let r = &registrations(&c, &with_ip).unwrap()[0];
     assert_eq!((r.address.as_str(), r.port), ("10.1.2.3", 49153));
-    // Every interface and no --ip: the container's IP with the container port.
+    // Every interface and no --ip: the host's address with the host port.
     let r = &derive(&c)[0];
-    assert_eq!((r.address.as_str(), r.port), ("172.20.0.5", 8080));
+    assert_eq!((r.address.as_str(), r.port), ("192.0.2.1", 49153));
+    // …and when the host's name does not resolve, the container is reported.
+    let unresolved = Conventions::new("host-a");
+    assert_eq!(
+        registrations(&c, &unresolved).unwrap_err().to_string(),
+        "container web-1: port 8080 is published on every interface and the address of host \"host-a\" is unknown (its name does not resolve); give the registrator --ip ADDRESS"
+    );
     // An IPv4 and an IPv6 binding of one port: one registration, the IPv4 one.
     let c = container(
         &[],
@@ -274,27 +579,64 @@ fn address_rules_for_published_ports() {
 }
 
 #[test]
-fn internal_mode_registers_exposed_ports_at_the_container_ip() {
-    let c = container(&["SERVICE_NAME=app-blue"], &[], &["8080/tcp"], &[]);
-    let with_ip = HostIdentity {
-        ip: Some("10.1.2.3".parse().unwrap()),
-        ..host()
-    };
-    let [r] = registrations(&c, &with_ip)
+fn exposed_only_ports_need_internal() {
+    let c = container(
+        &["SERVICE_NAME=app"],
+        &[],
+        &["8080/tcp", "9090/tcp"],
+        &[("9090/tcp", "0.0.0.0", "49000")],
+    );
+    let published: Vec<(u16, String)> = derive(&c).into_iter().map(|r| (r.port, r.name)).collect();
+    assert_eq!(published, vec![(49000, "app".to_string())]);
+    // --internal: every exposed port, published or not, at the container IP and its port.
+    let got: Vec<(String, u16, String)> = registrations(&c, &internal())
         .unwrap()
-        .try_into()
-        .expect("one registration");
-    assert_eq!(r.id, "host-a:web-1:8080");
-    assert_eq!(r.name, "app-blue");
-    assert_eq!((r.address.as_str(), r.port), ("172.20.0.5", 8080));
+        .into_iter()
+        .map(|r| (r.address, r.port, r.name))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("172.20.0.5".to_string(), 8080, "app-8080".to_string()),
+            ("172.20.0.5".to_string(), 9090, "app-9090".to_string()),
+        ]
+    );
 }
 
 #[test]
-fn nothing_to_register_without_ports_or_without_an_ip() {
+fn host_network_containers_register_their_exposed_ports_at_the_host() {
+    let mut c = container(&["SERVICE_NAME=edge"], &[], &["8443/tcp"], &[]);
+    c.host_config = Some(bollard::models::HostConfig {
+        network_mode: Some("host".to_string()),
+        ..Default::default()
+    });
+    c.network_settings = Some(NetworkSettings {
+        networks: Some(HashMap::from([(
+            "host".to_string(),
+            EndpointSettings::default(),
+        )])),
+        ..Default::default()
+    });
+    let r = &derive(&c)[0];
+    assert_eq!((r.address.as_str(), r.port), ("192.0.2.1", 8443));
+    let r = &registrations(&c, &internal()).unwrap()[0];
+    assert_eq!((r.address.as_str(), r.port), ("192.0.2.1", 8443));
+}
+
+#[test]
+fn nothing_to_register_without_ports_and_internal_needs_an_ip() {
     assert!(derive(&container(&["SERVICE_NAME=x"], &[], &[], &[])).is_empty());
     let mut no_network = container(&["SERVICE_NAME=x"], &[], &["8080/tcp"], &[]);
     no_network.network_settings.as_mut().unwrap().networks = Some(HashMap::new());
+    no_network.host_config = Some(bollard::models::HostConfig {
+        network_mode: Some("none".to_string()),
+        ..Default::default()
+    });
     assert!(derive(&no_network).is_empty());
+    assert!(matches!(
+        registrations(&no_network, &internal()),
+        Err(SettingError::NoContainerAddress { network_mode, .. }) if network_mode == "none"
+    ));
 }
 
 #[test]
@@ -325,7 +667,7 @@ fn an_inspect_as_docker_20_10_answers_it() {
     }"#;
     let inspect: ContainerInspectResponse =
         serde_json::from_str(json).expect("the engine's inspect shape");
-    let with_ip = HostIdentity {
+    let with_ip = Conventions {
         ip: Some("192.0.2.10".parse().unwrap()),
         ..host()
     };
@@ -355,5 +697,5 @@ fn docker_flow_release_instances_are_left_to_the_release() {
     );
     assert!(derive(&released).is_empty());
     let plain = container(&["SERVICE_NAME=shop-web-blue"], &[], &["8080/tcp"], &[]);
-    assert_eq!(derive(&plain).len(), 1);
+    assert_eq!(registrations(&plain, &internal()).unwrap().len(), 1);
 }

@@ -62,6 +62,7 @@ pub mod client;
 pub mod haproxy;
 pub mod params;
 mod process;
+mod render;
 pub mod table;
 pub mod validate;
 

@@ -915,7 +915,11 @@ impl App {
             service_name: service.to_string(),
             ..Answer::default()
         };
-        match self.haproxy.remove(&service).await {
+        match self
+            .haproxy
+            .remove_named(&service, query.get("aclName"))
+            .await
+        {
             Ok(applied) => {
                 let source_warning = self.remember_source(&service, false).await;
                 answer.status = "OK".into();

@@ -582,13 +582,32 @@ impl Haproxy {
     /// Deletes the route of exactly `service` (render, validate, reload). Once HAProxy runs
     /// without the route, a route table that cannot be written is a warning in [`Applied`].
     pub async fn remove(&self, service: &ServiceName) -> Result<Applied, HaproxyError> {
+        self.remove_named(service, None).await
+    }
+
+    /// Like [`Haproxy::remove`]; with an `acl_name` (Docker Flow's `remove?aclName=`), the
+    /// route must have been given that `aclName`, and is left alone otherwise.
+    pub async fn remove_named(
+        &self,
+        service: &ServiceName,
+        acl_name: Option<&str>,
+    ) -> Result<Applied, HaproxyError> {
         let inner = &self.inner;
         let mut state = inner.state.lock().await;
         let mut table = state.table.clone();
-        if table.remove(service).is_none() {
+        let Some(removed) = table.remove(service) else {
             return Err(HaproxyError::UnknownService {
                 service: service.clone(),
             });
+        };
+        if let Some(wanted) = acl_name {
+            if removed.options.acl_name.as_deref() != Some(wanted) {
+                return Err(InvalidInput::Conflict(format!(
+                    "aclName {wanted} does not name the route of {service}, whose aclName is {}: give its own, or leave aclName out",
+                    removed.options.acl_name.as_deref().unwrap_or("not set")
+                ))
+                .into());
+            }
         }
         inner.reload_with(&mut state, &table, None).await?;
         // HAProxy runs without the route from here on: memory follows it first, the file after.

@@ -553,7 +553,14 @@ impl Haproxy {
                         self.move_servers(&mut state, &wanted).await?;
                     }
                     inner.reload_with(&mut state, &table, None).await?;
-                    if current.skip_check != skip_check {
+                    // Backends of new destinations got their servers from the reload, like
+                    // every backend when the check mode changed: they are waited for, and a
+                    // failure loads the previous routing again.
+                    let serving = backends(&current);
+                    let added_backend = backends(&wanted)
+                        .iter()
+                        .any(|b| !serving.iter().any(|s| s.name == b.name));
+                    if current.skip_check != skip_check || added_backend {
                         if let Err(error) = inner.wait_ready(&state, &wanted).await {
                             let previous = state.table.clone();
                             inner.reload_with(&mut state, &previous, None).await?;

@@ -528,6 +528,45 @@ mod tests {
         assert_eq!(RouteTable::load(&path).unwrap(), table);
     }
 
+    #[tokio::test]
+    async fn tables_of_earlier_versions_load_and_are_written_as_they_were_unless_needed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("routes.json");
+        // A table as the proxy wrote it before destinations and options existed.
+        fs::write(
+            &path,
+            r#"{"version":1,"routes":[{"route":{"service":"app","color":"green","paths":["/a"],"domain":"example.com","path_type":"Prefix"},"servers":["127.0.0.1:9000"],"skip_check":false}]}"#,
+        )
+        .unwrap();
+        let table = RouteTable::load(&path).unwrap();
+        let app = table
+            .get(&ServiceName::new("app").unwrap())
+            .unwrap()
+            .clone();
+        assert_eq!(app.destinations, [Destination::of_route(&app.route)]);
+        assert_eq!(app.destinations[0].domains, ["example.com"]);
+        table.save(&path).await.unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"version\": 1"), "{text}");
+
+        let mut table = table;
+        let mut with_users = app.clone();
+        with_users.options.users.push(User {
+            name: "alice".into(),
+            password: "pw".into(),
+            encrypted: false,
+        });
+        table.insert(with_users);
+        table.save(&path).await.unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"version\": 2"), "{text}");
+        assert_eq!(RouteTable::load(&path).unwrap(), table);
+        assert!(
+            !format!("{table:?}").contains("\"pw\""),
+            "Debug hides passwords"
+        );
+    }
+
     #[test]
     fn an_unreadable_table_is_an_error_not_an_empty_table() {
         let dir = tempfile::tempdir().unwrap();

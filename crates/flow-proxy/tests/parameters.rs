@@ -258,6 +258,39 @@ async fn indexed_destinations_reach_their_own_port_and_switch_together() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_destination_whose_servers_are_not_up_is_rolled_back() {
+    let state = tempfile::tempdir().unwrap();
+    let proxy = TestProxy::start(state.path()).await;
+    let app = Echo::start("app").await;
+    let (status, answer) = reconfigure(
+        &proxy,
+        &format!("serviceName=app&servers={}&servicePath=/a", app.addr),
+    )
+    .await;
+    assert_ok(status, &answer);
+    let config_before = proxy.config_text(state.path());
+
+    let dead_port = free_addr().port();
+    let (status, answer) = reconfigure(
+        &proxy,
+        &format!(
+            "serviceName=app&servers={}&servicePath=/a&servicePath.1=/b&port.1={dead_port}",
+            app.addr
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{answer}");
+    assert_eq!(answer["Error"], "NotUp");
+    assert_eq!(
+        answer["NotUpServers"],
+        serde_json::json!([format!("127.0.0.1:{dead_port}")])
+    );
+    assert_eq!(served_by(&get(&proxy, "/a").await.1), "app");
+    assert_eq!(get(&proxy, "/b").await.0, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(proxy.config_text(state.path()), config_before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn domain_lists_wildcards_and_domain_only_routes() {
     let state = tempfile::tempdir().unwrap();
     let proxy = TestProxy::start(state.path()).await;

@@ -1,13 +1,16 @@
 //! The HTTP API of the proxy, compatible with Docker Flow's `docker-flow-proxy`.
 //!
 //! * `GET /v1/docker-flow-proxy/reconfigure?serviceName=S&servicePath=/a,/b&servers=ip:port,…`
-//!   (plus `serviceColor`, `serviceDomain`, `pathType`, `skipCheck`) — answers once every
-//!   server is UP, or with `"Error":"NotUp"` and the servers that are not in `NotUpServers`.
+//!   (plus `serviceColor`, `serviceDomain`, `pathType`, `skipCheck`, and the 1.x parameters
+//!   [`params`] lists, turned into a route's destinations and options by
+//!   `params::reconfigure_route`) — answers once every server is UP, or with
+//!   `"Error":"NotUp"` and the servers that are not in `NotUpServers`.
 //!   Without `servers`, the servers are looked up in the registry given to [`serve`]
 //!   (registrations named `S-<color>`, or `S` without colour).
 //!   Such a route is remembered as *registry-backed* (`registry-routes.json` in the state
 //!   directory); a later `reconfigure` with `servers` or a `remove` forgets it.
-//! * `GET /v1/docker-flow-proxy/remove?serviceName=S` — removes exactly S.
+//! * `GET /v1/docker-flow-proxy/remove?serviceName=S` — removes exactly S (with `aclName=A`,
+//!   only when S was given that `aclName`).
 //! * `GET /v1/docker-flow-proxy/routes` — every route with its servers' state and sessions.
 //!
 //! # Restoring registry-backed routes on start

@@ -9,7 +9,7 @@
 //! `users`.
 //!
 //! Indexed forms (`servicePath.1`, `port.2`, …: several destinations for one service) are
-//! taken for the parameters 1.x documents as indexable; [`reconfigure_route`] turns a query
+//! taken for the parameters 1.x documents as indexable; `reconfigure_route` turns a query
 //! into the destinations and options of a route.
 
 use std::collections::BTreeSet;

@@ -405,6 +405,12 @@ fn check_header(kind: &str, rule: &HeaderRule) -> Result<(), InvalidInput> {
         ));
     }
     let value = &rule.value;
+    if value.is_empty() && rule.action != crate::table::HeaderAction::Del {
+        return Err(invalid(
+            &parameter,
+            format!("{name} has no value: give `Name value` items"),
+        ));
+    }
     if value.contains(['\r', '\n']) {
         return Err(invalid(
             &parameter,
@@ -598,6 +604,98 @@ mod tests {
             "a.com\n",
         ] {
             assert!(check_domain(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn wildcard_domains_are_a_leading_star_dot_only() {
+        assert!(check_domain_pattern("serviceDomain", "*.example.com").is_ok());
+        for bad in [
+            "*",
+            "*.",
+            "a.*.com",
+            "*example.com",
+            "**.example.com",
+            "*.-a.com",
+        ] {
+            assert!(
+                check_domain_pattern("serviceDomain", bad).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn header_rules_are_literal_single_lines() {
+        use crate::table::HeaderAction::{Add, Del};
+        let rule = |action, name: &str, value: &str| HeaderRule {
+            action,
+            name: name.into(),
+            value: value.into(),
+        };
+        assert!(check_header("ReqHeader", &rule(Add, "X-Env", "prod # \"x\" $HOME")).is_ok());
+        assert!(check_header("ReqHeader", &rule(Del, "Cookie", "")).is_ok());
+        for (name, value) in [
+            ("X-A", "a\r\nX-B: b"),
+            ("X-A", "%[env(HOME)]"),
+            ("X-A", "it's"),
+            ("X-A", "on if { ssl_fc }"),
+            ("X-A", ""),
+            ("X A", "b"),
+            ("X-A", "é"),
+        ] {
+            let error = check_header("ReqHeader", &rule(Add, name, value)).unwrap_err();
+            assert!(
+                error.to_string().starts_with("invalid addReqHeader: "),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn path_rewrites_cannot_leave_regsub() {
+        let rewrite = |search: &str, replace: &str| PathRewrite {
+            search: search.into(),
+            replace: replace.into(),
+        };
+        assert!(check_path_rewrite(&rewrite("^/api/", "/")).is_ok());
+        assert!(check_path_rewrite(&rewrite("\\.json$", "")).is_ok());
+        for (search, replace) in [
+            ("", "/"),
+            ("/a)", "/"),
+            ("/a", "/b)"),
+            ("/a", "\\1"),
+            ("/a b", "/"),
+            ("/a%", "/"),
+            ("/a\\x41", "/"),
+        ] {
+            assert!(
+                check_path_rewrite(&rewrite(search, replace)).is_err(),
+                "{search:?} {replace:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn user_errors_never_show_the_password() {
+        let user = |password: &str, encrypted| User {
+            name: "alice".into(),
+            password: password.into(),
+            encrypted,
+        };
+        assert!(check_user(&user("s3cr3t-pa$$", false)).is_ok());
+        assert!(check_user(&user("$6$salt$abc./", true)).is_ok());
+        for (password, encrypted) in [
+            ("with space", false),
+            ("quo'te", false),
+            ("", false),
+            ("not!hash", true),
+        ] {
+            let error = check_user(&user(password, encrypted))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("alice"), "{error}");
+            assert!(password.is_empty() || !error.contains(password), "{error}");
         }
     }
 

@@ -177,6 +177,17 @@ fn assert_refused(status: StatusCode, answer: &serde_json::Value, parameter: &st
     );
 }
 
+/// Sends `reconfigure?{base}&{parameter}={value}` for each case (the value percent-encoded)
+/// and asserts each is a 400 naming `names` (the parameter itself when empty).
+async fn assert_each_refused(proxy: &TestProxy, base: &str, cases: &[(&str, &str, &str)]) {
+    for (parameter, value, names) in cases {
+        let (status, answer) =
+            reconfigure(proxy, &format!("{base}&{parameter}={}", enc(value))).await;
+        let names = if names.is_empty() { parameter } else { names };
+        assert_refused(status, &answer, names);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn indexed_destinations_reach_their_own_port_and_switch_together() {
     let state = tempfile::tempdir().unwrap();
@@ -344,25 +355,19 @@ async fn domain_lists_wildcards_and_domain_only_routes() {
         );
     }
 
-    for bad in [
+    let base = format!("serviceName=bad&servers={}", api.addr);
+    let cases: Vec<(&str, &str, &str)> = [
         "*",
         "*.",
         "a.*.example",
         "**.example",
         "site.example\nbackend x",
         "*example.com",
-    ] {
-        let (status, answer) = reconfigure(
-            &proxy,
-            &format!(
-                "serviceName=bad&servers={}&serviceDomain={}",
-                api.addr,
-                enc(bad)
-            ),
-        )
-        .await;
-        assert_refused(status, &answer, "serviceDomain");
-    }
+    ]
+    .into_iter()
+    .map(|bad| ("serviceDomain", bad, ""))
+    .collect();
+    assert_each_refused(&proxy, &base, &cases).await;
     let (status, answer) = reconfigure(
         &proxy,
         &format!(
@@ -611,31 +616,26 @@ async fn headers_and_path_rewrites_reach_the_server() {
 
     // Nothing that could end a header or inject configuration is taken.
     let config_before = proxy.config_text(state.path());
-    for (parameter, value) in [
-        ("addReqHeader", "X-A a\r\nX-Injected: 1"),
-        ("setResHeader", "X-A a\nb"),
-        ("addReqHeader", "X-A %[env(FLOW_PROXY_TOKEN)]"),
-        ("addReqHeader", "X-A it's"),
-        ("addReqHeader", "X-A on if { ssl_fc }"),
-        ("addReqHeader", "X-A"),
-        ("delReqHeader", "X A"),
-        ("setReqHeader", "X:A b"),
-        ("reqPathSearchReplace", "(a),b"),
-        ("reqPathSearchReplace", "/a"),
-        ("reqPathSearchReplace", "/a,/b c"),
-        ("reqPathSearchReplace", "[,/x"),
-    ] {
-        let (status, answer) = reconfigure(
-            &proxy,
-            &format!(
-                "serviceName=app&servers={}&servicePath=/api&{parameter}={}",
-                app.addr,
-                enc(value)
-            ),
-        )
-        .await;
-        assert_refused(status, &answer, parameter);
-    }
+    let base = format!("serviceName=app&servers={}&servicePath=/api", app.addr);
+    assert_each_refused(
+        &proxy,
+        &base,
+        &[
+            ("addReqHeader", "X-A a\r\nX-Injected: 1", ""),
+            ("setResHeader", "X-A a\nb", ""),
+            ("addReqHeader", "X-A %[env(FLOW_PROXY_TOKEN)]", ""),
+            ("addReqHeader", "X-A it's", ""),
+            ("addReqHeader", "X-A on if { ssl_fc }", ""),
+            ("addReqHeader", "X-A", ""),
+            ("delReqHeader", "X A", ""),
+            ("setReqHeader", "X:A b", ""),
+            ("reqPathSearchReplace", "(a),b", ""),
+            ("reqPathSearchReplace", "/a", ""),
+            ("reqPathSearchReplace", "/a,/b c", ""),
+            ("reqPathSearchReplace", "[,/x", ""),
+        ],
+    )
+    .await;
     assert_eq!(proxy.config_text(state.path()), config_before);
 }
 
@@ -731,25 +731,30 @@ async fn redirects_to_https_and_from_other_domains() {
     .await;
     assert_eq!((status, served_by(&body)), (StatusCode::OK, "app"));
 
-    for (query, parameter) in [
-        ("servicePath=/x&httpsRedirectCode=200", "httpsRedirectCode"),
-        ("servicePath=/x&httpsOnly=yes", "httpsOnly"),
-        (
-            "servicePath=/x&redirectFromDomain=old.example",
-            "redirectFromDomain",
-        ),
-        (
-            "serviceDomain=*.new.example&redirectFromDomain=old.example",
-            "redirectFromDomain",
-        ),
-    ] {
-        let (status, answer) = reconfigure(
-            &proxy,
-            &format!("serviceName=bad&servers={}&{query}", app.addr),
-        )
-        .await;
-        assert_refused(status, &answer, parameter);
-    }
+    let base = format!("serviceName=bad&servers={}", app.addr);
+    assert_each_refused(
+        &proxy,
+        &base,
+        &[
+            (
+                "servicePath=/x&httpsRedirectCode",
+                "200",
+                "httpsRedirectCode",
+            ),
+            ("servicePath=/x&httpsOnly", "yes", "httpsOnly"),
+            (
+                "servicePath=/x&redirectFromDomain",
+                "old.example",
+                "redirectFromDomain",
+            ),
+            (
+                "serviceDomain=*.new.example&redirectFromDomain",
+                "old.example",
+                "redirectFromDomain",
+            ),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -851,26 +856,22 @@ async fn timeouts_methods_exclusions_default_backend_and_route_order() {
     assert_ok(status, &answer);
     assert_eq!(served_by(&get(&proxy, "/app/x").await.1), "app");
 
-    for (query, parameter) in [
-        ("timeoutServer=0", "timeoutServer"),
-        ("timeoutServer=1s", "timeoutServer"),
-        ("timeoutTunnel=99999999", "timeoutTunnel"),
-        ("allowedMethods=GET%20POST", "allowedMethods"),
-        ("deniedMethods=G%23T", "deniedMethods"),
-        ("aclName=a%20b", "aclName"),
-        ("isDefaultBackend=1", "isDefaultBackend"),
-        ("servicePathExclude=/a%0Ab", "servicePath"),
-    ] {
-        let (status, answer) = reconfigure(
-            &proxy,
-            &format!(
-                "serviceName=bad&servers={}&servicePath=/bad&{query}",
-                app.addr
-            ),
-        )
-        .await;
-        assert_refused(status, &answer, parameter);
-    }
+    let base = format!("serviceName=bad&servers={}&servicePath=/bad", app.addr);
+    assert_each_refused(
+        &proxy,
+        &base,
+        &[
+            ("timeoutServer", "0", ""),
+            ("timeoutServer", "1s", ""),
+            ("timeoutTunnel", "99999999", ""),
+            ("allowedMethods", "GET POST", ""),
+            ("deniedMethods", "G#T", ""),
+            ("aclName", "a b", ""),
+            ("isDefaultBackend", "1", ""),
+            ("servicePathExclude", "/a\nb", "servicePath"),
+        ],
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -565,6 +565,24 @@ async fn basic_authentication_lets_only_the_users_in() {
             .0,
         StatusCode::OK
     );
+
+    // A restarted proxy protects the service the same way, from the stored route (the
+    // secret's file is not read again).
+    let bind = proxy.bind;
+    drop(proxy);
+    std::fs::remove_file(secrets.path().join("dfp_users_team")).unwrap();
+    let proxy = TestProxy::start_with(config(state.path(), bind)).await;
+    assert_eq!(
+        send(&proxy, Method::GET, "/app", &[]).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        send(&proxy, Method::GET, "/app", &[("Authorization", &dave)])
+            .await
+            .0,
+        StatusCode::OK
+    );
+    assert!(!format!("{:?}", proxy.running).contains("d4ve"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

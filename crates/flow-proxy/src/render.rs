@@ -296,7 +296,7 @@ fn userlist(entry: &RouteEntry) -> String {
 fn render_backend(entry: &RouteEntry, destination: &Destination, backend: &Backend) -> String {
     let mut out = format!("backend {}\n", backend.name);
     if destination.mode == Mode::Tcp {
-        out.push_str("    mode tcp\n    no option idle-close-on-response\n");
+        out.push_str("    mode tcp\n");
     }
     out.push_str("    balance roundrobin\n    option redispatch\n    retries 3\n");
     if let Some(seconds) = destination.timeout_server {
@@ -385,5 +385,135 @@ fn header_rule(directive: &str, rule: &HeaderRule) -> String {
             rule.name, rule.value
         ),
         HeaderAction::Del => format!("    {directive} del-header {}\n", rule.name),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use flow_core::{PathType, Route};
+
+    use super::*;
+    use crate::table::{PathRewrite, RouteOptions, User};
+
+    fn entry(service: &str, destinations: Vec<Destination>, options: RouteOptions) -> RouteEntry {
+        let route = Route {
+            service: ServiceName::new(service).unwrap(),
+            color: None,
+            paths: destinations[0].paths.clone(),
+            domain: destinations[0].domains.first().cloned(),
+            path_type: destinations[0].path_type,
+        };
+        RouteEntry {
+            destinations,
+            options,
+            ..RouteEntry::new(route, vec!["127.0.0.1:9000".parse().unwrap()], false)
+        }
+    }
+
+    /// Every feature at once: HAProxy (the real binary) takes the configuration without a
+    /// single warning, since a warning means a rule that does not do what it says.
+    #[test]
+    fn every_feature_renders_a_configuration_haproxy_takes_without_warnings() {
+        let mut table = RouteTable::default();
+        table.insert(entry(
+            "app",
+            vec![
+                Destination {
+                    paths: vec!["/app".into()],
+                    excluded_paths: vec!["/app/private".into()],
+                    domains: vec!["app.example".into(), "*.app.example".into()],
+                    redirect_from_domains: vec!["old.example".into(), "*.old.example".into()],
+                    src_port: Some(8081),
+                    path_rewrites: vec![PathRewrite {
+                        search: "^/app/".into(),
+                        replace: "/".into(),
+                    }],
+                    allowed_methods: vec!["GET".into(), "POST".into()],
+                    denied_methods: vec!["DELETE".into()],
+                    https_only: true,
+                    timeout_server: Some(5),
+                    timeout_tunnel: Some(3600),
+                    ..Destination::default()
+                },
+                Destination {
+                    paths: vec!["^/admin/[0-9]+$".into()],
+                    path_type: PathType::Regex,
+                    port: Some(9090),
+                    ..Destination::default()
+                },
+                Destination {
+                    mode: Mode::Tcp,
+                    src_port: Some(6379),
+                    timeout_tunnel: Some(60),
+                    ..Destination::default()
+                },
+            ],
+            RouteOptions {
+                acl_name: Some("01-app".into()),
+                default_backend: true,
+                users: vec![
+                    User {
+                        name: "alice".into(),
+                        password: "pa$$word".into(),
+                        encrypted: false,
+                    },
+                    User {
+                        name: "bob".into(),
+                        password: "$6$abcdefgh$ltjgWl6579NluT/Vi1nwEvcil.G5Nbc4NiXZaNGStk8PSwGfQv72N2CKPPrVACtLtip/cZ/1GM/O6IND4WQhG.".into(),
+                        encrypted: true,
+                    },
+                ],
+                request_headers: vec![HeaderRule {
+                    action: HeaderAction::Add,
+                    name: "X-Env".into(),
+                    value: "prod # \"quoted\" $HOME".into(),
+                }],
+                response_headers: vec![HeaderRule {
+                    action: HeaderAction::Del,
+                    name: "Server".into(),
+                    value: String::new(),
+                }],
+                redirect_when_http_proto: true,
+                https_redirect_code: Some(301),
+            },
+        ));
+        crate::validate::check_entry(table.get(&ServiceName::new("app").unwrap()).unwrap())
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("haproxy.cfg");
+        let text = render(
+            &table,
+            &[
+                "127.0.0.1:8081".parse().unwrap(),
+                "[::1]:8081".parse().unwrap(),
+            ],
+            &dir.path().join("admin.sock"),
+            None,
+        );
+        std::fs::write(&path, &text).unwrap();
+        let output = std::process::Command::new(crate::haproxy::DEFAULT_BINARY)
+            .arg("-c")
+            .arg("-f")
+            .arg(&path)
+            .output()
+            .expect("HAProxy is installed (apt-get install haproxy)");
+        let messages = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        assert!(output.status.success(), "{messages}\n{text}");
+        assert!(!messages.contains("WARNING"), "{messages}\n{text}");
+        assert!(text.contains("frontend tcp_6379\n"), "{text}");
+        assert!(
+            text.contains("    bind 127.0.0.1:6379\n    bind [::1]:6379\n"),
+            "{text}"
+        );
+        assert!(text.contains("backend be_app:2\n"), "{text}");
+        assert!(
+            text.contains("server s4_127_0_0_1_9090 127.0.0.1:9090"),
+            "{text}"
+        );
+        assert!(text.contains("    default_backend be_app\n"), "{text}");
     }
 }

@@ -339,6 +339,14 @@ fn http_rules(entry: &RouteEntry, destination: &Destination) -> String {
             "    http-request redirect scheme https{code} if {{ req.hdr(X-Forwarded-Proto) -i http }}\n"
         ));
     }
+    if options.redirect_unless_https_proto {
+        out.push_str(&format!(
+            "    http-request redirect scheme https{code} unless {{ req.hdr(X-Forwarded-Proto) -i https }}\n"
+        ));
+    }
+    if destination.deny_http {
+        out.push_str("    http-request deny if !{ ssl_fc }\n");
+    }
     if !destination.allowed_methods.is_empty() {
         out.push_str(&format!(
             "    http-request deny unless {{ method {} }}\n",
@@ -351,7 +359,7 @@ fn http_rules(entry: &RouteEntry, destination: &Destination) -> String {
             destination.denied_methods.join(" ")
         ));
     }
-    if !options.users.is_empty() {
+    if !options.users.is_empty() && !destination.ignore_authorization {
         let service = &entry.route.service;
         out.push_str(&format!(
             "    http-request auth realm {service} unless {{ http_auth(users_{service}) }}\n"
@@ -431,6 +439,7 @@ mod tests {
                     allowed_methods: vec!["GET".into(), "POST".into()],
                     denied_methods: vec!["DELETE".into()],
                     https_only: true,
+                    deny_http: true,
                     timeout_server: Some(5),
                     timeout_tunnel: Some(3600),
                     ..Destination::default()
@@ -439,6 +448,7 @@ mod tests {
                     paths: vec!["^/admin/[0-9]+$".into()],
                     path_type: PathType::Regex,
                     port: Some(9090),
+                    ignore_authorization: true,
                     ..Destination::default()
                 },
                 Destination {
@@ -474,6 +484,7 @@ mod tests {
                     value: String::new(),
                 }],
                 redirect_when_http_proto: true,
+                redirect_unless_https_proto: true,
                 https_redirect_code: Some(301),
             },
         ));

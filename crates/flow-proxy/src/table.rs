@@ -125,6 +125,10 @@ pub struct Destination {
     pub denied_methods: Vec<String>,
     /// Requests that did not arrive over TLS are redirected to HTTPS (`httpsOnly`).
     pub https_only: bool,
+    /// Requests that did not arrive over TLS are denied with 403 (`denyHttp`).
+    pub deny_http: bool,
+    /// The service's `users` are not asked for here (`ignoreAuthorization`).
+    pub ignore_authorization: bool,
     /// Host names redirected (301) to the first of `domains` (`redirectFromDomain`).
     pub redirect_from_domains: Vec<String>,
     /// How long a server may take to answer, in seconds (`timeoutServer`).
@@ -172,6 +176,9 @@ pub struct RouteOptions {
     /// Requests carrying `X-Forwarded-Proto: http` are redirected to HTTPS
     /// (`redirectWhenHttpProto`).
     pub redirect_when_http_proto: bool,
+    /// Requests without `X-Forwarded-Proto: https` are redirected to HTTPS
+    /// (`redirectUnlessHttpsProto`).
+    pub redirect_unless_https_proto: bool,
     /// The status of redirects to HTTPS (`httpsRedirectCode`; HAProxy's 302 when unset).
     pub https_redirect_code: Option<u16>,
 }

@@ -128,7 +128,7 @@ pub fn check_entry(entry: &RouteEntry) -> Result<(), InvalidInput> {
     check_options(&entry.options)?;
     if entry.options.has_http_options() && entry.destinations.iter().all(|d| d.mode == Mode::Tcp) {
         return Err(InvalidInput::Conflict(
-            "users, the header parameters, redirectWhenHttpProto, httpsRedirectCode and isDefaultBackend apply to HTTP destinations, and this service has only reqMode=tcp ones".into(),
+            "users, the header parameters, redirectWhenHttpProto, redirectUnlessHttpsProto, httpsRedirectCode and isDefaultBackend apply to HTTP destinations, and this service has only reqMode=tcp ones".into(),
         ));
     }
     Ok(())
@@ -177,6 +177,8 @@ pub fn check_destination(destination: &Destination, which: &str) -> Result<(), I
             ("allowedMethods", !destination.allowed_methods.is_empty()),
             ("deniedMethods", !destination.denied_methods.is_empty()),
             ("httpsOnly", destination.https_only),
+            ("denyHttp", destination.deny_http),
+            ("ignoreAuthorization", destination.ignore_authorization),
             (
                 "redirectFromDomain",
                 !destination.redirect_from_domains.is_empty(),

@@ -466,6 +466,20 @@ async fn basic_authentication_lets_only_the_users_in() {
         StatusCode::OK
     );
 
+    // ignoreAuthorization: a destination of the service open to everyone.
+    let (status, answer) = reconfigure(
+        &proxy,
+        &format!(
+            "serviceName=app&servers={}&servicePath=/app&servicePath.1=/open&ignoreAuthorization.1=true&users={}",
+            app.addr,
+            enc(&format!("alice:{password}"))
+        ),
+    )
+    .await;
+    assert_ok(status, &answer);
+    assert_eq!(get(&proxy, "/open/x").await.0, StatusCode::OK);
+    assert_eq!(get(&proxy, "/app").await.0, StatusCode::UNAUTHORIZED);
+
     // Encrypted passwords: the crypt(3) hash is stored, the password is sent.
     let (status, answer) = reconfigure(
         &proxy,
@@ -749,11 +763,52 @@ async fn redirects_to_https_and_from_other_domains() {
     .await;
     assert_eq!((status, served_by(&body)), (StatusCode::OK, "app"));
 
+    // redirectUnlessHttpsProto: only what a TLS terminator marked as HTTPS is let through.
+    let (status, answer) = reconfigure(
+        &proxy,
+        &format!(
+            "serviceName=behind&servers={}&servicePath=/behind&redirectUnlessHttpsProto=true",
+            app.addr
+        ),
+    )
+    .await;
+    assert_ok(status, &answer);
+    let (status, headers, _) =
+        send(&proxy, Method::GET, "/behind", &[("Host", "shop.example")]).await;
+    assert_eq!(status, StatusCode::FOUND);
+    assert_eq!(headers["location"], "https://shop.example/behind");
+    let (status, _, body) = send(
+        &proxy,
+        Method::GET,
+        "/behind",
+        &[("X-Forwarded-Proto", "https")],
+    )
+    .await;
+    assert_eq!((status, served_by(&body)), (StatusCode::OK, "app"));
+
+    // denyHttp: a request that did not arrive over TLS is denied.
+    let (status, answer) = reconfigure(
+        &proxy,
+        &format!(
+            "serviceName=tls-only&servers={}&servicePath=/tls-only&denyHttp=true",
+            app.addr
+        ),
+    )
+    .await;
+    assert_ok(status, &answer);
+    assert_eq!(get(&proxy, "/tls-only").await.0, StatusCode::FORBIDDEN);
+
     let base = format!("serviceName=bad&servers={}", app.addr);
     assert_each_refused(
         &proxy,
         &base,
         &[
+            ("servicePath=/x&denyHttp", "maybe", "denyHttp"),
+            (
+                "servicePath=/x&redirectUnlessHttpsProto",
+                "1",
+                "redirectUnlessHttpsProto",
+            ),
             (
                 "servicePath=/x&httpsRedirectCode",
                 "200",

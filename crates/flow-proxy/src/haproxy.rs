@@ -12,13 +12,15 @@
 //!   gets HAProxy's message. Listening sockets are handed from the old worker to the new one
 //!   and idle keep-alive connections are not cut (see the crate docs), so a reload drops no
 //!   request.
-//! * **New service** — its backend is loaded first without its `use_backend` rule, so its
-//!   servers are health-checked while no request can reach them (a new route may overlap
-//!   the paths of others); once they are UP, a second reload adds the route. If they do not
-//!   come UP, the previous configuration is loaded again. (When only the check mode of an
-//!   existing route changes, its servers are reloaded with the route and then waited for.)
-//! * **Existing backend, other servers** — no reload. Through the Runtime API each new
-//!   server is added (`add server … check …`), its health check
+//! * **New service** — its backends (one per destination, see [`render`]) are loaded
+//!   first without their frontend rules, so their servers are health-checked while no
+//!   request can reach them (a new route may overlap the paths of others); once they are UP,
+//!   a second reload adds the routes. If they do not come UP, the previous configuration is
+//!   loaded again. (When the check mode of an existing route changes, or it gains a
+//!   destination, its servers are reloaded with the route and then waited for, the same
+//!   way.)
+//! * **Existing backends, other servers** — no reload. Through the Runtime API, in every
+//!   backend of the route, each new server is added (`add server … check …`), its health check
 //!   enabled, and put in `drain` state, where HAProxy health-checks it but sends it no
 //!   request. Once `show stat` reports every new server checked OK (bounded by
 //!   [`HaproxyOptions::up_timeout`]), they are set `ready` and only then the old servers are

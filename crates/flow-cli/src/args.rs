@@ -219,6 +219,9 @@ pub struct ProxyServeFlags {
     /// Registry to read instances from: file:PATH, consul://host:port or etcd://host:port[,host:port] [env: FLOW_REGISTRY]
     #[arg(long, value_name = "URL")]
     pub registry: Option<String>,
+    /// Directory of the dfp_users_NAME files that usersSecret=NAME reads [default: /run/secrets]
+    #[arg(long, value_name = "DIR")]
+    pub secrets_dir: Option<String>,
 }
 
 /// Flags of `docker-flow registrator`, as typed.

@@ -248,6 +248,8 @@ pub struct ProxyServeConfig {
     pub stop_haproxy: Option<Duration>,
     /// Where instances are read from, when given.
     pub registry: Option<RegistryLocation>,
+    /// Where `usersSecret=NAME` reads `dfp_users_NAME` (absolute).
+    pub secrets_dir: PathBuf,
 }
 
 impl fmt::Debug for ProxyServeConfig {
@@ -260,6 +262,7 @@ impl fmt::Debug for ProxyServeConfig {
             .field("api_token", &self.api_token.as_ref().map(|_| Redacted))
             .field("stop_haproxy", &self.stop_haproxy)
             .field("registry", &self.registry)
+            .field("secrets_dir", &self.secrets_dir)
             .finish()
     }
 }
@@ -1358,6 +1361,10 @@ fn load_proxy_serve(
         .scalar(&REGISTRY, flags.registry)
         .map(|value| registry(value, &context.cwd))
         .transpose()?;
+    let secrets_dir = absolute(
+        &context.cwd,
+        flags.secrets_dir.as_deref().unwrap_or("/run/secrets"),
+    );
     Ok(ProxyServeConfig {
         api_addr,
         binds,
@@ -1366,6 +1373,7 @@ fn load_proxy_serve(
         api_token,
         stop_haproxy,
         registry,
+        secrets_dir,
     })
 }
 

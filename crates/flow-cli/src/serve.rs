@@ -26,6 +26,7 @@ pub async fn proxy(config: ProxyServeConfig) -> Exit {
         haproxy: config.haproxy.clone(),
         registry,
         stop_haproxy: config.stop_haproxy,
+        secrets_dir: config.secrets_dir.clone(),
         ..ServeConfig::new(config.state_dir.clone(), config.binds.clone())
     };
     let binds: Vec<String> = config.binds.iter().map(ToString::to_string).collect();

@@ -1,13 +1,16 @@
 //! The HTTP API of the proxy, compatible with Docker Flow's `docker-flow-proxy`.
 //!
 //! * `GET /v1/docker-flow-proxy/reconfigure?serviceName=S&servicePath=/a,/b&servers=ip:port,…`
-//!   (plus `serviceColor`, `serviceDomain`, `pathType`, `skipCheck`) — answers once every
-//!   server is UP, or with `"Error":"NotUp"` and the servers that are not in `NotUpServers`.
+//!   (plus `serviceColor`, `serviceDomain`, `pathType`, `skipCheck`, and the 1.x parameters
+//!   [`params`] lists, turned into a route's destinations and options by
+//!   `params::reconfigure_route`) — answers once every server is UP, or with
+//!   `"Error":"NotUp"` and the servers that are not in `NotUpServers`.
 //!   Without `servers`, the servers are looked up in the registry given to [`serve`]
 //!   (registrations named `S-<color>`, or `S` without colour).
 //!   Such a route is remembered as *registry-backed* (`registry-routes.json` in the state
 //!   directory); a later `reconfigure` with `servers` or a `remove` forgets it.
-//! * `GET /v1/docker-flow-proxy/remove?serviceName=S` — removes exactly S.
+//! * `GET /v1/docker-flow-proxy/remove?serviceName=S` — removes exactly S (with `aclName=A`,
+//!   only when S was given that `aclName`).
 //! * `GET /v1/docker-flow-proxy/routes` — every route with its servers' state and sessions.
 //!
 //! # Restoring registry-backed routes on start
@@ -48,7 +51,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use flow_core::{Color, DynRegistry, PathType, Route, ServiceName};
+use flow_core::{Color, DynRegistry, Route, ServiceName};
 use http::{header, Method, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
@@ -60,7 +63,7 @@ use tokio::task::JoinHandle;
 
 use crate::haproxy::{Applied, Haproxy, HaproxyError, HaproxyOptions, DEFAULT_BINARY};
 use crate::params;
-use crate::table::{off_runtime, write_atomically};
+use crate::table::{off_runtime, write_atomically, RouteEntry};
 use crate::validate::{parse_servers, InvalidInput};
 use wire::{Answer, ErrorKind, RouteView, ServerView};
 
@@ -191,6 +194,9 @@ pub struct ServeConfig {
     /// `proxy serve` on the same state directory adopts it); `Some(limit)` stops it
     /// gracefully, finishing open connections for at most `limit`.
     pub stop_haproxy: Option<Duration>,
+    /// Where `usersSecret=S` finds its credentials, in the file `dfp_users_S` (Docker's
+    /// secrets directory by default, `/run/secrets`).
+    pub secrets_dir: PathBuf,
 }
 
 impl ServeConfig {
@@ -206,6 +212,7 @@ impl ServeConfig {
             registry: None,
             up_timeout: Duration::from_secs(10),
             stop_haproxy: None,
+            secrets_dir: PathBuf::from("/run/secrets"),
         }
     }
 }
@@ -221,6 +228,7 @@ impl std::fmt::Debug for ServeConfig {
             .field("registry", &self.registry.as_ref().map(ToString::to_string))
             .field("up_timeout", &self.up_timeout)
             .field("stop_haproxy", &self.stop_haproxy)
+            .field("secrets_dir", &self.secrets_dir)
             .finish()
     }
 }
@@ -415,6 +423,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningProxy, ServeError> {
             file_behind: false,
         }),
         registry_routes_path: backed_path,
+        secrets_dir: config.secrets_dir.clone(),
     });
     let (stop, mut stopped) = watch::channel(false);
     let server = tokio::spawn(async move {
@@ -520,11 +529,15 @@ async fn restore_from_registry(
         if servers == stored.servers && color == stored.route.color {
             continue;
         }
-        let route = Route {
-            color,
-            ..stored.route.clone()
+        let entry = RouteEntry {
+            route: Route {
+                color,
+                ..stored.route.clone()
+            },
+            servers,
+            ..stored.clone()
         };
-        match haproxy.reconfigure(route, servers, stored.skip_check).await {
+        match haproxy.reconfigure_entry(entry).await {
             Ok(applied) => warnings.extend(
                 applied
                     .warnings
@@ -578,6 +591,7 @@ struct App {
     /// `registry_routes_path`.
     registry_routes: tokio::sync::Mutex<RegistryRoutes>,
     registry_routes_path: PathBuf,
+    secrets_dir: PathBuf,
 }
 
 /// The registry-backed services as the API knows them, and whether their file lags behind.
@@ -775,21 +789,6 @@ impl App {
                 })
             })
             .transpose()?;
-        let paths: Vec<String> = query
-            .get("servicePath")
-            .unwrap_or_default()
-            .split(',')
-            .filter(|p| !p.is_empty())
-            .map(str::to_string)
-            .collect();
-        let path_type = match query.get("pathType") {
-            None => PathType::default(),
-            Some(name) => PathType::from_haproxy_matcher(name).ok_or_else(|| {
-                Failure::bad_request(InvalidInput::PathType {
-                    value: name.to_string(),
-                })
-            })?,
-        };
         let skip_check = match query.get("skipCheck") {
             None | Some("false") => false,
             Some("true") => true,
@@ -800,21 +799,22 @@ impl App {
                 }))
             }
         };
-        if let Some(mode) = query.get("reqMode").filter(|mode| *mode != "http") {
-            return Err(Failure::new(
-                StatusCode::BAD_REQUEST,
-                ErrorKind::BadRequest,
-                format!("reqMode={mode} is not supported: {}", params::TCP),
-            ));
-        }
+        let (destinations, options) = params::reconfigure_route(
+            &|name| query.get(name),
+            query.0.iter().map(|(name, _)| name.as_str()),
+            &self.secrets_dir,
+        )
+        .map_err(Failure::bad_request)?;
+        // The route mirrors the first destination (see RouteEntry::route).
+        let first = &destinations[0];
+        let path_type = first.path_type;
         let route = Route {
             service: service.clone(),
             color,
-            paths,
-            domain: query.get("serviceDomain").map(str::to_string),
+            paths: first.paths.clone(),
+            domain: first.domains.first().cloned(),
             path_type,
         };
-        crate::validate::check_route(&route).map_err(Failure::bad_request)?;
         let from_registry = query.get("servers").is_none();
         let servers = match query.get("servers") {
             Some(list) => parse_servers(list).map_err(Failure::bad_request)?,
@@ -825,17 +825,20 @@ impl App {
             service_name: service.to_string(),
             service_color: color.map(|c| c.to_string()).unwrap_or_default(),
             service_path: route.paths.clone(),
-            service_domain: route.domain.clone().unwrap_or_default(),
+            service_domain: destinations[0].domains.join(","),
             path_type: path_type.haproxy_matcher().into(),
             skip_check,
             servers: servers.clone(),
             ..Answer::default()
         };
-        match self
-            .haproxy
-            .reconfigure(route, servers.clone(), skip_check)
-            .await
-        {
+        let entry = RouteEntry {
+            route,
+            servers: servers.clone(),
+            skip_check,
+            destinations,
+            options,
+        };
+        match self.haproxy.reconfigure_entry(entry).await {
             Ok(applied) => {
                 let source_warning = self.remember_source(&service, from_registry).await;
                 answer.message = with_warnings(
@@ -915,7 +918,11 @@ impl App {
             service_name: service.to_string(),
             ..Answer::default()
         };
-        match self.haproxy.remove(&service).await {
+        match self
+            .haproxy
+            .remove_named(&service, query.get("aclName"))
+            .await
+        {
             Ok(applied) => {
                 let source_warning = self.remember_source(&service, false).await;
                 answer.status = "OK".into();

@@ -12,13 +12,15 @@
 //!   gets HAProxy's message. Listening sockets are handed from the old worker to the new one
 //!   and idle keep-alive connections are not cut (see the crate docs), so a reload drops no
 //!   request.
-//! * **New service** — its backend is loaded first without its `use_backend` rule, so its
-//!   servers are health-checked while no request can reach them (a new route may overlap
-//!   the paths of others); once they are UP, a second reload adds the route. If they do not
-//!   come UP, the previous configuration is loaded again. (When only the check mode of an
-//!   existing route changes, its servers are reloaded with the route and then waited for.)
-//! * **Existing backend, other servers** — no reload. Through the Runtime API each new
-//!   server is added (`add server … check …`), its health check
+//! * **New service** — its backends (one per destination, see [`render`]) are loaded
+//!   first without their frontend rules, so their servers are health-checked while no
+//!   request can reach them (a new route may overlap the paths of others); once they are UP,
+//!   a second reload adds the routes. If they do not come UP, the previous configuration is
+//!   loaded again. (When the check mode of an existing route changes, or it gains a
+//!   destination, its servers are reloaded with the route and then waited for, the same
+//!   way.)
+//! * **Existing backends, other servers** — no reload. Through the Runtime API, in every
+//!   backend of the route, each new server is added (`add server … check …`), its health check
 //!   enabled, and put in `drain` state, where HAProxy health-checks it but sends it no
 //!   request. Once `show stat` reports every new server checked OK (bounded by
 //!   [`HaproxyOptions::up_timeout`]), they are set `ready` and only then the old servers are
@@ -94,21 +96,16 @@ use tokio::sync::{watch, Mutex};
 use tokio::time::{sleep, timeout, Instant};
 
 use crate::process::{Master, StateLock};
+pub use crate::render::render;
+use crate::render::{backends, Backend, CHECK};
 use crate::table::{
-    create_private_dir, off_runtime, open_private_file, write_atomically, RouteEntry, RouteTable,
-    StateDirError, StateError,
+    create_private_dir, off_runtime, open_private_file, write_atomically, Mode, RouteEntry,
+    RouteTable, StateDirError, StateError,
 };
-use crate::validate::{check_route, server_name, InvalidInput};
+use crate::validate::{check_entry, server_name, InvalidInput};
 
 /// How often `show stat` is polled while waiting for servers or for a drain.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
-
-/// The health check of every server: a TCP connect each second while UP, every 20 ms while
-/// DOWN or changing state, and one success is enough to be UP. A server added at run time
-/// starts out DOWN, so its first check runs after 20 ms: with the 10 ms `show stat` polling
-/// that is most of the time a switch takes once the new servers are healthy (the release
-/// engine has already waited for the application's own health, so one connect suffices).
-const CHECK: &str = "check inter 1s fastinter 20ms downinter 20ms rise 1";
 
 /// How long one runtime command may take.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(5);
@@ -324,14 +321,18 @@ impl Files {
     }
 }
 
+/// A server set to drain: its service, backend and address.
+type Draining = (ServiceName, String, SocketAddr);
+
 /// What changes under the lock.
 #[derive(Debug)]
 struct State {
     table: RouteTable,
     /// The pid of the worker that takes new connections.
     worker_pid: u32,
-    /// Servers set to drain, by backend service; their drain task deletes them.
-    draining: BTreeSet<(ServiceName, SocketAddr)>,
+    /// Servers set to drain: their service, backend and address; their drain task deletes
+    /// them.
+    draining: BTreeSet<Draining>,
 }
 
 #[derive(Debug)]
@@ -452,23 +453,16 @@ impl Haproxy {
             inner.reload_with(state, &table, None).await?;
         } else {
             for server in &stats {
-                let Some(entry) = state
-                    .table
-                    .entries()
-                    .find(|e| backend_name(&e.route.service) == server.backend)
-                else {
+                let Some((entry, backend)) = state.table.entries().find_map(|e| {
+                    let backend = backends(e).into_iter().find(|b| b.name == server.backend)?;
+                    Some((e, backend))
+                }) else {
                     continue;
                 };
-                if !entry.servers.contains(&server.address)
-                    && state
-                        .draining
-                        .insert((entry.route.service.clone(), server.address))
+                let key = (entry.route.service.clone(), backend.name, server.address);
+                if !backend.servers.contains(&server.address) && state.draining.insert(key.clone())
                 {
-                    tokio::spawn(drain_then_delete(
-                        Arc::downgrade(&self.inner),
-                        entry.route.service.clone(),
-                        server.address,
-                    ));
+                    tokio::spawn(drain_then_delete(Arc::downgrade(&self.inner), key));
                 }
             }
         }
@@ -505,20 +499,26 @@ impl Haproxy {
         servers: Vec<SocketAddr>,
         skip_check: bool,
     ) -> Result<Applied, HaproxyError> {
-        check_route(&route)?;
-        if servers.is_empty() {
+        self.reconfigure_entry(RouteEntry::new(route, servers, skip_check))
+            .await
+    }
+
+    /// Like [`Haproxy::reconfigure`], for a route with any destinations and options. What
+    /// depends on the other routes is checked here, under the lock: a `srcPort` of a TCP
+    /// destination must be free, one of HTTP must be an HTTP bind's port, and only one
+    /// service can be the default backend.
+    pub async fn reconfigure_entry(&self, wanted: RouteEntry) -> Result<Applied, HaproxyError> {
+        check_entry(&wanted)?;
+        if wanted.servers.is_empty() {
             return Err(InvalidInput::NoServers.into());
         }
         let inner = &self.inner;
         let mut state = inner.state.lock().await;
+        check_against_others(&wanted, &state.table, &inner.options.binds)?;
         // Under the lock: the check file is shared.
-        inner.check_regexes(&route).await?;
-        let service = route.service.clone();
-        let wanted = RouteEntry {
-            route,
-            servers,
-            skip_check,
-        };
+        inner.check_patterns(&wanted).await?;
+        let service = wanted.route.service.clone();
+        let skip_check = wanted.skip_check;
         let mut table = state.table.clone();
         table.insert(wanted.clone());
         // Set when only servers moved: the configuration file then still lists the old ones.
@@ -540,8 +540,7 @@ impl Haproxy {
                 inner.reload_with(&mut state, &table, None).await?;
             }
             Some(current) => {
-                let same_route =
-                    same_routing(&current.route, &wanted.route) && current.skip_check == skip_check;
+                let same_route = same_routing(&current, &wanted);
                 if same_route {
                     self.move_servers(&mut state, &wanted).await?;
                     // The file lists the servers; with the same ones (a colour-only or repeated
@@ -556,7 +555,14 @@ impl Haproxy {
                         self.move_servers(&mut state, &wanted).await?;
                     }
                     inner.reload_with(&mut state, &table, None).await?;
-                    if current.skip_check != skip_check {
+                    // Backends of new destinations got their servers from the reload, like
+                    // every backend when the check mode changed: they are waited for, and a
+                    // failure loads the previous routing again.
+                    let serving = backends(&current);
+                    let added_backend = backends(&wanted)
+                        .iter()
+                        .any(|b| !serving.iter().any(|s| s.name == b.name));
+                    if current.skip_check != skip_check || added_backend {
                         if let Err(error) = inner.wait_ready(&state, &wanted).await {
                             let previous = state.table.clone();
                             inner.reload_with(&mut state, &previous, None).await?;
@@ -585,18 +591,37 @@ impl Haproxy {
     /// Deletes the route of exactly `service` (render, validate, reload). Once HAProxy runs
     /// without the route, a route table that cannot be written is a warning in [`Applied`].
     pub async fn remove(&self, service: &ServiceName) -> Result<Applied, HaproxyError> {
+        self.remove_named(service, None).await
+    }
+
+    /// Like [`Haproxy::remove`]; with an `acl_name` (Docker Flow's `remove?aclName=`), the
+    /// route must have been given that `aclName`, and is left alone otherwise.
+    pub async fn remove_named(
+        &self,
+        service: &ServiceName,
+        acl_name: Option<&str>,
+    ) -> Result<Applied, HaproxyError> {
         let inner = &self.inner;
         let mut state = inner.state.lock().await;
         let mut table = state.table.clone();
-        if table.remove(service).is_none() {
+        let Some(removed) = table.remove(service) else {
             return Err(HaproxyError::UnknownService {
                 service: service.clone(),
             });
+        };
+        if let Some(wanted) = acl_name {
+            if removed.options.acl_name.as_deref() != Some(wanted) {
+                return Err(InvalidInput::Conflict(format!(
+                    "aclName {wanted} does not name the route of {service}, whose aclName is {}: give its own, or leave aclName out",
+                    removed.options.acl_name.as_deref().unwrap_or("not set")
+                ))
+                .into());
+            }
         }
         inner.reload_with(&mut state, &table, None).await?;
         // HAProxy runs without the route from here on: memory follows it first, the file after.
         state.table = table;
-        state.draining.retain(|(s, _)| s != service);
+        state.draining.retain(|(s, _, _)| s != service);
         inner.publish(&state);
         let mut applied = Applied::default();
         inner.save_applied(&state.table, &mut applied).await;
@@ -616,28 +641,31 @@ impl Haproxy {
         let stats = self.inner.show_stat(worker_pid).await?;
         let mut routes = Vec::new();
         for entry in table.entries() {
-            let backend = backend_name(&entry.route.service);
-            let mut servers: Vec<ServerStatus> = stats
-                .iter()
-                .filter(|s| s.backend == backend)
-                .map(|s| ServerStatus {
-                    address: s.address,
-                    name: s.name.clone(),
-                    state: s.state,
-                    sessions: s.sessions,
-                    active: entry.servers.contains(&s.address),
-                })
-                .collect();
-            for address in &entry.servers {
-                if !servers.iter().any(|s| s.address == *address) {
-                    servers.push(ServerStatus {
-                        address: *address,
-                        name: server_name(*address),
-                        state: ServerState::Down,
-                        sessions: 0,
-                        active: true,
-                    });
+            let mut servers: Vec<ServerStatus> = Vec::new();
+            for backend in backends(entry) {
+                let mut listed: Vec<ServerStatus> = stats
+                    .iter()
+                    .filter(|s| s.backend == backend.name)
+                    .map(|s| ServerStatus {
+                        address: s.address,
+                        name: s.name.clone(),
+                        state: s.state,
+                        sessions: s.sessions,
+                        active: backend.servers.contains(&s.address),
+                    })
+                    .collect();
+                for address in &backend.servers {
+                    if !listed.iter().any(|s| s.address == *address) {
+                        listed.push(ServerStatus {
+                            address: *address,
+                            name: server_name(*address),
+                            state: ServerState::Down,
+                            sessions: 0,
+                            active: true,
+                        });
+                    }
                 }
+                servers.extend(listed);
             }
             routes.push(RouteStatus {
                 entry: entry.clone(),
@@ -708,8 +736,10 @@ impl Haproxy {
         self.inner.release_state_dir();
     }
 
-    /// Adds the wanted servers missing from the backend, waits until all wanted servers pass
-    /// their check, puts them in rotation, then drains the others.
+    /// Adds the wanted servers missing from each backend the worker already has, waits until
+    /// all wanted servers pass their check, puts them in rotation, then drains the others. A
+    /// backend the worker does not have yet (a new destination) gets its servers from the
+    /// reload that follows.
     async fn move_servers(
         &self,
         state: &mut State,
@@ -717,68 +747,138 @@ impl Haproxy {
     ) -> Result<(), HaproxyError> {
         let inner = &self.inner;
         let service = &wanted.route.service;
-        let backend = backend_name(service);
         let pid = state.worker_pid;
-        let present: Vec<RuntimeServer> = inner
-            .show_stat(pid)
-            .await?
+        let stats = inner.show_stat(pid).await?;
+        let serving: Vec<Backend> = state.table.get(service).map(backends).unwrap_or_default();
+        // Only backends the worker runs: servers cannot be added to one it does not know.
+        let moving: Vec<Backend> = backends(wanted)
             .into_iter()
-            .filter(|s| s.backend == backend)
+            .filter(|b| serving.iter().any(|s| s.name == b.name))
             .collect();
-        let serving: Vec<SocketAddr> = state
-            .table
-            .get(service)
-            .map(|entry| entry.servers.clone())
-            .unwrap_or_default();
         let mut added = Vec::new();
-        for address in &wanted.servers {
-            let name = server_name(*address);
-            let target = format!("{backend}/{name}");
-            let result = match present.iter().find(|s| s.name == name) {
-                // One of the route's servers already: its admin state is left as it is (a
-                // server DOWN by its check is waited for like a new one, and stays ready).
-                Some(_) if serving.contains(address) => Ok(()),
-                // Left over from an earlier switch (draining or in maintenance): checked
-                // again while it waits in drain like a new one. It stays in the draining set
-                // until the switch succeeds, so a failed switch lets its drain task finish.
-                Some(_) => inner.set_state(pid, &target, "drain").await,
-                None => {
-                    added.push(target.clone());
-                    inner
-                        .add_server(pid, &target, *address, wanted.skip_check)
-                        .await
+        for backend in &moving {
+            let present: Vec<&RuntimeServer> =
+                stats.iter().filter(|s| s.backend == backend.name).collect();
+            let served = serving
+                .iter()
+                .find(|s| s.name == backend.name)
+                .map(|s| s.servers.as_slice())
+                .unwrap_or_default();
+            for address in &backend.servers {
+                let name = server_name(*address);
+                let target = format!("{}/{name}", backend.name);
+                let result = match present.iter().find(|s| s.name == name) {
+                    // One of the route's servers already: its admin state is left as it is
+                    // (a server DOWN by its check is waited for like a new one, and stays
+                    // ready).
+                    Some(_) if served.contains(address) => Ok(()),
+                    // Left over from an earlier switch (draining or in maintenance): checked
+                    // again while it waits in drain like a new one. It stays in the draining
+                    // set until the switch succeeds, so a failed switch lets its drain task
+                    // finish.
+                    Some(_) => inner.set_state(pid, &target, "drain").await,
+                    None => {
+                        added.push(target.clone());
+                        inner
+                            .add_server(pid, &target, *address, wanted.skip_check)
+                            .await
+                    }
+                };
+                if let Err(error) = result {
+                    inner.delete_servers(pid, &added).await;
+                    return Err(error);
                 }
-            };
-            if let Err(error) = result {
-                inner.delete_servers(pid, &added).await;
-                return Err(error);
             }
         }
-        if let Err(error) = inner.wait_ready(state, wanted).await {
+        if let Err(error) = inner.wait_ready_in(state, wanted, &moving).await {
             inner.delete_servers(pid, &added).await;
             return Err(error);
         }
-        for address in &wanted.servers {
-            state.draining.remove(&(service.clone(), *address));
-            let target = format!("{backend}/{}", server_name(*address));
-            inner.set_state(pid, &target, "ready").await?;
-        }
-        for old in present
-            .iter()
-            .filter(|s| !wanted.servers.contains(&s.address))
-        {
-            let target = format!("{backend}/{}", old.name);
-            inner.set_state(pid, &target, "drain").await?;
-            if state.draining.insert((service.clone(), old.address)) {
-                tokio::spawn(drain_then_delete(
-                    Arc::downgrade(&self.inner),
-                    service.clone(),
-                    old.address,
-                ));
+        for backend in &moving {
+            for address in &backend.servers {
+                state
+                    .draining
+                    .remove(&(service.clone(), backend.name.clone(), *address));
+                let target = format!("{}/{}", backend.name, server_name(*address));
+                inner.set_state(pid, &target, "ready").await?;
+            }
+            for old in stats
+                .iter()
+                .filter(|s| s.backend == backend.name && !backend.servers.contains(&s.address))
+            {
+                let target = format!("{}/{}", backend.name, old.name);
+                inner.set_state(pid, &target, "drain").await?;
+                let key = (service.clone(), backend.name.clone(), old.address);
+                if state.draining.insert(key.clone()) {
+                    tokio::spawn(drain_then_delete(Arc::downgrade(&self.inner), key));
+                }
             }
         }
         Ok(())
     }
+}
+
+/// What `wanted` asks for that depends on the other routes of `table`: a TCP destination's
+/// `srcPort` must be taken by no other service and by no HTTP bind; an HTTP destination's
+/// must be the port of an HTTP bind; only one service is the default backend.
+fn check_against_others(
+    wanted: &RouteEntry,
+    table: &RouteTable,
+    binds: &[SocketAddr],
+) -> Result<(), InvalidInput> {
+    let service = &wanted.route.service;
+    let others: Vec<&RouteEntry> = table
+        .entries()
+        .filter(|e| e.route.service != *service)
+        .collect();
+    let http_ports: Vec<u16> = binds.iter().map(SocketAddr::port).collect();
+    let mut tcp_ports = BTreeSet::new();
+    for destination in &wanted.destinations {
+        let Some(port) = destination.src_port else {
+            continue;
+        };
+        match destination.mode {
+            Mode::Http if !http_ports.contains(&port) => {
+                return Err(InvalidInput::Conflict(format!(
+                    "srcPort {port} of an HTTP destination is not a port the proxy serves HTTP on ({}): give one of them, or reqMode=tcp for a TCP frontend of its own",
+                    binds.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                )));
+            }
+            Mode::Http => {}
+            Mode::Tcp => {
+                if http_ports.contains(&port) {
+                    return Err(InvalidInput::Conflict(format!(
+                        "srcPort {port} is the proxy's HTTP port: a reqMode=tcp destination needs a port of its own"
+                    )));
+                }
+                if !tcp_ports.insert(port) {
+                    return Err(InvalidInput::Conflict(format!(
+                        "srcPort {port} is given to two reqMode=tcp destinations of {service}: each needs a port of its own"
+                    )));
+                }
+                let taken_by = others.iter().find(|e| {
+                    e.destinations
+                        .iter()
+                        .any(|d| d.mode == Mode::Tcp && d.src_port == Some(port))
+                });
+                if let Some(other) = taken_by {
+                    return Err(InvalidInput::Conflict(format!(
+                        "srcPort {port} is already taken by {}: give another port, or remove that service first",
+                        other.route.service
+                    )));
+                }
+            }
+        }
+    }
+    if wanted.options.default_backend {
+        if let Some(other) = others.iter().find(|e| e.options.default_backend) {
+            return Err(InvalidInput::Conflict(format!(
+                "isDefaultBackend: {} is already the default backend; only one service can be (reconfigure it without isDefaultBackend first)",
+                other.route.service
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// Restarts HAProxy from the stored routes whenever its master is gone — killed, crashed, or
@@ -848,37 +948,36 @@ async fn supervise(inner: Weak<Inner>) {
 /// Whether the running worker serves exactly the stored routes: each route's backend has
 /// its stored servers in rotation and no other, and no backend is left of a removed route.
 fn runtime_matches(table: &RouteTable, stats: &[RuntimeServer]) -> bool {
-    let routed: BTreeSet<String> = table
-        .entries()
-        .map(|e| backend_name(&e.route.service))
-        .collect();
-    if stats.iter().any(|s| !routed.contains(&s.backend)) {
+    let all: Vec<Backend> = table.entries().flat_map(backends).collect();
+    if stats
+        .iter()
+        .any(|s| !all.iter().any(|backend| backend.name == s.backend))
+    {
         return false;
     }
-    table.entries().all(|entry| {
-        let backend = backend_name(&entry.route.service);
+    all.iter().all(|backend| {
         let in_rotation: BTreeSet<SocketAddr> = stats
             .iter()
             .filter(|s| {
-                s.backend == backend && !matches!(s.state, ServerState::Drain | ServerState::Maint)
+                s.backend == backend.name
+                    && !matches!(s.state, ServerState::Drain | ServerState::Maint)
             })
             .map(|s| s.address)
             .collect();
-        in_rotation == entry.servers.iter().copied().collect()
+        in_rotation == backend.servers.iter().copied().collect()
     })
 }
 
 /// Waits until the draining server has no session, then puts it in maintenance and deletes
 /// it; stops early when the server is wanted again, was removed by a reload, or the driver
 /// is gone.
-async fn drain_then_delete(inner: Weak<Inner>, service: ServiceName, address: SocketAddr) {
-    let backend = backend_name(&service);
+async fn drain_then_delete(inner: Weak<Inner>, key: Draining) {
+    let (_, backend, address) = key.clone();
     let target = format!("{backend}/{}", server_name(address));
     loop {
         sleep(POLL_INTERVAL * 2).await;
         let Some(inner) = inner.upgrade() else { return };
         let mut state = inner.state.lock().await;
-        let key = (service.clone(), address);
         if !state.draining.contains(&key) {
             return;
         }
@@ -1095,41 +1194,69 @@ impl Inner {
         Ok(Err(message))
     }
 
-    /// Checks that HAProxy compiles each `path_reg` path of `route`, alone in a throw-away
-    /// configuration: a pattern its regex engine (PCRE) rejects is bad input, answered 400
-    /// with PCRE's reason, not a configuration HAProxy refuses (500). The allow-list of
-    /// [`crate::validate`] has already made sure no pattern can inject configuration.
-    async fn check_regexes(&self, route: &Route) -> Result<(), HaproxyError> {
-        if route.path_type != flow_core::PathType::Regex {
-            return Ok(());
-        }
-        for path in &route.paths {
-            let text = format!(
-                "defaults\n    mode http\nfrontend regex_check\n    bind 127.0.0.1:1\n    http-request deny if {{ path_reg -- {path} }}\n"
-            );
-            write_atomically(&self.files.regex_check, text.into_bytes())
-                .await
-                .map_err(|source| HaproxyError::Io {
-                    what: format!("cannot write {}", self.files.regex_check.display()),
-                    source,
-                })?;
-            if let Err(message) = self.validate_file(&self.files.regex_check).await? {
-                // HAProxy's line reads `… condition : regex '…' is invalid (error=…)`.
-                let reason = message
-                    .lines()
-                    .find(|line| line.contains("regex"))
-                    .and_then(|line| line.rsplit(" : ").next())
-                    .unwrap_or(&message)
-                    .trim()
-                    .to_string();
-                return Err(InvalidInput::Regex {
-                    path: path.clone(),
-                    reason,
+    /// Checks that HAProxy compiles each regular expression of `entry` — `path_reg` paths and
+    /// `reqPathSearchReplace` searches — alone in a throw-away configuration: a pattern its
+    /// regex engine (PCRE) rejects is bad input, answered 400 with PCRE's reason, not a
+    /// configuration HAProxy refuses (500). The allow-list of [`crate::validate`] has already
+    /// made sure no pattern can inject configuration.
+    async fn check_patterns(&self, entry: &RouteEntry) -> Result<(), HaproxyError> {
+        for destination in &entry.destinations {
+            if destination.path_type == flow_core::PathType::Regex {
+                for path in destination.paths.iter().chain(&destination.excluded_paths) {
+                    let rule = format!("http-request deny if {{ path_reg -- {path} }}");
+                    if let Some(reason) = self.check_pattern(&rule).await? {
+                        return Err(InvalidInput::Regex {
+                            path: path.clone(),
+                            reason,
+                        }
+                        .into());
+                    }
                 }
-                .into());
+            }
+            for rewrite in &destination.path_rewrites {
+                let rule = format!(
+                    "http-request set-path %[path,regsub({},{})]",
+                    rewrite.search, rewrite.replace
+                );
+                if let Some(reason) = self.check_pattern(&rule).await? {
+                    return Err(InvalidInput::Parameter {
+                        parameter: "reqPathSearchReplace".into(),
+                        reason: format!(
+                            "{:?} is not a regular expression HAProxy compiles ({reason})",
+                            rewrite.search
+                        ),
+                    }
+                    .into());
+                }
             }
         }
         Ok(())
+    }
+
+    /// Validates `rule` alone in a frontend: `Some(HAProxy's reason)` when it is rejected.
+    async fn check_pattern(&self, rule: &str) -> Result<Option<String>, HaproxyError> {
+        let text = format!(
+            "defaults\n    mode http\nfrontend pattern_check\n    bind 127.0.0.1:1\n    {rule}\n"
+        );
+        write_atomically(&self.files.regex_check, text.into_bytes())
+            .await
+            .map_err(|source| HaproxyError::Io {
+                what: format!("cannot write {}", self.files.regex_check.display()),
+                source,
+            })?;
+        let Err(message) = self.validate_file(&self.files.regex_check).await? else {
+            return Ok(None);
+        };
+        // HAProxy's line reads `… : regex '…' is invalid (error=…)` or similar.
+        let reason = message
+            .lines()
+            .find(|line| line.contains("regex"))
+            .or_else(|| message.lines().find(|line| line.contains("ALERT")))
+            .and_then(|line| line.rsplit(" : ").next())
+            .unwrap_or(&message)
+            .trim()
+            .to_string();
+        Ok(Some(reason))
     }
 
     /// Installs the configuration of `table` (without the `use_backend` rule of `unrouted`)
@@ -1232,26 +1359,37 @@ impl Inner {
         Ok(parse_show_proc(&reply))
     }
 
-    /// Waits until every server of `wanted` passed its health check (checked servers) or is
-    /// known to the worker (unchecked ones); fails with `NotUp` naming the others.
+    /// Waits until every server of every backend of `wanted` passed its health check
+    /// (checked servers) or is known to the worker (unchecked ones); fails with `NotUp`
+    /// naming the others.
     async fn wait_ready(&self, state: &State, wanted: &RouteEntry) -> Result<(), HaproxyError> {
-        let backend = backend_name(&wanted.route.service);
+        self.wait_ready_in(state, wanted, &backends(wanted)).await
+    }
+
+    /// [`Inner::wait_ready`] for some of the backends of `wanted`.
+    async fn wait_ready_in(
+        &self,
+        state: &State,
+        wanted: &RouteEntry,
+        backends: &[Backend],
+    ) -> Result<(), HaproxyError> {
         let waited = self.options.up_timeout;
         let deadline = Instant::now() + waited;
         loop {
             let stats = self.show_stat(state.worker_pid).await?;
-            let not_up: Vec<SocketAddr> = wanted
-                .servers
-                .iter()
-                .copied()
-                .filter(|address| {
-                    !stats.iter().any(|s| {
-                        s.backend == backend
+            let mut not_up: Vec<SocketAddr> = Vec::new();
+            for backend in backends {
+                for address in &backend.servers {
+                    let up = stats.iter().any(|s| {
+                        s.backend == backend.name
                             && s.address == *address
                             && s.passed_check(wanted.skip_check)
-                    })
-                })
-                .collect();
+                    });
+                    if !up && !not_up.contains(address) {
+                        not_up.push(*address);
+                    }
+                }
+            }
             if not_up.is_empty() {
                 return Ok(());
             }
@@ -1480,102 +1618,15 @@ fn parse_show_stat(reply: &str) -> Option<Vec<RuntimeServer>> {
     Some(servers)
 }
 
-/// The backend of a service (service names are valid HAProxy identifiers by construction).
-fn backend_name(service: &ServiceName) -> String {
-    format!("be_{service}")
-}
-
-/// Renders the whole configuration of `table`. Pure: every value in it was validated.
-///
-/// The backend of `unrouted` is rendered without its `use_backend` rule: its servers are
-/// health-checked while no request can reach them.
-pub fn render(
-    table: &RouteTable,
-    binds: &[SocketAddr],
-    admin_socket: &Path,
-    unrouted: Option<&ServiceName>,
-) -> String {
-    let mut out = String::new();
-    out.push_str("# Rendered by docker-flow's proxy from routes.json: edits are overwritten.\n");
-    out.push_str("global\n");
-    out.push_str(&format!(
-        "    stats socket {} mode 600 level admin expose-fd listeners\n",
-        admin_socket.display()
-    ));
-    out.push_str("    stats timeout 30s\n");
-    // An old worker finishes its requests after a reload, but not forever: this bounds how
-    // many of them can pile up.
-    out.push_str("    hard-stop-after 5m\n\n");
-    // idle-close-on-response: on a reload the old worker does not close idle keep-alive
-    // connections (a client may be sending on them at that very moment, and would see the
-    // connection drop); it answers one more request with `Connection: close` instead.
-    out.push_str(
-        "defaults\n    mode http\n    option idle-close-on-response\n    timeout connect 5s\n    timeout client 60s\n    timeout server 60s\n    timeout http-request 10s\n    timeout http-keep-alive 10s\n    timeout queue 30s\n\n",
-    );
-
-    // More specific routes first: HAProxy takes the first `use_backend` that matches.
-    let mut entries: Vec<&RouteEntry> = table.entries().collect();
-    entries.sort_by_key(|e| {
-        let longest = e.route.paths.iter().map(String::len).max().unwrap_or(0);
-        (
-            e.route.domain.is_none(),
-            std::cmp::Reverse(longest),
-            e.route.service.clone(),
-        )
-    });
-    for (index, bind) in binds.iter().enumerate() {
-        out.push_str(&format!("frontend http_{index}\n    bind {bind}\n"));
-        for entry in entries
-            .iter()
-            .filter(|e| Some(&e.route.service) != unrouted)
-        {
-            let service = &entry.route.service;
-            out.push_str(&format!(
-                "    acl path_{service} {} -- {}\n",
-                entry.route.path_type.haproxy_matcher(),
-                entry.route.paths.join(" ")
-            ));
-            let mut condition = format!("path_{service}");
-            if let Some(domain) = &entry.route.domain {
-                // field(1,:) drops a `:port` from the Host header.
-                out.push_str(&format!(
-                    "    acl host_{service} hdr(host),field(1,:) -i -- {domain}\n"
-                ));
-                condition.push_str(&format!(" host_{service}"));
-            }
-            out.push_str(&format!(
-                "    use_backend {} if {condition}\n",
-                backend_name(service)
-            ));
-        }
-        out.push('\n');
-    }
-    for entry in &entries {
-        out.push_str(&format!(
-            "backend {}\n    balance roundrobin\n    option redispatch\n    retries 3\n",
-            backend_name(&entry.route.service)
-        ));
-        for server in &entry.servers {
-            let name = server_name(*server);
-            if entry.skip_check {
-                out.push_str(&format!("    server {name} {server}\n"));
-            } else {
-                out.push_str(&format!("    server {name} {server} {CHECK}\n"));
-            }
-        }
-        out.push('\n');
-    }
-    out
-}
-
-/// Whether two routes render the same HAProxy configuration. The colour is not part of it
-/// (one backend per service, whatever the colour), so a blue-green switch that keeps paths,
-/// domain and matcher moves servers through the Runtime API without a reload.
-fn same_routing(a: &Route, b: &Route) -> bool {
-    a.service == b.service
-        && a.paths == b.paths
-        && a.domain == b.domain
-        && a.path_type == b.path_type
+/// Whether two entries render the same HAProxy configuration apart from their servers. The
+/// colour is not part of it (one backend per destination, whatever the colour), so a
+/// blue-green switch that keeps the routing moves servers through the Runtime API without a
+/// reload.
+fn same_routing(a: &RouteEntry, b: &RouteEntry) -> bool {
+    a.route.service == b.route.service
+        && a.destinations == b.destinations
+        && a.options == b.options
+        && a.skip_check == b.skip_check
 }
 
 #[cfg(test)]
@@ -1644,17 +1695,17 @@ mod tests {
             ("app2", "/a/long", None),
             ("web", "/", Some("example.com")),
         ] {
-            table.insert(RouteEntry {
-                route: Route {
+            table.insert(RouteEntry::new(
+                Route {
                     service: ServiceName::new(name).unwrap(),
                     color: None,
                     paths: vec![path.to_string()],
                     domain: domain.map(str::to_string),
                     path_type: PathType::Prefix,
                 },
-                servers: vec!["127.0.0.1:9000".parse().unwrap()],
-                skip_check: false,
-            });
+                vec!["127.0.0.1:9000".parse().unwrap()],
+                false,
+            ));
         }
         let text = render(
             &table,

@@ -48,6 +48,15 @@
 //!   `proxy.lock`). A master that is gone (killed, or exited because its worker died) is
 //!   restarted from the stored routes; [`serve`] fails when that keeps failing.
 //! * **Every parameter is known** ([`params`]): implemented, or answered 400 naming it.
+//! * **A route is a service's destinations** ([`table::Destination`]): Docker Flow's indexed
+//!   parameters give a service several, each with its own paths, domains, ports, mode (HTTP,
+//!   or TCP on a port of its own) and handling, and each rendered as a backend of its own
+//!   holding the service's servers ([`haproxy::render`]). A release still moves one list of servers,
+//!   and every backend follows it through the Runtime API. What a request goes through on
+//!   the way (authentication, headers, path rewrites, redirects, method filters) is rendered
+//!   from validated values only, never from text handed to HAProxy as it came: 1.x passed
+//!   header values and conditions through, so a parameter could read HAProxy's environment
+//!   (`%[env(…)]`) or change a rule.
 //!
 //! # Entry points
 //!
@@ -62,6 +71,7 @@ pub mod client;
 pub mod haproxy;
 pub mod params;
 mod process;
+mod render;
 pub mod table;
 pub mod validate;
 

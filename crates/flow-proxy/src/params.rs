@@ -9,7 +9,16 @@
 //! `users`.
 //!
 //! Indexed forms (`servicePath.1`, `port.2`, …: several destinations for one service) are
-//! recognised for the parameters 1.x documents as indexable, and refused with their reason.
+//! taken for the parameters 1.x documents as indexable; `reconfigure_route` turns a query
+//! into the destinations and options of a route.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use flow_core::PathType;
+
+use crate::table::{Destination, HeaderAction, HeaderRule, Mode, PathRewrite, RouteOptions, User};
+use crate::validate::InvalidInput;
 
 /// An API endpoint that takes parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,10 +53,8 @@ pub struct Parameter {
 
 const TLS: &str =
     "TLS is not supported yet: terminate TLS in front of the proxy, which serves plain HTTP";
-pub(crate) const TCP: &str = "TCP mode (reqMode=tcp) is not supported yet: only HTTP routes are";
-const AUTH: &str = "basic authentication is not supported yet: protect the service itself, or put an authenticating proxy in front";
+const TCP_OPTION: &str = "TCP frontends (reqMode=tcp) take srcPort, port and timeoutServer/timeoutTunnel; this TCP option is not supported";
 const TEMPLATES: &str = "custom templates and raw HAProxy configuration are not accepted: the proxy renders and validates its whole configuration, and a snippet could break or take it over";
-const INDEXED: &str = "several destinations for one service (indexed parameters such as servicePath.1) are not supported yet: route each destination as a service of its own";
 
 const fn implemented(name: &'static str, indexed: bool) -> Parameter {
     Parameter {
@@ -66,23 +73,44 @@ const fn refused(name: &'static str, indexed: bool, reason: &'static str) -> Par
 }
 
 /// Every parameter of `reconfigure`: Docker Flow 1.x's documented ones and this proxy's own
-/// (`serviceColor`, `servers`, `skipCheck`).
+/// (`serviceColor`, `servers`, `skipCheck`). The indexed ones describe one destination each
+/// (the unindexed form is the first destination, `name.1`, `name.2`, … the next ones); the
+/// others apply to the whole service.
 pub const RECONFIGURE: &[Parameter] = &[
     implemented("serviceName", false),
     implemented("serviceColor", false),
     implemented("servicePath", true),
     implemented("serviceDomain", true),
-    implemented("pathType", false),
+    implemented("pathType", true),
     implemented("servers", false),
     implemented("skipCheck", false),
     implemented("reqMode", true),
-    refused("aclName", false, "routes are ordered by how specific they are (domain routes first, then longer paths), not by name: leave aclName out"),
-    refused("addReqHeader", false, "adding request headers is not supported yet"),
-    refused("addResHeader", false, "adding response headers is not supported yet"),
-    refused("setReqHeader", false, "setting request headers is not supported yet"),
-    refused("setResHeader", false, "setting response headers is not supported yet"),
-    refused("delReqHeader", false, "deleting request headers is not supported yet"),
-    refused("delResHeader", false, "deleting response headers is not supported yet"),
+    implemented("srcPort", true),
+    implemented("port", true),
+    implemented("servicePathExclude", true),
+    implemented("reqPathSearchReplace", true),
+    implemented("allowedMethods", true),
+    implemented("deniedMethods", true),
+    implemented("httpsOnly", true),
+    implemented("redirectFromDomain", true),
+    implemented("timeoutServer", true),
+    implemented("timeoutTunnel", true),
+    implemented("aclName", false),
+    implemented("isDefaultBackend", false),
+    implemented("users", false),
+    implemented("usersPassEncrypted", false),
+    implemented("usersSecret", false),
+    implemented("addReqHeader", false),
+    implemented("addResHeader", false),
+    implemented("setReqHeader", false),
+    implemented("setResHeader", false),
+    implemented("delReqHeader", false),
+    implemented("delResHeader", false),
+    implemented("redirectWhenHttpProto", false),
+    implemented("httpsRedirectCode", false),
+    implemented("redirectUnlessHttpsProto", false),
+    implemented("denyHttp", true),
+    implemented("ignoreAuthorization", true),
     refused("backendExtra", false, TEMPLATES),
     refused("templateBePath", false, TEMPLATES),
     refused("templateFePath", false, TEMPLATES),
@@ -93,40 +121,21 @@ pub const RECONFIGURE: &[Parameter] = &[
     refused("connectionMode", false, "the proxy keeps HTTP connections alive and closes idle ones only after a response, which is what makes reloads drop no request; other connection modes are not supported"),
     refused("distribute", false, "one proxy instance serves the routes: there are no other instances to distribute the change to"),
     refused("proxyInstanceName", false, "one proxy instance serves the routes: there is no instance name to filter on"),
-    refused("port", true, "servers carry their own port: give servers=ip:port, or register the instances with their port"),
-    refused("srcPort", true, TCP),
-    refused("checkTcp", false, TCP),
-    refused("clitcpka", false, TCP),
-    refused("timeoutClient", false, TCP),
-    refused("serviceGroup", false, TCP),
-    refused("balanceGroup", false, TCP),
-    refused("timeoutServer", false, "per-service server timeouts are not supported yet (the proxy waits 60 s for a server)"),
-    refused("timeoutTunnel", false, "per-service tunnel timeouts are not supported yet"),
-    refused("reqPathSearchReplace", true, "rewriting request paths is not supported yet"),
-    refused("reqPathReplace", false, "deprecated in 1.x in favour of reqPathSearchReplace, and not supported"),
-    refused("reqPathSearch", false, "deprecated in 1.x in favour of reqPathSearchReplace, and not supported"),
-    refused("servicePathExclude", true, "excluding paths is not supported yet"),
-    refused("serviceDomainAlgo", false, "domains are matched case-insensitively against the Host header without its port; other matching methods are not supported"),
+    refused("checkTcp", true, "TCP destinations are always health-checked with a TCP connect (unless skipCheck=true)"),
+    refused("clitcpka", true, TCP_OPTION),
+    refused("timeoutClient", true, TCP_OPTION),
+    refused("serviceGroup", true, TCP_OPTION),
+    refused("balanceGroup", true, TCP_OPTION),
+    refused("reqPathReplace", false, "deprecated in 1.x in favour of reqPathSearchReplace: use reqPathSearchReplace=search,replace"),
+    refused("reqPathSearch", false, "deprecated in 1.x in favour of reqPathSearchReplace: use reqPathSearchReplace=search,replace"),
+    refused("serviceDomainAlgo", false, "domains are matched case-insensitively against the Host header without its port (*.example.com for every subdomain); other matching methods are not supported"),
     refused("serviceHeader", true, "routing on request headers is not supported"),
     refused("userAgent", true, "routing on the User-Agent is not supported"),
     refused("sessionType", false, "sticky sessions are not supported: servers are balanced round-robin"),
-    refused("isDefaultBackend", false, "a default backend is not supported yet: requests no route matches get 503"),
-    refused("allowedMethods", true, "filtering by HTTP method is not supported yet"),
-    refused("deniedMethods", true, "filtering by HTTP method is not supported yet"),
-    refused("redirectFromDomain", true, "domain redirects are not supported yet"),
     refused("compressionAlgo", false, "HTTP compression is not supported"),
     refused("compressionType", false, "HTTP compression is not supported"),
-    refused("users", false, AUTH),
-    refused("usersPassEncrypted", false, AUTH),
-    refused("usersSecret", false, "Docker secrets are a Swarm feature, and basic authentication is not supported yet"),
-    refused("ignoreAuthorization", true, AUTH),
-    refused("httpsPort", false, TLS),
+    refused("httpsPort", true, TLS),
     refused("srcHttpsPort", true, TLS),
-    refused("httpsOnly", true, TLS),
-    refused("httpsRedirectCode", false, TLS),
-    refused("redirectWhenHttpProto", false, TLS),
-    refused("redirectUnlessHttpsProto", false, TLS),
-    refused("denyHttp", true, TLS),
     refused("serviceCert", false, TLS),
     refused("sslVerifyNone", true, "servers are reached over plain HTTP: TLS to servers is not supported"),
     refused("verifyClientSsl", false, TLS),
@@ -135,7 +144,7 @@ pub const RECONFIGURE: &[Parameter] = &[
 /// Every parameter of `remove`.
 pub const REMOVE: &[Parameter] = &[
     implemented("serviceName", false),
-    refused("aclName", false, "routes have no ACL name (see reconfigure): serviceName alone names the route"),
+    implemented("aclName", false),
     refused("distribute", false, "one proxy instance serves the routes: there are no other instances to distribute the change to"),
 ];
 
@@ -223,17 +232,316 @@ pub(crate) fn check<'a>(
                         reason,
                     })
                 }
-                Support::Implemented if index => {
-                    return Err(ParameterError::Unsupported {
-                        name: name.into(),
-                        reason: INDEXED,
-                    })
-                }
                 Support::Implemented => {}
             },
         }
     }
     Ok(())
+}
+
+/// The destinations and options of a `reconfigure` query, checked ([`check`] has made sure
+/// every name is known and given once). `get` returns a parameter's value (empty values
+/// count as absent); `names` are the query's parameter names, for the indexes given;
+/// `secrets_dir` holds the files `usersSecret` names (`dfp_users_<suffix>`).
+pub(crate) fn reconfigure_route<'a>(
+    get: &dyn Fn(&str) -> Option<&'a str>,
+    names: impl IntoIterator<Item = &'a str>,
+    secrets_dir: &Path,
+) -> Result<(Vec<Destination>, RouteOptions), InvalidInput> {
+    let mut indexes = BTreeSet::new();
+    for name in names {
+        let Some((base, index)) = name.split_once('.') else {
+            continue;
+        };
+        if get(name).is_none() || !RECONFIGURE.iter().any(|p| p.indexed && p.name == base) {
+            continue;
+        }
+        match index.parse::<u32>() {
+            Ok(0) | Err(_) => {
+                return Err(invalid(
+                    name,
+                    "indexes start at 1 (servicePath.1, servicePath.2, …); the unindexed form is the first destination",
+                ))
+            }
+            Ok(index) => {
+                indexes.insert(index);
+            }
+        }
+    }
+    let unindexed_given = RECONFIGURE
+        .iter()
+        .filter(|p| p.indexed)
+        .any(|p| get(p.name).is_some());
+    let mut destinations = Vec::new();
+    if unindexed_given || indexes.is_empty() {
+        destinations.push(destination(get, "")?);
+    }
+    for index in indexes {
+        destinations.push(destination(get, &format!(".{index}"))?);
+    }
+    Ok((destinations, options(get, secrets_dir)?))
+}
+
+fn invalid(parameter: &str, reason: impl Into<String>) -> InvalidInput {
+    InvalidInput::Parameter {
+        parameter: parameter.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// A comma-separated list, items trimmed, empty ones dropped.
+fn list(value: Option<&str>) -> Vec<String> {
+    value
+        .unwrap_or_default()
+        .split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+fn boolean(parameter: &str, value: Option<&str>) -> Result<bool, InvalidInput> {
+    match value {
+        None | Some("false") => Ok(false),
+        Some("true") => Ok(true),
+        Some(other) => Err(invalid(parameter, format!("{other:?}: use true or false"))),
+    }
+}
+
+fn number<T: std::str::FromStr>(
+    parameter: &str,
+    value: Option<&str>,
+) -> Result<Option<T>, InvalidInput> {
+    value
+        .map(|text| {
+            text.parse().map_err(|_| {
+                invalid(
+                    parameter,
+                    format!("{text:?} is not a whole number in range"),
+                )
+            })
+        })
+        .transpose()
+}
+
+/// The destination of the parameters ending in `suffix` (`""` or `.N`).
+fn destination<'a>(
+    get: &dyn Fn(&str) -> Option<&'a str>,
+    suffix: &str,
+) -> Result<Destination, InvalidInput> {
+    let name = |base: &str| format!("{base}{suffix}");
+    let value = |base: &str| get(&name(base));
+    let mode = match value("reqMode") {
+        None | Some("http") => Mode::Http,
+        Some("tcp") => Mode::Tcp,
+        Some(other) => {
+            return Err(invalid(
+                &name("reqMode"),
+                format!("{other:?}: use http (the default) or tcp (sni is not supported)"),
+            ))
+        }
+    };
+    let path_type = match value("pathType") {
+        None => PathType::default(),
+        Some(matcher) => {
+            PathType::from_haproxy_matcher(matcher).ok_or_else(|| InvalidInput::PathType {
+                value: matcher.to_string(),
+            })?
+        }
+    };
+    let mut paths = list(value("servicePath"));
+    let domains = list(value("serviceDomain"));
+    if mode == Mode::Http && paths.is_empty() {
+        if domains.is_empty() {
+            return Err(if suffix.is_empty() {
+                InvalidInput::NoPaths
+            } else {
+                InvalidInput::Conflict(format!(
+                    "the destination {suffix} has neither servicePath{suffix} nor serviceDomain{suffix}: give at least one of them"
+                ))
+            });
+        }
+        if value("pathType").is_some() {
+            return Err(InvalidInput::Conflict(format!(
+                "pathType{suffix} needs servicePath{suffix}: a destination with serviceDomain alone takes every path"
+            )));
+        }
+        // 1.x routed a domain-only destination on every path.
+        paths.push("/".into());
+    }
+    let mut path_rewrites = Vec::new();
+    if let Some(pairs) = value("reqPathSearchReplace") {
+        for pair in pairs.split(':') {
+            let (search, replace) = pair.split_once(',').ok_or_else(|| {
+                invalid(
+                    &name("reqPathSearchReplace"),
+                    format!("{pair:?} is not a search,replace pair (pairs are separated by ':', e.g. /old/,/new/:/x,/y)"),
+                )
+            })?;
+            path_rewrites.push(PathRewrite {
+                search: search.to_string(),
+                replace: replace.to_string(),
+            });
+        }
+    }
+    let destination = Destination {
+        mode,
+        paths,
+        path_type,
+        excluded_paths: list(value("servicePathExclude")),
+        domains,
+        src_port: number(&name("srcPort"), value("srcPort"))?,
+        port: number(&name("port"), value("port"))?,
+        path_rewrites,
+        allowed_methods: list(value("allowedMethods")),
+        denied_methods: list(value("deniedMethods")),
+        https_only: boolean(&name("httpsOnly"), value("httpsOnly"))?,
+        deny_http: boolean(&name("denyHttp"), value("denyHttp"))?,
+        ignore_authorization: boolean(&name("ignoreAuthorization"), value("ignoreAuthorization"))?,
+        redirect_from_domains: list(value("redirectFromDomain")),
+        timeout_server: number(&name("timeoutServer"), value("timeoutServer"))?,
+        timeout_tunnel: number(&name("timeoutTunnel"), value("timeoutTunnel"))?,
+    };
+    let which = if suffix.is_empty() {
+        String::new()
+    } else {
+        format!(" (destination {suffix})")
+    };
+    crate::validate::check_destination(&destination, &which)?;
+    Ok(destination)
+}
+
+/// The service-wide options.
+fn options<'a>(
+    get: &dyn Fn(&str) -> Option<&'a str>,
+    secrets_dir: &Path,
+) -> Result<RouteOptions, InvalidInput> {
+    let mut request_headers = Vec::new();
+    let mut response_headers = Vec::new();
+    for (action, verb) in [
+        (HeaderAction::Add, "add"),
+        (HeaderAction::Set, "set"),
+        (HeaderAction::Del, "del"),
+    ] {
+        for (kind, rules) in [
+            ("ReqHeader", &mut request_headers),
+            ("ResHeader", &mut response_headers),
+        ] {
+            let parameter = format!("{verb}{kind}");
+            for item in list(get(&parameter)) {
+                let rule = match action {
+                    HeaderAction::Del => HeaderRule {
+                        action,
+                        name: item,
+                        value: String::new(),
+                    },
+                    _ => {
+                        let (name, value) = item.split_once(' ').ok_or_else(|| {
+                            invalid(
+                                &parameter,
+                                format!("{item:?} has no value: give `Name value` items, e.g. {parameter}=X-Env%20prod"),
+                            )
+                        })?;
+                        HeaderRule {
+                            action,
+                            name: name.to_string(),
+                            value: value.trim().to_string(),
+                        }
+                    }
+                };
+                rules.push(rule);
+            }
+        }
+    }
+    let options = RouteOptions {
+        acl_name: get("aclName").map(str::to_string),
+        default_backend: boolean("isDefaultBackend", get("isDefaultBackend"))?,
+        users: users(get, secrets_dir)?,
+        request_headers,
+        response_headers,
+        redirect_when_http_proto: boolean("redirectWhenHttpProto", get("redirectWhenHttpProto"))?,
+        redirect_unless_https_proto: boolean(
+            "redirectUnlessHttpsProto",
+            get("redirectUnlessHttpsProto"),
+        )?,
+        https_redirect_code: number("httpsRedirectCode", get("httpsRedirectCode"))?,
+    };
+    crate::validate::check_options(&options)?;
+    Ok(options)
+}
+
+/// The users of `users` (`name:password,…`) and of the `usersSecret` file; a user of `users`
+/// without a password takes it from the file. Messages never show a password.
+fn users<'a>(
+    get: &dyn Fn(&str) -> Option<&'a str>,
+    secrets_dir: &Path,
+) -> Result<Vec<User>, InvalidInput> {
+    let encrypted = boolean("usersPassEncrypted", get("usersPassEncrypted"))?;
+    let parse = |text: &str| -> Vec<(String, Option<String>)> {
+        text.split([',', '\n'])
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(|item| match item.split_once(':') {
+                Some((name, password)) => (name.trim().to_string(), Some(password.to_string())),
+                None => (item.to_string(), None),
+            })
+            .collect()
+    };
+    let secret = match get("usersSecret") {
+        None => None,
+        Some(suffix) => {
+            if !suffix
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                || suffix.starts_with('.')
+            {
+                return Err(invalid(
+                    "usersSecret",
+                    format!("{suffix:?}: a secret name suffix has ASCII letters, digits, '-', '_' or '.'"),
+                ));
+            }
+            let path = secrets_dir.join(format!("dfp_users_{suffix}"));
+            let text = std::fs::read_to_string(&path).map_err(|error| {
+                invalid(
+                    "usersSecret",
+                    format!("cannot read {} ({error}): it holds name:password,… for usersSecret={suffix}", path.display()),
+                )
+            })?;
+            Some(parse(&text))
+        }
+    };
+    let given = get("users").map(parse);
+    let listed = match (&given, &secret) {
+        (Some(given), _) => given.clone(),
+        (None, Some(secret)) => secret.clone(),
+        (None, None) => return Ok(Vec::new()),
+    };
+    let mut users: Vec<User> = Vec::new();
+    for (name, password) in listed {
+        let password = password
+            .or_else(|| {
+                secret
+                    .iter()
+                    .flatten()
+                    .find(|(secret_name, _)| *secret_name == name)
+                    .and_then(|(_, password)| password.clone())
+            })
+            .ok_or_else(|| {
+                invalid(
+                    "users",
+                    format!("{name} has no password: give users={name}:password (or the password in the usersSecret file)"),
+                )
+            })?;
+        if users.iter().any(|u| u.name == name) {
+            return Err(invalid("users", format!("{name} is listed twice")));
+        }
+        users.push(User {
+            name,
+            password,
+            encrypted,
+        });
+    }
+    Ok(users)
 }
 
 #[cfg(test)]
@@ -249,24 +557,25 @@ mod tests {
             ),
             Ok(())
         );
-        let error = check(Endpoint::Reconfigure, ["serviceName", "users"]).unwrap_err();
-        assert!(matches!(&error, ParameterError::Unsupported { name, .. } if name == "users"));
+        let error = check(Endpoint::Reconfigure, ["serviceName", "sessionType"]).unwrap_err();
         assert!(
-            error.to_string().starts_with("users is not supported: "),
+            matches!(&error, ParameterError::Unsupported { name, .. } if name == "sessionType")
+        );
+        assert!(
+            error
+                .to_string()
+                .starts_with("sessionType is not supported: "),
             "{error}"
         );
         let error = check(Endpoint::Reconfigure, ["servicepath"]).unwrap_err();
         assert!(matches!(&error, ParameterError::Unknown { name, .. } if name == "servicepath"));
         assert!(error.to_string().contains("servicePath"), "{error}");
+        assert_eq!(
+            check(Endpoint::Reconfigure, ["servicePath.1", "port.2"]),
+            Ok(())
+        );
         assert!(matches!(
-            check(Endpoint::Reconfigure, ["servicePath.1"]),
-            Err(ParameterError::Unsupported {
-                reason: INDEXED,
-                ..
-            })
-        ));
-        assert!(matches!(
-            check(Endpoint::Reconfigure, ["pathType.1"]),
+            check(Endpoint::Reconfigure, ["users.1"]),
             Err(ParameterError::Unknown { .. })
         ));
         assert!(matches!(
@@ -274,7 +583,7 @@ mod tests {
             Err(ParameterError::Duplicate { .. })
         ));
         assert!(matches!(
-            check(Endpoint::Remove, ["serviceName", "aclName"]),
+            check(Endpoint::Remove, ["serviceName", "distribute"]),
             Err(ParameterError::Unsupported { .. })
         ));
         assert!(matches!(

@@ -28,22 +28,220 @@ use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt, PermissionsE
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, PoisonError};
 
-use flow_core::{Route, ServiceName};
+use flow_core::{PathType, Route, ServiceName};
 use serde::{Deserialize, Serialize};
 
-/// The version of the `routes.json` layout this crate writes and reads.
+/// The version of the `routes.json` layout written when every route is a single HTTP
+/// destination without options: the layout of earlier versions, so that a table they can
+/// read is still written the way they read it.
 const FORMAT_VERSION: u32 = 1;
+
+/// The version written when a route has several destinations or options: an earlier proxy
+/// would ignore those fields and route without them (without authentication, for `users`),
+/// so it must refuse the file instead.
+const FORMAT_VERSION_DESTINATIONS: u32 = 2;
 
 /// One service's route with the servers it sends traffic to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteEntry {
-    /// Which requests reach the service.
+    /// The service, its colour, and the routing of its first destination (kept in step with
+    /// `destinations[0]`, which is what routes; tables of earlier versions have only this).
     pub route: Route,
-    /// The servers taking its traffic (draining ones are not listed).
+    /// The servers taking its traffic (draining ones are not listed). A destination with a
+    /// [`Destination::port`] reaches their addresses on that port instead.
     pub servers: Vec<SocketAddr>,
     /// Servers are not health-checked (Docker Flow's `skipCheck`): UP as soon as added.
     #[serde(default)]
     pub skip_check: bool,
+    /// Every destination, in the order of their 1.x index (never empty once loaded).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub destinations: Vec<Destination>,
+    /// What applies to every HTTP destination of the service.
+    #[serde(default, skip_serializing_if = "RouteOptions::is_empty")]
+    pub options: RouteOptions,
+}
+
+impl RouteEntry {
+    /// The entry of `route` alone: one HTTP destination with its paths, domain and matcher.
+    pub fn new(route: Route, servers: Vec<SocketAddr>, skip_check: bool) -> RouteEntry {
+        let destination = Destination::of_route(&route);
+        RouteEntry {
+            route,
+            servers,
+            skip_check,
+            destinations: vec![destination],
+            options: RouteOptions::default(),
+        }
+    }
+
+    /// Whether an earlier proxy could serve this entry as it is (see [`FORMAT_VERSION`]).
+    fn is_legacy(&self) -> bool {
+        self.options.is_empty()
+            && match self.destinations.as_slice() {
+                [] => true,
+                [only] => *only == Destination::of_route(&self.route),
+                _ => false,
+            }
+    }
+}
+
+/// How a destination's connections are handled (Docker Flow's `reqMode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Mode {
+    /// HTTP requests, routed by path and domain on the proxy's HTTP frontends.
+    #[default]
+    Http,
+    /// TCP connections on a port of their own (`srcPort`), forwarded as they are.
+    Tcp,
+}
+
+/// One destination of a service (Docker Flow's indexed parameters, `servicePath.1`, `port.1`,
+/// …): which requests reach it, on which port of the servers, and what happens on the way.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Destination {
+    /// HTTP or TCP.
+    pub mode: Mode,
+    /// The paths it takes (HTTP; `/` for a domain-only destination).
+    pub paths: Vec<String>,
+    /// How the paths match.
+    pub path_type: PathType,
+    /// Paths excluded from it (`servicePathExclude`), matched like `paths`.
+    pub excluded_paths: Vec<String>,
+    /// The host names it takes (any when empty); `*.example.com` takes every subdomain.
+    pub domains: Vec<String>,
+    /// The proxy port it takes requests on (`srcPort`): one of the HTTP binds, or a TCP
+    /// frontend's own port.
+    pub src_port: Option<u16>,
+    /// The servers' port for this destination (`port`); the servers' own port when unset.
+    pub port: Option<u16>,
+    /// Regular expression search and replacement applied to the path, in order
+    /// (`reqPathSearchReplace`).
+    pub path_rewrites: Vec<PathRewrite>,
+    /// Methods taken; others are denied with 403 (`allowedMethods`).
+    pub allowed_methods: Vec<String>,
+    /// Methods denied with 403 (`deniedMethods`).
+    pub denied_methods: Vec<String>,
+    /// Requests that did not arrive over TLS are redirected to HTTPS (`httpsOnly`).
+    pub https_only: bool,
+    /// Requests that did not arrive over TLS are denied with 403 (`denyHttp`).
+    pub deny_http: bool,
+    /// The service's `users` are not asked for here (`ignoreAuthorization`).
+    pub ignore_authorization: bool,
+    /// Host names redirected (301) to the first of `domains` (`redirectFromDomain`).
+    pub redirect_from_domains: Vec<String>,
+    /// How long a server may take to answer, in seconds (`timeoutServer`).
+    pub timeout_server: Option<u32>,
+    /// How long an upgraded (WebSocket) or TCP connection may stay idle, in seconds
+    /// (`timeoutTunnel`).
+    pub timeout_tunnel: Option<u32>,
+}
+
+impl Destination {
+    /// The single HTTP destination of a [`Route`].
+    pub fn of_route(route: &Route) -> Destination {
+        Destination {
+            paths: route.paths.clone(),
+            path_type: route.path_type,
+            domains: route.domain.iter().cloned().collect(),
+            ..Destination::default()
+        }
+    }
+}
+
+/// One `reqPathSearchReplace` pair: a regular expression and what replaces its matches.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PathRewrite {
+    /// The regular expression searched in the path.
+    pub search: String,
+    /// The replacement.
+    pub replace: String,
+}
+
+/// What applies to every HTTP destination of a service.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RouteOptions {
+    /// Orders the route among others (`aclName`): routes with one come first, by name.
+    pub acl_name: Option<String>,
+    /// Requests no route matches go to this service (`isDefaultBackend`).
+    pub default_backend: bool,
+    /// HTTP basic authentication: requests without valid credentials get 401 (`users`).
+    pub users: Vec<User>,
+    /// Request headers added, set or deleted before the request reaches a server.
+    pub request_headers: Vec<HeaderRule>,
+    /// Response headers added, set or deleted before the response reaches the client.
+    pub response_headers: Vec<HeaderRule>,
+    /// Requests carrying `X-Forwarded-Proto: http` are redirected to HTTPS
+    /// (`redirectWhenHttpProto`).
+    pub redirect_when_http_proto: bool,
+    /// Requests without `X-Forwarded-Proto: https` are redirected to HTTPS
+    /// (`redirectUnlessHttpsProto`).
+    pub redirect_unless_https_proto: bool,
+    /// The status of redirects to HTTPS (`httpsRedirectCode`; HAProxy's 302 when unset).
+    pub https_redirect_code: Option<u16>,
+}
+
+impl RouteOptions {
+    fn is_empty(&self) -> bool {
+        *self == RouteOptions::default()
+    }
+
+    /// Whether any option that only HTTP destinations can apply is set.
+    pub fn has_http_options(&self) -> bool {
+        RouteOptions {
+            acl_name: None,
+            ..self.clone()
+        } != RouteOptions::default()
+    }
+}
+
+/// A user of HTTP basic authentication. Its password is never shown (`Debug` hides it, and
+/// the API never echoes it); it is kept in `routes.json` and `haproxy.cfg`, which are
+/// owner-only.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct User {
+    /// The user name.
+    pub name: String,
+    /// The password, or its crypt(3) hash when `encrypted`.
+    pub password: String,
+    /// `password` is a crypt(3) hash (`usersPassEncrypted`), e.g. from `mkpasswd -m sha-512`.
+    pub encrypted: bool,
+}
+
+impl std::fmt::Debug for User {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("User")
+            .field("name", &self.name)
+            .field("password", &"<hidden>")
+            .field("encrypted", &self.encrypted)
+            .finish()
+    }
+}
+
+/// What a header rule does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HeaderAction {
+    /// Adds the header (`addReqHeader`, `addResHeader`), keeping others of the same name.
+    Add,
+    /// Replaces every header of the name with this one (`setReqHeader`, `setResHeader`).
+    Set,
+    /// Deletes every header of the name (`delReqHeader`, `delResHeader`).
+    Del,
+}
+
+/// A header added, set or deleted; the value is literal text (no HAProxy expressions).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeaderRule {
+    /// What is done.
+    pub action: HeaderAction,
+    /// The header name.
+    pub name: String,
+    /// The value (empty for [`HeaderAction::Del`]).
+    #[serde(default)]
+    pub value: String,
 }
 
 /// Every route the proxy serves, by service.
@@ -110,15 +308,18 @@ impl RouteTable {
             reason,
         };
         let file: TableFile = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
-        if file.version != FORMAT_VERSION {
+        if ![FORMAT_VERSION, FORMAT_VERSION_DESTINATIONS].contains(&file.version) {
             return Err(corrupt(format!(
-                "format version {} (this proxy reads version {FORMAT_VERSION})",
+                "format version {} (this proxy reads versions {FORMAT_VERSION} and {FORMAT_VERSION_DESTINATIONS})",
                 file.version
             )));
         }
         let mut table = RouteTable::default();
-        for entry in file.routes {
-            crate::validate::check_route(&entry.route).map_err(|e| corrupt(e.to_string()))?;
+        for mut entry in file.routes {
+            if entry.destinations.is_empty() {
+                entry.destinations = vec![Destination::of_route(&entry.route)];
+            }
+            crate::validate::check_entry(&entry).map_err(|e| corrupt(e.to_string()))?;
             table.insert(entry);
         }
         Ok(table)
@@ -131,8 +332,13 @@ impl RouteTable {
             path: path.to_path_buf(),
             source,
         };
+        let version = if self.entries.values().all(RouteEntry::is_legacy) {
+            FORMAT_VERSION
+        } else {
+            FORMAT_VERSION_DESTINATIONS
+        };
         let file = TableFile {
-            version: FORMAT_VERSION,
+            version,
             routes: self.entries.values().cloned().collect(),
         };
         let text =
@@ -304,17 +510,17 @@ mod tests {
     use flow_core::{Color, PathType};
 
     fn entry(name: &str) -> RouteEntry {
-        RouteEntry {
-            route: Route {
+        RouteEntry::new(
+            Route {
                 service: ServiceName::new(name).unwrap(),
                 color: Some(Color::Green),
                 paths: vec!["/a".into(), "/b".into()],
                 domain: Some("example.com".into()),
                 path_type: PathType::Exact,
             },
-            servers: vec!["127.0.0.1:9000".parse().unwrap()],
-            skip_check: false,
-        }
+            vec!["127.0.0.1:9000".parse().unwrap()],
+            false,
+        )
     }
 
     #[tokio::test]
@@ -327,6 +533,45 @@ mod tests {
         table.insert(entry("app2"));
         table.save(&path).await.unwrap();
         assert_eq!(RouteTable::load(&path).unwrap(), table);
+    }
+
+    #[tokio::test]
+    async fn tables_of_earlier_versions_load_and_are_written_as_they_were_unless_needed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("routes.json");
+        // A table as the proxy wrote it before destinations and options existed.
+        fs::write(
+            &path,
+            r#"{"version":1,"routes":[{"route":{"service":"app","color":"green","paths":["/a"],"domain":"example.com","path_type":"Prefix"},"servers":["127.0.0.1:9000"],"skip_check":false}]}"#,
+        )
+        .unwrap();
+        let table = RouteTable::load(&path).unwrap();
+        let app = table
+            .get(&ServiceName::new("app").unwrap())
+            .unwrap()
+            .clone();
+        assert_eq!(app.destinations, [Destination::of_route(&app.route)]);
+        assert_eq!(app.destinations[0].domains, ["example.com"]);
+        table.save(&path).await.unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"version\": 1"), "{text}");
+
+        let mut table = table;
+        let mut with_users = app.clone();
+        with_users.options.users.push(User {
+            name: "alice".into(),
+            password: "pw".into(),
+            encrypted: false,
+        });
+        table.insert(with_users);
+        table.save(&path).await.unwrap();
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(text.contains("\"version\": 2"), "{text}");
+        assert_eq!(RouteTable::load(&path).unwrap(), table);
+        assert!(
+            !format!("{table:?}").contains("\"pw\""),
+            "Debug hides passwords"
+        );
     }
 
     #[test]

@@ -10,6 +10,8 @@ use std::net::{IpAddr, SocketAddr};
 
 use flow_core::{PathType, Route};
 
+use crate::table::{Destination, HeaderRule, Mode, PathRewrite, RouteEntry, RouteOptions, User};
+
 /// The longest path accepted (HAProxy's own line limit is a few kilobytes for a whole line).
 const MAX_PATH_LEN: usize = 1024;
 
@@ -79,6 +81,18 @@ pub enum InvalidInput {
     /// No servers where at least one is needed.
     #[error("no servers given: a route needs at least one ip:port server")]
     NoServers,
+    /// A parameter whose value cannot be used; `reason` says why and, except for passwords,
+    /// shows the value.
+    #[error("invalid {parameter}: {reason}")]
+    Parameter {
+        /// The parameter, with its index when it has one (`servicePath.2`).
+        parameter: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Parameters that contradict each other or the other routes.
+    #[error("{0}")]
+    Conflict(String),
     /// A boolean parameter that is neither `true` nor `false`.
     #[error("invalid {name} {value:?}: use true or false")]
     Boolean {
@@ -99,6 +113,333 @@ pub fn check_route(route: &Route) -> Result<(), InvalidInput> {
     }
     if let Some(domain) = &route.domain {
         check_domain(domain)?;
+    }
+    Ok(())
+}
+
+/// Checks every destination and option of `entry`, as [`check_route`] does for a route.
+pub fn check_entry(entry: &RouteEntry) -> Result<(), InvalidInput> {
+    if entry.destinations.is_empty() {
+        return Err(InvalidInput::NoPaths);
+    }
+    for (position, destination) in entry.destinations.iter().enumerate() {
+        check_destination(destination, &format!(" (destination {})", position + 1))?;
+    }
+    check_options(&entry.options)?;
+    if entry.options.has_http_options() && entry.destinations.iter().all(|d| d.mode == Mode::Tcp) {
+        return Err(InvalidInput::Conflict(
+            "users, the header parameters, redirectWhenHttpProto, redirectUnlessHttpsProto, httpsRedirectCode and isDefaultBackend apply to HTTP destinations, and this service has only reqMode=tcp ones".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// The longest timeout HAProxy takes, in seconds (2^31 - 1 milliseconds).
+pub const MAX_TIMEOUT_SECONDS: u32 = 2_147_483;
+
+fn invalid(parameter: &str, reason: impl Into<String>) -> InvalidInput {
+    InvalidInput::Parameter {
+        parameter: parameter.to_string(),
+        reason: reason.into(),
+    }
+}
+
+/// Checks one destination; `which` names it in messages (e.g. ` (destination 2)`).
+pub fn check_destination(destination: &Destination, which: &str) -> Result<(), InvalidInput> {
+    for (parameter, port) in [
+        ("srcPort", destination.src_port),
+        ("port", destination.port),
+    ] {
+        if port == Some(0) {
+            return Err(invalid(parameter, format!("0 is not a port{which}")));
+        }
+    }
+    for (parameter, timeout) in [
+        ("timeoutServer", destination.timeout_server),
+        ("timeoutTunnel", destination.timeout_tunnel),
+    ] {
+        if timeout.is_some_and(|t| t == 0 || t > MAX_TIMEOUT_SECONDS) {
+            return Err(invalid(
+                parameter,
+                format!("give whole seconds from 1 to {MAX_TIMEOUT_SECONDS}{which}"),
+            ));
+        }
+    }
+    if destination.mode == Mode::Tcp {
+        let http_only = [
+            ("servicePath", !destination.paths.is_empty()),
+            ("serviceDomain", !destination.domains.is_empty()),
+            ("servicePathExclude", !destination.excluded_paths.is_empty()),
+            (
+                "reqPathSearchReplace",
+                !destination.path_rewrites.is_empty(),
+            ),
+            ("allowedMethods", !destination.allowed_methods.is_empty()),
+            ("deniedMethods", !destination.denied_methods.is_empty()),
+            ("httpsOnly", destination.https_only),
+            ("denyHttp", destination.deny_http),
+            ("ignoreAuthorization", destination.ignore_authorization),
+            (
+                "redirectFromDomain",
+                !destination.redirect_from_domains.is_empty(),
+            ),
+        ];
+        if let Some((parameter, _)) = http_only.iter().find(|(_, given)| *given) {
+            return Err(InvalidInput::Conflict(format!(
+                "reqMode=tcp cannot be combined with {parameter}{which}: a TCP destination forwards connections as they are, on its own srcPort, so HTTP paths, domains, methods and redirects do not apply"
+            )));
+        }
+        if destination.src_port.is_none() {
+            return Err(InvalidInput::Conflict(format!(
+                "reqMode=tcp needs srcPort{which}: the proxy port the TCP connections arrive on, e.g. srcPort=6379"
+            )));
+        }
+        return Ok(());
+    }
+    if destination.paths.is_empty() {
+        return Err(InvalidInput::NoPaths);
+    }
+    for path in destination.paths.iter().chain(&destination.excluded_paths) {
+        check_path(path, destination.path_type)?;
+    }
+    for domain in &destination.domains {
+        check_domain_pattern("serviceDomain", domain)?;
+    }
+    for domain in &destination.redirect_from_domains {
+        check_domain_pattern("redirectFromDomain", domain)?;
+    }
+    if !destination.redirect_from_domains.is_empty() && redirect_target(destination).is_none() {
+        return Err(InvalidInput::Conflict(format!(
+            "redirectFromDomain needs a serviceDomain without '*' as its first domain to redirect to{which}"
+        )));
+    }
+    for rewrite in &destination.path_rewrites {
+        check_path_rewrite(rewrite)?;
+    }
+    for (parameter, methods) in [
+        ("allowedMethods", &destination.allowed_methods),
+        ("deniedMethods", &destination.denied_methods),
+    ] {
+        for method in methods {
+            if method.is_empty()
+                || method.len() > 32
+                || !method
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Err(invalid(
+                    parameter,
+                    format!("{method:?} is not an HTTP method: give names such as GET,POST{which}"),
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The domain `redirectFromDomain` redirects to: the destination's first, when exact.
+pub fn redirect_target(destination: &Destination) -> Option<&str> {
+    destination
+        .domains
+        .first()
+        .map(String::as_str)
+        .filter(|d| !d.starts_with("*."))
+}
+
+/// Checks a domain that may start with `*.` (every subdomain of the rest).
+pub fn check_domain_pattern(parameter: &str, pattern: &str) -> Result<(), InvalidInput> {
+    let domain = pattern.strip_prefix("*.").unwrap_or(pattern);
+    check_domain(domain).map_err(|error| match error {
+        InvalidInput::Domain { reason, .. } => invalid(parameter, format!("{pattern:?}: {reason}")),
+        other => other,
+    })
+}
+
+/// Checks a `reqPathSearchReplace` pair. Both halves end up inside HAProxy's
+/// `regsub(search,replace)`, whose arguments end at `,` and `)`, so neither may carry those;
+/// backslash sequences HAProxy's parser rewrites are refused as in `path_reg` paths.
+fn check_path_rewrite(rewrite: &PathRewrite) -> Result<(), InvalidInput> {
+    let parameter = "reqPathSearchReplace";
+    for (what, text, may_be_empty) in [
+        ("search", &rewrite.search, false),
+        ("replacement", &rewrite.replace, true),
+    ] {
+        if text.is_empty() && !may_be_empty {
+            return Err(invalid(parameter, "a search expression cannot be empty: give search,replace pairs separated by ':', e.g. /old/,/new/"));
+        }
+        if text.len() > MAX_PATH_LEN {
+            return Err(invalid(
+                parameter,
+                format!("the {what} can have at most 1024 characters"),
+            ));
+        }
+        let refused = |c: char| !c.is_ascii_graphic() || "\"'#%(),".contains(c);
+        if let Some(bad) = text
+            .chars()
+            .find(|c| refused(*c) || (*c == '\\' && what == "replacement"))
+        {
+            return Err(invalid(
+                parameter,
+                format!("{bad:?} is not allowed in the {what} {text:?}: white space, quotes, '#', '%', parentheses (capture groups are not supported), ',' and, in the replacement, backslashes are not"),
+            ));
+        }
+        // The other characters of the search are fine; its backslash sequences are checked
+        // like those of a path_reg path.
+        if what == "search" && text.contains('\\') {
+            check_path(text, PathType::Regex).map_err(|error| match error {
+                InvalidInput::Path { reason, .. } => {
+                    invalid(parameter, format!("{text:?}: {reason}"))
+                }
+                other => other,
+            })?;
+        }
+    }
+    Ok(())
+}
+
+/// Checks the service-wide options.
+pub fn check_options(options: &RouteOptions) -> Result<(), InvalidInput> {
+    if let Some(name) = &options.acl_name {
+        if name.is_empty()
+            || name.len() > 200
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(invalid(
+                "aclName",
+                format!("{name:?}: use 1 to 200 ASCII letters, digits, '-', '_' or '.'"),
+            ));
+        }
+    }
+    for user in &options.users {
+        check_user(user)?;
+    }
+    for (parameter, rules) in [
+        ("ReqHeader", &options.request_headers),
+        ("ResHeader", &options.response_headers),
+    ] {
+        for rule in rules {
+            check_header(parameter, rule)?;
+        }
+    }
+    if let Some(code) = options.https_redirect_code {
+        if ![301, 302, 303, 307, 308].contains(&code) {
+            return Err(invalid(
+                "httpsRedirectCode",
+                format!("{code}: use 301, 302, 303, 307 or 308"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a user; messages name the user, never the password.
+fn check_user(user: &User) -> Result<(), InvalidInput> {
+    if user.name.is_empty()
+        || user.name.len() > 64
+        || !user
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.@".contains(&b))
+    {
+        return Err(invalid(
+            "users",
+            format!(
+                "the user name {:?}: use 1 to 64 ASCII letters, digits, '-', '_', '.' or '@'",
+                user.name
+            ),
+        ));
+    }
+    let name = &user.name;
+    if user.password.is_empty() {
+        return Err(invalid(
+            "users",
+            format!("{name} has no password: give users=name:password,… (or the password in usersSecret)"),
+        ));
+    }
+    if user.password.len() > 256 {
+        return Err(invalid(
+            "users",
+            format!("the password of {name} is longer than 256 characters"),
+        ));
+    }
+    let fits = if user.encrypted {
+        user.password
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"./$".contains(&b))
+    } else {
+        user.password
+            .chars()
+            .all(|c| c.is_ascii_graphic() && !"\"'\\#,".contains(c))
+    };
+    if !fits {
+        return Err(invalid(
+            "users",
+            if user.encrypted {
+                format!("the password of {name} is not a crypt(3) hash (letters, digits, '.', '/' and '$', e.g. from mkpasswd -m sha-512)")
+            } else {
+                format!("the password of {name} has white space, a quote, a backslash, '#' or ',' (or is not ASCII): choose another, or give its crypt(3) hash with usersPassEncrypted=true")
+            },
+        ));
+    }
+    Ok(())
+}
+
+/// Checks a header rule: a token for the name, literal printable text for the value.
+fn check_header(kind: &str, rule: &HeaderRule) -> Result<(), InvalidInput> {
+    let parameter = match rule.action {
+        crate::table::HeaderAction::Add => format!("add{kind}"),
+        crate::table::HeaderAction::Set => format!("set{kind}"),
+        crate::table::HeaderAction::Del => format!("del{kind}"),
+    };
+    let name = &rule.name;
+    if rule.name.is_empty()
+        || rule.name.len() > 128
+        || !rule
+            .name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+    {
+        return Err(invalid(
+            &parameter,
+            format!("the header name {name:?}: use ASCII letters, digits, '-', '_' or '.'"),
+        ));
+    }
+    let value = &rule.value;
+    if value.is_empty() && rule.action != crate::table::HeaderAction::Del {
+        return Err(invalid(
+            &parameter,
+            format!("{name} has no value: give `Name value` items"),
+        ));
+    }
+    if value.contains(['\r', '\n']) {
+        return Err(invalid(
+            &parameter,
+            format!("the value of {name} has a line break (CR or LF), which would end the header or inject another"),
+        ));
+    }
+    if value.len() > 4096 {
+        return Err(invalid(
+            &parameter,
+            format!("the value of {name} is longer than 4096 characters"),
+        ));
+    }
+    if let Some(bad) = value
+        .chars()
+        .find(|c| !(c.is_ascii_graphic() || *c == ' ') || "'%".contains(*c))
+    {
+        return Err(invalid(
+            &parameter,
+            format!("{bad:?} is not allowed in the value of {name}: values are literal printable ASCII without \"'\" and '%' (HAProxy expressions such as %[dst_port] are not supported)"),
+        ));
+    }
+    let words: Vec<&str> = value.split(' ').collect();
+    if words.iter().any(|w| *w == "if" || *w == "unless") {
+        return Err(invalid(
+            &parameter,
+            format!("the value of {name} has a condition (`if …`/`unless …`), which is not supported: the header always applies"),
+        ));
     }
     Ok(())
 }
@@ -178,7 +519,7 @@ pub fn check_domain(domain: &str) -> Result<(), InvalidInput> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-')
         {
-            return reject("only ASCII letters, digits, '-' and '.' are allowed (no port, no scheme, no wildcard)");
+            return reject("only ASCII letters, digits, '-' and '.' are allowed (no port, no scheme; a wildcard only as a leading '*.')");
         }
         if label.starts_with('-') || label.ends_with('-') {
             return reject("a label cannot start or end with '-'");
@@ -265,6 +606,98 @@ mod tests {
             "a.com\n",
         ] {
             assert!(check_domain(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn wildcard_domains_are_a_leading_star_dot_only() {
+        assert!(check_domain_pattern("serviceDomain", "*.example.com").is_ok());
+        for bad in [
+            "*",
+            "*.",
+            "a.*.com",
+            "*example.com",
+            "**.example.com",
+            "*.-a.com",
+        ] {
+            assert!(
+                check_domain_pattern("serviceDomain", bad).is_err(),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn header_rules_are_literal_single_lines() {
+        use crate::table::HeaderAction::{Add, Del};
+        let rule = |action, name: &str, value: &str| HeaderRule {
+            action,
+            name: name.into(),
+            value: value.into(),
+        };
+        assert!(check_header("ReqHeader", &rule(Add, "X-Env", "prod # \"x\" $HOME")).is_ok());
+        assert!(check_header("ReqHeader", &rule(Del, "Cookie", "")).is_ok());
+        for (name, value) in [
+            ("X-A", "a\r\nX-B: b"),
+            ("X-A", "%[env(HOME)]"),
+            ("X-A", "it's"),
+            ("X-A", "on if { ssl_fc }"),
+            ("X-A", ""),
+            ("X A", "b"),
+            ("X-A", "é"),
+        ] {
+            let error = check_header("ReqHeader", &rule(Add, name, value)).unwrap_err();
+            assert!(
+                error.to_string().starts_with("invalid addReqHeader: "),
+                "{error}"
+            );
+        }
+    }
+
+    #[test]
+    fn path_rewrites_cannot_leave_regsub() {
+        let rewrite = |search: &str, replace: &str| PathRewrite {
+            search: search.into(),
+            replace: replace.into(),
+        };
+        assert!(check_path_rewrite(&rewrite("^/api/", "/")).is_ok());
+        assert!(check_path_rewrite(&rewrite("\\.json$", "")).is_ok());
+        for (search, replace) in [
+            ("", "/"),
+            ("/a)", "/"),
+            ("/a", "/b)"),
+            ("/a", "\\1"),
+            ("/a b", "/"),
+            ("/a%", "/"),
+            ("/a\\x41", "/"),
+        ] {
+            assert!(
+                check_path_rewrite(&rewrite(search, replace)).is_err(),
+                "{search:?} {replace:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn user_errors_never_show_the_password() {
+        let user = |password: &str, encrypted| User {
+            name: "alice".into(),
+            password: password.into(),
+            encrypted,
+        };
+        assert!(check_user(&user("s3cr3t-pa$$", false)).is_ok());
+        assert!(check_user(&user("$6$salt$abc./", true)).is_ok());
+        for (password, encrypted) in [
+            ("with space", false),
+            ("quo'te", false),
+            ("", false),
+            ("not!hash", true),
+        ] {
+            let error = check_user(&user(password, encrypted))
+                .unwrap_err()
+                .to_string();
+            assert!(error.contains("alice"), "{error}");
+            assert!(password.is_empty() || !error.contains(password), "{error}");
         }
     }
 

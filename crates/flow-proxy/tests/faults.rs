@@ -162,8 +162,11 @@ async fn every_documented_parameter_has_its_effect_or_is_refused_by_name() {
         );
     }
     for (extra, named) in [
-        ("&servicePath.1=/x", "servicePath.1 is not supported"),
-        ("&reqMode=tcp", "reqMode=tcp is not supported"),
+        ("&servicePath.0=/x", "invalid servicePath.0"),
+        (
+            "&reqMode=tcp",
+            "reqMode=tcp cannot be combined with servicePath",
+        ),
         ("&servicepath=/x", "unknown parameter servicepath"),
         ("&serviceName=web", "serviceName is given twice"),
     ] {

@@ -817,6 +817,13 @@ fn proxy_serve_refuses_an_empty_token_unless_no_auth() {
         .stop_haproxy,
         Some(Duration::from_secs(5))
     );
+    assert_eq!(
+        serve(&["proxy", "serve"], &[]).secrets_dir,
+        std::path::Path::new("/run/secrets")
+    );
+    assert!(serve(&["proxy", "serve", "--secrets-dir", "s"], &[])
+        .secrets_dir
+        .ends_with("s"));
 }
 
 #[test]

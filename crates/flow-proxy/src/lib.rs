@@ -59,7 +59,9 @@
 
 pub mod api;
 pub mod client;
+mod endpoints;
 pub mod haproxy;
+mod metrics;
 pub mod params;
 mod process;
 pub mod table;

@@ -783,7 +783,10 @@ impl App {
             "/remove" => params::Endpoint::Remove,
             "/config" => params::Endpoint::Config,
             "/reload" => params::Endpoint::Reload,
-            _ => params::Endpoint::Other,
+            "/routes" | "/ping" | "/certs" | "/metrics" => params::Endpoint::Other,
+            _ if path == "/metrics" => params::Endpoint::Other,
+            // Before the parameters: they mean nothing to an endpoint that does not exist.
+            _ => return Err(no_endpoint(path)),
         };
         params::check(takes, query.0.iter().map(|(name, _)| name.as_str())).map_err(|error| {
             Failure::new(
@@ -809,13 +812,7 @@ impl App {
             (_, "/ping") => Ok(crate::endpoints::ping()),
             (_, "/metrics") => crate::endpoints::stats_csv(self).await,
             (_, "/certs") => Ok(crate::endpoints::certs()),
-            _ => Err(Failure::new(
-                StatusCode::NOT_FOUND,
-                ErrorKind::UnknownService,
-                format!(
-                    "no endpoint {path}: use {API_PREFIX}/reconfigure, /remove, /routes, /config, /reload, /ping, /certs or /metrics (HAProxy's statistics), or /metrics (Prometheus)"
-                ),
-            )),
+            _ => Err(no_endpoint(path)),
         }
     }
 
@@ -1046,6 +1043,16 @@ impl App {
             ..Answer::default()
         })
     }
+}
+
+fn no_endpoint(path: &str) -> Failure {
+    Failure::new(
+        StatusCode::NOT_FOUND,
+        ErrorKind::UnknownService,
+        format!(
+            "no endpoint {path}: use {API_PREFIX}/reconfigure, /remove, /routes, /config, /reload, /ping, /certs or /metrics (HAProxy's statistics), or /metrics (Prometheus)"
+        ),
+    )
 }
 
 /// `message` followed by each warning of a change that was applied (also printed on stderr,

@@ -592,6 +592,9 @@ pub(crate) struct App {
 /// died before it is answered 503 with `Retry-After` (a restart takes about 100 ms).
 const RESTART_WAIT: Duration = Duration::from_secs(3);
 
+/// How long a failed exchange with HAProxy waits to see whether HAProxy is dying.
+const DEATH_NOTICE: Duration = Duration::from_millis(250);
+
 /// What an endpoint answers: the API's JSON answer, or a document of its own.
 pub(crate) enum Reply {
     /// `{"Status":…}`.
@@ -759,11 +762,34 @@ impl App {
             let restarts = self.haproxy.restarts();
             match change().await {
                 Ok(value) => return Ok(value),
-                Err(_)
-                    if (self.haproxy.restarts() != restarts || !self.haproxy.serving())
-                        && tokio::time::Instant::now() < deadline => {}
+                Err(error)
+                    if tokio::time::Instant::now() < deadline
+                        && self.died_during(&error, restarts).await => {}
                 Err(error) => return Err(error.into()),
             }
+        }
+    }
+
+    /// Whether `error` came from a HAProxy that died meanwhile: one talking to HAProxy
+    /// (socket, runtime command, reload), after which HAProxy was restarted or is seen not
+    /// serving within [`DEATH_NOTICE`] — a killed process closes its sockets a moment
+    /// before it can be seen gone.
+    async fn died_during(&self, error: &HaproxyError, restarts: u64) -> bool {
+        if !matches!(
+            error,
+            HaproxyError::Io { .. } | HaproxyError::Runtime { .. } | HaproxyError::Reload { .. }
+        ) {
+            return false;
+        }
+        let deadline = tokio::time::Instant::now() + DEATH_NOTICE;
+        loop {
+            if self.haproxy.restarts() != restarts || !self.haproxy.serving() {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 

@@ -9,6 +9,18 @@
 //!   directory); a later `reconfigure` with `servers` or a `remove` forgets it.
 //! * `GET /v1/docker-flow-proxy/remove?serviceName=S` — removes exactly S.
 //! * `GET /v1/docker-flow-proxy/routes` — every route with its servers' state and sessions.
+//! * `config`, `reload`, `ping`, `metrics`, `certs`, `cert`: Docker Flow 1.x's other
+//!   endpoints (see `endpoints.rs`), and `GET /metrics`: Prometheus' text format, from
+//!   HAProxy's statistics (see `metrics.rs`). Any HTTP method is taken, like 1.x did.
+//!
+//! # While HAProxy restarts
+//!
+//! Every request that talks to HAProxy waits, at most 3 s, until HAProxy serves: from a
+//! `kill -9` of its master or worker until the supervisor restarted it, its runtime API is
+//! gone. A change that fails because HAProxy died while it ran is run again on the restarted
+//! HAProxy (it failed before anything was stored, and the restart loads the stored routes).
+//! Past 3 s the answer is 503 `"Error":"Unavailable"` with `Retry-After: 1`, which
+//! [`crate::HttpProxy`] retries.
 //!
 //! # Restoring registry-backed routes on start
 //!

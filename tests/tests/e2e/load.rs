@@ -41,6 +41,13 @@ impl LoadShape {
     };
 }
 
+/// Held by a test for as long as it runs a load: two loads at once on a 2-core machine would
+/// measure each other (the test binary runs its tests in parallel).
+pub async fn exclusive() -> tokio::sync::MutexGuard<'static, ()> {
+    static LOADS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+    LOADS.lock().await
+}
+
 /// A running load; [`Load::stop`] ends it and hands back every sample.
 pub struct Load {
     samples: Arc<Mutex<Vec<Sample>>>,

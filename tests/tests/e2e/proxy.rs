@@ -131,6 +131,7 @@ async fn releases_and_scaling_under_load_fail_no_request() {
 
     // v1: two instances behind the proxy, before any load.
     run(&["-s", "2", "-F", "deploy", "-F", "proxy"], "v1").await;
+    let _exclusive = crate::load::exclusive().await;
     let load = Load::start(format!("http://{bind}/"), LoadShape::RELEASES);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!load.snapshot().is_empty(), "the load reaches the proxy");

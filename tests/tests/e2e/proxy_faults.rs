@@ -25,11 +25,11 @@ use crate::load::{Load, LoadShape, Sample};
 /// Rounds of the four faults, one after the other under the same load.
 const ROUNDS: usize = 3;
 
-/// 4 + 4 clients, each pausing 5 ms between requests: a constant load that leaves the two
-/// cores room for HAProxy's restarts.
+/// 3 + 3 clients, each pausing 10 ms between requests: a constant load (about 300
+/// requests/s) that leaves the two cores room for HAProxy's restarts.
 const SHAPE: LoadShape = LoadShape {
-    clients_per_kind: 4,
-    pause: Some(Duration::from_millis(5)),
+    clients_per_kind: 3,
+    pause: Some(Duration::from_millis(10)),
     max_time: Duration::from_secs(240),
     max_requests: 400_000,
 };
@@ -160,6 +160,21 @@ fn log(dir: &Path) -> String {
     std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
 }
 
+/// `restarted in N ms`, as `proxy serve` last reported a restart of HAProxy.
+fn last_restart(dir: &Path) -> String {
+    log(dir)
+        .lines()
+        .rev()
+        .find_map(|line| line.split_once("HAProxy restarted in "))
+        .map(|(_, rest)| {
+            format!(
+                "HAProxy restarted in {}",
+                rest.split(" (").next().unwrap_or(rest)
+            )
+        })
+        .unwrap_or_else(|| "no restart reported".into())
+}
+
 /// Switches the route of `app` to `backends` the way a release's switch step does.
 async fn switch(client: &HttpProxy, color: Color, backends: &[Backend]) {
     let route = Route {
@@ -208,6 +223,7 @@ async fn proxy_serve_restarts_and_haproxy_faults_under_load() {
     let green = [Backend::start("v2"), Backend::start("v2")];
     let client = HttpProxy::new("127.0.0.1", api.port(), None);
 
+    let _exclusive = crate::load::exclusive().await;
     let mut serve = ProxyServe::spawn(dir, bind, api, &[]);
     // Sent while the API is not listening yet: the client waits for it.
     switch(&client, Color::Blue, &blue).await;
@@ -300,10 +316,11 @@ async fn proxy_serve_restarts_and_haproxy_faults_under_load() {
             let failures = failed_since(&samples, fault);
             let recovered = recovery(&failures, fault);
             println!(
-                "fault figures: round {round}: kill -9 of the HAProxy {victim}: {} failed of {}; served again {} ms after the kill; switch returned {} ms after it",
+                "fault figures: round {round}: kill -9 of the HAProxy {victim}: {} failed of {}; served again {} ms after the kill ({}); switch returned {} ms after it",
                 failures.len(),
                 samples.iter().filter(|s| s.finished >= fault).count(),
                 recovered.as_millis(),
+                last_restart(dir),
                 switched.as_millis()
             );
             assert!(

@@ -610,7 +610,7 @@ const DEATH_NOTICE: Duration = Duration::from_millis(250);
 /// What an endpoint answers: the API's JSON answer, or a document of its own.
 pub(crate) enum Reply {
     /// `{"Status":…}`.
-    Answer(Answer),
+    Answer(Box<Answer>),
     /// Another body (the configuration, metrics).
     Document {
         /// Its `Content-Type`.
@@ -625,6 +625,13 @@ struct RegistryRoutes {
     services: BTreeSet<ServiceName>,
     /// The last write of the file failed: the next call writes it even without a change.
     file_behind: bool,
+}
+
+impl Reply {
+    /// The JSON `answer`.
+    pub(crate) fn answer(answer: Answer) -> Reply {
+        Reply::Answer(Box::new(answer))
+    }
 }
 
 /// A failed request: its status and answer.
@@ -842,9 +849,9 @@ impl App {
                     body,
                 })
             }
-            (_, "/reconfigure") => self.reconfigure(&query).await.map(Reply::Answer),
-            (_, "/remove") => self.remove(&query).await.map(Reply::Answer),
-            (_, "/routes") => self.routes().await.map(Reply::Answer),
+            (_, "/reconfigure") => self.reconfigure(&query).await.map(Reply::answer),
+            (_, "/remove") => self.remove(&query).await.map(Reply::answer),
+            (_, "/routes") => self.routes().await.map(Reply::answer),
             (_, "/config") => crate::endpoints::config(self, query.get("type")).await,
             (_, "/reload") => crate::endpoints::reload(self, query.get("recreate")).await,
             (_, "/ping") => Ok(crate::endpoints::ping()),

@@ -28,7 +28,7 @@ pub(crate) fn ping() -> Reply {
 /// `config?type=…`.
 pub(crate) async fn config(app: &App, kind: Option<&str>) -> Result<Reply, Failure> {
     if kind.is_some_and(|kind| kind.eq_ignore_ascii_case("json")) {
-        return app.routes().await.map(Reply::Answer);
+        return app.routes().await.map(Reply::answer);
     }
     Ok(Reply::Document {
         content_type: "text/plain; charset=utf-8",

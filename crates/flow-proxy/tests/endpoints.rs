@@ -146,7 +146,19 @@ async fn metrics_per_service_and_colour_come_from_haproxy() {
         proxy.get("/web", None).await,
         (StatusCode::OK, "green".into())
     );
-    let samples = scrape(&proxy).await;
+    // The idle blue server is deleted once its drain task sees it without sessions.
+    let draining = format!("docker_flow_proxy_servers{{{web_blue},state=draining}}");
+    let maint = format!("docker_flow_proxy_servers{{{web_blue},state=maint}}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    let samples = loop {
+        let samples = scrape(&proxy).await;
+        if (value(&samples, &draining), value(&samples, &maint)) == (1.0, 0.0)
+            || std::time::Instant::now() >= deadline
+        {
+            break samples;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
     let web_green = "color=green,service=web";
     assert_eq!(
         value(
@@ -156,10 +168,7 @@ async fn metrics_per_service_and_colour_come_from_haproxy() {
         2.0
     );
     assert_eq!(
-        value(
-            &samples,
-            &format!("docker_flow_proxy_servers{{{web_blue},state=draining}}")
-        ),
+        value(&samples, &draining),
         1.0,
         "the blue server with the slow request drains: {samples:#?}"
     );

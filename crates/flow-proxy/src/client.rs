@@ -260,3 +260,88 @@ impl Proxy for HttpProxy {
             .map(drop)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// Serves `answers` in turn (status line and extra headers, body), one per connection,
+    /// counting the requests; the listener is bound after `delay`.
+    fn api(
+        address: SocketAddr,
+        delay: Duration,
+        answers: Vec<(&'static str, &'static str)>,
+    ) -> Arc<AtomicUsize> {
+        let served = Arc::new(AtomicUsize::new(0));
+        let count = served.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let listener = TcpListener::bind(address).await.unwrap();
+            for (head, body) in answers {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request).await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                let response = format!(
+                    "HTTP/1.1 {head}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                stream.write_all(response.as_bytes()).await.unwrap();
+            }
+        });
+        served
+    }
+
+    fn free_address() -> SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
+    const OK: (&str, &str) = ("200 OK", r#"{"Status":"OK","Message":"done"}"#);
+    const UNAVAILABLE: (&str, &str) = (
+        "503 Service Unavailable\r\nRetry-After: 1",
+        r#"{"Status":"NOK","Message":"HAProxy is not serving","Error":"Unavailable"}"#,
+    );
+
+    #[tokio::test]
+    async fn a_proxy_that_restarts_is_waited_for() {
+        let address = free_address();
+        // Nothing listens for 300 ms, then HAProxy is restarting once, then it answers.
+        let served = api(address, Duration::from_millis(300), vec![UNAVAILABLE, OK]);
+        let proxy = HttpProxy::new("127.0.0.1", address.port(), None);
+        let started = tokio::time::Instant::now();
+        let answer = proxy.call("/routes", &[]).await.unwrap();
+        assert_eq!(answer.message, "done");
+        assert_eq!(served.load(Ordering::SeqCst), 2);
+        assert!(
+            started.elapsed() >= Duration::from_millis(1300),
+            "Retry-After was honoured"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failure_that_reached_the_proxy_is_not_retried() {
+        let address = free_address();
+        let served = api(
+            address,
+            Duration::ZERO,
+            vec![(
+                "500 Internal Server Error",
+                r#"{"Status":"NOK","Message":"HAProxy refused it","Error":"Refused"}"#,
+            )],
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let proxy = HttpProxy::new("127.0.0.1", address.port(), None);
+        let error = proxy.call("/routes", &[]).await.unwrap_err();
+        assert!(error.to_string().contains("HAProxy refused it"), "{error}");
+        assert_eq!(served.load(Ordering::SeqCst), 1);
+    }
+}

@@ -12,6 +12,18 @@
 //! * `GET /v1/docker-flow-proxy/remove?serviceName=S` — removes exactly S (with `aclName=A`,
 //!   only when S was given that `aclName`).
 //! * `GET /v1/docker-flow-proxy/routes` — every route with its servers' state and sessions.
+//! * `config`, `reload`, `ping`, `metrics`, `certs`, `cert`: Docker Flow 1.x's other
+//!   endpoints (see `endpoints.rs`), and `GET /metrics`: Prometheus' text format, from
+//!   HAProxy's statistics (see `metrics.rs`). Any HTTP method is taken, like 1.x did.
+//!
+//! # While HAProxy restarts
+//!
+//! Every request that talks to HAProxy waits, at most 3 s, until HAProxy serves: from a
+//! `kill -9` of its master or worker until the supervisor restarted it, its runtime API is
+//! gone. A change that fails because HAProxy died while it ran is run again on the restarted
+//! HAProxy (it failed before anything was stored, and the restart loads the stored routes).
+//! Past 3 s the answer is 503 `"Error":"Unavailable"` with `Retry-After: 1`, which
+//! [`crate::HttpProxy`] retries.
 //!
 //! # Restoring registry-backed routes on start
 //!
@@ -52,7 +64,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use flow_core::{Color, DynRegistry, Route, ServiceName};
-use http::{header, Method, Request, Response, StatusCode};
+use http::{header, Request, Response, StatusCode};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -62,6 +74,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::haproxy::{Applied, Haproxy, HaproxyError, HaproxyOptions, DEFAULT_BINARY};
+use crate::metrics::{self, Switches};
 use crate::params;
 use crate::table::{off_runtime, write_atomically, RouteEntry};
 use crate::validate::{parse_servers, InvalidInput};
@@ -93,6 +106,10 @@ pub mod wire {
         Refused,
         /// The proxy itself failed (files, sockets; HTTP 500).
         Internal,
+        /// HAProxy is being restarted after its master or worker died and was not back in
+        /// time (HTTP 503 with `Retry-After`): nothing was changed, the request can be sent
+        /// again.
+        Unavailable,
     }
 
     /// One server of a route in the `routes` answer.
@@ -424,6 +441,7 @@ pub async fn start(config: ServeConfig) -> Result<RunningProxy, ServeError> {
         }),
         registry_routes_path: backed_path,
         secrets_dir: config.secrets_dir.clone(),
+        switches: Switches::default(),
     });
     let (stop, mut stopped) = watch::channel(false);
     let server = tokio::spawn(async move {
@@ -583,8 +601,8 @@ async fn registered_servers(
     parse_servers(&list.join(",")).map_err(Failure::bad_request)
 }
 
-struct App {
-    haproxy: Haproxy,
+pub(crate) struct App {
+    pub(crate) haproxy: Haproxy,
     token: Option<String>,
     registry: Option<DynRegistry>,
     /// The registry-backed services; the lock also orders the writes of
@@ -592,6 +610,28 @@ struct App {
     registry_routes: tokio::sync::Mutex<RegistryRoutes>,
     registry_routes_path: PathBuf,
     secrets_dir: PathBuf,
+    /// The switches made, for `/metrics`.
+    switches: Switches,
+}
+
+/// How long a request waits for the supervisor to restart a HAProxy whose master or worker
+/// died before it is answered 503 with `Retry-After` (a restart takes about 100 ms).
+const RESTART_WAIT: Duration = Duration::from_secs(3);
+
+/// How long a failed exchange with HAProxy waits to see whether HAProxy is dying.
+const DEATH_NOTICE: Duration = Duration::from_millis(250);
+
+/// What an endpoint answers: the API's JSON answer, or a document of its own.
+pub(crate) enum Reply {
+    /// `{"Status":…}`.
+    Answer(Box<Answer>),
+    /// Another body (the configuration, metrics).
+    Document {
+        /// Its `Content-Type`.
+        content_type: &'static str,
+        /// The body.
+        body: String,
+    },
 }
 
 /// The registry-backed services as the API knows them, and whether their file lags behind.
@@ -601,14 +641,21 @@ struct RegistryRoutes {
     file_behind: bool,
 }
 
+impl Reply {
+    /// The JSON `answer`.
+    pub(crate) fn answer(answer: Answer) -> Reply {
+        Reply::Answer(Box::new(answer))
+    }
+}
+
 /// A failed request: its status and answer.
-struct Failure {
+pub(crate) struct Failure {
     status: StatusCode,
     answer: Box<Answer>,
 }
 
 impl Failure {
-    fn new(status: StatusCode, kind: ErrorKind, message: impl Into<String>) -> Failure {
+    pub(crate) fn new(status: StatusCode, kind: ErrorKind, message: impl Into<String>) -> Failure {
         Failure {
             status,
             answer: Box::new(Answer {
@@ -620,7 +667,7 @@ impl Failure {
         }
     }
 
-    fn bad_request(error: InvalidInput) -> Failure {
+    pub(crate) fn bad_request(error: InvalidInput) -> Failure {
         Failure::new(
             StatusCode::BAD_REQUEST,
             ErrorKind::BadRequest,
@@ -702,38 +749,103 @@ impl Query {
 
 impl App {
     async fn handle(&self, request: Request<Incoming>) -> Response<Full<Bytes>> {
-        let result = self.route(request).await;
-        let (status, answer) = match result {
-            Ok(answer) => (StatusCode::OK, answer),
-            Err(failure) => (failure.status, *failure.answer),
+        let json = |answer: &Answer| serde_json::to_vec(answer).unwrap_or_else(|_| b"{}".to_vec());
+        let mut response = Response::builder();
+        let (status, content_type, body) = match self.route(request).await {
+            Ok(Reply::Answer(answer)) => (StatusCode::OK, "application/json", json(&answer)),
+            Ok(Reply::Document { content_type, body }) => {
+                (StatusCode::OK, content_type, body.into_bytes())
+            }
+            Err(failure) => {
+                if failure.answer.error == Some(ErrorKind::Unavailable) {
+                    response = response.header(header::RETRY_AFTER, "1");
+                }
+                (failure.status, "application/json", json(&failure.answer))
+            }
         };
-        let body = serde_json::to_vec(&answer).unwrap_or_else(|_| b"{}".to_vec());
-        Response::builder()
+        response
             .status(status)
-            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::CONTENT_TYPE, content_type)
             .body(Full::new(Bytes::from(body)))
-            .expect("a response of a status, one header and a body is valid")
+            .expect("a response of a status, two headers and a body is valid")
     }
 
-    async fn route(&self, request: Request<Incoming>) -> Result<Answer, Failure> {
-        self.authorize(&request)?;
-        if request.method() != Method::GET {
-            return Err(Failure::new(
-                StatusCode::METHOD_NOT_ALLOWED,
-                ErrorKind::BadRequest,
-                format!("{} is not supported: use GET", request.method()),
-            ));
+    /// Runs `change` once HAProxy serves, waiting up to [`RESTART_WAIT`] for the supervisor
+    /// to restart a HAProxy whose master or worker died. When HAProxy dies while `change`
+    /// runs, `change` failed before anything was stored (the restarted HAProxy runs the
+    /// stored routes), so it runs again on the restarted one: a release switching right
+    /// after a `kill -9` of HAProxy does not fail.
+    pub(crate) async fn across_restarts<T, F>(
+        &self,
+        mut change: impl FnMut() -> F,
+    ) -> Result<T, Failure>
+    where
+        F: std::future::Future<Output = Result<T, HaproxyError>>,
+    {
+        let deadline = tokio::time::Instant::now() + RESTART_WAIT;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if !self.haproxy.wait_serving(left).await {
+                return Err(Failure::new(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorKind::Unavailable,
+                    "HAProxy is not serving: it is being restarted after its master or worker died; nothing was changed, send the request again",
+                ));
+            }
+            let restarts = self.haproxy.restarts();
+            match change().await {
+                Ok(value) => return Ok(value),
+                Err(error)
+                    if tokio::time::Instant::now() < deadline
+                        && self.died_during(&error, restarts).await => {}
+                Err(error) => return Err(error.into()),
+            }
         }
+    }
+
+    /// Whether `error` came from a HAProxy that died meanwhile: one talking to HAProxy
+    /// (socket, runtime command, reload), after which HAProxy was restarted or is seen not
+    /// serving within [`DEATH_NOTICE`] — a killed process closes its sockets a moment
+    /// before it can be seen gone.
+    async fn died_during(&self, error: &HaproxyError, restarts: u64) -> bool {
+        if !matches!(
+            error,
+            HaproxyError::Io { .. } | HaproxyError::Runtime { .. } | HaproxyError::Reload { .. }
+        ) {
+            return false;
+        }
+        let deadline = tokio::time::Instant::now() + DEATH_NOTICE;
+        loop {
+            if self.haproxy.restarts() != restarts || !self.haproxy.serving() {
+                return true;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return false;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Any HTTP method is taken, like 1.x did (its routes named no method), except for
+    /// `cert`, which 1.x took as PUT only.
+    async fn route(&self, request: Request<Incoming>) -> Result<Reply, Failure> {
+        self.authorize(&request)?;
         let query = Query::parse(&request);
-        let endpoint = request
-            .uri()
-            .path()
-            .strip_prefix(API_PREFIX)
-            .unwrap_or_default();
+        let path = request.uri().path();
+        let endpoint = path.strip_prefix(API_PREFIX).unwrap_or_default();
+        if endpoint == "/cert" {
+            // Refused whatever its parameters (certName, distribute).
+            return Err(crate::endpoints::cert(request.method()));
+        }
         let takes = match endpoint {
             "/reconfigure" => params::Endpoint::Reconfigure,
             "/remove" => params::Endpoint::Remove,
-            _ => params::Endpoint::Other,
+            "/config" => params::Endpoint::Config,
+            "/reload" => params::Endpoint::Reload,
+            "/routes" | "/ping" | "/certs" | "/metrics" => params::Endpoint::Other,
+            _ if path == "/metrics" => params::Endpoint::Other,
+            // Before the parameters: they mean nothing to an endpoint that does not exist.
+            _ => return Err(no_endpoint(path)),
         };
         params::check(takes, query.0.iter().map(|(name, _)| name.as_str())).map_err(|error| {
             Failure::new(
@@ -742,18 +854,24 @@ impl App {
                 error.to_string(),
             )
         })?;
-        match endpoint {
-            "/reconfigure" => self.reconfigure(&query).await,
-            "/remove" => self.remove(&query).await,
-            "/routes" => self.routes().await,
-            _ => Err(Failure::new(
-                StatusCode::NOT_FOUND,
-                ErrorKind::UnknownService,
-                format!(
-                    "no endpoint {}: use {API_PREFIX}/reconfigure, /remove or /routes",
-                    request.uri().path()
-                ),
-            )),
+        match (path, endpoint) {
+            ("/metrics", _) => {
+                let routes = self.across_restarts(|| self.haproxy.routes()).await?;
+                let body = metrics::render(&routes, &self.switches, self.haproxy.restarts());
+                Ok(Reply::Document {
+                    content_type: metrics::CONTENT_TYPE,
+                    body,
+                })
+            }
+            (_, "/reconfigure") => self.reconfigure(&query).await.map(Reply::answer),
+            (_, "/remove") => self.remove(&query).await.map(Reply::answer),
+            (_, "/routes") => self.routes().await.map(Reply::answer),
+            (_, "/config") => crate::endpoints::config(self, query.get("type")).await,
+            (_, "/reload") => crate::endpoints::reload(self, query.get("recreate")).await,
+            (_, "/ping") => Ok(crate::endpoints::ping()),
+            (_, "/metrics") => crate::endpoints::stats_csv(self).await,
+            (_, "/certs") => Ok(crate::endpoints::certs()),
+            _ => Err(no_endpoint(path)),
         }
     }
 
@@ -838,8 +956,16 @@ impl App {
             destinations,
             options,
         };
-        match self.haproxy.reconfigure_entry(entry).await {
+        let started = std::time::Instant::now();
+        let before = self.haproxy.route(&service);
+        match self
+            .across_restarts(|| self.haproxy.reconfigure_entry(entry.clone()))
+            .await
+        {
             Ok(applied) => {
+                if before.is_none_or(|b| b.servers != servers || b.route.color != color) {
+                    self.switches.record(&service, color, started.elapsed());
+                }
                 let source_warning = self.remember_source(&service, from_registry).await;
                 answer.message = with_warnings(
                     format!("{service} is routed to {} (all UP)", list_servers(&servers)),
@@ -848,8 +974,7 @@ impl App {
                 );
                 Ok(answer)
             }
-            Err(error) => {
-                let mut failure = Failure::from(error);
+            Err(mut failure) => {
                 failure.answer.service_name = answer.service_name;
                 failure.answer.service_color = answer.service_color;
                 failure.answer.service_path = answer.service_path;
@@ -919,8 +1044,7 @@ impl App {
             ..Answer::default()
         };
         match self
-            .haproxy
-            .remove_named(&service, query.get("aclName"))
+            .across_restarts(|| self.haproxy.remove_named(&service, query.get("aclName")))
             .await
         {
             Ok(applied) => {
@@ -933,16 +1057,15 @@ impl App {
                 );
                 Ok(answer)
             }
-            Err(error) => {
-                let mut failure = Failure::from(error);
+            Err(mut failure) => {
                 failure.answer.service_name = answer.service_name;
                 Err(failure)
             }
         }
     }
 
-    async fn routes(&self) -> Result<Answer, Failure> {
-        let routes = self.haproxy.routes().await?;
+    pub(crate) async fn routes(&self) -> Result<Answer, Failure> {
+        let routes = self.across_restarts(|| self.haproxy.routes()).await?;
         let views: Vec<RouteView> = routes
             .into_iter()
             .map(|r| RouteView {
@@ -972,6 +1095,16 @@ impl App {
             ..Answer::default()
         })
     }
+}
+
+fn no_endpoint(path: &str) -> Failure {
+    Failure::new(
+        StatusCode::NOT_FOUND,
+        ErrorKind::UnknownService,
+        format!(
+            "no endpoint {path}: use {API_PREFIX}/reconfigure, /remove, /routes, /config, /reload, /ping, /certs or /metrics (HAProxy's statistics), or /metrics (Prometheus)"
+        ),
+    )
 }
 
 /// `message` followed by each warning of a change that was applied (also printed on stderr,

@@ -4,9 +4,20 @@
 //! hyper stack already, so the client adds no dependency (no TLS stack, no second HTTP
 //! implementation to compile), and the API is only ever reached over loopback or a private
 //! network, like 1.x's reconfigure port.
+//!
+//! # Retries across restarts
+//!
+//! A request that cannot be sent because nothing listens (the API of a `proxy serve` being
+//! upgraded or restarted by its service manager) or that is answered 503 `Unavailable`
+//! (HAProxy being restarted after its master or worker died; the answer carries
+//! `Retry-After`) is sent again until [`RETRY_FOR`] after the first try: in both cases
+//! nothing was changed, so a release switching during such a restart waits for it instead of
+//! rolling back. Nothing else is retried: a request that reached the proxy and failed has
+//! an outcome the caller must see.
 
 use std::fmt;
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -19,6 +30,15 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::api::wire::{Answer, ErrorKind};
 use crate::api::API_PREFIX;
+
+/// How long a request is retried while the proxy restarts (see the [module docs](self)).
+pub const RETRY_FOR: Duration = Duration::from_secs(10);
+
+/// The pause between two connection attempts to an API that does not listen.
+const CONNECT_RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// The longest `Retry-After` honoured, whatever the proxy asks.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(2);
 
 /// A client of the proxy's HTTP API, usable wherever a [`Proxy`] is needed.
 #[derive(Clone)]
@@ -45,9 +65,27 @@ impl HttpProxy {
         }
     }
 
-    /// Sends `GET <API_PREFIX><endpoint>?<params>` and reads the JSON answer; a `NOK`
-    /// answer becomes the matching [`ProxyError`].
+    /// Sends `GET <API_PREFIX><endpoint>?<params>` and reads the JSON answer, retrying while
+    /// the proxy restarts (see the [module docs](self)); a `NOK` answer becomes the
+    /// matching [`ProxyError`].
     async fn call(&self, endpoint: &str, params: &[(&str, String)]) -> Result<Answer, ProxyError> {
+        let deadline = tokio::time::Instant::now() + RETRY_FOR;
+        loop {
+            let pause = match self.call_once(endpoint, params).await {
+                Attempt::Done(result) => return result,
+                Attempt::Retry { pause, error } => {
+                    if tokio::time::Instant::now() + pause >= deadline {
+                        return Err(error);
+                    }
+                    pause
+                }
+            };
+            tokio::time::sleep(pause).await;
+        }
+    }
+
+    /// One request; [`Attempt::Retry`] when it changed nothing because the proxy restarts.
+    async fn call_once(&self, endpoint: &str, params: &[(&str, String)]) -> Attempt {
         let query = {
             let mut query = url::form_urlencoded::Serializer::new(String::new());
             for (name, value) in params {
@@ -60,64 +98,102 @@ impl HttpProxy {
         if let Some(token) = &self.token {
             request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
         }
-        let request = request
-            .body(Empty::new())
-            .map_err(|e| ProxyError::Refused {
-                message: format!("cannot build the request {uri}: {e}"),
-            })?;
+        let request = match request.body(Empty::new()) {
+            Ok(request) => request,
+            Err(e) => {
+                return Attempt::Done(Err(ProxyError::Refused {
+                    message: format!("cannot build the request {uri}: {e}"),
+                }))
+            }
+        };
         let unreachable =
             |source: Box<dyn std::error::Error + Send + Sync>| ProxyError::Unreachable {
                 address: self.authority.clone(),
                 source,
             };
-        let response = self
-            .client
-            .request(request)
-            .await
-            .map_err(|e| unreachable(Box::new(e)))?;
+        let response = match self.client.request(request).await {
+            Ok(response) => response,
+            // Nothing listens (yet): the request was never sent.
+            Err(e) if e.is_connect() => {
+                return Attempt::Retry {
+                    pause: CONNECT_RETRY_PAUSE,
+                    error: unreachable(Box::new(e)),
+                }
+            }
+            Err(e) => return Attempt::Done(Err(unreachable(Box::new(e)))),
+        };
         let status = response.status();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| unreachable(Box::new(e)))?
-            .to_bytes();
-        let answer: Answer = serde_json::from_slice(&body).map_err(|_| ProxyError::Refused {
-            message: format!(
-                "{} answered {status} with a body that is not the proxy API's JSON: {}",
-                self.authority,
-                String::from_utf8_lossy(&body)
-                    .chars()
-                    .take(200)
-                    .collect::<String>()
-            ),
-        })?;
-        if status == StatusCode::OK && answer.status == "OK" {
-            return Ok(answer);
+        let retry_after = response
+            .headers()
+            .get(header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|seconds| Duration::from_secs(seconds).min(MAX_RETRY_AFTER));
+        let body = match response.into_body().collect().await {
+            Ok(body) => body.to_bytes(),
+            Err(e) => return Attempt::Done(Err(unreachable(Box::new(e)))),
+        };
+        let Ok(answer) = serde_json::from_slice::<Answer>(&body) else {
+            return Attempt::Done(Err(ProxyError::Refused {
+                message: format!(
+                    "{} answered {status} with a body that is not the proxy API's JSON: {}",
+                    self.authority,
+                    String::from_utf8_lossy(&body)
+                        .chars()
+                        .take(200)
+                        .collect::<String>()
+                ),
+            }));
+        };
+        let unavailable = answer.error == Some(ErrorKind::Unavailable);
+        match (outcome(status, answer), retry_after) {
+            (Err(error), Some(pause)) if unavailable => Attempt::Retry { pause, error },
+            (result, _) => Attempt::Done(result),
         }
-        Err(match answer.error {
-            Some(ErrorKind::NotUp) => match ServiceName::new(answer.service_name.clone()) {
-                Ok(service) => ProxyError::NotUp {
-                    service,
-                    servers: answer.not_up_servers,
-                },
+    }
+}
+
+/// The API's `answer` with `status`, or the [`ProxyError`] it stands for.
+fn outcome(status: StatusCode, answer: Answer) -> Result<Answer, ProxyError> {
+    if status == StatusCode::OK && answer.status == "OK" {
+        return Ok(answer);
+    }
+    Err(match answer.error {
+        Some(ErrorKind::Unavailable) => ProxyError::Refused {
+            message: format!(
+                "{} (still so after retrying for {RETRY_FOR:?})",
+                answer.message
+            ),
+        },
+        Some(ErrorKind::NotUp) => match ServiceName::new(answer.service_name.clone()) {
+            Ok(service) => ProxyError::NotUp {
+                service,
+                servers: answer.not_up_servers,
+            },
+            Err(_) => ProxyError::Refused {
+                message: answer.message,
+            },
+        },
+        Some(ErrorKind::UnknownService) if status == StatusCode::NOT_FOUND => {
+            match ServiceName::new(answer.service_name.clone()) {
+                Ok(service) => ProxyError::UnknownService { service },
                 Err(_) => ProxyError::Refused {
                     message: answer.message,
                 },
-            },
-            Some(ErrorKind::UnknownService) if status == StatusCode::NOT_FOUND => {
-                match ServiceName::new(answer.service_name.clone()) {
-                    Ok(service) => ProxyError::UnknownService { service },
-                    Err(_) => ProxyError::Refused {
-                        message: answer.message,
-                    },
-                }
             }
-            _ => ProxyError::Refused {
-                message: answer.message,
-            },
-        })
-    }
+        }
+        _ => ProxyError::Refused {
+            message: answer.message,
+        },
+    })
+}
+
+/// The outcome of one request.
+enum Attempt {
+    /// Final.
+    Done(Result<Answer, ProxyError>),
+    /// Nothing was changed: send it again after `pause`, or report `error` once out of time.
+    Retry { pause: Duration, error: ProxyError },
 }
 
 impl fmt::Debug for HttpProxy {
@@ -182,5 +258,90 @@ impl Proxy for HttpProxy {
         self.call("/remove", &[("serviceName", service.to_string())])
             .await
             .map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::TcpListener;
+
+    use super::*;
+
+    /// Serves `answers` in turn (status line and extra headers, body), one per connection,
+    /// counting the requests; the listener is bound after `delay`.
+    fn api(
+        address: SocketAddr,
+        delay: Duration,
+        answers: Vec<(&'static str, &'static str)>,
+    ) -> Arc<AtomicUsize> {
+        let served = Arc::new(AtomicUsize::new(0));
+        let count = served.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let listener = TcpListener::bind(address).await.unwrap();
+            for (head, body) in answers {
+                let (mut stream, _) = listener.accept().await.unwrap();
+                let mut request = [0u8; 4096];
+                let _ = stream.read(&mut request).await.unwrap();
+                count.fetch_add(1, Ordering::SeqCst);
+                let response = format!(
+                    "HTTP/1.1 {head}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                stream.write_all(response.as_bytes()).await.unwrap();
+            }
+        });
+        served
+    }
+
+    fn free_address() -> SocketAddr {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+    }
+
+    const OK: (&str, &str) = ("200 OK", r#"{"Status":"OK","Message":"done"}"#);
+    const UNAVAILABLE: (&str, &str) = (
+        "503 Service Unavailable\r\nRetry-After: 1",
+        r#"{"Status":"NOK","Message":"HAProxy is not serving","Error":"Unavailable"}"#,
+    );
+
+    #[tokio::test]
+    async fn a_proxy_that_restarts_is_waited_for() {
+        let address = free_address();
+        // Nothing listens for 300 ms, then HAProxy is restarting once, then it answers.
+        let served = api(address, Duration::from_millis(300), vec![UNAVAILABLE, OK]);
+        let proxy = HttpProxy::new("127.0.0.1", address.port(), None);
+        let started = tokio::time::Instant::now();
+        let answer = proxy.call("/routes", &[]).await.unwrap();
+        assert_eq!(answer.message, "done");
+        assert_eq!(served.load(Ordering::SeqCst), 2);
+        assert!(
+            started.elapsed() >= Duration::from_millis(1300),
+            "Retry-After was honoured"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_failure_that_reached_the_proxy_is_not_retried() {
+        let address = free_address();
+        let served = api(
+            address,
+            Duration::ZERO,
+            vec![(
+                "500 Internal Server Error",
+                r#"{"Status":"NOK","Message":"HAProxy refused it","Error":"Refused"}"#,
+            )],
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let proxy = HttpProxy::new("127.0.0.1", address.port(), None);
+        let error = proxy.call("/routes", &[]).await.unwrap_err();
+        assert!(error.to_string().contains("HAProxy refused it"), "{error}");
+        assert_eq!(served.load(Ordering::SeqCst), 1);
     }
 }

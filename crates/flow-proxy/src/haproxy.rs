@@ -83,7 +83,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -95,7 +95,7 @@ use tokio::process::Command;
 use tokio::sync::{watch, Mutex};
 use tokio::time::{sleep, timeout, Instant};
 
-use crate::process::{Master, StateLock};
+use crate::process::{process_alive, Master, StateLock};
 pub use crate::render::render;
 use crate::render::{backends, Backend, CHECK};
 use crate::table::{
@@ -282,6 +282,10 @@ pub struct ServerStatus {
     pub sessions: u64,
     /// Whether it is one of the route's servers (false: left over, draining).
     pub active: bool,
+    /// HTTP requests the running worker sent it (`req_tot`; a new worker starts from 0).
+    pub requests: u64,
+    /// Its 5xx responses the running worker saw (`hrsp_5xx`).
+    pub responses_5xx: u64,
 }
 
 /// One route with the live state of its servers.
@@ -346,6 +350,8 @@ struct Inner {
     master: std::sync::Mutex<Option<Master>>,
     /// False once the driver stops or detaches: the supervisor then restarts nothing.
     supervising: AtomicBool,
+    /// How many times the supervisor restarted HAProxy since the driver started.
+    restarts: AtomicU64,
     /// Set (once) when HAProxy died and could not be restarted.
     lost: watch::Sender<Option<String>>,
     /// The state directory's lock (see [`crate::process`]), held until the driver stops,
@@ -416,6 +422,7 @@ impl Haproxy {
             published: std::sync::Mutex::new((RouteTable::default(), 0)),
             master: std::sync::Mutex::new(None),
             supervising: AtomicBool::new(true),
+            restarts: AtomicU64::new(0),
             lost,
             state_dir_lock: std::sync::Mutex::new(Some(lock)),
         });
@@ -488,6 +495,92 @@ impl Haproxy {
                 std::future::pending::<()>().await;
             }
         }
+    }
+
+    /// Whether HAProxy serves with a worker the driver knows: false from the moment its
+    /// master or current worker dies until the supervisor has restarted it (a runtime
+    /// command sent then would reach a dead worker), and once the driver stopped, detached or
+    /// gave up.
+    pub fn serving(&self) -> bool {
+        let worker = self
+            .inner
+            .published
+            .lock()
+            .expect("published mutex poisoned")
+            .1;
+        self.inner.supervising.load(Ordering::SeqCst)
+            && self.inner.master_exit_status().is_none()
+            && process_alive(worker)
+    }
+
+    /// Waits until HAProxy [serves](Haproxy::serving), at most `limit`; false when it still
+    /// does not, or at once when the driver no longer supervises it (it would never serve
+    /// again).
+    pub async fn wait_serving(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            if self.serving() {
+                return true;
+            }
+            if !self.inner.supervising.load(Ordering::SeqCst) || Instant::now() >= deadline {
+                return false;
+            }
+            sleep(POLL_INTERVAL).await;
+        }
+    }
+
+    /// The stored route of `service` as last applied (without waiting for a change in
+    /// progress).
+    pub fn route(&self, service: &ServiceName) -> Option<RouteEntry> {
+        let published = self
+            .inner
+            .published
+            .lock()
+            .expect("published mutex poisoned");
+        published.0.get(service).cloned()
+    }
+
+    /// How many times the supervisor restarted HAProxy since this driver started.
+    pub fn restarts(&self) -> u64 {
+        self.inner.restarts.load(Ordering::SeqCst)
+    }
+
+    /// The configuration HAProxy runs: the rendering of the last applied route table, which
+    /// is also what a reload or a restart loads.
+    pub fn config_text(&self) -> String {
+        let table = self
+            .inner
+            .published
+            .lock()
+            .expect("published mutex poisoned")
+            .0
+            .clone();
+        render(
+            &table,
+            &self.inner.options.binds,
+            &self.inner.files.admin_socket,
+            None,
+        )
+    }
+
+    /// The running worker's statistics as HAProxy prints them (`show stat`, CSV).
+    pub async fn stats_csv(&self) -> Result<String, HaproxyError> {
+        let worker = self
+            .inner
+            .published
+            .lock()
+            .expect("published mutex poisoned")
+            .1;
+        self.inner.command(worker, "show stat").await
+    }
+
+    /// Renders the stored routes, validates them and reloads HAProxy with them (Docker Flow's
+    /// `reload`): a new worker takes the listening sockets and the old one finishes its
+    /// requests. Servers left draining are not in the new worker; the old one finishes them.
+    pub async fn reload(&self) -> Result<(), HaproxyError> {
+        let mut state = self.inner.state.lock().await;
+        let table = state.table.clone();
+        self.inner.reload_with(&mut state, &table, None).await
     }
 
     /// Routes `route.service` to exactly `servers`, returning once they are all UP (see the
@@ -652,6 +745,8 @@ impl Haproxy {
                         state: s.state,
                         sessions: s.sessions,
                         active: backend.servers.contains(&s.address),
+                        requests: s.requests,
+                        responses_5xx: s.responses_5xx,
                     })
                     .collect();
                 for address in &backend.servers {
@@ -662,6 +757,8 @@ impl Haproxy {
                             state: ServerState::Down,
                             sessions: 0,
                             active: true,
+                            requests: 0,
+                            responses_5xx: 0,
                         });
                     }
                 }
@@ -925,6 +1022,7 @@ async fn supervise(inner: Weak<Inner>) {
         match inner.start_master(&mut state).await {
             Ok(()) => {
                 failed_in_a_row = 0;
+                inner.restarts.fetch_add(1, Ordering::SeqCst);
                 eprintln!(
                     "docker-flow proxy: HAProxy restarted in {} ms (worker {})",
                     now.elapsed().as_millis(),
@@ -1555,6 +1653,8 @@ struct RuntimeServer {
     state: ServerState,
     raw_status: String,
     check_status: String,
+    requests: u64,
+    responses_5xx: u64,
 }
 
 impl RuntimeServer {
@@ -1584,10 +1684,13 @@ fn parse_show_stat(reply: &str) -> Option<Vec<RuntimeServer>> {
         column("check_status")?,
         column("addr")?,
     );
+    // Counters only the metrics read: a reply without them still lists the servers.
+    let (requests, responses_5xx) = (column("req_tot"), column("hrsp_5xx"));
     let mut servers = Vec::new();
     for line in lines {
         let fields: Vec<&str> = line.split(',').collect();
         let field = |i: usize| fields.get(i).copied().unwrap_or_default();
+        let counter = |i: Option<usize>| i.and_then(|i| field(i).parse().ok()).unwrap_or(0);
         let name = field(sv);
         if name.is_empty() || name == "FRONTEND" || name == "BACKEND" {
             continue;
@@ -1613,6 +1716,8 @@ fn parse_show_stat(reply: &str) -> Option<Vec<RuntimeServer>> {
             state,
             raw_status,
             check_status: field(check).to_string(),
+            requests: counter(requests),
+            responses_5xx: counter(responses_5xx),
         });
     }
     Some(servers)

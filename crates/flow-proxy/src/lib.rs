@@ -47,6 +47,12 @@
 //!   the same state directory adopts it through `master.sock` (one driver per directory,
 //!   `proxy.lock`). A master that is gone (killed, or exited because its worker died) is
 //!   restarted from the stored routes; [`serve`] fails when that keeps failing.
+//! * **A restart of HAProxy is waited for, not failed** ([`api`]): a request that arrives
+//!   while HAProxy's master or worker is dead, or whose exchange with HAProxy fails because
+//!   it is dying, waits for the supervisor's restart (bounded, then 503 with `Retry-After`)
+//!   and runs on the restarted HAProxy; [`HttpProxy`] retries for a bounded time while
+//!   nothing listens on the API or it answers that 503. A release switching during a restart
+//!   of HAProxy or of `proxy serve` thus waits instead of rolling back.
 //! * **Every parameter is known** ([`params`]): implemented, or answered 400 naming it.
 //! * **A route is a service's destinations** ([`table::Destination`]): Docker Flow's indexed
 //!   parameters give a service several, each with its own paths, domains, ports, mode (HTTP,
@@ -57,6 +63,10 @@
 //!   from validated values only, never from text handed to HAProxy as it came: 1.x passed
 //!   header values and conditions through, so a parameter could read HAProxy's environment
 //!   (`%[env(…)]`) or change a rule.
+//! * **Metrics are HAProxy's** (`/metrics`, see the README): requests, 5xx, sessions and
+//!   server states are read from `show stat` when scraped, never counted per request here.
+//! * **Docker Flow 1.x's other endpoints** (`config`, `reload`, `ping`, `metrics`, `certs`,
+//!   `cert`) answer as its `docs/usage.md` documents them, for any HTTP method.
 //!
 //! # Entry points
 //!
@@ -68,7 +78,9 @@
 
 pub mod api;
 pub mod client;
+mod endpoints;
 pub mod haproxy;
+mod metrics;
 pub mod params;
 mod process;
 mod render;

@@ -27,7 +27,11 @@ pub(crate) enum Endpoint {
     Reconfigure,
     /// `remove`.
     Remove,
-    /// Endpoints without parameters (`routes`).
+    /// `config`.
+    Config,
+    /// `reload`.
+    Reload,
+    /// Endpoints without parameters (`routes`, `ping`, `certs`, `/metrics`).
     Other,
 }
 
@@ -148,6 +152,15 @@ pub const REMOVE: &[Parameter] = &[
     refused("distribute", false, "one proxy instance serves the routes: there are no other instances to distribute the change to"),
 ];
 
+/// Every parameter of `config`.
+pub const CONFIG: &[Parameter] = &[implemented("type", false)];
+
+/// Every parameter of `reload`.
+pub const RELOAD: &[Parameter] = &[
+    implemented("recreate", false),
+    refused("fromListener", false, "there is no Docker Flow Swarm Listener: routes come from the stored route table (and the registry, with --registry); reload renders them again"),
+];
+
 /// A parameter that is not taken.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ParameterError {
@@ -181,6 +194,8 @@ fn parameters(endpoint: Endpoint) -> (&'static str, &'static [Parameter]) {
     match endpoint {
         Endpoint::Reconfigure => ("reconfigure", RECONFIGURE),
         Endpoint::Remove => ("remove", REMOVE),
+        Endpoint::Config => ("config", CONFIG),
+        Endpoint::Reload => ("reload", RELOAD),
         Endpoint::Other => ("this endpoint", &[]),
     }
 }

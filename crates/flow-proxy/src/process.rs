@@ -120,7 +120,7 @@ impl Master {
 }
 
 /// Whether `pid` runs (exists and is not a zombie waiting to be reaped).
-fn process_alive(pid: u32) -> bool {
+pub(crate) fn process_alive(pid: u32) -> bool {
     match fs::read_to_string(format!("/proc/{pid}/stat")) {
         // `pid (comm) S …`: the state follows the last ')' (comm may hold spaces or parens).
         Ok(stat) => stat

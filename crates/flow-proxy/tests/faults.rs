@@ -4,29 +4,9 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{config, free_addr, Backend, TestProxy};
+use common::{config, free_addr, processes, Backend, TestProxy};
 use http::StatusCode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// `show proc` on the master socket of `state`: (master pid, current worker pid).
-async fn processes(state: &std::path::Path) -> (i32, i32) {
-    let mut stream = tokio::net::UnixStream::connect(state.join("master.sock"))
-        .await
-        .unwrap();
-    stream.write_all(b"show proc\n").await.unwrap();
-    stream.shutdown().await.unwrap();
-    let mut reply = String::new();
-    stream.read_to_string(&mut reply).await.unwrap();
-    let pid_of = |kind: &str| {
-        reply
-            .lines()
-            .find(|line| line.split_whitespace().nth(1) == Some(kind))
-            .and_then(|line| line.split_whitespace().next())
-            .and_then(|pid| pid.parse().ok())
-            .unwrap_or_else(|| panic!("no {kind} in {reply}"))
-    };
-    (pid_of("master"), pid_of("worker"))
-}
 
 fn kill(pid: i32) {
     rustix::process::kill_process(
@@ -65,6 +45,49 @@ async fn a_killed_worker_or_master_is_restarted_with_the_stored_routes_within_a_
                 "not served again within a second of killing the {victim}"
             );
         }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switch_sent_right_after_haproxy_died_waits_for_its_restart_and_succeeds() {
+    use flow_core::Proxy;
+    let state = tempfile::tempdir().unwrap();
+    let proxy = TestProxy::start(state.path()).await;
+    let web = Backend::start("web").await;
+    let other = Backend::start("other").await;
+    let (status, answer) = proxy.reconfigure("web", "/web", &[web.addr], "").await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    // The adapter releases use, as a release's switch step calls it.
+    let client = flow_proxy::HttpProxy::new("127.0.0.1", proxy.api.port(), None);
+    let route = flow_core::Route {
+        service: flow_core::ServiceName::new("web").unwrap(),
+        color: None,
+        paths: vec!["/web".into()],
+        domain: None,
+        path_type: flow_core::PathType::default(),
+    };
+    for (victim, target) in [("worker", &other), ("master", &web)] {
+        let (master, worker) = processes(state.path()).await;
+        kill(if victim == "worker" { worker } else { master });
+        // At once: the supervisor has not noticed yet, the runtime API is gone.
+        let killed = Instant::now();
+        client
+            .reconfigure(&route, &[target.addr])
+            .await
+            .unwrap_or_else(|e| panic!("the switch after killing the {victim} failed: {e}"));
+        eprintln!(
+            "killed {victim}: the switch to {} returned after {:?}",
+            target.name,
+            killed.elapsed()
+        );
+        assert_eq!(
+            proxy.get("/web", None).await,
+            (StatusCode::OK, target.name.clone())
+        );
+        assert_eq!(
+            proxy.api("/v1/docker-flow-proxy/routes").await.0,
+            StatusCode::OK
+        );
     }
 }
 

@@ -10,6 +10,8 @@
 //!   observable on a connection that stays open).
 //! * `GET /` answers `200` with the body `<version>\n` and the header `X-Version: <version>`;
 //!   the version comes from `DEMO_VERSION` (default `dev`).
+//! * `GET /slow` answers like `/` after [`SLOW_RESPONSE`] (2 s): a request in flight while
+//!   the proxy in front stops or drains.
 //! * `GET /health` answers `200 ok`, or `500 unhealthy` once the server is unhealthy:
 //!   `DEMO_UNHEALTHY=1` at start, or after `GET`/`POST /health/fail`.
 //! * `demo-server --check [path]` GETs `path` (default `/health`) from `127.0.0.1:$PORT` and
@@ -44,6 +46,8 @@ const SIGINT: c_int = 2;
 /// POSIX `SIGTERM` (what `docker stop` sends by default) on Linux.
 const SIGTERM: c_int = 15;
 
+/// How long `GET /slow` takes.
+const SLOW_RESPONSE: Duration = Duration::from_secs(2);
 /// How long an idle keep-alive connection is kept before its thread gives up on it.
 const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
 /// How often the non-blocking accept loop looks for a stop request when no client connects.
@@ -278,6 +282,10 @@ fn route(request: &Request, state: &ServerState) -> (&'static str, String) {
     let readable = matches!(request.method.as_str(), "GET" | "HEAD");
     match (path, readable, request.method.as_str()) {
         ("/", true, _) => ("200 OK", format!("{}\n", state.version)),
+        ("/slow", true, _) => {
+            thread::sleep(SLOW_RESPONSE);
+            ("200 OK", format!("{}\n", state.version))
+        }
         ("/health", true, _) => {
             if state.unhealthy.load(Ordering::SeqCst) {
                 ("500 Internal Server Error", "unhealthy\n".to_string())

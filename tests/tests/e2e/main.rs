@@ -7,10 +7,12 @@
 //!
 //! To add an area, add a module file next to this one and declare it below.
 
+mod load;
 mod support;
 
 mod cli_release;
 mod embedding;
 mod proxy;
+mod proxy_faults;
 mod registry;
 mod tooling;

@@ -5,101 +5,15 @@
 //! serve` runs); every release is the real `docker-flow` binary against the real engine.
 
 use std::net::{SocketAddr, TcpListener};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+use crate::load::{Load, LoadShape, Sample};
 use crate::support::{demo_compose, demo_images, Site};
 
-/// Upper bounds of the load, whatever happens: it stops by itself.
-const MAX_LOAD_TIME: Duration = Duration::from_secs(240);
-const MAX_REQUESTS: u64 = 400_000;
-const KEEP_ALIVE_CLIENTS: usize = 10;
-const NEW_CONNECTION_CLIENTS: usize = 10;
+/// At least this many requests make the run count.
 const MIN_REQUESTS: usize = 5_000;
-
-/// One answered (or failed) request.
-#[derive(Debug, Clone)]
-struct Sample {
-    started: Instant,
-    finished: Instant,
-    /// The version the body named, or the failure.
-    outcome: Result<String, String>,
-}
-
-/// A bounded load of keep-alive and new-connection clients against one URL.
-struct Load {
-    samples: Arc<Mutex<Vec<Sample>>>,
-    stop: Arc<AtomicBool>,
-    tasks: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Load {
-    fn start(url: String) -> Load {
-        let samples = Arc::new(Mutex::new(Vec::new()));
-        let stop = Arc::new(AtomicBool::new(false));
-        let sent = Arc::new(AtomicU64::new(0));
-        let began = Instant::now();
-        let mut tasks = Vec::new();
-        for n in 0..KEEP_ALIVE_CLIENTS + NEW_CONNECTION_CLIENTS {
-            let keep_alive = n < KEEP_ALIVE_CLIENTS;
-            let client = reqwest::Client::builder()
-                .pool_max_idle_per_host(if keep_alive { 1 } else { 0 })
-                .timeout(Duration::from_secs(10))
-                .build()
-                .expect("an HTTP client");
-            let (url, samples, stop, sent) =
-                (url.clone(), samples.clone(), stop.clone(), sent.clone());
-            tasks.push(tokio::spawn(async move {
-                while !stop.load(Ordering::Relaxed)
-                    && began.elapsed() < MAX_LOAD_TIME
-                    && sent.fetch_add(1, Ordering::Relaxed) < MAX_REQUESTS
-                {
-                    let started = Instant::now();
-                    let mut request = client.get(&url);
-                    if !keep_alive {
-                        request = request.header("Connection", "close");
-                    }
-                    let outcome = match request.send().await {
-                        Ok(response) if response.status().is_success() => response
-                            .text()
-                            .await
-                            .map(|body| body.trim().to_string())
-                            .map_err(|e| format!("reading the body: {e}")),
-                        Ok(response) => Err(format!("HTTP {}", response.status())),
-                        Err(error) => Err(format!("{error}")),
-                    };
-                    let sample = Sample {
-                        started,
-                        finished: Instant::now(),
-                        outcome,
-                    };
-                    samples.lock().unwrap().push(sample);
-                }
-            }));
-        }
-        Load {
-            samples,
-            stop,
-            tasks,
-        }
-    }
-
-    async fn stop(self) -> Vec<Sample> {
-        self.stop.store(true, Ordering::Relaxed);
-        for task in self.tasks {
-            task.await.expect("a load client panicked");
-        }
-        let samples = self.samples.lock().unwrap().clone();
-        samples
-    }
-
-    fn snapshot(&self) -> Vec<Sample> {
-        self.samples.lock().unwrap().clone()
-    }
-}
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -217,7 +131,8 @@ async fn releases_and_scaling_under_load_fail_no_request() {
 
     // v1: two instances behind the proxy, before any load.
     run(&["-s", "2", "-F", "deploy", "-F", "proxy"], "v1").await;
-    let load = Load::start(format!("http://{bind}/"));
+    let _exclusive = crate::load::exclusive().await;
+    let load = Load::start(format!("http://{bind}/"), LoadShape::RELEASES);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!load.snapshot().is_empty(), "the load reaches the proxy");
 

@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 /// The HAProxy the tests drive; a missing one fails the tests with the install hint.
 pub const HAPROXY: &str = "/usr/sbin/haproxy";
 
-/// A loopback HTTP server answering every request with its name; a path ending in `/slow` waits 4 s first.
+/// A loopback HTTP server answering every request with its name; a path ending in `/slow` waits 4 s first, one ending in `/fail` is answered 500.
 pub struct Backend {
     pub name: String,
     pub addr: SocketAddr,
@@ -58,7 +58,11 @@ impl Backend {
                             if request.uri().path().ends_with("/slow") {
                                 tokio::time::sleep(Duration::from_secs(4)).await;
                             }
-                            Ok::<_, std::convert::Infallible>(hyper::Response::new(Full::new(body)))
+                            let mut response = hyper::Response::new(Full::new(body));
+                            if request.uri().path().ends_with("/fail") {
+                                *response.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+                            }
+                            Ok::<_, std::convert::Infallible>(response)
                         }
                     });
                     let _ = hyper::server::conn::http1::Builder::new()
@@ -151,6 +155,38 @@ impl TestProxy {
         (status, content_type, json)
     }
 
+    /// Sends `method path_and_query` to the API (with the token when set); returns status,
+    /// content type and the body as text.
+    pub async fn api_text(
+        &self,
+        method: &str,
+        path_and_query: &str,
+    ) -> (StatusCode, String, String) {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path_and_query}", self.api));
+        if let Some(token) = &self.token {
+            request = request.header("Authorization", format!("Bearer {token}"));
+        }
+        let response = self
+            .client
+            .request(request.body(Empty::new()).unwrap())
+            .await
+            .expect("the API answers");
+        let status = response.status();
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let body = response.into_body().collect().await.unwrap().to_bytes();
+        (
+            status,
+            content_type,
+            String::from_utf8_lossy(&body).into_owned(),
+        )
+    }
+
     /// Reconfigures `service` to `servers` with paths (and extra raw query text).
     pub async fn reconfigure(
         &self,
@@ -205,4 +241,25 @@ pub fn client(keep_alive: bool) -> Client<HttpConnector, Empty<Bytes>> {
         builder.pool_max_idle_per_host(0);
     }
     builder.build_http()
+}
+
+/// `show proc` on the master socket of `state`: (master pid, current worker pid).
+pub async fn processes(state: &std::path::Path) -> (i32, i32) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::UnixStream::connect(state.join("master.sock"))
+        .await
+        .unwrap();
+    stream.write_all(b"show proc\n").await.unwrap();
+    stream.shutdown().await.unwrap();
+    let mut reply = String::new();
+    stream.read_to_string(&mut reply).await.unwrap();
+    let pid_of = |kind: &str| {
+        reply
+            .lines()
+            .find(|line| line.split_whitespace().nth(1) == Some(kind))
+            .and_then(|line| line.split_whitespace().next())
+            .and_then(|pid| pid.parse().ok())
+            .unwrap_or_else(|| panic!("no {kind} in {reply}"))
+    };
+    (pid_of("master"), pid_of("worker"))
 }

@@ -19,6 +19,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::api::wire::{Answer, ErrorKind};
 use crate::api::API_PREFIX;
+use crate::params::KEEP_ROUTE_OPTIONS;
 
 /// A client of the proxy's HTTP API, usable wherever a [`Proxy`] is needed.
 #[derive(Clone)]
@@ -138,7 +139,10 @@ impl fmt::Display for HttpProxy {
 #[async_trait]
 impl Proxy for HttpProxy {
     async fn reconfigure(&self, route: &Route, servers: &[SocketAddr]) -> Result<(), ProxyError> {
+        // A release states only the route's paths, domain, colour and servers: what an
+        // operator configured besides (users, headers, other destinations, …) is kept.
         let mut params = vec![
+            (KEEP_ROUTE_OPTIONS, "true".to_string()),
             ("serviceName", route.service.to_string()),
             ("servicePath", route.paths.join(",")),
             ("pathType", route.path_type.haproxy_matcher().to_string()),

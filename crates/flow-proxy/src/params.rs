@@ -72,8 +72,40 @@ const fn refused(name: &'static str, indexed: bool, reason: &'static str) -> Par
     }
 }
 
+/// docker-flow's own parameter that makes a `reconfigure` keep the route's other settings
+/// (see [`check_kept`]); releases send it.
+pub(crate) const KEEP_ROUTE_OPTIONS: &str = "keepRouteOptions";
+
+/// What a release states about a route; with [`KEEP_ROUTE_OPTIONS`] these are the only
+/// parameters taken, and everything else of the route is kept as it is.
+const STATED_BY_RELEASES: &[&str] = &[
+    "serviceName",
+    "serviceColor",
+    "servicePath",
+    "serviceDomain",
+    "pathType",
+    "servers",
+    KEEP_ROUTE_OPTIONS,
+];
+
+/// Checks a `reconfigure` with `keepRouteOptions=true` gives only what a release states: any
+/// other parameter would be a setting that is both kept and given, so which one wins could
+/// only be guessed.
+pub(crate) fn check_kept<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<(), InvalidInput> {
+    match names.into_iter().find(|name| !STATED_BY_RELEASES.contains(name)) {
+        None => Ok(()),
+        Some(name) => Err(invalid(
+            name,
+            format!(
+                "{KEEP_ROUTE_OPTIONS}=true keeps every setting of the route except {}; to change {name}, send a reconfigure without {KEEP_ROUTE_OPTIONS}, which replaces the whole route",
+                STATED_BY_RELEASES[1..STATED_BY_RELEASES.len() - 1].join(", ")
+            ),
+        )),
+    }
+}
+
 /// Every parameter of `reconfigure`: Docker Flow 1.x's documented ones and this proxy's own
-/// (`serviceColor`, `servers`, `skipCheck`). The indexed ones describe one destination each
+/// (`serviceColor`, `servers`, `skipCheck`, `keepRouteOptions`). The indexed ones describe one destination each
 /// (the unindexed form is the first destination, `name.1`, `name.2`, … the next ones); the
 /// others apply to the whole service.
 pub const RECONFIGURE: &[Parameter] = &[
@@ -84,6 +116,7 @@ pub const RECONFIGURE: &[Parameter] = &[
     implemented("pathType", true),
     implemented("servers", false),
     implemented("skipCheck", false),
+    implemented(KEEP_ROUTE_OPTIONS, false),
     implemented("reqMode", true),
     implemented("srcPort", true),
     implemented("port", true),

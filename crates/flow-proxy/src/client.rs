@@ -22,6 +22,10 @@ use crate::api::API_PREFIX;
 use crate::params::KEEP_ROUTE_OPTIONS;
 
 /// A client of the proxy's HTTP API, usable wherever a [`Proxy`] is needed.
+///
+/// Its [`Proxy::reconfigure`] sends `keepRouteOptions=true`: a release moves the servers,
+/// colour and first destination's paths and domain, and keeps what an operator configured on
+/// the route besides (`users`, headers, other destinations, …).
 #[derive(Clone)]
 pub struct HttpProxy {
     /// `host:port` (IPv6 hosts in brackets).

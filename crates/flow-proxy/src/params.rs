@@ -626,6 +626,26 @@ mod tests {
     }
 
     #[test]
+    fn a_kept_route_takes_only_what_releases_state() {
+        let release = [
+            "keepRouteOptions",
+            "serviceName",
+            "serviceColor",
+            "servicePath",
+            "serviceDomain",
+            "pathType",
+            "servers",
+        ];
+        assert_eq!(check(Endpoint::Reconfigure, release), Ok(()));
+        assert_eq!(check_kept(release), Ok(()));
+        for extra in ["users", "skipCheck", "servicePath.1", "port"] {
+            let error = check_kept(["serviceName", extra]).unwrap_err().to_string();
+            assert!(error.contains(extra), "{error}");
+            assert!(error.contains("without keepRouteOptions"), "{error}");
+        }
+    }
+
+    #[test]
     fn every_parameter_is_listed_once_and_in_the_readme() {
         let readme = include_str!("../../../README.md");
         for list in [RECONFIGURE, REMOVE] {

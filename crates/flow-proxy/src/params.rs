@@ -105,9 +105,9 @@ pub(crate) fn check_kept<'a>(names: impl IntoIterator<Item = &'a str>) -> Result
 }
 
 /// Every parameter of `reconfigure`: Docker Flow 1.x's documented ones and this proxy's own
-/// (`serviceColor`, `servers`, `skipCheck`, `keepRouteOptions`). The indexed ones describe one destination each
-/// (the unindexed form is the first destination, `name.1`, `name.2`, … the next ones); the
-/// others apply to the whole service.
+/// (`serviceColor`, `servers`, `skipCheck`, `keepRouteOptions`). The indexed ones describe one
+/// destination each (the unindexed form is the first destination, `name.1`, `name.2`, … the
+/// next ones); the others apply to the whole service.
 pub const RECONFIGURE: &[Parameter] = &[
     implemented("serviceName", false),
     implemented("serviceColor", false),

@@ -9,9 +9,14 @@
 //!   (registrations named `S-<color>`, or `S` without colour).
 //!   Such a route is remembered as *registry-backed* (`registry-routes.json` in the state
 //!   directory); a later `reconfigure` with `servers` or a `remove` forgets it.
+//!   A `reconfigure` replaces the service's whole route, like 1.x; with
+//!   `keepRouteOptions=true` (what releases send) it replaces only what a release states and
+//!   keeps the rest of the route ([`RouteEntry::keeping_settings_of`]), so that a release
+//!   never drops the `users` or headers an operator configured.
 //! * `GET /v1/docker-flow-proxy/remove?serviceName=S` — removes exactly S (with `aclName=A`,
 //!   only when S was given that `aclName`).
-//! * `GET /v1/docker-flow-proxy/routes` — every route with its servers' state and sessions.
+//! * `GET /v1/docker-flow-proxy/routes` — every route with its servers' state and sessions,
+//!   its destinations and options (passwords redacted).
 //! * `config`, `reload`, `ping`, `metrics`, `certs`, `cert`: Docker Flow 1.x's other
 //!   endpoints (see `endpoints.rs`), and `GET /metrics`: Prometheus' text format, from
 //!   HAProxy's statistics (see `metrics.rs`). Any HTTP method is taken, like 1.x did.
@@ -90,6 +95,7 @@ pub mod wire {
     use serde::{Deserialize, Serialize};
 
     use crate::haproxy::ServerState;
+    use crate::table::{Destination, RouteOptions};
 
     /// Why a request failed (the `Error` field of a `NOK` answer).
     #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -146,6 +152,14 @@ pub mod wire {
         pub skip_check: bool,
         /// Its servers with their state.
         pub servers: Vec<ServerView>,
+        /// Every destination, in the order of their 1.x index (the first is the one the
+        /// fields above describe); absent from the answers of earlier versions.
+        #[serde(default)]
+        pub destinations: Vec<Destination>,
+        /// What applies to every HTTP destination, passwords replaced by
+        /// [`crate::table::REDACTED`]: what a release (`keepRouteOptions`) keeps.
+        #[serde(default)]
+        pub options: RouteOptions,
     }
 
     /// Every answer of the API.
@@ -907,16 +921,20 @@ impl App {
                 })
             })
             .transpose()?;
-        let skip_check = match query.get("skipCheck") {
-            None | Some("false") => false,
-            Some("true") => true,
-            Some(other) => {
-                return Err(Failure::bad_request(InvalidInput::Boolean {
-                    name: "skipCheck",
-                    value: other.to_string(),
-                }))
-            }
+        let boolean = |name: &'static str| match query.get(name) {
+            None | Some("false") => Ok(false),
+            Some("true") => Ok(true),
+            Some(other) => Err(Failure::bad_request(InvalidInput::Boolean {
+                name,
+                value: other.to_string(),
+            })),
         };
+        let skip_check = boolean("skipCheck")?;
+        let keep = boolean(params::KEEP_ROUTE_OPTIONS)?;
+        if keep {
+            params::check_kept(query.0.iter().map(|(name, _)| name.as_str()))
+                .map_err(Failure::bad_request)?;
+        }
         let (destinations, options) = params::reconfigure_route(
             &|name| query.get(name),
             query.0.iter().map(|(name, _)| name.as_str()),
@@ -959,7 +977,16 @@ impl App {
         let started = std::time::Instant::now();
         let before = self.haproxy.route(&service);
         match self
-            .across_restarts(|| self.haproxy.reconfigure_entry(entry.clone()))
+            .across_restarts(|| {
+                let entry = entry.clone();
+                async move {
+                    if keep {
+                        self.haproxy.reconfigure_keeping(entry).await
+                    } else {
+                        self.haproxy.reconfigure_entry(entry).await
+                    }
+                }
+            })
             .await
         {
             Ok(applied) => {
@@ -1086,6 +1113,8 @@ impl App {
                         active: s.active,
                     })
                     .collect(),
+                options: r.entry.options.redacted(),
+                destinations: r.entry.destinations,
             })
             .collect();
         Ok(Answer {

@@ -30,6 +30,7 @@ use hyper_util::rt::TokioExecutor;
 
 use crate::api::wire::{Answer, ErrorKind};
 use crate::api::API_PREFIX;
+use crate::params::KEEP_ROUTE_OPTIONS;
 
 /// How long a request is retried while the proxy restarts (see the [module docs](self)).
 pub const RETRY_FOR: Duration = Duration::from_secs(10);
@@ -41,6 +42,10 @@ const CONNECT_RETRY_PAUSE: Duration = Duration::from_millis(50);
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(2);
 
 /// A client of the proxy's HTTP API, usable wherever a [`Proxy`] is needed.
+///
+/// Its [`Proxy::reconfigure`] sends `keepRouteOptions=true`: a release moves the servers,
+/// colour and first destination's paths and domain, and keeps what an operator configured on
+/// the route besides (`users`, headers, other destinations, …).
 #[derive(Clone)]
 pub struct HttpProxy {
     /// `host:port` (IPv6 hosts in brackets).
@@ -214,7 +219,10 @@ impl fmt::Display for HttpProxy {
 #[async_trait]
 impl Proxy for HttpProxy {
     async fn reconfigure(&self, route: &Route, servers: &[SocketAddr]) -> Result<(), ProxyError> {
+        // A release states only the route's paths, domain, colour and servers: what an
+        // operator configured besides (users, headers, other destinations, …) is kept.
         let mut params = vec![
+            (KEEP_ROUTE_OPTIONS, "true".to_string()),
             ("serviceName", route.service.to_string()),
             ("servicePath", route.paths.join(",")),
             ("pathType", route.path_type.haproxy_matcher().to_string()),

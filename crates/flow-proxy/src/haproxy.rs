@@ -601,12 +601,28 @@ impl Haproxy {
     /// destination must be free, one of HTTP must be an HTTP bind's port, and only one
     /// service can be the default backend.
     pub async fn reconfigure_entry(&self, wanted: RouteEntry) -> Result<Applied, HaproxyError> {
+        self.apply_entry(wanted, false).await
+    }
+
+    /// Like [`Haproxy::reconfigure_entry`] for what a release states, kept on top of the
+    /// service's current route ([`RouteEntry::keeping_settings_of`]); the same as
+    /// [`Haproxy::reconfigure_entry`] when the service has no route yet. The current route is
+    /// read under the lock, so a change in between is never lost.
+    pub async fn reconfigure_keeping(&self, stated: RouteEntry) -> Result<Applied, HaproxyError> {
+        self.apply_entry(stated, true).await
+    }
+
+    async fn apply_entry(&self, wanted: RouteEntry, keep: bool) -> Result<Applied, HaproxyError> {
+        let inner = &self.inner;
+        let mut state = inner.state.lock().await;
+        let wanted = match state.table.get(&wanted.route.service) {
+            Some(current) if keep => wanted.keeping_settings_of(current),
+            _ => wanted,
+        };
         check_entry(&wanted)?;
         if wanted.servers.is_empty() {
             return Err(InvalidInput::NoServers.into());
         }
-        let inner = &self.inner;
-        let mut state = inner.state.lock().await;
         check_against_others(&wanted, &state.table, &inner.options.binds)?;
         // Under the lock: the check file is shared.
         inner.check_patterns(&wanted).await?;

@@ -76,10 +76,42 @@ const fn refused(name: &'static str, indexed: bool, reason: &'static str) -> Par
     }
 }
 
+/// docker-flow's own parameter that makes a `reconfigure` keep the route's other settings
+/// (see [`check_kept`]); releases send it.
+pub(crate) const KEEP_ROUTE_OPTIONS: &str = "keepRouteOptions";
+
+/// What a release states about a route; with [`KEEP_ROUTE_OPTIONS`] these are the only
+/// parameters taken, and everything else of the route is kept as it is.
+const STATED_BY_RELEASES: &[&str] = &[
+    "serviceName",
+    "serviceColor",
+    "servicePath",
+    "serviceDomain",
+    "pathType",
+    "servers",
+    KEEP_ROUTE_OPTIONS,
+];
+
+/// Checks a `reconfigure` with `keepRouteOptions=true` gives only what a release states: any
+/// other parameter would be a setting that is both kept and given, so which one wins could
+/// only be guessed.
+pub(crate) fn check_kept<'a>(names: impl IntoIterator<Item = &'a str>) -> Result<(), InvalidInput> {
+    match names.into_iter().find(|name| !STATED_BY_RELEASES.contains(name)) {
+        None => Ok(()),
+        Some(name) => Err(invalid(
+            name,
+            format!(
+                "{KEEP_ROUTE_OPTIONS}=true keeps every setting of the route except {}; to change {name}, send a reconfigure without {KEEP_ROUTE_OPTIONS}, which replaces the whole route",
+                STATED_BY_RELEASES[1..STATED_BY_RELEASES.len() - 1].join(", ")
+            ),
+        )),
+    }
+}
+
 /// Every parameter of `reconfigure`: Docker Flow 1.x's documented ones and this proxy's own
-/// (`serviceColor`, `servers`, `skipCheck`). The indexed ones describe one destination each
-/// (the unindexed form is the first destination, `name.1`, `name.2`, … the next ones); the
-/// others apply to the whole service.
+/// (`serviceColor`, `servers`, `skipCheck`, `keepRouteOptions`). The indexed ones describe one
+/// destination each (the unindexed form is the first destination, `name.1`, `name.2`, … the
+/// next ones); the others apply to the whole service.
 pub const RECONFIGURE: &[Parameter] = &[
     implemented("serviceName", false),
     implemented("serviceColor", false),
@@ -88,6 +120,7 @@ pub const RECONFIGURE: &[Parameter] = &[
     implemented("pathType", true),
     implemented("servers", false),
     implemented("skipCheck", false),
+    implemented(KEEP_ROUTE_OPTIONS, false),
     implemented("reqMode", true),
     implemented("srcPort", true),
     implemented("port", true),
@@ -605,6 +638,26 @@ mod tests {
             check(Endpoint::Other, ["x"]),
             Err(ParameterError::Unknown { .. })
         ));
+    }
+
+    #[test]
+    fn a_kept_route_takes_only_what_releases_state() {
+        let release = [
+            "keepRouteOptions",
+            "serviceName",
+            "serviceColor",
+            "servicePath",
+            "serviceDomain",
+            "pathType",
+            "servers",
+        ];
+        assert_eq!(check(Endpoint::Reconfigure, release), Ok(()));
+        assert_eq!(check_kept(release), Ok(()));
+        for extra in ["users", "skipCheck", "servicePath.1", "port"] {
+            let error = check_kept(["serviceName", extra]).unwrap_err().to_string();
+            assert!(error.contains(extra), "{error}");
+            assert!(error.contains("without keepRouteOptions"), "{error}");
+        }
     }
 
     #[test]

@@ -74,6 +74,35 @@ impl RouteEntry {
         }
     }
 
+    /// This entry as a release states it (servers, colour, and the first destination's paths,
+    /// domains and path type) on top of everything else of `current`, the route as it stands:
+    /// its options, its health-check mode, its other destinations, and the first destination's
+    /// other settings (ports, method filters, rewrites, …). What an operator configured on the
+    /// route therefore outlives a release, which knows nothing of it (`keepRouteOptions`).
+    pub fn keeping_settings_of(self, current: &RouteEntry) -> RouteEntry {
+        let stated = self
+            .destinations
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| Destination::of_route(&self.route));
+        let mut destinations = current.destinations.clone();
+        match destinations.first_mut() {
+            Some(first) => {
+                first.paths = stated.paths;
+                first.path_type = stated.path_type;
+                first.domains = stated.domains;
+            }
+            None => destinations.push(stated),
+        }
+        RouteEntry {
+            route: self.route,
+            servers: self.servers,
+            skip_check: current.skip_check,
+            destinations,
+            options: current.options.clone(),
+        }
+    }
+
     /// Whether an earlier proxy could serve this entry as it is (see [`FORMAT_VERSION`]).
     fn is_legacy(&self) -> bool {
         self.options.is_empty()
@@ -217,6 +246,20 @@ impl std::fmt::Debug for User {
             .field("password", &"<hidden>")
             .field("encrypted", &self.encrypted)
             .finish()
+    }
+}
+
+/// What the API shows instead of a password.
+pub const REDACTED: &str = "<redacted>";
+
+impl RouteOptions {
+    /// These options with every password (or hash) replaced by [`REDACTED`], to be shown.
+    pub fn redacted(&self) -> RouteOptions {
+        let mut options = self.clone();
+        for user in &mut options.users {
+            user.password = REDACTED.to_string();
+        }
+        options
     }
 }
 
@@ -572,6 +615,47 @@ mod tests {
             !format!("{table:?}").contains("\"pw\""),
             "Debug hides passwords"
         );
+    }
+
+    #[test]
+    fn a_kept_route_takes_only_what_the_release_states() {
+        let mut current = entry("app");
+        current.skip_check = true;
+        current.destinations[0].port = Some(8080);
+        current.destinations[0].denied_methods = vec!["DELETE".into()];
+        current.destinations.push(Destination {
+            paths: vec!["/admin".into()],
+            port: Some(9090),
+            ..Destination::default()
+        });
+        current.options.users.push(User {
+            name: "alice".into(),
+            password: "pw".into(),
+            encrypted: false,
+        });
+        let release = RouteEntry::new(
+            Route {
+                service: ServiceName::new("app").unwrap(),
+                color: Some(Color::Blue),
+                paths: vec!["/new".into()],
+                domain: None,
+                path_type: PathType::Prefix,
+            },
+            vec!["127.0.0.1:9001".parse().unwrap()],
+            false,
+        );
+        let kept = release.clone().keeping_settings_of(&current);
+        assert_eq!(kept.route, release.route);
+        assert_eq!(kept.servers, release.servers);
+        assert!(kept.skip_check);
+        assert_eq!(kept.options, current.options);
+        assert_eq!(kept.destinations[1], current.destinations[1]);
+        let first = &kept.destinations[0];
+        assert_eq!(first.paths, ["/new"]);
+        assert_eq!(first.path_type, PathType::Prefix);
+        assert!(first.domains.is_empty(), "the release states no domain");
+        assert_eq!(first.port, Some(8080));
+        assert_eq!(first.denied_methods, ["DELETE"]);
     }
 
     #[test]

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::{client, config, free_addr, TestProxy};
+use flow_core::{Color, PathType, Proxy, Route, ServiceName};
+use flow_proxy::HttpProxy;
 use http::{HeaderMap, Method, Request, StatusCode};
 use http_body_util::{BodyExt, Empty, Full};
 use hyper::service::service_fn;
@@ -1060,4 +1062,144 @@ async fn tcp_destinations_get_a_frontend_of_their_own() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// The route as a release states it: the service's first destination on `/app`, green.
+fn release_route() -> Route {
+    Route {
+        service: ServiceName::new("app").unwrap(),
+        color: Some(Color::Green),
+        paths: vec!["/app".into()],
+        domain: None,
+        path_type: PathType::Prefix,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_keeps_what_the_operator_configured_and_a_plain_reconfigure_replaces_it() {
+    let state = tempfile::tempdir().unwrap();
+    let proxy = TestProxy::start(state.path()).await;
+    // The blue instance on 127.0.0.1 (a web and an admin port), the green one on 127.0.0.2.
+    let web = Echo::start("web-blue").await;
+    let admin = Echo::start("admin-blue").await;
+    let (web_port, admin_port) = (web.addr.port(), admin.addr.port());
+    let _web_green = Echo::start_on("web-green", &format!("127.0.0.2:{web_port}")).await;
+    let _admin_green = Echo::start_on("admin-green", &format!("127.0.0.2:{admin_port}")).await;
+
+    // The operator protects the service, adds a header and an admin destination by hand.
+    let password = "0per4tor-pw";
+    let (status, answer) = reconfigure(
+        &proxy,
+        &format!(
+            "serviceName=app&serviceColor=blue&servers=127.0.0.1:{web_port}&servicePath=/app&users={}&addReqHeader={}&servicePath.1=/admin&port.1={admin_port}",
+            enc(&format!("alice:{password}")),
+            enc("X-Team shop"),
+        ),
+    )
+    .await;
+    assert_ok(status, &answer);
+    let alice = basic("alice", password);
+    let (status, _, body) = send(&proxy, Method::GET, "/app", &[("Authorization", &alice)]).await;
+    assert_eq!((status, served_by(&body)), (StatusCode::OK, "web-blue"));
+
+    // The routes show what a release keeps, passwords redacted.
+    let (status, text, routes) = proxy.api("/v1/docker-flow-proxy/routes").await;
+    assert_eq!(status, StatusCode::OK, "{routes}");
+    assert!(
+        !text.contains(password),
+        "the routes show a password: {text}"
+    );
+    let app = &routes["Routes"][0];
+    assert_eq!(app["Options"]["users"][0]["name"], "alice", "{app}");
+    assert_eq!(
+        app["Options"]["users"][0]["password"], "<redacted>",
+        "{app}"
+    );
+    assert_eq!(
+        app["Options"]["request_headers"][0]["name"], "X-Team",
+        "{app}"
+    );
+    assert_eq!(app["Destinations"][1]["paths"][0], "/admin", "{app}");
+    assert_eq!(app["Destinations"][1]["port"], admin_port, "{app}");
+
+    // A release switches to green as docker-flow does, through the Proxy port.
+    let release = HttpProxy::new("127.0.0.1", proxy.api.port(), None);
+    let green: SocketAddr = format!("127.0.0.2:{web_port}").parse().unwrap();
+    release
+        .reconfigure(&release_route(), &[green])
+        .await
+        .unwrap();
+    let (status, _, _) = send(&proxy, Method::GET, "/app", &[]).await;
+    assert_eq!(
+        status,
+        StatusCode::UNAUTHORIZED,
+        "the release opened the service"
+    );
+    let (status, _, body) = send(&proxy, Method::GET, "/app", &[("Authorization", &alice)]).await;
+    assert_eq!(
+        (status, served_by(&body)),
+        (StatusCode::OK, "web-green"),
+        "{body}"
+    );
+    assert!(
+        body.contains("x-team: shop"),
+        "the header was dropped: {body}"
+    );
+    let (status, _, body) = send(&proxy, Method::GET, "/admin", &[("Authorization", &alice)]).await;
+    assert_eq!(
+        (status, served_by(&body)),
+        (StatusCode::OK, "admin-green"),
+        "{body}"
+    );
+    assert_eq!(
+        send(&proxy, Method::GET, "/admin", &[]).await.0,
+        StatusCode::UNAUTHORIZED
+    );
+
+    // With keepRouteOptions, a setting is either kept or given, never both: 400, nothing
+    // changes.
+    let (status, answer) = reconfigure(
+        &proxy,
+        &format!("serviceName=app&servers=127.0.0.1:{web_port}&servicePath=/app&keepRouteOptions=true&users=eve:x"),
+    )
+    .await;
+    assert_refused(status, &answer, "users");
+    let (status, _, body) = send(&proxy, Method::GET, "/app", &[("Authorization", &alice)]).await;
+    assert_eq!(
+        (status, served_by(&body)),
+        (StatusCode::OK, "web-green"),
+        "{body}"
+    );
+
+    // A service without a route yet: the release's reconfigure is a plain one.
+    let fresh = Route {
+        service: ServiceName::new("fresh").unwrap(),
+        paths: vec!["/fresh".into()],
+        ..release_route()
+    };
+    release.reconfigure(&fresh, &[green]).await.unwrap();
+    let (status, body) = get(&proxy, "/fresh").await;
+    assert_eq!(
+        (status, served_by(&body)),
+        (StatusCode::OK, "web-green"),
+        "{body}"
+    );
+
+    // A plain 1.x reconfigure replaces the whole route: no users, no header, no admin
+    // destination.
+    let (status, answer) = reconfigure(
+        &proxy,
+        &format!("serviceName=app&servers=127.0.0.2:{web_port}&servicePath=/app"),
+    )
+    .await;
+    assert_ok(status, &answer);
+    let (status, body) = get(&proxy, "/app").await;
+    assert_eq!(
+        (status, served_by(&body)),
+        (StatusCode::OK, "web-green"),
+        "{body}"
+    );
+    assert!(!body.contains("x-team"), "{body}");
+    assert_ne!(served_by(&get(&proxy, "/admin").await.1), "admin-green");
+    drop((web, admin));
 }

@@ -22,6 +22,20 @@ fn free_port() -> u16 {
         .expect("a free loopback port")
 }
 
+/// Starts the proxy with its state in `state_dir`, its API and HTTP frontend on free loopback
+/// ports; returns it with the frontend's address.
+async fn start_proxy(state_dir: &std::path::Path) -> (flow_proxy::RunningProxy, SocketAddr) {
+    let bind = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let config = flow_proxy::ServeConfig {
+        api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..flow_proxy::ServeConfig::new(state_dir, vec![bind])
+    };
+    let proxy = flow_proxy::start(config).await.unwrap_or_else(|e| {
+        panic!("the proxy did not start (is Debian's haproxy installed?): {e}")
+    });
+    (proxy, bind)
+}
+
 /// Runs `docker-flow` with `--json`, returning when it exits, with the instant its deploy
 /// reported the new instances healthy (when it did) and the instant it returned.
 async fn release(site: &Site, args: &[&str], env: &[(&str, &str)]) -> (Option<Instant>, Instant) {
@@ -93,14 +107,7 @@ async fn releases_and_scaling_under_load_fail_no_request() {
     demo_images().await;
     let site = Site::new("load", &demo_compose("")).await;
     let state_dir = tempfile::tempdir().expect("a proxy state directory");
-    let bind = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let config = flow_proxy::ServeConfig {
-        api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        ..flow_proxy::ServeConfig::new(state_dir.path(), vec![bind])
-    };
-    let proxy = flow_proxy::start(config).await.unwrap_or_else(|e| {
-        panic!("the proxy did not start (is Debian's haproxy installed?): {e}")
-    });
+    let (proxy, bind) = start_proxy(state_dir.path()).await;
     let api_port = proxy.api_addr().port().to_string();
     let proxy_args = |more: &[&'static str]| -> Vec<String> {
         let mut args: Vec<String> = vec![
@@ -256,4 +263,96 @@ async fn an_unreachable_proxy_aborts_the_release_before_the_switch_and_rolls_bac
         "blue keeps running"
     );
     assert_eq!(site.state_bytes(), state_before, "the state is untouched");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_release_keeps_the_users_an_operator_put_on_the_route() {
+    demo_images().await;
+    let site = Site::new("keep-users", &demo_compose("")).await;
+    let state_dir = tempfile::tempdir().expect("a proxy state directory");
+    let (proxy, bind) = start_proxy(state_dir.path()).await;
+    let api_port = proxy.api_addr().port().to_string();
+    let api = format!("http://{}/v1/docker-flow-proxy", proxy.api_addr());
+    let deploy = |tag: &'static str| {
+        let (site, api_port) = (&site, api_port.clone());
+        async move {
+            let args = [
+                "-t",
+                "app",
+                "-b",
+                "--json",
+                "--proxy-host",
+                "127.0.0.1",
+                "--proxy-reconf-port",
+                &api_port,
+                "--service-path",
+                "/",
+                "-F",
+                "deploy",
+                "-F",
+                "proxy",
+                "-F",
+                "stop-old",
+            ];
+            release(site, &args, &[("DEMO_TAG", tag)]).await
+        }
+    };
+    deploy("v1").await;
+
+    // The operator protects the live route by hand, as with 1.x: the same servers and colour,
+    // plus `users`.
+    let http = reqwest::Client::new();
+    let routes: serde_json::Value = http
+        .get(format!("{api}/routes"))
+        .send()
+        .await
+        .and_then(|r| r.error_for_status())
+        .expect("the routes")
+        .json()
+        .await
+        .expect("the routes are JSON");
+    // The only route: the service, named after the project.
+    let app = &routes["Routes"][0];
+    let service = app["ServiceName"]
+        .as_str()
+        .unwrap_or_else(|| panic!("v1 is routed: {routes}"));
+    let servers: Vec<&str> = app["Servers"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|s| s["Active"] == true)
+        .filter_map(|s| s["Address"].as_str())
+        .collect();
+    let color = app["ServiceColor"]
+        .as_str()
+        .expect("the route has a colour");
+    let password = "e2e-0perator";
+    let answer = http
+        .get(format!(
+            "{api}/reconfigure?serviceName={service}&serviceColor={color}&servicePath=/&servers={}&users=alice:{password}",
+            servers.join(",")
+        ))
+        .send()
+        .await
+        .expect("the proxy answers");
+    assert!(answer.status().is_success(), "{:?}", answer.text().await);
+    let get = |credentials: bool| {
+        let mut request = http.get(format!("http://{bind}/"));
+        if credentials {
+            request = request.basic_auth("alice", Some(password));
+        }
+        async move {
+            let response = request.send().await.expect("the proxy answers");
+            let status = response.status().as_u16();
+            (status, response.text().await.unwrap_or_default())
+        }
+    };
+    assert_eq!(get(false).await.0, 401, "users protect v1");
+
+    // The next release switches to v2 and keeps the operator's users.
+    deploy("v2").await;
+    assert_eq!(get(false).await.0, 401, "the release opened the service");
+    let (status, body) = get(true).await;
+    assert_eq!((status, body.trim()), (200, "v2"));
+    proxy.shutdown().await;
 }

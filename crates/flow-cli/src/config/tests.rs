@@ -277,7 +277,7 @@ fn invalid_scale() {
 fn unknown_and_duplicate_steps() {
     assert_eq!(
         error(&["-t", "app", "-F", "deploy,launch"], &[], None),
-        "--flow: unknown step \"launch\": use deploy, scale, stop-old or proxy"
+        "--flow: unknown step \"launch\": use deploy, scale, stop-old, proxy or rollback"
     );
     assert_eq!(
         error(&["-t", "app", "-F", "deploy", "-F", "Deploy"], &[], None),

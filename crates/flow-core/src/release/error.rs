@@ -63,6 +63,23 @@ pub enum Cause {
         /// The service.
         service: ServiceName,
     },
+    /// `rollback` found no release to make live again (bad input: nothing was touched).
+    #[error("{service} has nothing to roll back to: {reason}")]
+    NothingToRollBack {
+        /// The service.
+        service: ServiceName,
+        /// Why, and what to do instead.
+        reason: String,
+    },
+    /// The previous release's instances are gone and its record keeps no spec to recreate
+    /// them from (it was stored by an older docker-flow).
+    #[error("the instances of the previous release of {service} ({image}) are gone and its record keeps no spec to recreate them from (stored by an older docker-flow); deploy that version again (-F deploy)")]
+    NoPreviousSpec {
+        /// The service.
+        service: ServiceName,
+        /// The image the previous release ran.
+        image: String,
+    },
     /// The run was interrupted (Ctrl-C) before this step could finish.
     #[error("interrupted")]
     Interrupted,
@@ -173,6 +190,20 @@ fn rollback_summary(failures: &[String]) -> String {
 }
 
 impl ReleaseError {
+    /// Whether the input was refused: the options contradict each other, or ask for
+    /// something the stored state cannot give (a rollback with no previous release). Nothing
+    /// was changed in either case.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            ReleaseError::InvalidOptions(_)
+                | ReleaseError::NothingChanged {
+                    cause: Cause::NothingToRollBack { .. },
+                    ..
+                }
+        )
+    }
+
     /// The underlying cause, when there is one.
     pub fn cause(&self) -> Option<&Cause> {
         match self {

@@ -13,4 +13,5 @@ mod cli_release;
 mod embedding;
 mod proxy;
 mod registry;
+mod rollback;
 mod tooling;

@@ -179,6 +179,21 @@ async fn real_runs_print_only_documented_events() {
         check_lines(&quiet.stdout, &documented),
         BTreeSet::from(["done".to_string()])
     );
+
+    // A rollback's plan and run, and a status, are documented too.
+    let mut later = BTreeSet::new();
+    for args in [
+        &["-t", "app", "-b", "--json", "rollback", "--dry-run"][..],
+        &["-t", "app", "-b", "--json", "rollback", "-F", "stop-old"][..],
+        &["-t", "app", "-b", "--json", "status"][..],
+    ] {
+        let run = site.flow(args, &[]).await;
+        run.assert_code(0);
+        later.extend(check_lines(&run.stdout, &documented));
+    }
+    for event in ["plan", "step-finished", "done", "status"] {
+        assert!(later.contains(event), "no {event} event: {later:?}");
+    }
 }
 
 /// Writes a Docker configuration directory with one context `name` whose endpoint is `host`,

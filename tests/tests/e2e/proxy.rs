@@ -439,7 +439,7 @@ async fn rollback_warm_and_after_stop_old_and_scale_without_version_fail_no_requ
     );
     assert_eq!(
         site.running("green").await.len(),
-        1,
+        2,
         "v2 keeps running until stop-old"
     );
     let state = site.state();

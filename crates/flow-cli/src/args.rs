@@ -100,7 +100,7 @@ pub struct ReleaseFlags {
     /// Release into the idle colour (blue-green) [env: FLOW_BLUE_GREEN] [yml: blue_green]
     #[arg(short = 'b', long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub blue_green: Option<String>,
-    /// Steps in order: deploy, scale, stop-old, proxy; repeatable or comma-separated [default: deploy] [env: FLOW or FLOW_FLOW] [yml: flow]
+    /// Steps in order: deploy, scale, stop-old, proxy, rollback (not with deploy); repeatable or comma-separated [default: deploy] [env: FLOW or FLOW_FLOW] [yml: flow]
     #[arg(short = 'F', long, value_name = "STEP", value_delimiter = ',')]
     pub flow: Vec<String>,
     /// Instances: N, or +N/-N relative to the stored scale [env: FLOW_SCALE] [yml: scale]

@@ -4,7 +4,7 @@
 //! The schema test reads the examples of the README's "JSON events" section and checks every
 //! line of real runs against them: the same fields, each of a JSON type some example gives it
 //! (objects and arrays compared recursively, tagged objects against examples with the same
-//! tag). The README is the schema; a field added without documenting it fails here.
+//! tag: `event`, `action`, `lock`, `route`). The README is the schema; a field added without documenting it fails here.
 
 use std::collections::BTreeSet;
 
@@ -63,8 +63,9 @@ fn mismatch(real: &Value, examples: &[&Value], at: &str) -> Option<String> {
     match real {
         Value::Object(fields) => {
             let mut candidates = same_kind;
-            for tag in ["event", "action"] {
-                if let Some(name) = fields.get(tag) {
+            // The tags of tagged objects: events, plan actions, a status's lock and route.
+            for tag in ["event", "action", "lock", "route"] {
+                if let Some(name) = fields.get(tag).filter(|value| value.is_string()) {
                     candidates.retain(|e| e.get(tag) == Some(name));
                     if candidates.is_empty() {
                         return Some(format!("{at}: {tag} {name} is not documented"));

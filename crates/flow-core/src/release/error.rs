@@ -148,7 +148,7 @@ pub enum ReleaseError {
     /// A step failed after it had started something, and was rolled back: what it started was
     /// removed, the proxy points at the servers it had before, the stored state is untouched.
     /// `cleanup_failures` lists what could not be undone (empty when the rollback was clean).
-    #[error("{step} aborted: {cause}\n{}", rollback_summary(cleanup_failures))]
+    #[error("{step} aborted: {cause}\n{}", rollback_summary(*step, cleanup_failures))]
     Aborted {
         /// The step that was rolled back.
         step: Step,
@@ -178,9 +178,14 @@ pub enum ReleaseError {
     },
 }
 
-fn rollback_summary(failures: &[String]) -> String {
+fn rollback_summary(step: Step, failures: &[String]) -> String {
     if failures.is_empty() {
-        "rolled back: the instances it started were removed; the live version and the stored state are untouched".to_string()
+        match step {
+            // A rollback reuses instances: it removes only those it recreated.
+            Step::Rollback => "undone: the instances it recreated were removed and those it started again stopped again; the live version and the stored state are untouched",
+            _ => "rolled back: the instances it started were removed; the live version and the stored state are untouched",
+        }
+        .to_string()
     } else {
         format!(
             "rolled back INCOMPLETELY; fix by hand:\n  - {}",

@@ -2100,6 +2100,12 @@ async fn a_failed_rollback_stops_again_what_it_started_and_changes_no_state() {
         matches!(&error, ReleaseError::Aborted { step: Step::Rollback, cleanup_failures, .. } if cleanup_failures.is_empty()),
         "{error}"
     );
+    assert!(
+        error
+            .to_string()
+            .contains("those it started again stopped again"),
+        "{error}"
+    );
     let blue = of_color(&orchestrator, Color::Blue);
     assert_eq!(blue.len(), 1, "stopped again, not removed");
     assert!(!blue[0].running);

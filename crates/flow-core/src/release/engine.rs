@@ -74,7 +74,7 @@ impl Engine {
         let invalid = |m: String| Err(ReleaseError::InvalidOptions(m));
         if options.steps.is_empty() {
             return invalid(
-                "no step to run: give at least one of --flow deploy, scale, stop-old, proxy".into(),
+                "no step to run: give at least one of --flow deploy, scale, stop-old, proxy, rollback".into(),
             );
         }
         let mut seen = BTreeSet::new();

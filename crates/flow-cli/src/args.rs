@@ -38,9 +38,14 @@ pub struct Cli {
     /// A subcommand; `None` is a release.
     #[command(subcommand)]
     pub command: Option<CommandArgs>,
-    /// The release flags (used only without a subcommand).
+    /// The release flags (used only without a subcommand, or before `rollback`/`status`).
     #[command(flatten)]
     pub release: ReleaseFlags,
+    /// `rollback` or `status` after release flags (`docker-flow -t app rollback`): clap takes
+    /// no subcommand once a flag was given, so the word arrives here and [`crate::config`]
+    /// turns it into the subcommand it names, or refuses it.
+    #[arg(value_name = "COMMAND", hide = true)]
+    pub word: Option<String>,
 }
 
 /// The subcommands.
@@ -54,6 +59,10 @@ pub enum CommandArgs {
     },
     /// Registers running containers in the registry and follows Docker events.
     Registrator(Box<RegistratorFlags>),
+    /// Makes the previous release live again (`-F rollback`); add `-F stop-old` to stop the rolled-back colour. Takes the release options, before or after the word.
+    Rollback(ReleaseFlags),
+    /// Shows what runs: live colour and release, instances and health, the idle colour, the proxy route, the lock holder. Changes nothing. Takes the release options, before or after the word.
+    Status(ReleaseFlags),
     /// Prints a shell completion script: bash, zsh, fish or powershell.
     Completions {
         /// The shell.
@@ -91,7 +100,7 @@ pub struct ReleaseFlags {
     /// Release into the idle colour (blue-green) [env: FLOW_BLUE_GREEN] [yml: blue_green]
     #[arg(short = 'b', long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
     pub blue_green: Option<String>,
-    /// Steps in order: deploy, scale, stop-old, proxy; repeatable or comma-separated [default: deploy] [env: FLOW or FLOW_FLOW] [yml: flow]
+    /// Steps in order: deploy, scale, stop-old, proxy, rollback (not with deploy); repeatable or comma-separated [default: deploy] [env: FLOW or FLOW_FLOW] [yml: flow]
     #[arg(short = 'F', long, value_name = "STEP", value_delimiter = ',')]
     pub flow: Vec<String>,
     /// Instances: N, or +N/-N relative to the stored scale [env: FLOW_SCALE] [yml: scale]
@@ -512,6 +521,23 @@ mod tests {
         assert_eq!(flags.bind, ["127.0.0.1:81", "127.0.0.1:82"]);
         let cli = parse(&["registrator", "--registry", "consul://127.0.0.1:8500"]);
         assert!(matches!(cli.command, Some(CommandArgs::Registrator(_))));
+    }
+
+    #[test]
+    fn rollback_and_status_take_the_release_flags_before_or_after_the_word() {
+        let cli = parse(&["rollback", "-t", "app", "-b", "-F", "stop-old"]);
+        let Some(CommandArgs::Rollback(flags)) = cli.command else {
+            panic!("expected rollback, got {:?}", cli.command);
+        };
+        assert_eq!(flags.target.as_deref(), Some("app"));
+        assert_eq!(flags.flow, ["stop-old"]);
+        let cli = parse(&["-t", "app", "-b", "status", "--json"]);
+        assert!(cli.command.is_none());
+        assert_eq!(cli.word.as_deref(), Some("status"));
+        assert_eq!(cli.release.target.as_deref(), Some("app"));
+        assert_eq!(cli.release.json.as_deref(), Some("true"));
+        let cli = parse(&["status", "-t", "app"]);
+        assert!(matches!(cli.command, Some(CommandArgs::Status(_))));
     }
 
     #[test]

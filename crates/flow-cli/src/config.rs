@@ -116,6 +116,9 @@ pub enum Command {
     ProxyServe(ProxyServeConfig),
     /// `docker-flow registrator`: keep the registry in sync with running containers.
     Registrator(RegistratorConfig),
+    /// `docker-flow status`: show what runs. It reads the same options as a release (its
+    /// steps, scale and route are not used: given as flags they are refused).
+    Status(Box<ReleaseConfig>),
     /// `docker-flow completions SHELL`: print a completion script.
     Completions(clap_complete::Shell),
     /// `docker-flow man`: print the man page.
@@ -526,6 +529,18 @@ pub enum ConfigError {
     /// `docker-flow registrator` without a registry.
     #[error("docker-flow registrator needs a registry: give --registry (or FLOW_REGISTRY), e.g. --registry=consul://127.0.0.1:8500")]
     MissingRegistry,
+    /// A word after release flags that is not `rollback` or `status`.
+    #[error("unexpected argument {word:?}: the subcommands are rollback, status, proxy, registrator, completions and man; only rollback and status may follow release options (docker-flow -t app rollback), the others come first (docker-flow --help)")]
+    UnexpectedWord {
+        /// The word.
+        word: String,
+    },
+    /// A release flag given to `status`, which reads only.
+    #[error("docker-flow status does not use {flag}: it only reads what runs; remove it")]
+    NotForStatus {
+        /// The flag.
+        flag: &'static str,
+    },
     /// An explicit project name Compose would not accept.
     #[error("{origin} has the invalid project name {value:?}: use lowercase letters, digits, '-' and '_', starting with a letter or digit")]
     InvalidProject {
@@ -555,8 +570,68 @@ pub enum ConfigError {
 /// A release also reads `context.config_file` (`./docker-flow.yml`); the subcommands read
 /// only their flags and the environment variables their help names.
 pub fn load(cli: Cli, context: &Context) -> Result<Command, ConfigError> {
-    match cli.command {
-        None => load_release(cli.release, context).map(|config| Command::Release(Box::new(config))),
+    match cli.word {
+        // Clap takes no subcommand after a flag, so a word there comes without one.
+        Some(word) => load_word(&word, cli.release, context),
+        None => load_command(cli.command, cli.release, context),
+    }
+}
+
+/// `rollback` or `status`, with the release flags given before or after the word.
+fn load_word(
+    word: &str,
+    mut flags: ReleaseFlags,
+    context: &Context,
+) -> Result<Command, ConfigError> {
+    match word {
+        "rollback" => {
+            // The word names the first step; `-F` adds the ones after it (`-F stop-old`).
+            // The `flow` of docker-flow.yml and FLOW describe releases, not this command.
+            let rollback = Step::Rollback.as_str().to_string();
+            flags
+                .flow
+                .retain(|step| !step.trim().eq_ignore_ascii_case(&rollback));
+            flags.flow.insert(0, rollback);
+            load_release(flags, context, Purpose::Release)
+                .map(|config| Command::Release(Box::new(config)))
+        }
+        "status" => {
+            let given = [
+                (FLOW.flag, !flags.flow.is_empty()),
+                (SCALE.flag, flags.scale.is_some()),
+                (SIDE_TARGETS.flag, !flags.side_targets.is_empty()),
+                (PULL.flag, flags.pull.is_some()),
+                (PULL_SIDE_TARGETS.flag, flags.pull_side_targets.is_some()),
+                (HEALTH_TIMEOUT.flag, flags.health_timeout.is_some()),
+                (HEALTH_FAIL_FAST.flag, flags.health_fail_fast.is_some()),
+                (DRAIN_TIMEOUT.flag, flags.drain_timeout.is_some()),
+                (DRY_RUN.flag, flags.dry_run.is_some()),
+                (SERVICE_PATH.flag, !flags.service_path.is_empty()),
+                (SERVICE_DOMAIN.flag, flags.service_domain.is_some()),
+                (PATH_TYPE.flag, flags.path_type.is_some()),
+            ];
+            if let Some((flag, _)) = given.into_iter().find(|(_, given)| *given) {
+                return Err(ConfigError::NotForStatus { flag });
+            }
+            load_release(flags, context, Purpose::Status)
+                .map(|config| Command::Status(Box::new(config)))
+        }
+        other => Err(ConfigError::UnexpectedWord {
+            word: other.to_string(),
+        }),
+    }
+}
+
+fn load_command(
+    command: Option<CommandArgs>,
+    release: ReleaseFlags,
+    context: &Context,
+) -> Result<Command, ConfigError> {
+    match command {
+        None => load_release(release, context, Purpose::Release)
+            .map(|config| Command::Release(Box::new(config))),
+        Some(CommandArgs::Rollback(flags)) => load_word("rollback", flags, context),
+        Some(CommandArgs::Status(flags)) => load_word("status", flags, context),
         Some(CommandArgs::Proxy {
             command: ProxyCommandArgs::Serve(flags),
         }) => load_proxy_serve(flags, context).map(Command::ProxyServe),
@@ -910,7 +985,20 @@ fn docker_endpoint(
     }
 }
 
-fn load_release(flags: ReleaseFlags, context: &Context) -> Result<ReleaseConfig, ConfigError> {
+/// What the release options are loaded for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    /// A release or rollback: a configured proxy needs a route to switch.
+    Release,
+    /// `status`: a proxy is only asked for the route it has.
+    Status,
+}
+
+fn load_release(
+    flags: ReleaseFlags,
+    context: &Context,
+    purpose: Purpose,
+) -> Result<ReleaseConfig, ConfigError> {
     let file = match &context.config_file {
         None => None,
         Some(config) => {
@@ -1052,7 +1140,7 @@ fn load_release(flags: ReleaseFlags, context: &Context) -> Result<ReleaseConfig,
             return Err(ConfigError::ProxyStepWithoutProxyHost);
         }
     }
-    if let Some(host) = &proxy_host {
+    if let (Some(host), Purpose::Release) = (&proxy_host, purpose) {
         if service_paths.is_empty() {
             return Err(ConfigError::ProxyHostWithoutServicePath {
                 origin: host.origin.clone(),

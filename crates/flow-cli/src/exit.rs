@@ -4,7 +4,7 @@
 //! |---|---|
 //! | 0 | success |
 //! | 1 | failed before changing anything (engine or registry unreachable, lock held by another release, pull failed, …) |
-//! | 2 | bad input: options, `docker-flow.yml`, Compose file; nothing was touched |
+//! | 2 | bad input: options, `docker-flow.yml`, Compose file, a `rollback` with nothing to roll back to, an unknown `status` target; nothing was touched |
 //! | 3 | aborted and rolled back: what the step started was removed, the live version and the stored state are untouched |
 //! | 4 | changes remain: the new version was committed but a later part failed, an earlier step of the same run had already changed something (`-F deploy -F stop-old` whose stop-old fails), or a rollback could not undo everything (the message says what to fix) |
 
@@ -31,7 +31,7 @@ impl Exit {
     /// The exit code for a failed release.
     pub fn of(error: &ReleaseError) -> Exit {
         match error {
-            ReleaseError::InvalidOptions(_) => Exit::BadInput,
+            _ if error.is_bad_input() => Exit::BadInput,
             ReleaseError::NothingChanged { .. } => Exit::NothingChanged,
             ReleaseError::Aborted {
                 cleanup_failures, ..

@@ -53,6 +53,12 @@ pub enum CliEvent<'a> {
         #[serde(flatten)]
         plan: &'a Plan,
     },
+    /// `docker-flow status`: what runs.
+    Status {
+        /// The status's own fields.
+        #[serde(flatten)]
+        status: &'a flow_core::status::Status,
+    },
     /// The last line of a successful run.
     Done(Done),
     /// The last line of a failed run (the message is on stderr too).

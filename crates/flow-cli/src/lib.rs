@@ -23,5 +23,6 @@ pub mod output;
 pub mod progress;
 pub mod release;
 pub mod serve;
+pub mod status;
 pub mod timed;
 pub mod version;

@@ -51,6 +51,7 @@ fn main() -> ExitCode {
             Command::Release(config) => flow_cli::release::run(*config).await,
             Command::ProxyServe(config) => flow_cli::serve::proxy(config).await,
             Command::Registrator(config) => flow_cli::serve::registrator(config).await,
+            Command::Status(config) => flow_cli::status::run(*config).await,
             Command::Completions(_) | Command::Manual => Exit::Success,
         }
     });

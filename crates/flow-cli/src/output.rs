@@ -113,6 +113,14 @@ impl Printer {
         }
     }
 
+    /// Prints a status: a `status` line with `--json`, else the text on stdout.
+    pub fn status(&self, status: &flow_core::status::Status) {
+        match self.style {
+            Style::Json => self.json_line(&json::line(&CliEvent::Status { status })),
+            _ => print!("{}", crate::status::render(status)),
+        }
+    }
+
     /// The closing line of a successful run.
     pub fn finish(&self, report: &Report, total: Duration) {
         if let Style::Json = self.style {

@@ -23,29 +23,12 @@ pub async fn run(config: ReleaseConfig) -> Exit {
         printer.warn(warning);
     }
     let compose = match load_compose(&config, &printer) {
-        Ok(compose) => Arc::new(compose),
+        Ok(compose) => compose,
         Err(message) => return printer.fail(message, Exit::BadInput),
     };
-    let registry = match registry(&config.registry) {
-        Ok(registry) => registry,
-        Err(message) => return printer.fail(message, Exit::BadInput),
-    };
-    let endpoint = match resolve_endpoint(&config.docker) {
-        Ok(endpoint) => endpoint,
-        Err(error) => return printer.fail(error, Exit::BadInput),
-    };
-    let orchestrator =
-        match DockerOrchestrator::connect(&endpoint.settings, compose, docker_options(&config))
-            .await
-        {
-            Ok(orchestrator) => orchestrator,
-            Err(error) => return printer.fail(unreachable(error, &endpoint), Exit::NothingChanged),
-        };
-    let log: Arc<dyn CallLog> = printer.clone();
-    let ports = Ports {
-        orchestrator: Arc::new(TimedOrchestrator::new(Arc::new(orchestrator), log.clone())),
-        registry: Arc::new(TimedRegistry::new(registry, log.clone())),
-        proxy: proxy(&config).map(|proxy| Arc::new(TimedProxy::new(proxy, log)) as DynProxy),
+    let ports = match ports(&config, compose, &printer).await {
+        Ok(ports) => ports,
+        Err(exit) => return exit,
     };
     let engine = match Engine::new(ports, config.release) {
         Ok(engine) => engine,
@@ -80,6 +63,40 @@ pub async fn run(config: ReleaseConfig) -> Exit {
             printer.fail(error, exit)
         }
     }
+}
+
+/// The ports the options name, each call reported to `printer` (`--verbose`). Connecting
+/// reads the engine's version and changes nothing; a failure is printed and its exit code
+/// returned.
+pub async fn ports(
+    config: &ReleaseConfig,
+    compose: ComposeProject,
+    printer: &Arc<Printer>,
+) -> Result<Ports, Exit> {
+    let registry = registry(&config.registry).map_err(|m| printer.fail(m, Exit::BadInput))?;
+    let endpoint = resolve_endpoint(&config.docker).map_err(|e| printer.fail(e, Exit::BadInput))?;
+    let orchestrator = DockerOrchestrator::connect(
+        &endpoint.settings,
+        Arc::new(compose),
+        docker_options(config),
+    )
+    .await
+    .map_err(|error| printer.fail(unreachable(error, &endpoint), Exit::NothingChanged))?;
+    let log: Arc<dyn CallLog> = printer.clone();
+    Ok(Ports {
+        orchestrator: Arc::new(TimedOrchestrator::new(Arc::new(orchestrator), log.clone())),
+        registry: Arc::new(TimedRegistry::new(registry, log.clone())),
+        proxy: proxy(config).map(|proxy| Arc::new(TimedProxy::new(proxy, log)) as DynProxy),
+    })
+}
+
+/// Reads the Compose file, printing its warnings.
+pub fn read_compose(config: &ReleaseConfig, printer: &Printer) -> Result<ComposeProject, String> {
+    let compose = ComposeProject::load(&config.compose_path).map_err(|e| e.to_string())?;
+    for warning in &compose.warnings {
+        printer.warn(warning);
+    }
+    Ok(compose)
 }
 
 /// The engine's endpoint: the explicit choice, else the environment and the Docker contexts.
@@ -130,10 +147,7 @@ async fn wait_for_signal() {
 
 /// Reads the Compose file and checks the target and side targets against it.
 fn load_compose(config: &ReleaseConfig, printer: &Printer) -> Result<ComposeProject, String> {
-    let compose = ComposeProject::load(&config.compose_path).map_err(|e| e.to_string())?;
-    for warning in &compose.warnings {
-        printer.warn(warning);
-    }
+    let compose = read_compose(config, printer)?;
     let release = &config.release;
     compose
         .service(&release.target)

@@ -14,9 +14,10 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use flow_core::{
-    Diagnosis, DynOrchestrator, DynProxy, DynRegistry, Group, Health, Instance, Lease,
+    Diagnosis, DynOrchestrator, DynProxy, DynRegistry, Group, Health, Instance, Lease, LockHolder,
     Orchestrator, OrchestratorError, Proxy, ProxyError, RecoveredSpec, Registration, Registry,
-    RegistryError, ReleaseSpec, ReleaseState, Revision, Route, ServiceName, TargetInfo, Versioned,
+    RegistryError, ReleaseSpec, ReleaseState, Revision, Route, ServedRoute, ServiceName,
+    TargetInfo, Versioned,
 };
 
 /// One finished call through a port.
@@ -276,6 +277,21 @@ impl Registry for TimedRegistry {
         .await
     }
 
+    async fn lock_holder(
+        &self,
+        service: &ServiceName,
+    ) -> Result<Option<LockHolder>, RegistryError> {
+        let work = self.inner.lock_holder(service);
+        timed(
+            &*self.log,
+            REGISTRY,
+            "lock_holder",
+            service.to_string(),
+            work,
+        )
+        .await
+    }
+
     async fn register(&self, registration: &Registration) -> Result<(), RegistryError> {
         let work = self.inner.register(registration);
         timed(
@@ -352,6 +368,11 @@ impl Proxy for TimedProxy {
     async fn remove(&self, service: &ServiceName) -> Result<(), ProxyError> {
         let work = self.inner.remove(service);
         timed(&*self.log, PROXY, "remove", service.to_string(), work).await
+    }
+
+    async fn served_route(&self, service: &ServiceName) -> Result<Option<ServedRoute>, ProxyError> {
+        let work = self.inner.served_route(service);
+        timed(&*self.log, PROXY, "served_route", service.to_string(), work).await
     }
 }
 

@@ -16,6 +16,8 @@
 //! so that the engine, which only sees the traits, can be tested without any of them. This
 //! crate does no I/O of its own: the only effects it has are the ports' calls and timers.
 //!
+//! [`status`] reads what runs for a service through the same ports, changing nothing.
+//!
 //! The release itself is an explicit state machine ([`release`]): an enum of phases advanced by
 //! one `step` function, each variant documenting where it goes next and how it aborts. The
 //! engine guarantees the order *new colour started → healthy → proxy switched → state
@@ -102,6 +104,7 @@ pub mod orchestrator;
 pub mod proxy;
 pub mod registry;
 pub mod release;
+pub mod status;
 pub mod time;
 
 #[cfg(feature = "conformance")]
@@ -115,9 +118,9 @@ pub use orchestrator::{
     Diagnosis, DynOrchestrator, Group, Health, Instance, Orchestrator, OrchestratorError,
     RecoveredSpec, TargetInfo,
 };
-pub use proxy::{DynProxy, PathType, Proxy, ProxyError, Route};
+pub use proxy::{DynProxy, PathType, Proxy, ProxyError, Route, ServedRoute, ServedServer};
 pub use registry::{
-    CheckStatus, CheckTarget, DynRegistry, HealthCheck, Lease, Registration, Registry,
+    CheckStatus, CheckTarget, DynRegistry, HealthCheck, Lease, LockHolder, Registration, Registry,
     RegistryError,
 };
 

@@ -32,8 +32,8 @@ use crate::domain::{ReleaseSpec, ReleaseState, Revision, ServiceName, Versioned}
 use crate::orchestrator::{
     Diagnosis, Group, Health, Instance, Orchestrator, OrchestratorError, RecoveredSpec, TargetInfo,
 };
-use crate::proxy::{Proxy, ProxyError, Route};
-use crate::registry::{Lease, Registration, Registry, RegistryError};
+use crate::proxy::{Proxy, ProxyError, Route, ServedRoute, ServedServer};
+use crate::registry::{Lease, LockHolder, Registration, Registry, RegistryError};
 
 /// One logged operation with its place in the process-wide order.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -280,6 +280,22 @@ impl Registry for MemoryRegistry {
             holder: holder.to_string(),
         });
         Ok(lease)
+    }
+
+    async fn lock_holder(
+        &self,
+        service: &ServiceName,
+    ) -> Result<Option<LockHolder>, RegistryError> {
+        let inner = locked(&self.inner);
+        inner.check_available()?;
+        Ok(inner
+            .locks
+            .get(service)
+            .filter(|lock| lock.expires > Instant::now())
+            .map(|lock| LockHolder {
+                holder: lock.holder.clone(),
+                since: lock.acquired_at,
+            }))
     }
 
     async fn renew(&self, lease: &Lease) -> Result<(), RegistryError> {
@@ -1071,6 +1087,24 @@ impl Proxy for MemoryProxy {
             }
             _ => 0,
         })
+    }
+
+    async fn served_route(&self, service: &ServiceName) -> Result<Option<ServedRoute>, ProxyError> {
+        let inner = locked(&self.inner);
+        Ok(inner
+            .routes
+            .get(service)
+            .map(|(route, servers)| ServedRoute {
+                route: route.clone(),
+                servers: servers
+                    .iter()
+                    .map(|&address| ServedServer {
+                        address,
+                        state: "UP".into(),
+                        sessions: 0,
+                    })
+                    .collect(),
+            }))
     }
 
     async fn remove(&self, service: &ServiceName) -> Result<(), ProxyError> {

@@ -12,6 +12,7 @@
 //!   the proxy no longer knows counts as zero. Callers poll it to learn when draining is done.
 //! * [`Proxy::remove`] deletes the route of exactly that service (never another service whose
 //!   name shares a prefix); an unknown service is [`ProxyError::UnknownService`].
+//! * [`Proxy::served_route`] reads the route of exactly that service, changing nothing.
 
 use std::fmt;
 use std::net::SocketAddr;
@@ -74,6 +75,26 @@ pub struct Route {
     pub path_type: PathType,
 }
 
+/// A route as the proxy serves it now ([`Proxy::served_route`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServedRoute {
+    /// The route.
+    pub route: Route,
+    /// Its servers, as the proxy sees them.
+    pub servers: Vec<ServedServer>,
+}
+
+/// One server of a [`ServedRoute`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServedServer {
+    /// Where the proxy sends requests.
+    pub address: SocketAddr,
+    /// Its state in the proxy's words (HAProxy's `UP`, `DOWN`, `MAINT`, …).
+    pub state: String,
+    /// Sessions open on it now.
+    pub sessions: u64,
+}
+
 /// Everything a proxy operation can fail with.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -126,6 +147,14 @@ pub trait Proxy: fmt::Debug + fmt::Display + Send + Sync {
 
     /// Deletes the route of exactly `service`.
     async fn remove(&self, service: &ServiceName) -> Result<(), ProxyError>;
+
+    /// The route of exactly `service` as the proxy serves it now (`None`: it has none), for
+    /// `docker-flow status`. Proxies that cannot tell keep this default, which says so.
+    async fn served_route(&self, service: &ServiceName) -> Result<Option<ServedRoute>, ProxyError> {
+        Err(ProxyError::Refused {
+            message: format!("{self} cannot report the route of {service}"),
+        })
+    }
 }
 
 /// A shared, dynamically dispatched proxy.

@@ -19,7 +19,8 @@
 //!   TTL passes without a [`Registry::renew`], or until its holder process dies (backends that
 //!   can detect that, such as the file store, release it at once). `renew` and `unlock` of a
 //!   lease that is no longer live fail with [`RegistryError::LeaseLost`]; a lost lease must
-//!   make its holder stop before it changes anything else.
+//!   make its holder stop before it changes anything else. [`Registry::lock_holder`] tells
+//!   who holds a live lease (and `None` when no lease is live) without taking it.
 //! * **Instances** — [`Registry::register`] adds or replaces the registration with that `id`;
 //!   [`Registry::deregister`] removes it (removing an unknown id is not an error);
 //!   [`Registry::instances`] lists registrations whose `name` equals the one given (exactly:
@@ -213,6 +214,16 @@ pub enum RegistryError {
     },
 }
 
+/// Who holds a service's deploy lock, as [`Registry::lock_holder`] reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LockHolder {
+    /// The holder, as it gave itself to [`Registry::lock`] (`docker-flow pid 42 on host-a`).
+    pub holder: String,
+    /// When it took the lock.
+    #[serde(with = "crate::time::rfc3339_serde")]
+    pub since: SystemTime,
+}
+
 /// Where release state, the deploy lock and instance registrations live. See the
 /// [module docs](self) for the contract every implementation keeps.
 #[cfg_attr(any(test, feature = "mocks"), mockall::automock)]
@@ -242,6 +253,19 @@ pub trait Registry: fmt::Debug + fmt::Display + Send + Sync {
 
     /// Releases a live lease.
     async fn unlock(&self, lease: &Lease) -> Result<(), RegistryError>;
+
+    /// Who holds the deploy lock of `service` now (`None`: it is free), read without taking
+    /// it, for `docker-flow status`. A lease past its TTL, or whose holder the backend knows
+    /// to be dead, is free. Backends that cannot tell keep this default, which says so.
+    async fn lock_holder(
+        &self,
+        service: &ServiceName,
+    ) -> Result<Option<LockHolder>, RegistryError> {
+        Err(RegistryError::Backend {
+            address: self.to_string(),
+            message: format!("this registry cannot report who holds the deploy lock of {service}"),
+        })
+    }
 
     /// Adds or replaces a registration (by `id`).
     async fn register(&self, registration: &Registration) -> Result<(), RegistryError>;

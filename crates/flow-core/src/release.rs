@@ -6,7 +6,8 @@
 //! [`Engine::run`] takes the service's deploy lock (renewed in the background; once it is lost
 //! nothing more is changed), reads the state once, computes the wanted scale once (so
 //! `--scale=+2` is applied once per invocation whatever the order of the steps), then runs the
-//! steps in the order given. A deploy is an explicit state machine (`DeployPhase` in
+//! steps in the order given. A deploy, and a rollback (`-F rollback`, which runs the same
+//! phases with what the previous release left: see `rollback.rs`), is an explicit state machine (`DeployPhase` in
 //! `engine.rs`): each variant documents what it does, where it goes next, and what a failure
 //! there leads to; one `advance` function moves it.
 //!
@@ -27,6 +28,7 @@ mod event;
 mod interrupt;
 mod options;
 mod plan;
+mod rollback;
 mod step;
 #[cfg(test)]
 mod tests;

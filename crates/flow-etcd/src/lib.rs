@@ -79,7 +79,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use flow_core::kv::{corrupt, parse_lock, LockRecord, ServiceKeys};
 use flow_core::{
-    Lease, Registration, Registry, RegistryError, ReleaseState, Revision, ServiceName, Versioned,
+    Lease, LockHolder, Registration, Registry, RegistryError, ReleaseState, Revision, ServiceName,
+    Versioned,
 };
 use serde_json::{json, Value};
 
@@ -535,6 +536,23 @@ impl Registry for EtcdRegistry {
         Err(RegistryError::Backend {
             address: self.address(),
             message: format!("{key} could not be created although no live lease holds it"),
+        })
+    }
+
+    async fn lock_holder(
+        &self,
+        service: &ServiceName,
+    ) -> Result<Option<LockHolder>, RegistryError> {
+        let key = ServiceKeys::new(service).lock;
+        Ok(match self.get(&key).await? {
+            Some(kv) => {
+                let value = parse_lock(&key, &kv.value)?;
+                (!value.expired()).then(|| LockHolder {
+                    since: value.since(),
+                    holder: value.holder,
+                })
+            }
+            None => None,
         })
     }
 

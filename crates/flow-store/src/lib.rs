@@ -75,8 +75,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use flow_core::{
-    Color, Lease, Registration, Registry, RegistryError, ReleaseRecord, ReleaseState, Revision,
-    ServiceName, Versioned,
+    Color, Lease, LockHolder, Registration, Registry, RegistryError, ReleaseRecord, ReleaseState,
+    Revision, ServiceName, Versioned,
 };
 use serde::{Deserialize, Serialize};
 
@@ -374,6 +374,30 @@ impl Inner {
         }
     }
 
+    /// The live lease's holder: a record past its TTL is free, and so is one whose process
+    /// let go of the OS lock on `lock.held` (it died). The probe of that OS lock runs under
+    /// the guard, as `lock` does, so it never makes a concurrent `lock` think the holder
+    /// lives.
+    fn lock_holder(&self, service: &ServiceName) -> Result<Option<LockHolder>, RegistryError> {
+        let dir = self.service_dir(service)?;
+        let Some(record) = self.store.read_json::<LockRecord>(&dir.join("lock"))? else {
+            return Ok(None);
+        };
+        if record.expires_at_ms <= unix_ms(SystemTime::now()) {
+            return Ok(None);
+        }
+        if record.os_locked && !self.held().contains_key(&record.token) {
+            let _guard = self.store.guard(&dir)?;
+            if self.store.try_os_lock(&dir.join("lock.held"))?.is_some() {
+                return Ok(None);
+            }
+        }
+        Ok(Some(LockHolder {
+            holder: record.holder,
+            since: UNIX_EPOCH + Duration::from_millis(record.acquired_at_ms),
+        }))
+    }
+
     fn renew(&self, lease: &Lease) -> Result<(), RegistryError> {
         let dir = self.service_dir(&lease.service)?;
         let _guard = self.store.guard(&dir)?;
@@ -485,6 +509,15 @@ impl Registry for FileRegistry {
     ) -> Result<Lease, RegistryError> {
         let (service, holder) = (service.clone(), holder.to_string());
         self.blocking(move |inner| inner.lock(&service, &holder, ttl))
+            .await
+    }
+
+    async fn lock_holder(
+        &self,
+        service: &ServiceName,
+    ) -> Result<Option<LockHolder>, RegistryError> {
+        let service = service.clone();
+        self.blocking(move |inner| inner.lock_holder(&service))
             .await
     }
 

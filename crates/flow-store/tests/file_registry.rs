@@ -300,7 +300,15 @@ async fn two_stores_on_one_directory_see_each_other() {
     ));
     assert_eq!(a.load(&app).await.unwrap().value.color, Some(Color::Green));
 
+    assert_eq!(b.lock_holder(&app).await.unwrap(), None);
     let lease = a.lock(&app, "a", Duration::from_secs(60)).await.unwrap();
+    let seen = b.lock_holder(&app).await.unwrap().expect("a holds it");
+    assert_eq!((seen.holder.as_str(), seen.since), ("a", lease.acquired_at));
+    assert_eq!(
+        a.lock_holder(&app).await.unwrap().map(|h| h.holder),
+        Some("a".to_string()),
+        "the holding store sees itself"
+    );
     match b.lock(&app, "b", Duration::from_secs(60)).await {
         Err(RegistryError::Locked { holder, .. }) => assert_eq!(holder, "a"),
         other => panic!("expected Locked, got {other:?}"),
@@ -474,9 +482,16 @@ async fn a_killed_holder_frees_the_lock_at_once() {
         Err(RegistryError::Locked { holder, .. }) => assert_eq!(holder, "crashing child"),
         other => panic!("expected Locked by the live child, got {other:?}"),
     }
+    let seen = registry.lock_holder(&app).await.unwrap();
+    assert_eq!(seen.map(|h| h.holder).as_deref(), Some("crashing child"));
 
     child.0.kill().unwrap(); // SIGKILL: no destructor, no unlock
     child.0.wait().unwrap();
+    assert_eq!(
+        registry.lock_holder(&app).await.unwrap(),
+        None,
+        "a killed holder holds nothing, though its record is still there"
+    );
 
     let lease = registry
         .lock(&app, "parent", Duration::from_secs(60))

@@ -358,7 +358,7 @@ async fn an_unknown_step_is_bad_input() {
         &site,
         &release(&["-F", "deploi"]),
         &[],
-        &["\"deploi\"", "deploy, scale, stop-old or proxy"],
+        &["\"deploi\"", "deploy, scale, stop-old, proxy or rollback"],
     )
     .await;
 }

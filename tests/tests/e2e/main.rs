@@ -15,4 +15,5 @@ mod embedding;
 mod proxy;
 mod proxy_faults;
 mod registry;
+mod rollback;
 mod tooling;

@@ -356,3 +356,212 @@ async fn a_release_keeps_the_users_an_operator_put_on_the_route() {
     assert_eq!((status, body.trim()), (200, "v2"));
     proxy.shutdown().await;
 }
+
+/// The stdout lines of a `docker-flow --json` run that are `event` events.
+fn events(lines: &str, event: &str) -> Vec<serde_json::Value> {
+    lines
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|value| value["event"] == event)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn rollback_warm_and_after_stop_old_and_scale_without_version_fail_no_request() {
+    demo_images().await;
+    let site = Site::new("rollback-load", &demo_compose("")).await;
+    let state_dir = tempfile::tempdir().expect("a proxy state directory");
+    let bind = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let config = flow_proxy::ServeConfig {
+        api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..flow_proxy::ServeConfig::new(state_dir.path(), vec![bind])
+    };
+    let proxy = flow_proxy::start(config).await.unwrap_or_else(|e| {
+        panic!("the proxy did not start (is Debian's haproxy installed?): {e}")
+    });
+    let api_port = proxy.api_addr().port().to_string();
+    let proxy_flags: Vec<String> = [
+        "-t",
+        "app",
+        "-b",
+        "--json",
+        "--proxy-host",
+        "127.0.0.1",
+        "--proxy-reconf-port",
+        &api_port,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let route_flags = ["--service-path", "/", "--drain-timeout", "20s"];
+    let run = |before: &'static [&'static str],
+               after: &'static [&'static str],
+               tag: Option<&'static str>| {
+        let mut args: Vec<String> = before.iter().map(|s| s.to_string()).collect();
+        args.extend(proxy_flags.iter().cloned());
+        args.extend(route_flags.iter().map(|s| s.to_string()));
+        args.extend(after.iter().map(|s| s.to_string()));
+        let site = &site;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let env: Vec<(&str, &str)> = tag.map(|t| ("DEMO_TAG", t)).into_iter().collect();
+            release(site, &args, &env).await
+        }
+    };
+    let status = || {
+        let mut args = proxy_flags.clone();
+        args.push("status".into());
+        let site = &site;
+        async move {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            let outcome = site.flow(&args, &[]).await;
+            outcome.assert_code(0);
+            events(&outcome.stdout, "status")
+                .pop()
+                .unwrap_or_else(|| panic!("no status line: {}", outcome.stdout))
+        }
+    };
+
+    run(&[], &["-s", "2", "-F", "deploy,proxy"], Some("v1")).await;
+    let load = Load::start(format!("http://{bind}/"), LoadShape::RELEASES);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(!load.snapshot().is_empty(), "the load reaches the proxy");
+
+    // v2 goes live in green; blue (v1) keeps running: a warm rollback.
+    let (_, v2_live) = run(&[], &["-F", "deploy"], Some("v2")).await;
+    assert_only(&load.snapshot(), v2_live, "v2", "the v2 release");
+    let blue_before: Vec<String> = site
+        .colour("blue")
+        .await
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    let warm_began = Instant::now();
+    // The word after the options, and no VERSION: the rollback needs no Compose version.
+    let (_, warm_done) = run(&[], &["rollback"], None).await;
+    let warm = warm_done - warm_began;
+    assert_only(&load.snapshot(), warm_done, "v1", "the warm rollback");
+    let blue_after: Vec<String> = site
+        .colour("blue")
+        .await
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(
+        blue_after, blue_before,
+        "a warm rollback reuses the running containers"
+    );
+    assert_eq!(
+        site.running("green").await.len(),
+        2,
+        "v2 keeps running until stop-old"
+    );
+    let state = site.state();
+    assert_eq!(state["color"], "blue");
+    assert_eq!(state["last_release"]["image"], "docker-flow-e2e-demo:v1");
+    assert_eq!(
+        state["previous_release"]["image"],
+        "docker-flow-e2e-demo:v2"
+    );
+
+    let seen = status().await;
+    assert_eq!(seen["live_color"], "blue");
+    assert_eq!(seen["release"]["image"], "docker-flow-e2e-demo:v1");
+    assert_eq!(seen["instances"].as_array().map(Vec::len), Some(2));
+    assert!(
+        seen["instances"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|i| i["health"] == "healthy"),
+        "{seen}"
+    );
+    assert_eq!(seen["idle"]["color"], "green");
+    assert_eq!(seen["idle"]["state"], "running");
+    assert_eq!(seen["lock"]["lock"], "free");
+    assert!(seen["proxy"]["route"].is_string(), "{seen}");
+
+    // v2 again, with stop-old: blue (v1) is stopped, then rolled back from stopped.
+    let (_, v2_again) = run(&[], &["-F", "deploy,stop-old"], Some("v2")).await;
+    assert_only(&load.snapshot(), v2_again, "v2", "the second v2 release");
+    assert!(site.running("blue").await.is_empty(), "stop-old stopped v1");
+    let stopped: Vec<String> = site
+        .colour("blue")
+        .await
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(stopped.len(), 2);
+    let stopped_began = Instant::now();
+    let (_, stopped_done) = run(&[], &["-F", "rollback,stop-old"], None).await;
+    let cold = stopped_done - stopped_began;
+    assert_only(
+        &load.snapshot(),
+        stopped_done,
+        "v1",
+        "the rollback after stop-old",
+    );
+    let resumed: Vec<String> = site
+        .colour("blue")
+        .await
+        .into_iter()
+        .map(|c| c.id)
+        .collect();
+    assert_eq!(resumed, stopped, "the same containers started again");
+    assert_eq!(site.running("blue").await.len(), 2);
+    assert!(
+        site.running("green").await.is_empty(),
+        "-F stop-old stopped v2"
+    );
+    let seen = status().await;
+    assert_eq!(seen["idle"]["state"], "stopped");
+
+    // The scale scenario: v2 live, then scale +2 without VERSION (the Compose file
+    // now resolves to v1): every instance stays on v2.
+    let (_, v2_third) = run(&[], &["-F", "deploy,stop-old"], Some("v2")).await;
+    assert_only(&load.snapshot(), v2_third, "v2", "the third v2 release");
+    let (_, scaled) = run(&[], &["-s", "+2", "-F", "scale"], None).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let samples = load.stop().await;
+    assert_only(&samples, scaled, "v2", "scale +2 without a version");
+    let green = site.running("green").await;
+    assert_eq!(green.len(), 4, "{green:?}");
+    for name in &green {
+        assert_eq!(
+            crate::support::get_root(site.docker(), name).await,
+            "v2",
+            "{name}"
+        );
+    }
+
+    let failures: Vec<&Sample> = samples.iter().filter(|s| s.outcome.is_err()).collect();
+    let v1_after_scale = samples
+        .iter()
+        .filter(|s| s.started >= v2_third && s.outcome.as_deref() == Ok("v1"))
+        .count();
+    println!(
+        "rollback load: {} requests, {} failed; warm rollback {} ms, rollback after stop-old {} ms (command to exit); v1 answers after v2 was live again and scaled: {v1_after_scale}",
+        samples.len(),
+        failures.len(),
+        warm.as_millis(),
+        cold.as_millis()
+    );
+    assert!(
+        failures.is_empty(),
+        "{} of {} requests failed, first ones: {:?}",
+        failures.len(),
+        samples.len(),
+        failures
+            .iter()
+            .take(5)
+            .map(|s| &s.outcome)
+            .collect::<Vec<_>>()
+    );
+    assert_eq!(v1_after_scale, 0, "no v1 answer once v2 was live again");
+    assert!(
+        samples.len() >= MIN_REQUESTS,
+        "only {} requests were made",
+        samples.len()
+    );
+    proxy.shutdown().await;
+}

@@ -4,7 +4,7 @@
 //! The schema test reads the examples of the README's "JSON events" section and checks every
 //! line of real runs against them: the same fields, each of a JSON type some example gives it
 //! (objects and arrays compared recursively, tagged objects against examples with the same
-//! tag). The README is the schema; a field added without documenting it fails here.
+//! tag: `event`, `action`, `lock`, `route`). The README is the schema; a field added without documenting it fails here.
 
 use std::collections::BTreeSet;
 
@@ -63,8 +63,9 @@ fn mismatch(real: &Value, examples: &[&Value], at: &str) -> Option<String> {
     match real {
         Value::Object(fields) => {
             let mut candidates = same_kind;
-            for tag in ["event", "action"] {
-                if let Some(name) = fields.get(tag) {
+            // The tags of tagged objects: events, plan actions, a status's lock and route.
+            for tag in ["event", "action", "lock", "route"] {
+                if let Some(name) = fields.get(tag).filter(|value| value.is_string()) {
                     candidates.retain(|e| e.get(tag) == Some(name));
                     if candidates.is_empty() {
                         return Some(format!("{at}: {tag} {name} is not documented"));
@@ -179,6 +180,21 @@ async fn real_runs_print_only_documented_events() {
         check_lines(&quiet.stdout, &documented),
         BTreeSet::from(["done".to_string()])
     );
+
+    // A rollback's plan and run, and a status, are documented too.
+    let mut later = BTreeSet::new();
+    for args in [
+        &["-t", "app", "-b", "--json", "rollback", "--dry-run"][..],
+        &["-t", "app", "-b", "--json", "rollback", "-F", "stop-old"][..],
+        &["-t", "app", "-b", "--json", "status"][..],
+    ] {
+        let run = site.flow(args, &[]).await;
+        run.assert_code(0);
+        later.extend(check_lines(&run.stdout, &documented));
+    }
+    for event in ["plan", "step-finished", "done", "status"] {
+        assert!(later.contains(event), "no {event} event: {later:?}");
+    }
 }
 
 /// Writes a Docker configuration directory with one context `name` whose endpoint is `host`,

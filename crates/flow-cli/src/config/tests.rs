@@ -277,7 +277,7 @@ fn invalid_scale() {
 fn unknown_and_duplicate_steps() {
     assert_eq!(
         error(&["-t", "app", "-F", "deploy,launch"], &[], None),
-        "--flow: unknown step \"launch\": use deploy, scale, stop-old or proxy"
+        "--flow: unknown step \"launch\": use deploy, scale, stop-old, proxy or rollback"
     );
     assert_eq!(
         error(&["-t", "app", "-F", "deploy", "-F", "Deploy"], &[], None),
@@ -1037,4 +1037,83 @@ fn paths_and_domains_the_proxy_would_refuse_are_refused_before_anything_runs() {
     assert!(comma.contains("',' is not allowed in a path"), "{comma}");
     let hash = error(&["-t", "app", "--service-path", "/a#b"], &[], None);
     assert!(hash.contains("'#' is not allowed"), "{hash}");
+}
+
+#[test]
+fn rollback_takes_the_release_options_before_or_after_the_word_and_adds_the_flow_steps() {
+    let env = [("FLOW_PROXY_HOST", "127.0.0.1"), ("FLOW", "deploy")];
+    let yml = "target: web\nblue_green: true\nservice_path: /web\nflow: [deploy, stop-old]\n";
+    for args in [
+        &["rollback"][..],
+        &["-b", "rollback"][..],
+        &["rollback", "-t", "web"][..],
+    ] {
+        let config = release(args, &env, Some(yml));
+        assert_eq!(config.release.steps, [Step::Rollback], "{args:?}");
+        assert_eq!(config.release.target, "web");
+        assert!(config.release.blue_green);
+        assert!(config.proxy.is_some());
+    }
+    let config = release(
+        &["-t", "web", "-b", "rollback", "-F", "stop-old"],
+        &[],
+        None,
+    );
+    assert_eq!(config.release.steps, [Step::Rollback, Step::StopOld]);
+    let config = release(
+        &["rollback", "-t", "web", "-b", "-F", "rollback,stop-old"],
+        &[],
+        None,
+    );
+    assert_eq!(config.release.steps, [Step::Rollback, Step::StopOld]);
+    let config = release(&["-t", "web", "-b", "-F", "rollback"], &[], None);
+    assert_eq!(config.release.steps, [Step::Rollback]);
+}
+
+#[test]
+fn status_reads_the_same_options_and_refuses_release_only_flags() {
+    let yml = "target: web\nblue_green: true\nscale: 3\nflow: deploy\n";
+    // A proxy needs no route to be asked for the one it has.
+    let env = [
+        ("FLOW_PROXY_HOST", "127.0.0.1"),
+        ("FLOW_REGISTRY", "consul://127.0.0.1"),
+    ];
+    for args in [
+        &["status"][..],
+        &["status", "--json"][..],
+        &["-b", "status"][..],
+    ] {
+        match run(args, &env, Some(yml)) {
+            Ok(Command::Status(config)) => {
+                assert_eq!(config.release.target, "web");
+                assert!(config.proxy.is_some());
+                assert_eq!(
+                    config.registry,
+                    RegistryLocation::Consul {
+                        address: "127.0.0.1:8500".into()
+                    }
+                );
+            }
+            other => panic!("{args:?} should be a status, got {other:?}"),
+        }
+    }
+    for (args, flag) in [
+        (&["status", "-t", "web", "-s", "2"][..], "--scale"),
+        (&["-t", "web", "-F", "deploy", "status"][..], "--flow"),
+        (&["status", "-t", "web", "--dry-run"][..], "--dry-run"),
+    ] {
+        let text = error(args, &[], None);
+        assert_eq!(
+            text,
+            format!("docker-flow status does not use {flag}: it only reads what runs; remove it")
+        );
+    }
+    assert!(error(&["status"], &[], None).contains("no target given"));
+}
+
+#[test]
+fn a_word_after_release_flags_other_than_rollback_or_status_is_refused() {
+    let text = error(&["-t", "web", "proxy"], &[], None);
+    assert!(text.starts_with("unexpected argument \"proxy\""), "{text}");
+    assert!(text.contains("only rollback and status may follow release options"));
 }

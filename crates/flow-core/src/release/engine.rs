@@ -14,6 +14,7 @@ use crate::orchestrator::{DynOrchestrator, Group, Health, Instance, RecoveredSpe
 use crate::proxy::{DynProxy, Route};
 use crate::registry::{DynRegistry, Lease, Registration, RegistryError};
 use crate::release::event::{Event, Observer, Phase};
+use crate::release::rollback::{self, Launch};
 use crate::release::{Cause, Interrupt, ReleaseError, ReleaseOptions, Step};
 
 /// The adapters a release runs through. The proxy is optional: without one, no switching or
@@ -73,7 +74,7 @@ impl Engine {
         let invalid = |m: String| Err(ReleaseError::InvalidOptions(m));
         if options.steps.is_empty() {
             return invalid(
-                "no step to run: give at least one of --flow deploy, scale, stop-old, proxy".into(),
+                "no step to run: give at least one of --flow deploy, scale, stop-old, proxy, rollback".into(),
             );
         }
         let mut seen = BTreeSet::new();
@@ -83,6 +84,9 @@ impl Engine {
                     "step {step} is given twice in --flow; give each step once"
                 ));
             }
+        }
+        if options.steps.contains(&Step::Rollback) && options.steps.contains(&Step::Deploy) {
+            return invalid("-F rollback and -F deploy cannot run in one invocation: a rollback makes the previous release live again, a deploy releases a new one; run them one after the other".into());
         }
         if options.steps.contains(&Step::Scale) && options.scale.is_none() {
             return invalid("-F scale needs --scale (N, +N or -N)".into());
@@ -225,15 +229,19 @@ impl LeaseKeeper {
     }
 }
 
-/// The phases of a deploy. `Run::advance` moves from one to the next; each variant says what
-/// it does, where it goes next, and what a failure in it leads to.
+/// The phases of a release: a deploy, or a rollback (`-F rollback`), which runs the same
+/// phases with what the previous release left. `Run::advance` moves from one to the next;
+/// each variant says what it does, where it goes next, and what a failure in it leads to.
 #[derive(Debug)]
 enum DeployPhase {
-    /// Read the target's image, pull it, create its network, start side targets, and remove
-    /// the instances left in the group this release goes into.
+    /// Deploy: read the target's image, pull it, create its network. Rollback: find the
+    /// previous release's instances ([`rollback::resolve`]). Both: start side targets and
+    /// remove the instances left in the group this release goes into that it does not reuse.
     /// → `Starting`. Failure → `Failed` (nothing of the live release was touched).
     Preparing,
-    /// Create and start the new instances (all or nothing, by the orchestrator's contract).
+    /// Create and start the new instances (all or nothing, by the orchestrator's contract);
+    /// a rollback starts the previous release's stopped instances again instead, or takes
+    /// its running ones as they are, and creates them from its spec only when none is left.
     /// → `WaitingHealthy`. Failure → `Failed` (nothing of the live release was touched).
     Starting,
     /// Poll the new instances until every one is healthy, within the health timeout.
@@ -254,8 +262,10 @@ enum DeployPhase {
     /// colour running until `stop-old`).
     /// → `Done`. Failure → `Failed` with [`ReleaseError::AfterCommit`].
     Retiring,
-    /// Undo: point the proxy back at the old servers when it had been switched, then remove
-    /// what this release started. → `Failed` with [`ReleaseError::Aborted`].
+    /// Undo what was done, by how it was done: point the proxy back at the old servers when
+    /// it had been switched, then remove the instances this release created and stop again
+    /// the ones it started again (instances it found running are left running).
+    /// → `Failed` with [`ReleaseError::Aborted`].
     RollingBack {
         started: Vec<Instance>,
         switched: bool,
@@ -267,21 +277,39 @@ enum DeployPhase {
     Failed(ReleaseError),
 }
 
-/// What a deploy works with, fixed in `Preparing`.
-#[derive(Debug, Default)]
+/// What a deploy or rollback works with, fixed in `Preparing`.
+#[derive(Debug)]
 struct DeployPlan {
     /// The group the new instances go into.
     group: Option<Group>,
-    /// Their numbers.
-    numbers: Vec<u32>,
-    /// The image reference the target is configured with (the summary names it).
+    /// How they come to run.
+    launch: Launch,
+    /// The image reference they run (the summary names it).
     image: String,
-    /// What they run, as `prepare` resolved it.
+    /// What they run: as `prepare` resolved it (deploy), as recorded (rollback).
     spec: Option<ReleaseSpec>,
+    /// Rollback: the record made live again.
+    restores: Option<ReleaseRecord>,
     /// The live instances before this deploy (running ones only).
     old: Vec<Instance>,
     /// The colour that was live before (blue-green only).
     old_color: Option<Color>,
+}
+
+impl Default for DeployPlan {
+    fn default() -> Self {
+        DeployPlan {
+            group: None,
+            launch: Launch::Create {
+                numbers: Vec::new(),
+            },
+            image: String::new(),
+            spec: None,
+            restores: None,
+            old: Vec::new(),
+            old_color: None,
+        }
+    }
 }
 
 /// One invocation in progress.
@@ -296,6 +324,9 @@ struct Run<'a> {
     wanted_scale: Option<u32>,
     /// Whether a deploy of this invocation committed (a later `scale` is then a no-op).
     deployed: bool,
+    /// Whether a deploy or rollback of this invocation switched the live colour (a later
+    /// `stop-old` then needs no switch of its own).
+    released: bool,
     /// The steps of this invocation that changed something (committed state, switched the
     /// proxy, stopped or removed instances): a later failure cannot undo them.
     changed: Vec<Step>,
@@ -324,6 +355,7 @@ impl<'a> Run<'a> {
             revision,
             wanted_scale,
             deployed: false,
+            released: false,
             changed: Vec::new(),
             changed_something: AtomicBool::new(false),
             summaries: Vec::new(),
@@ -383,7 +415,7 @@ impl<'a> Run<'a> {
     async fn step(&mut self, step: Step) -> Result<(), ReleaseError> {
         self.emit(Event::StepStarted { step });
         let summary = match step {
-            Step::Deploy => self.deploy().await?,
+            Step::Deploy | Step::Rollback => self.release(step).await?,
             Step::Scale => self.scale().await?,
             Step::StopOld => self.stop_old().await?,
             Step::Proxy => self.point_proxy().await?,
@@ -426,25 +458,31 @@ impl<'a> Run<'a> {
 
     // ----- deploy -----
 
-    async fn deploy(&mut self) -> Result<String, ReleaseError> {
+    /// Runs a deploy or a rollback (`step`) through the phases to its end.
+    async fn release(&mut self, step: Step) -> Result<String, ReleaseError> {
         let mut phase = DeployPhase::Preparing;
         loop {
             phase = match phase {
                 DeployPhase::Done => break,
                 DeployPhase::Failed(error) => return Err(error),
-                other => self.advance(other).await,
+                other => self.advance(step, other).await,
             };
         }
-        self.deployed = true;
+        self.deployed = step == Step::Deploy;
+        self.released = true;
         let plan = &self.plan;
         let group = plan
             .group
             .as_ref()
             .map(ToString::to_string)
             .unwrap_or_default();
+        let how = match step {
+            Step::Rollback => format!(" again ({})", plan.launch.describe()),
+            _ => String::new(),
+        };
         Ok(format!(
-            "{} instance(s) of {} ({}) live{}",
-            plan.numbers.len(),
+            "{} instance(s) of {} ({}) live{how}{}",
+            plan.launch.count(),
             group,
             plan.image,
             match plan.old_color {
@@ -457,12 +495,14 @@ impl<'a> Run<'a> {
         ))
     }
 
-    /// Advances a deploy by one phase.
-    async fn advance(&mut self, phase: DeployPhase) -> DeployPhase {
-        let step = Step::Deploy;
+    /// Advances a deploy or rollback (`step`) by one phase.
+    async fn advance(&mut self, step: Step, phase: DeployPhase) -> DeployPhase {
         let began = Instant::now();
         match phase {
-            DeployPhase::Preparing => match self.prepare_deploy().await {
+            DeployPhase::Preparing => match match step {
+                Step::Rollback => self.prepare_rollback().await,
+                _ => self.prepare_deploy().await,
+            } {
                 Ok(()) => {
                     self.timing(Some(step), Phase::Prepare, began.elapsed());
                     DeployPhase::Starting
@@ -473,14 +513,8 @@ impl<'a> Run<'a> {
                 }),
             },
             DeployPhase::Starting => {
-                let group = self.plan.group.clone().expect("planned in Preparing");
-                let spec = self.plan.spec.clone().expect("resolved in Preparing");
                 let started = match self.checkpoint() {
-                    Ok(()) => self
-                        .orchestrator()
-                        .start(&group, &self.plan.numbers, &spec)
-                        .await
-                        .map_err(Cause::from),
+                    Ok(()) => self.launch().await,
                     Err(cause) => Err(cause),
                 };
                 match started {
@@ -530,26 +564,7 @@ impl<'a> Run<'a> {
                 }
             }
             DeployPhase::Committing { started, switched } => {
-                let spec = self.plan.spec.clone().expect("resolved in Preparing");
-                let state = ReleaseState {
-                    color: self
-                        .plan
-                        .group
-                        .as_ref()
-                        .and_then(|g| g.color)
-                        .or(self.state.color),
-                    scale: Some(self.plan.numbers.len() as u32),
-                    last_release: Some(ReleaseRecord {
-                        color: self.plan.group.as_ref().and_then(|g| g.color),
-                        image: spec.image.clone(),
-                        scale: self.plan.numbers.len() as u32,
-                        released_at: SystemTime::now(),
-                        released_by: self.options().holder.clone(),
-                        spec: Some(spec),
-                    }),
-                    // The release that was live becomes the one a rollback returns to.
-                    previous_release: self.state.last_release.clone(),
-                };
+                let state = self.released_state(started.len() as u32);
                 match self.commit(state).await {
                     Ok(()) => {
                         self.timing(Some(step), Phase::Commit, began.elapsed());
@@ -579,11 +594,24 @@ impl<'a> Run<'a> {
             } => {
                 let old = self.plan.old.clone();
                 let old_color = self.plan.old_color;
+                // Undone by how each came to run: created ones are removed, started-again
+                // ones stopped, running ones left as they were.
+                let (created, resumed) = match &self.plan.launch {
+                    Launch::Create { .. } => (started, Vec::new()),
+                    Launch::Reuse { stopped, .. } => (
+                        Vec::new(),
+                        started
+                            .into_iter()
+                            .filter(|i| stopped.iter().any(|s| s.id == i.id))
+                            .collect(),
+                    ),
+                };
                 let cleanup_failures = self
                     .roll_back(
                         step,
                         &cause,
-                        &started,
+                        &created,
+                        &resumed,
                         switched.then_some((old_color, &old[..])),
                     )
                     .await;
@@ -633,9 +661,12 @@ impl<'a> Run<'a> {
         };
         self.plan = DeployPlan {
             group: Some(group),
-            numbers: (first_number..first_number + count).collect(),
+            launch: Launch::Create {
+                numbers: (first_number..first_number + count).collect(),
+            },
             image: info.image,
             spec: None,
+            restores: None,
             old,
             old_color,
         };
@@ -646,6 +677,46 @@ impl<'a> Run<'a> {
         };
         self.plan.image = spec.image.clone();
         self.plan.spec = Some(spec);
+        self.start_side_targets_and_clear(&leftovers).await
+    }
+
+    /// Fixes the rollback plan from what the previous release left ([`rollback::resolve`]).
+    /// Touches nothing that is live.
+    async fn prepare_rollback(&mut self) -> Result<(), Cause> {
+        self.checkpoint()?;
+        let resolved = rollback::resolve(self.orchestrator(), self.options(), &self.state).await?;
+        if let Some(scale) = self.options().scale {
+            if !self.options().steps.contains(&Step::Scale) {
+                self.emit(Event::Warning {
+                    message: format!(
+                        "--scale {scale} is not applied by a rollback, which brings back the previous release with its {} instance(s); add -F scale after it to change the count",
+                        resolved.launch.count()
+                    ),
+                });
+            }
+        }
+        let clear: Vec<Instance> = resolved
+            .foreign
+            .iter()
+            .chain(&resolved.leftovers)
+            .cloned()
+            .collect();
+        self.plan = DeployPlan {
+            group: Some(resolved.group),
+            launch: resolved.launch,
+            image: resolved.previous.image.clone(),
+            spec: resolved.spec,
+            restores: Some(resolved.previous),
+            old: resolved.old,
+            old_color: resolved.old_color,
+        };
+        self.start_side_targets_and_clear(&clear).await
+    }
+
+    /// Starts the side targets, then removes `leftovers` (instances in the release's group
+    /// it does not reuse) and their registrations.
+    async fn start_side_targets_and_clear(&self, leftovers: &[Instance]) -> Result<(), Cause> {
+        let orchestrator = self.orchestrator();
         if !self.options().side_targets.is_empty() {
             orchestrator
                 .start_side_targets(&self.options().side_targets)
@@ -656,15 +727,67 @@ impl<'a> Run<'a> {
                 message: format!(
                     "removing {} leftover instance(s) of an older release: {}",
                     leftovers.len(),
-                    names(&leftovers)
+                    names(leftovers)
                 ),
             });
-            orchestrator.remove(&leftovers).await?;
+            orchestrator.remove(leftovers).await?;
             // An idle colour that was never stopped is still registered: a registry-backed
             // proxy must not find its removed instances.
-            self.deregister(&leftovers).await?;
+            self.deregister(leftovers).await?;
         }
         Ok(())
+    }
+
+    /// Brings the release's instances to run, as the plan says: creates them from the spec,
+    /// or starts the stopped ones again and takes the running ones as they are.
+    async fn launch(&self) -> Result<Vec<Instance>, Cause> {
+        let plan = &self.plan;
+        match &plan.launch {
+            Launch::Create { numbers } => {
+                let (Some(group), Some(spec)) = (&plan.group, &plan.spec) else {
+                    unreachable!(
+                        "Preparing fixes the group and spec of a release that creates instances"
+                    )
+                };
+                Ok(self.orchestrator().start(group, numbers, spec).await?)
+            }
+            Launch::Reuse { running, stopped } => {
+                let mut all = running.clone();
+                if !stopped.is_empty() {
+                    all.extend(self.orchestrator().resume(stopped).await?);
+                }
+                all.sort_by_key(|i| i.number);
+                Ok(all)
+            }
+        }
+    }
+
+    /// The state a deploy or rollback commits with `count` instances live. A deploy records
+    /// a new release; a rollback restores the previous record as it was (when and by whom
+    /// that version was released), with the count it brought back. Either way the release
+    /// that was live becomes the one a (next) rollback returns to.
+    fn released_state(&self, count: u32) -> ReleaseState {
+        let color = self.plan.group.as_ref().and_then(|g| g.color);
+        let record = match &self.plan.restores {
+            Some(previous) => ReleaseRecord {
+                scale: count,
+                ..previous.clone()
+            },
+            None => ReleaseRecord {
+                color,
+                image: self.plan.image.clone(),
+                scale: count,
+                released_at: SystemTime::now(),
+                released_by: self.options().holder.clone(),
+                spec: self.plan.spec.clone(),
+            },
+        };
+        ReleaseState {
+            color: color.or(self.state.color),
+            scale: Some(count),
+            last_release: Some(record),
+            previous_release: self.state.last_release.clone(),
+        }
     }
 
     /// Waits until `instances` are healthy, then registers them, so that whoever reads the
@@ -870,12 +993,14 @@ impl<'a> Run<'a> {
     }
 
     /// Undoes a failed step: the proxy goes back to `restore` (colour and servers) when it
-    /// had been switched, then what the step started is removed. Returns what failed.
+    /// had been switched, then what the step created (`started`) is removed and what it
+    /// started again (`resumed`) is stopped. Returns what failed.
     async fn roll_back(
         &self,
         step: Step,
         cause: &Cause,
         started: &[Instance],
+        resumed: &[Instance],
         restore: Option<(Option<Color>, &[Instance])>,
     ) -> Vec<String> {
         self.emit(Event::RollingBack {
@@ -917,6 +1042,14 @@ impl<'a> Run<'a> {
                 failures.push(format!(
                     "deregister the new instances ({}) from the registry: {e}",
                     names(started)
+                ));
+            }
+        }
+        if !resumed.is_empty() {
+            if let Err(e) = self.orchestrator().stop(resumed).await {
+                failures.push(format!(
+                    "stop again the instances started again ({}): {e}",
+                    names(resumed)
                 ));
             }
         }
@@ -1033,6 +1166,7 @@ impl<'a> Run<'a> {
                         step,
                         &cause,
                         &started,
+                        &[],
                         switched.then_some((group.color, live)),
                     )
                     .await;
@@ -1147,6 +1281,7 @@ impl<'a> Run<'a> {
                     step,
                     &cause,
                     &[],
+                    &[],
                     self.proxy().is_some().then_some((group.color, live)),
                 )
                 .await;
@@ -1184,9 +1319,9 @@ impl<'a> Run<'a> {
                 "nothing to stop: no instance of {old_group} is running"
             ));
         }
-        if self.proxy().is_some() && !self.deployed {
+        if self.proxy().is_some() && !self.released {
             // Make sure the old colour is out of the rotation before waiting for it to drain
-            // (a no-op when a deploy of this run switched the proxy already).
+            // (a no-op when a deploy or rollback of this run switched the proxy already).
             let began = Instant::now();
             let live = running(
                 self.orchestrator()

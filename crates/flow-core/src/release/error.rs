@@ -63,6 +63,23 @@ pub enum Cause {
         /// The service.
         service: ServiceName,
     },
+    /// `rollback` found no release to make live again (bad input: nothing was touched).
+    #[error("{service} has nothing to roll back to: {reason}")]
+    NothingToRollBack {
+        /// The service.
+        service: ServiceName,
+        /// Why, and what to do instead.
+        reason: String,
+    },
+    /// The previous release's instances are gone and its record keeps no spec to recreate
+    /// them from (it was stored by an older docker-flow).
+    #[error("the instances of the previous release of {service} ({image}) are gone and its record keeps no spec to recreate them from (stored by an older docker-flow); deploy that version again (-F deploy)")]
+    NoPreviousSpec {
+        /// The service.
+        service: ServiceName,
+        /// The image the previous release ran.
+        image: String,
+    },
     /// The run was interrupted (Ctrl-C) before this step could finish.
     #[error("interrupted")]
     Interrupted,
@@ -131,7 +148,7 @@ pub enum ReleaseError {
     /// A step failed after it had started something, and was rolled back: what it started was
     /// removed, the proxy points at the servers it had before, the stored state is untouched.
     /// `cleanup_failures` lists what could not be undone (empty when the rollback was clean).
-    #[error("{step} aborted: {cause}\n{}", rollback_summary(cleanup_failures))]
+    #[error("{step} aborted: {cause}\n{}", rollback_summary(*step, cleanup_failures))]
     Aborted {
         /// The step that was rolled back.
         step: Step,
@@ -161,9 +178,14 @@ pub enum ReleaseError {
     },
 }
 
-fn rollback_summary(failures: &[String]) -> String {
+fn rollback_summary(step: Step, failures: &[String]) -> String {
     if failures.is_empty() {
-        "rolled back: the instances it started were removed; the live version and the stored state are untouched".to_string()
+        match step {
+            // A rollback reuses instances: it removes only those it recreated.
+            Step::Rollback => "undone: the instances it recreated were removed and those it started again stopped again; the live version and the stored state are untouched",
+            _ => "rolled back: the instances it started were removed; the live version and the stored state are untouched",
+        }
+        .to_string()
     } else {
         format!(
             "rolled back INCOMPLETELY; fix by hand:\n  - {}",
@@ -173,6 +195,20 @@ fn rollback_summary(failures: &[String]) -> String {
 }
 
 impl ReleaseError {
+    /// Whether the input was refused: the options contradict each other, or ask for
+    /// something the stored state cannot give (a rollback with no previous release). Nothing
+    /// was changed in either case.
+    pub fn is_bad_input(&self) -> bool {
+        matches!(
+            self,
+            ReleaseError::InvalidOptions(_)
+                | ReleaseError::NothingChanged {
+                    cause: Cause::NothingToRollBack { .. },
+                    ..
+                }
+        )
+    }
+
     /// The underlying cause, when there is one.
     pub fn cause(&self) -> Option<&Cause> {
         match self {

@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::domain::{Color, ServiceName};
 use crate::orchestrator::{Group, Instance};
+use crate::release::rollback::{self, Launch};
 use crate::release::{Cause, Engine, ReleaseError, Step};
 
 /// One thing an invocation would do.
@@ -32,6 +33,20 @@ pub enum PlannedAction {
         numbers: Vec<u32>,
         /// The image they run.
         image: String,
+    },
+    /// Start stopped instances again (the same containers) and wait for them to be healthy.
+    Resume {
+        /// The step doing it.
+        step: Step,
+        /// Their names.
+        instances: Vec<String>,
+    },
+    /// Wait for running instances to be healthy (they are taken as they are).
+    CheckHealth {
+        /// The step doing it.
+        step: Step,
+        /// Their names.
+        instances: Vec<String>,
     },
     /// Point the proxy at a set of servers.
     SwitchProxy {
@@ -78,6 +93,16 @@ impl fmt::Display for PlannedAction {
                 "{step}: start {} instance(s) of {group} (numbers {}) from {image}, then wait until healthy",
                 numbers.len(),
                 numbers.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+            ),
+            PlannedAction::Resume { step, instances } => write!(
+                f,
+                "{step}: start {} again (the same containers), then wait until healthy",
+                instances.join(", ")
+            ),
+            PlannedAction::CheckHealth { step, instances } => write!(
+                f,
+                "{step}: check that the running {} are healthy",
+                instances.join(", ")
             ),
             PlannedAction::SwitchProxy { step, color, servers } => write!(
                 f,
@@ -153,6 +178,8 @@ impl Engine {
         let mut live_color = state.color;
         let mut previous_live: Option<Vec<Instance>> = None;
         let mut deployed = false;
+        // How many instances a deploy or rollback of this run leaves live.
+        let mut released: Option<usize> = None;
         for &step in &options.steps {
             let live_group = Group::new(
                 options.target.clone(),
@@ -226,6 +253,73 @@ impl Engine {
                     live_color = group.color.or(live_color);
                     previous_live = Some(old);
                     deployed = true;
+                    released = Some(count as usize);
+                }
+                Step::Rollback => {
+                    let resolved = rollback::resolve(orchestrator, options, &state)
+                        .await
+                        .map_err(|cause| ReleaseError::NothingChanged {
+                            step: Some(step),
+                            cause,
+                        })?;
+                    let cleared: Vec<Instance> = resolved
+                        .foreign
+                        .iter()
+                        .chain(&resolved.leftovers)
+                        .cloned()
+                        .collect();
+                    if !cleared.is_empty() {
+                        actions.push(PlannedAction::Remove {
+                            step,
+                            instances: names(&cleared),
+                            why: "leftovers that do not run the previous release".into(),
+                        });
+                    }
+                    let count = resolved.launch.count();
+                    match resolved.launch {
+                        Launch::Create { numbers } => actions.push(PlannedAction::Start {
+                            step,
+                            group: resolved.group.to_string(),
+                            numbers,
+                            image: resolved.previous.image.clone(),
+                        }),
+                        Launch::Reuse { running, stopped } => {
+                            if !stopped.is_empty() {
+                                actions.push(PlannedAction::Resume {
+                                    step,
+                                    instances: names(&stopped),
+                                });
+                            }
+                            if !running.is_empty() {
+                                actions.push(PlannedAction::CheckHealth {
+                                    step,
+                                    instances: names(&running),
+                                });
+                            }
+                        }
+                    }
+                    if with_proxy {
+                        actions.push(PlannedAction::SwitchProxy {
+                            step,
+                            color: resolved.group.color,
+                            servers: count,
+                        });
+                    }
+                    actions.push(PlannedAction::Store {
+                        step,
+                        color: resolved.group.color.or(live_color),
+                        scale: count as u32,
+                    });
+                    if !options.blue_green && !resolved.old.is_empty() {
+                        actions.push(PlannedAction::Remove {
+                            step,
+                            instances: names(&resolved.old),
+                            why: "replaced by the previous release".into(),
+                        });
+                    }
+                    live_color = resolved.group.color.or(live_color);
+                    previous_live = Some(resolved.old);
+                    released = Some(count);
                 }
                 Step::Scale => {
                     let wanted = wanted.unwrap_or(1);
@@ -313,8 +407,8 @@ impl Engine {
                             why: "nothing is live yet: this step would fail".into(),
                         });
                     } else {
-                        let servers = if deployed {
-                            wanted.unwrap_or_else(|| state.scale.unwrap_or(1)) as usize
+                        let servers = if let Some(count) = released {
+                            count
                         } else {
                             running(list(live_group.clone()).await?).len()
                         };

@@ -19,17 +19,30 @@ pub enum Step {
     StopOld,
     /// Point the proxy at the live colour.
     Proxy,
+    /// Make the previous release live again: its instances health-checked (restarted when
+    /// stopped, recreated from its stored spec when gone), the proxy switched, the state
+    /// committed. The release it replaces keeps running until `stop-old`.
+    Rollback,
 }
 
 /// A `--flow` value that names no step.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("unknown step {value:?}: use deploy, scale, stop-old or proxy")]
+#[error("unknown step {value:?}: use deploy, scale, stop-old, proxy or rollback")]
 pub struct UnknownStep {
     /// The rejected text.
     pub value: String,
 }
 
 impl Step {
+    /// Every step, in the order the help lists them.
+    pub const ALL: [Step; 5] = [
+        Step::Deploy,
+        Step::Scale,
+        Step::StopOld,
+        Step::Proxy,
+        Step::Rollback,
+    ];
+
     /// The step's name as written in `--flow`.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -37,6 +50,7 @@ impl Step {
             Step::Scale => "scale",
             Step::StopOld => "stop-old",
             Step::Proxy => "proxy",
+            Step::Rollback => "rollback",
         }
     }
 }
@@ -58,6 +72,7 @@ impl FromStr for Step {
             "scale" => Ok(Step::Scale),
             "stop-old" | "stop_old" => Ok(Step::StopOld),
             "proxy" => Ok(Step::Proxy),
+            "rollback" => Ok(Step::Rollback),
             _ => Err(UnknownStep {
                 value: s.to_string(),
             }),
@@ -77,15 +92,15 @@ mod tests {
         let error = "deploi".parse::<Step>().unwrap_err();
         assert!(error
             .to_string()
-            .contains("deploy, scale, stop-old or proxy"));
-        for step in [Step::Deploy, Step::Scale, Step::StopOld, Step::Proxy] {
+            .contains("deploy, scale, stop-old, proxy or rollback"));
+        for step in Step::ALL {
             assert_eq!(step.to_string().parse(), Ok(step));
         }
     }
 
     #[test]
     fn steps_serialize_as_flow_spells_them() {
-        for step in [Step::Deploy, Step::Scale, Step::StopOld, Step::Proxy] {
+        for step in Step::ALL {
             let json = serde_json::to_string(&step).unwrap();
             assert_eq!(json, format!("\"{}\"", step.as_str()));
             assert_eq!(serde_json::from_str::<Step>(&json).unwrap(), step);

@@ -1863,3 +1863,378 @@ async fn an_unhealthy_instance_is_shown_once_and_waited_on_until_the_health_time
         .collect();
     assert_eq!(shown.len(), 1, "shown once with the check's output");
 }
+
+// ----- rollback -----
+
+/// In-memory ports with a proxy, the target configured with `image`.
+fn memory_ports(
+    image: &str,
+) -> (
+    Ports,
+    crate::memory::MemoryOrchestrator,
+    crate::memory::MemoryRegistry,
+    crate::memory::MemoryProxy,
+) {
+    use crate::memory::{MemoryOrchestrator, MemoryProxy, MemoryRegistry};
+    let orchestrator = MemoryOrchestrator::new().with_target(TARGET, image);
+    let registry = MemoryRegistry::new();
+    let proxy = MemoryProxy::new();
+    let ports = Ports {
+        orchestrator: Arc::new(orchestrator.clone()),
+        registry: Arc::new(registry.clone()),
+        proxy: Some(Arc::new(proxy.clone())),
+    };
+    (ports, orchestrator, registry, proxy)
+}
+
+async fn run_steps(ports: &Ports, steps: &[Step]) -> Result<crate::release::Report, ReleaseError> {
+    Engine::new(ports.clone(), options(steps, true, None))?
+        .run(&ignore)
+        .await
+}
+
+/// Releases v1 into blue, then v2 into green (with `then` after the v2 deploy).
+async fn v1_then_v2(
+    ports: &Ports,
+    orchestrator: &crate::memory::MemoryOrchestrator,
+    then: &[Step],
+) {
+    run_steps(ports, &[Step::Deploy]).await.unwrap();
+    orchestrator.add_target(TARGET, "web:v2");
+    let steps: Vec<Step> = std::iter::once(Step::Deploy)
+        .chain(then.iter().copied())
+        .collect();
+    run_steps(ports, &steps).await.unwrap();
+}
+
+fn of_color(orchestrator: &crate::memory::MemoryOrchestrator, color: Color) -> Vec<Instance> {
+    orchestrator
+        .instances()
+        .into_iter()
+        .filter(|i| i.group.color == Some(color))
+        .collect()
+}
+
+fn operations_since(
+    orchestrator: &crate::memory::MemoryOrchestrator,
+    before: usize,
+) -> Vec<crate::memory::OrchestratorOperation> {
+    orchestrator
+        .operations()
+        .into_iter()
+        .skip(before)
+        .map(|r| r.operation)
+        .collect()
+}
+
+#[tokio::test]
+async fn warm_rollback_health_checks_the_running_previous_colour_switches_and_restores_its_record()
+{
+    use crate::memory::OrchestratorOperation as Op;
+    let (ports, orchestrator, registry, proxy) = memory_ports("web:v1");
+    v1_then_v2(&ports, &orchestrator, &[]).await;
+    let blue = of_color(&orchestrator, Color::Blue);
+    let before = registry.state(&service()).unwrap();
+    let calls = orchestrator.operations().len();
+
+    let report = run_steps(&ports, &[Step::Rollback]).await.unwrap();
+
+    assert_eq!(report.live_color, Some(Color::Blue));
+    let done = operations_since(&orchestrator, calls);
+    assert!(
+        !done.iter().any(|op| matches!(
+            op,
+            Op::Start(..) | Op::Resume(_) | Op::Stop(_) | Op::Remove(_)
+        )),
+        "a warm rollback starts, stops and removes nothing: {done:?}"
+    );
+    assert!(done
+        .iter()
+        .any(|op| matches!(op, Op::Health(name) if name == &blue[0].name)));
+    assert_eq!(
+        of_color(&orchestrator, Color::Blue),
+        blue,
+        "the same containers"
+    );
+    let (route, servers) = proxy.route(&service()).unwrap();
+    assert_eq!(route.color, Some(Color::Blue));
+    assert_eq!(servers, addrs(&blue));
+    let after = registry.state(&service()).unwrap();
+    assert_eq!(after.color, Some(Color::Blue));
+    assert_eq!(
+        after.last_release, before.previous_release,
+        "its record restored"
+    );
+    assert_eq!(
+        after.previous_release, before.last_release,
+        "the bad one kept to return to"
+    );
+    assert!(
+        of_color(&orchestrator, Color::Green)
+            .iter()
+            .all(|i| i.running),
+        "the rolled-back colour keeps running until stop-old"
+    );
+    assert!(
+        report.summaries[0].1.contains("were still running"),
+        "{report:?}"
+    );
+}
+
+#[tokio::test]
+async fn rollback_then_stop_old_stops_the_bad_colour_after_the_switch() {
+    let (ports, orchestrator, registry, proxy) = memory_ports("web:v1");
+    v1_then_v2(&ports, &orchestrator, &[]).await;
+    run_steps(&ports, &[Step::Rollback, Step::StopOld])
+        .await
+        .unwrap();
+    assert!(of_color(&orchestrator, Color::Green)
+        .iter()
+        .all(|i| !i.running));
+    assert!(of_color(&orchestrator, Color::Blue)
+        .iter()
+        .all(|i| i.running));
+    assert_eq!(proxy.route(&service()).unwrap().0.color, Some(Color::Blue));
+    let state = registry.state(&service()).unwrap();
+    assert_eq!(state.last_release.unwrap().image, "web:v1");
+}
+
+#[tokio::test]
+async fn rollback_after_stop_old_starts_the_same_containers_again() {
+    use crate::memory::OrchestratorOperation as Op;
+    let (ports, orchestrator, registry, proxy) = memory_ports("web:v1");
+    v1_then_v2(&ports, &orchestrator, &[Step::StopOld]).await;
+    let stopped = of_color(&orchestrator, Color::Blue);
+    assert!(stopped.iter().all(|i| !i.running));
+    let calls = orchestrator.operations().len();
+
+    let report = run_steps(&ports, &[Step::Rollback]).await.unwrap();
+
+    let done = operations_since(&orchestrator, calls);
+    assert!(
+        done.contains(&Op::Resume(vec![stopped[0].name.clone()])),
+        "{done:?}"
+    );
+    assert!(
+        !done.iter().any(|op| matches!(op, Op::Start(..))),
+        "{done:?}"
+    );
+    let blue = of_color(&orchestrator, Color::Blue);
+    assert_eq!(blue.len(), 1);
+    assert_eq!(
+        blue[0].id, stopped[0].id,
+        "the same container, not a new one"
+    );
+    assert!(blue[0].running);
+    assert_eq!(proxy.route(&service()).unwrap().1, addrs(&blue));
+    assert_eq!(registry.state(&service()).unwrap().color, Some(Color::Blue));
+    assert!(
+        report.summaries[0].1.contains("started again"),
+        "{report:?}"
+    );
+}
+
+#[tokio::test]
+async fn rollback_whose_instances_are_gone_recreates_them_from_the_stored_spec() {
+    let (ports, orchestrator, registry, _proxy) = memory_ports("web:v1");
+    v1_then_v2(&ports, &orchestrator, &[Step::StopOld]).await;
+    let v1 = registry
+        .state(&service())
+        .unwrap()
+        .previous_release
+        .unwrap()
+        .spec
+        .unwrap();
+    let gone = of_color(&orchestrator, Color::Blue);
+    crate::Orchestrator::remove(&orchestrator, &gone)
+        .await
+        .unwrap();
+
+    run_steps(&ports, &[Step::Rollback]).await.unwrap();
+
+    let blue = of_color(&orchestrator, Color::Blue);
+    assert_eq!(blue.len(), 1);
+    assert_ne!(blue[0].id, gone[0].id);
+    assert_eq!(
+        orchestrator.spec_of(&blue[0].id),
+        Some(v1),
+        "the stored spec, not the Compose file's v2"
+    );
+}
+
+#[tokio::test]
+async fn rollback_removes_instances_of_the_previous_colour_that_run_something_else() {
+    let (ports, orchestrator, _registry, _proxy) = memory_ports("web:v1");
+    v1_then_v2(&ports, &orchestrator, &[Step::StopOld]).await;
+    // A killed release left a v3 instance in blue next to the stopped v1 one.
+    let stray = orchestrator.plant_legacy(&Group::new(TARGET, Some(Color::Blue)), 2, "web:v3");
+    run_steps(&ports, &[Step::Rollback]).await.unwrap();
+    let blue = of_color(&orchestrator, Color::Blue);
+    assert_eq!(blue.len(), 1, "{blue:?}");
+    assert_ne!(blue[0].id, stray.id);
+    assert_eq!(blue[0].image, "web:v1");
+}
+
+#[tokio::test]
+async fn a_failed_rollback_stops_again_what_it_started_and_changes_no_state() {
+    use crate::memory::HealthScript;
+    let (ports, orchestrator, registry, proxy) = memory_ports("web:v1");
+    v1_then_v2(&ports, &orchestrator, &[Step::StopOld]).await;
+    let before = registry.state(&service()).unwrap();
+    let route_before = proxy.route(&service()).unwrap();
+    orchestrator.set_health(
+        TARGET,
+        HealthScript::UnhealthyAfter {
+            polls: 0,
+            detail: "HTTP 500".into(),
+        },
+    );
+    let mut rollback = options(&[Step::Rollback], true, None);
+    rollback.health_fail_fast = true;
+    let error = Engine::new(ports.clone(), rollback)
+        .unwrap()
+        .run(&ignore)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, ReleaseError::Aborted { step: Step::Rollback, cleanup_failures, .. } if cleanup_failures.is_empty()),
+        "{error}"
+    );
+    assert!(
+        error
+            .to_string()
+            .contains("those it started again stopped again"),
+        "{error}"
+    );
+    let blue = of_color(&orchestrator, Color::Blue);
+    assert_eq!(blue.len(), 1, "stopped again, not removed");
+    assert!(!blue[0].running);
+    assert_eq!(registry.state(&service()).unwrap(), before);
+    assert_eq!(proxy.route(&service()).unwrap(), route_before);
+}
+
+#[tokio::test]
+async fn rollback_with_nothing_to_return_to_is_refused_as_bad_input_and_changes_nothing() {
+    let (ports, orchestrator, registry, _proxy) = memory_ports("web:v1");
+    run_steps(&ports, &[Step::Deploy]).await.unwrap();
+    let before = registry.state(&service()).unwrap();
+    let calls = orchestrator.operations().len();
+    for error in [
+        run_steps(&ports, &[Step::Rollback]).await.unwrap_err(),
+        Engine::new(ports.clone(), options(&[Step::Rollback], true, None))
+            .unwrap()
+            .plan()
+            .await
+            .unwrap_err(),
+    ] {
+        assert!(error.is_bad_input(), "{error:?}");
+        assert!(
+            error.to_string().contains("nothing to roll back to"),
+            "{error}"
+        );
+    }
+    assert_eq!(registry.state(&service()).unwrap(), before);
+    assert!(operations_since(&orchestrator, calls)
+        .iter()
+        .all(|op| matches!(op, crate::memory::OrchestratorOperation::List(_))));
+}
+
+#[test]
+fn rollback_and_deploy_in_one_flow_are_refused() {
+    let (ports, ..) = memory_ports("web:v1");
+    let error =
+        Engine::new(ports, options(&[Step::Deploy, Step::Rollback], true, None)).unwrap_err();
+    assert!(error.is_bad_input());
+    assert!(
+        error.to_string().contains("-F rollback and -F deploy"),
+        "{error}"
+    );
+}
+
+#[tokio::test]
+async fn the_dry_run_of_a_rollback_names_what_the_rollback_then_does() {
+    use crate::memory::OrchestratorOperation as Op;
+    let (ports, orchestrator, _registry, _proxy) = memory_ports("web:v1");
+    v1_then_v2(&ports, &orchestrator, &[Step::StopOld]).await;
+    let blue = of_color(&orchestrator, Color::Blue);
+    let plan = Engine::new(
+        ports.clone(),
+        options(&[Step::Rollback, Step::StopOld], true, None),
+    )
+    .unwrap()
+    .plan()
+    .await
+    .unwrap();
+    let green = of_color(&orchestrator, Color::Green);
+    assert!(green.iter().all(|i| i.running));
+    assert_eq!(
+        plan.actions,
+        vec![
+            PlannedAction::Resume {
+                step: Step::Rollback,
+                instances: vec![blue[0].name.clone()],
+            },
+            PlannedAction::SwitchProxy {
+                step: Step::Rollback,
+                color: Some(Color::Blue),
+                servers: 1,
+            },
+            PlannedAction::Store {
+                step: Step::Rollback,
+                color: Some(Color::Blue),
+                scale: 1,
+            },
+            PlannedAction::Stop {
+                step: Step::StopOld,
+                instances: vec![green[0].name.clone()],
+            },
+        ]
+    );
+    let text = plan.to_string();
+    assert!(
+        text.contains(&format!(
+            "rollback: start {} again (the same containers)",
+            blue[0].name
+        )),
+        "{text}"
+    );
+    // The real run does what the plan said.
+    let calls = orchestrator.operations().len();
+    run_steps(&ports, &[Step::Rollback, Step::StopOld])
+        .await
+        .unwrap();
+    let done = operations_since(&orchestrator, calls);
+    assert!(done.contains(&Op::Resume(vec![blue[0].name.clone()])));
+    assert!(done.contains(&Op::Stop(vec![green[0].name.clone()])));
+}
+
+#[tokio::test]
+async fn rollback_without_blue_green_recreates_the_previous_spec_and_removes_the_live_instances() {
+    let (ports, orchestrator, registry, proxy) = memory_ports("web:v1");
+    let plain = |steps: &[Step]| options(steps, false, None);
+    Engine::new(ports.clone(), plain(&[Step::Deploy]))
+        .unwrap()
+        .run(&ignore)
+        .await
+        .unwrap();
+    orchestrator.add_target(TARGET, "web:v2");
+    Engine::new(ports.clone(), plain(&[Step::Deploy]))
+        .unwrap()
+        .run(&ignore)
+        .await
+        .unwrap();
+    let v2 = orchestrator.instances();
+    Engine::new(ports.clone(), plain(&[Step::Rollback]))
+        .unwrap()
+        .run(&ignore)
+        .await
+        .unwrap();
+    let now = orchestrator.instances();
+    assert_eq!(now.len(), 1);
+    assert_ne!(now[0].id, v2[0].id);
+    assert_eq!(now[0].image, "web:v1");
+    assert_eq!(proxy.route(&service()).unwrap().1, addrs(&now));
+    let state = registry.state(&service()).unwrap();
+    assert_eq!(state.last_release.unwrap().image, "web:v1");
+    assert_eq!(state.previous_release.unwrap().image, "web:v2");
+}

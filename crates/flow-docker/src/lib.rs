@@ -79,9 +79,10 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, EndpointSettings, HealthConfig,
-    HealthStatusEnum, HostConfig, NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig,
-    PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+    ContainerCreateBody, ContainerInspectResponse, EndpointIpamConfig, EndpointSettings,
+    HealthConfig, HealthStatusEnum, HostConfig, Ipam, IpamConfig, NetworkConnectRequest,
+    NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    VolumeCreateRequest,
 };
 use bollard::query_parameters::{
     CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions,
@@ -96,6 +97,24 @@ use futures::{StreamExt, TryStreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use compose::{ComposeProject, HealthcheckSpec, ServiceSpec, VolumeSource};
+
+/// The endpoint of `service` on its Compose network `network`: the release's `alias` and the
+/// service's own `aliases`, and its fixed addresses if it sets any.
+fn endpoint(service: &ServiceSpec, network: &str, alias: &str) -> EndpointSettings {
+    let attachment = service.network_settings.get(network);
+    let mut aliases = vec![alias.to_string()];
+    aliases.extend(attachment.iter().flat_map(|a| a.aliases.iter().cloned()));
+    let addresses = attachment.filter(|a| a.ipv4_address.is_some() || a.ipv6_address.is_some());
+    EndpointSettings {
+        aliases: Some(aliases),
+        ipam_config: addresses.map(|a| EndpointIpamConfig {
+            ipv4_address: a.ipv4_address.clone(),
+            ipv6_address: a.ipv6_address.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
 
 /// Compose's project label.
 pub const LABEL_PROJECT: &str = "com.docker.compose.project";
@@ -400,20 +419,12 @@ impl DockerOrchestrator {
 
     /// The engine name of the Compose network `network`.
     fn network_name(&self, network: &str) -> String {
-        match self.compose.networks.get(network) {
-            Some(spec) if spec.name.is_some() => spec.name.clone().unwrap_or_default(),
-            Some(spec) if spec.external => network.to_string(),
-            _ => format!("{}_{}", self.options.project, network),
-        }
+        self.compose.network_name(&self.options.project, network)
     }
 
     /// The engine name of the Compose named volume `volume`.
     fn volume_name(&self, volume: &str) -> String {
-        match self.compose.volumes.get(volume) {
-            Some(spec) if spec.name.is_some() => spec.name.clone().unwrap_or_default(),
-            Some(spec) if spec.external => volume.to_string(),
-            _ => format!("{}_{}", self.options.project, volume),
-        }
+        self.compose.volume_name(&self.options.project, volume)
     }
 
     /// The configuration part of a spec: `service` key by key, without its image.
@@ -524,11 +535,39 @@ impl DockerOrchestrator {
                 message: "it is declared `external` but does not exist; create it first".into(),
             });
         }
-        let mut labels = self.project_labels();
+        let declared = self
+            .compose
+            .networks
+            .get(network)
+            .cloned()
+            .unwrap_or_default();
+        let mut labels: HashMap<String, String> = declared.labels.clone().into_iter().collect();
+        labels.extend(self.project_labels());
         labels.insert("com.docker.compose.network".into(), network.to_string());
+        let ipam = declared.ipam.as_ref().map(|ipam| Ipam {
+            driver: ipam.driver.clone(),
+            config: Some(
+                ipam.config
+                    .iter()
+                    .map(|pool| IpamConfig {
+                        subnet: pool.subnet.clone(),
+                        ip_range: pool.ip_range.clone(),
+                        gateway: pool.gateway.clone(),
+                        auxiliary_addresses: (!pool.aux_addresses.is_empty())
+                            .then(|| pool.aux_addresses.clone().into_iter().collect()),
+                    })
+                    .collect(),
+            ),
+            options: (!ipam.options.is_empty()).then(|| ipam.options.clone().into_iter().collect()),
+        });
         let request = NetworkCreateRequest {
             name: name.clone(),
-            driver: Some("bridge".into()),
+            driver: Some(declared.driver.clone().unwrap_or_else(|| "bridge".into())),
+            options: (!declared.driver_opts.is_empty())
+                .then(|| declared.driver_opts.clone().into_iter().collect()),
+            internal: declared.internal.then_some(true),
+            attachable: declared.attachable.then_some(true),
+            ipam,
             labels: Some(labels),
             ..Default::default()
         };
@@ -547,10 +586,20 @@ impl DockerOrchestrator {
             Err(error) if status_of(&error) == Some(404) => {}
             Err(error) => return Err(self.engine_error(format!("inspect volume {name}"), error)),
         }
-        let mut labels = self.project_labels();
+        let declared = self
+            .compose
+            .volumes
+            .get(volume)
+            .cloned()
+            .unwrap_or_default();
+        let mut labels: HashMap<String, String> = declared.labels.clone().into_iter().collect();
+        labels.extend(self.project_labels());
         labels.insert("com.docker.compose.volume".into(), volume.to_string());
         let request = VolumeCreateRequest {
             name: Some(name.clone()),
+            driver: declared.driver.clone(),
+            driver_opts: (!declared.driver_opts.is_empty())
+                .then(|| declared.driver_opts.clone().into_iter().collect()),
             labels: Some(labels),
             ..Default::default()
         };
@@ -618,7 +667,7 @@ impl DockerOrchestrator {
                 let source = match &mount.source {
                     VolumeSource::Bind(path) => path.display().to_string(),
                     VolumeSource::Named(name) => self.volume_name(name),
-                    VolumeSource::Anonymous => return None,
+                    VolumeSource::Anonymous | VolumeSource::Tmpfs(_) => return None,
                 };
                 let mode = if mount.read_only { ":ro" } else { "" };
                 Some(format!("{source}:{}{mode}", mount.target))
@@ -630,13 +679,20 @@ impl DockerOrchestrator {
             .filter(|m| m.source == VolumeSource::Anonymous)
             .map(|m| m.target.clone())
             .collect();
-        let primary_network = self.network_name(
-            service
-                .networks
-                .first()
-                .map(String::as_str)
-                .unwrap_or("default"),
-        );
+        let tmpfs: HashMap<String, String> = service
+            .volumes
+            .iter()
+            .filter_map(|mount| match &mount.source {
+                VolumeSource::Tmpfs(options) => Some((mount.target.clone(), options.clone())),
+                _ => None,
+            })
+            .collect();
+        let primary = service
+            .networks
+            .first()
+            .map(String::as_str)
+            .unwrap_or("default");
+        let primary_network = self.network_name(primary);
         let healthcheck = service.healthcheck.as_ref().map(|check| match check {
             HealthcheckSpec::Disabled => HealthConfig {
                 test: Some(vec!["NONE".into()]),
@@ -648,13 +704,14 @@ impl DockerOrchestrator {
                 timeout,
                 retries,
                 start_period,
+                start_interval,
             } => HealthConfig {
                 test: test.clone(),
                 interval: interval.map(nanos),
                 timeout: timeout.map(nanos),
                 retries: retries.map(i64::from),
                 start_period: start_period.map(nanos),
-                start_interval: None,
+                start_interval: start_interval.map(nanos),
             },
         });
         ContainerCreateBody {
@@ -670,16 +727,14 @@ impl DockerOrchestrator {
                 binds: (!binds.is_empty()).then_some(binds),
                 port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
                 restart_policy: service.restart.as_deref().map(restart_policy),
+                tmpfs: (!tmpfs.is_empty()).then_some(tmpfs),
                 network_mode: Some(primary_network.clone()),
                 ..Default::default()
             }),
             networking_config: Some(NetworkingConfig {
                 endpoints_config: Some(HashMap::from([(
                     primary_network,
-                    EndpointSettings {
-                        aliases: Some(vec![alias.to_string()]),
-                        ..Default::default()
-                    },
+                    endpoint(service, primary, alias),
                 )])),
             }),
             ..Default::default()
@@ -711,10 +766,7 @@ impl DockerOrchestrator {
         for network in service.networks.iter().skip(1) {
             let request = NetworkConnectRequest {
                 container: id.clone(),
-                endpoint_config: Some(EndpointSettings {
-                    aliases: Some(vec![alias.to_string()]),
-                    ..Default::default()
-                }),
+                endpoint_config: Some(endpoint(service, network, alias)),
             };
             if let Err(error) = self
                 .docker

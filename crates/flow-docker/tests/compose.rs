@@ -114,7 +114,7 @@ services:
     assert_eq!(web.expose, vec![8081, 8082]);
     assert_eq!(
         web.volumes[0].source,
-        VolumeSource::Bind(PathBuf::from("/srv/app/./data"))
+        VolumeSource::Bind(PathBuf::from("/srv/app/data"))
     );
     assert!(web.volumes[0].read_only);
     assert_eq!(web.volumes[1].source, VolumeSource::Named("cache".into()));
@@ -128,6 +128,7 @@ services:
             timeout: Some(Duration::from_secs(90)),
             retries: Some(3),
             start_period: Some(Duration::from_millis(500)),
+            start_interval: None,
         })
     );
     assert_eq!(web.restart.as_deref(), Some("on-failure:3"));
@@ -201,6 +202,7 @@ volumes:
             timeout: None,
             retries: None,
             start_period: None,
+            start_interval: None,
         })
     );
     assert_eq!(web.depends_on, vec!["db"]);
@@ -250,7 +252,7 @@ fn interpolates_all_forms() {
     assert_eq!(interpolate("cost $$5", &v).unwrap(), "cost $5");
     assert!(matches!(
         interpolate("${MISSING:?set it}", &v),
-        Err(ComposeError::Interpolation { message }) if message.contains("set it")
+        Err(ComposeError::Interpolation { message, .. }) if message.contains("set it")
     ));
     assert!(matches!(
         interpolate("${OPEN", &v),
@@ -288,13 +290,16 @@ fn process_environment_wins_over_dot_env() {
 #[test]
 fn unknown_keys_are_warnings() {
     let project = parse(
-        "x-common: &c {}\nsecrets: {}\nservices:\n  web:\n    image: demo\n    build: .\n    x-extra: 1\n    deploy: {}\n",
+        "x-common: &c {}\nsecrets: {}\nservices:\n  web:\n    image: demo\n    build: .\n    x-extra: 1\n    deploy: {resources: {}}\n",
     )
     .unwrap();
     assert_eq!(project.warnings.len(), 3, "{:?}", project.warnings);
     assert!(project.warnings.iter().any(|w| w.contains("\"secrets\"")));
     assert!(project.warnings.iter().any(|w| w.contains("\"build\"")));
-    assert!(project.warnings.iter().any(|w| w.contains("\"deploy\"")));
+    assert!(project
+        .warnings
+        .iter()
+        .any(|w| w.contains("deploy: key \"resources\"")));
 }
 
 #[test]
@@ -331,7 +336,7 @@ fn errors_name_the_problem() {
         Err(ComposeError::NoServices { .. })
     ));
     assert!(matches!(
-        parse("services:\n  web:\n    build: .\n"),
+        parse("services:\n  web:\n    build: .\n").unwrap().runnable("web"),
         Err(ComposeError::NoImage { service }) if service == "web"
     ));
     let error = parse("services:\n  web:\n    image: d\n    healthcheck:\n      interval: soon\n")

@@ -62,6 +62,67 @@ pub enum CommandArgs {
     },
     /// Prints the man page (roff), e.g. `docker-flow man > /usr/local/share/man/man1/docker-flow.1`.
     Man,
+    /// Prints the Compose model a release runs, as `docker compose config` does (YAML, or JSON
+    /// with --json); changes nothing and needs no engine.
+    Config(ComposeConfigFlags),
+}
+
+/// Flags of `docker-flow config`.
+#[derive(Debug, Default, Args)]
+pub struct ComposeConfigFlags {
+    /// The Compose file [default: docker-compose.yml] [env: FLOW_COMPOSE_PATH] [yml: compose_path]
+    #[arg(short = 'f', long, visible_alias = "file", value_name = "PATH")]
+    pub compose_path: Option<String>,
+    /// Compose project name [default: the Compose file's directory name] [env: FLOW_PROJECT] [yml: project]
+    #[arg(short = 'p', long, value_name = "NAME")]
+    pub project: Option<String>,
+    /// Only this service (enabled by a profile or not)
+    #[arg(short = 't', long, value_name = "SERVICE")]
+    pub target: Option<String>,
+    /// A profile to activate, besides those of COMPOSE_PROFILES (repeatable)
+    #[arg(long = "profile", value_name = "NAME")]
+    pub profiles: Vec<String>,
+    /// JSON instead of YAML
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The flags `config` takes with a value, so that they may come before the word.
+const CONFIG_VALUE_FLAGS: &[&str] = &[
+    "-f",
+    "--compose-path",
+    "--file",
+    "-p",
+    "--project",
+    "-t",
+    "--target",
+    "--profile",
+];
+
+/// The arguments with a `config` word that follows only `config`'s own options moved first
+/// (`docker-flow -f app.yml config` is `docker-flow config -f app.yml`); others unchanged.
+pub fn config_word_first(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut index = 1;
+    while index < args.len() {
+        let Some(word) = args[index].to_str() else {
+            return args;
+        };
+        if word == "config" {
+            let mut reordered = args;
+            let config = reordered.remove(index);
+            reordered.insert(1, config);
+            return reordered;
+        }
+        let flag = word.split_once('=').map_or(word, |(flag, _)| flag);
+        if CONFIG_VALUE_FLAGS.contains(&flag) {
+            index += if word.contains('=') { 1 } else { 2 };
+        } else if word == "--json" {
+            index += 1;
+        } else {
+            return args;
+        }
+    }
+    args
 }
 
 /// The `proxy` subcommands.

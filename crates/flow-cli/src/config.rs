@@ -38,10 +38,12 @@ use std::time::Duration;
 
 use flow_core::release::{ReleaseOptions, RouteSettings, Step, Timeouts, UnknownStep};
 use flow_core::{InvalidScale, InvalidServiceName, PathType, ScaleSpec, ServiceName};
+use flow_docker::compose::ComposeError;
 use flow_docker::PullPolicy;
 
 use crate::args::{
-    Cli, CommandArgs, ParsedFile, ProxyCommandArgs, ProxyServeFlags, RegistratorFlags, ReleaseFlags,
+    Cli, CommandArgs, ComposeConfigFlags, ParsedFile, ProxyCommandArgs, ProxyServeFlags,
+    RegistratorFlags, ReleaseFlags,
 };
 use crate::output::Verbosity;
 
@@ -82,10 +84,13 @@ impl Context {
         let cwd =
             std::env::current_dir().map_err(|source| ConfigError::WorkingDirectory { source })?;
         let path = cwd.join(CONFIG_FILE_NAME);
-        let config_file = match std::fs::read_to_string(&path) {
+        let config_file = match flow_docker::compose::read_limited(&path) {
             Ok(text) => Some(ConfigFileText { path, text }),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => None,
-            Err(source) => return Err(ConfigError::ReadFile { path, source }),
+            Err(ComposeError::NotFound { .. }) => None,
+            Err(ComposeError::Read { source, .. }) => {
+                return Err(ConfigError::ReadFile { path, source })
+            }
+            Err(error) => return Err(ConfigError::TooLarge(error)),
         };
         let hostname = std::fs::read_to_string("/etc/hostname")
             .ok()
@@ -120,6 +125,23 @@ pub enum Command {
     Completions(clap_complete::Shell),
     /// `docker-flow man`: print the man page.
     Manual,
+    /// `docker-flow config`: print the resolved Compose model.
+    ComposeConfig(ComposeConfigRequest),
+}
+
+/// What `docker-flow config` prints, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComposeConfigRequest {
+    /// The Compose file, absolute.
+    pub compose_path: PathBuf,
+    /// The Compose project name.
+    pub project: String,
+    /// Only this service.
+    pub target: Option<String>,
+    /// `--profile` values.
+    pub profiles: Vec<String>,
+    /// JSON instead of YAML.
+    pub json: bool,
 }
 
 /// Everything a release needs, validated.
@@ -332,6 +354,9 @@ pub enum ConfigError {
         /// Where verbose came from.
         verbose: Origin,
     },
+    /// `docker-flow.yml` is larger than a configuration can be.
+    #[error("{0}")]
+    TooLarge(ComposeError),
     /// `docker-flow.yml` exists but cannot be read.
     #[error("cannot read {}: {source}; make it readable or remove it", path.display())]
     ReadFile {
@@ -495,7 +520,74 @@ pub fn load(cli: Cli, context: &Context) -> Result<Command, ConfigError> {
         }
         Some(CommandArgs::Completions { shell }) => Ok(Command::Completions(shell)),
         Some(CommandArgs::Man) => Ok(Command::Manual),
+        Some(CommandArgs::Config(flags)) => {
+            load_compose_config(flags, context).map(Command::ComposeConfig)
+        }
     }
+}
+
+/// `docker-flow config` reads `docker-flow.yml` and the environment for the Compose file and
+/// the project name as a release does, so that it shows what a release would run.
+fn load_compose_config(
+    flags: ComposeConfigFlags,
+    context: &Context,
+) -> Result<ComposeConfigRequest, ConfigError> {
+    let file = parsed_file(context)?;
+    let layers = Layers { context, file };
+    let (compose_path, project) = compose_location(&layers, flags.compose_path, flags.project)?;
+    Ok(ComposeConfigRequest {
+        compose_path,
+        project,
+        target: flags.target,
+        profiles: flags.profiles,
+        json: flags.json,
+    })
+}
+
+/// `docker-flow.yml`, parsed, when there is one.
+fn parsed_file(context: &Context) -> Result<Option<(&Path, ParsedFile)>, ConfigError> {
+    let Some(config) = &context.config_file else {
+        return Ok(None);
+    };
+    let parsed = ParsedFile::parse(&config.text).map_err(|error| ConfigError::InvalidFile {
+        path: config.path.clone(),
+        message: error.to_string(),
+    })?;
+    Ok(Some((config.path.as_path(), parsed)))
+}
+
+/// The Compose file (absolute) and the project name: the layered options, else
+/// `docker-compose.yml` and the file's directory name.
+fn compose_location(
+    layers: &Layers,
+    compose_path: Option<String>,
+    project: Option<String>,
+) -> Result<(PathBuf, String), ConfigError> {
+    let context = layers.context;
+    let compose_path = absolute(
+        &context.cwd,
+        &layers
+            .scalar(&COMPOSE_PATH, compose_path)
+            .map(|value| value.text)
+            .unwrap_or_else(|| "docker-compose.yml".to_string()),
+    );
+    let compose_dir = compose_path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| context.cwd.clone());
+    let project = match layers.scalar(&PROJECT, project) {
+        Some(value) if valid_project(&value.text) => value.text,
+        Some(value) => {
+            return Err(ConfigError::InvalidProject {
+                origin: value.origin,
+                value: value.text,
+            })
+        }
+        None => project_from_dir(&compose_dir).ok_or_else(|| ConfigError::NoProjectName {
+            dir: compose_dir.clone(),
+        })?,
+    };
+    Ok((compose_path, project))
 }
 
 /// How one option is spelled in each layer.
@@ -839,17 +931,7 @@ fn docker_endpoint(
 }
 
 fn load_release(flags: ReleaseFlags, context: &Context) -> Result<ReleaseConfig, ConfigError> {
-    let file = match &context.config_file {
-        None => None,
-        Some(config) => {
-            let parsed =
-                ParsedFile::parse(&config.text).map_err(|error| ConfigError::InvalidFile {
-                    path: config.path.clone(),
-                    message: error.to_string(),
-                })?;
-            Some((config.path.as_path(), parsed))
-        }
-    };
+    let file = parsed_file(context)?;
     let warnings = file
         .as_ref()
         .map(|(path, parsed)| {
@@ -1028,30 +1110,11 @@ fn load_release(flags: ReleaseFlags, context: &Context) -> Result<ReleaseConfig,
         }
     };
 
-    let compose_path = absolute(
-        &context.cwd,
-        &layers
-            .scalar(&COMPOSE_PATH, flags.compose_path)
-            .map(|value| value.text)
-            .unwrap_or_else(|| "docker-compose.yml".to_string()),
-    );
+    let (compose_path, project) = compose_location(&layers, flags.compose_path, flags.project)?;
     let compose_dir = compose_path
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| context.cwd.clone());
-    let project = match layers.scalar(&PROJECT, flags.project) {
-        Some(value) if valid_project(&value.text) => value.text,
-        Some(value) => {
-            return Err(ConfigError::InvalidProject {
-                origin: value.origin,
-                value: value.text,
-            })
-        }
-        None => project_from_dir(&compose_dir).ok_or_else(|| ConfigError::NoProjectName {
-            dir: compose_dir.clone(),
-        })?,
-    };
-
     let service = match layers.scalar(&SERVICE_NAME, flags.service_name) {
         Some(value) => ServiceName::new(value.text.trim()).map_err(|source| {
             ConfigError::InvalidServiceName {

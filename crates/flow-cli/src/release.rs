@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use flow_core::release::{Engine, Interrupt, Ports};
-use flow_core::{DynProxy, DynRegistry, OrchestratorError};
-use flow_docker::compose::ComposeProject;
+use flow_core::{DynProxy, DynRegistry, OrchestratorError, ScaleSpec};
+use flow_docker::compose::{ComposeProject, LoadOptions};
 use flow_docker::context::Resolved;
 use flow_docker::{DockerOptions, DockerOrchestrator};
 
@@ -17,7 +17,7 @@ use crate::output::Printer;
 use crate::timed::{CallLog, TimedOrchestrator, TimedProxy, TimedRegistry};
 
 /// Runs one release invocation to its end and says how it went.
-pub async fn run(config: ReleaseConfig) -> Exit {
+pub async fn run(mut config: ReleaseConfig) -> Exit {
     let printer = Arc::new(Printer::new(config.json, config.verbosity));
     for warning in &config.warnings {
         printer.warn(warning);
@@ -30,6 +30,9 @@ pub async fn run(config: ReleaseConfig) -> Exit {
         Ok(registry) => registry,
         Err(message) => return printer.fail(message, Exit::BadInput),
     };
+    if let Err(message) = first_release_scale(&mut config, &compose, &registry).await {
+        return printer.fail(message, Exit::NothingChanged);
+    }
     let endpoint = match resolve_endpoint(&config.docker) {
         Ok(endpoint) => endpoint,
         Err(error) => return printer.fail(error, Exit::BadInput),
@@ -128,25 +131,56 @@ async fn wait_for_signal() {
     }
 }
 
-/// Reads the Compose file and checks the target and side targets against it.
+/// Reads the Compose file (its warnings shown even when it is refused) and checks the target
+/// and side targets against it.
 fn load_compose(config: &ReleaseConfig, printer: &Printer) -> Result<ComposeProject, String> {
-    let compose = ComposeProject::load(&config.compose_path).map_err(|e| e.to_string())?;
-    for warning in &compose.warnings {
+    let mut warnings = Vec::new();
+    let loaded = ComposeProject::load_with(
+        &config.compose_path,
+        &LoadOptions::from_process(),
+        &mut warnings,
+    );
+    for warning in &warnings {
         printer.warn(warning);
     }
+    let compose = loaded.map_err(|e| e.to_string())?;
     let release = &config.release;
-    compose
-        .service(&release.target)
-        .map_err(|e| e.to_string())?;
-    for side in &release.side_targets {
-        compose
-            .service(side)
-            .map_err(|e| format!("side target: {e}"))?;
-    }
     compose
         .validate_target(&release.target, release.blue_green)
         .map_err(|e| e.to_string())?;
+    for side in &release.side_targets {
+        compose
+            .runnable(side)
+            .map_err(|e| format!("side target: {e}"))?;
+    }
     Ok(compose)
+}
+
+/// `deploy.replicas` (or `scale`) of the target is the scale of its first release: when no
+/// `--scale` is given and the registry holds no scale for the service yet.
+async fn first_release_scale(
+    config: &mut ReleaseConfig,
+    compose: &ComposeProject,
+    registry: &DynRegistry,
+) -> Result<(), String> {
+    let Some(replicas) = compose
+        .services
+        .get(&config.release.target)
+        .and_then(|service| service.replicas)
+    else {
+        return Ok(());
+    };
+    if config.release.scale.is_some() {
+        return Ok(());
+    }
+    let state = registry
+        .load(&config.release.service)
+        .await
+        .map_err(|e| e.to_string())?;
+    if state.value.scale.is_none() {
+        config.release.scale = Some(ScaleSpec::Absolute(replicas));
+    }
+    Ok(())
 }
 
 fn docker_options(config: &ReleaseConfig) -> DockerOptions {

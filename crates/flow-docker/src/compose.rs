@@ -1481,12 +1481,14 @@ fn parse_service(
                     let format = match long.get("format").and_then(scalar_text).as_deref() {
                         None => EnvFormat::Compose,
                         Some("raw") => EnvFormat::Raw,
-                        Some(other) => return Err(invalid(
-                            "env_file.format",
-                            format!(
+                        Some(other) => {
+                            return Err(invalid(
+                                "env_file.format",
+                                format!(
                                 "{other:?} is not an env_file format; leave it out or write `raw`"
                             ),
-                        )),
+                            ))
+                        }
                     };
                     (file, required, format)
                 }

@@ -1947,7 +1947,10 @@ fn parse_port(value: &Value) -> Result<PortSpec, String> {
         _ => return Err(format!("{text:?} is not a port mapping")),
     };
     Ok(PortSpec {
-        host_ip: host_ip.filter(|ip| !ip.is_empty()),
+        // `[::1]:6001:6001`: the brackets only delimit the IPv6 address.
+        host_ip: host_ip
+            .map(|ip| ip.trim_start_matches('[').trim_end_matches(']').to_string())
+            .filter(|ip| !ip.is_empty()),
         host_port: host_port
             .filter(|h| !h.is_empty())
             .map(|h| parse_port_number(h, "host port"))

@@ -10,6 +10,7 @@
 mod support;
 
 mod cli_release;
+mod compose_files;
 mod embedding;
 mod proxy;
 mod registry;

@@ -221,6 +221,12 @@ pub struct ReleaseFlags {
     /// When to pull the target's image: always, missing or never [default: missing] [env: FLOW_PULL] [yml: pull]
     #[arg(long, value_name = "POLICY")]
     pub pull: Option<String>,
+    /// Build every service that has `build:` before starting it, even when its image exists [env: FLOW_BUILD] [yml: build]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub build: Option<String>,
+    /// Never build: a service with `build:` whose image is missing is an error [env: FLOW_NO_BUILD] [yml: no_build]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub no_build: Option<String>,
     /// Host name requests must carry to reach the service [env: FLOW_SERVICE_DOMAIN] [yml: service_domain]
     #[arg(long, value_name = "DOMAIN")]
     pub service_domain: Option<String>,
@@ -416,6 +422,7 @@ file_options! {
         pull_side_targets, consul_template_fe_path, consul_template_be_path, servicename,
         health_path, port, health_timeout, health_fail_fast, drain_timeout, pull, service_domain,
         path_type, proxy_token, advertise_addr, registry, dry_run, json, context, quiet, verbose,
+        build, no_build,
     ],
     lists: [side_targets, flow, service_path]
 }

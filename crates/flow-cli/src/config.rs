@@ -39,7 +39,7 @@ use std::time::Duration;
 use flow_core::release::{ReleaseOptions, RouteSettings, Step, Timeouts, UnknownStep};
 use flow_core::{InvalidScale, InvalidServiceName, PathType, ScaleSpec, ServiceName};
 use flow_docker::compose::ComposeError;
-use flow_docker::PullPolicy;
+use flow_docker::{BuildPolicy, PullPolicy};
 
 use crate::args::{
     Cli, CommandArgs, ComposeConfigFlags, ParsedFile, ProxyCommandArgs, ProxyServeFlags,
@@ -163,6 +163,8 @@ pub struct ReleaseConfig {
     pub pull: PullPolicy,
     /// Also pull the side targets' images.
     pub pull_side_targets: bool,
+    /// When to build services that have `build:`.
+    pub build: BuildPolicy,
     /// HTTP path probed for health (`None`: the container's own health check, else running).
     pub health_path: Option<String>,
     /// The service's container port (`None`: the single port the target exposes).
@@ -345,6 +347,14 @@ pub enum ConfigError {
     WorkingDirectory {
         /// The I/O error.
         source: io::Error,
+    },
+    /// `--build` and `--no-build` together.
+    #[error("{build} and {no_build} are both set: give only one")]
+    BuildAndNoBuild {
+        /// Where build came from.
+        build: Origin,
+        /// Where no-build came from.
+        no_build: Origin,
     },
     /// `--quiet` and `--verbose` together.
     #[error("{quiet} and {verbose} are both set: give only one")]
@@ -632,6 +642,8 @@ keys! {
     HEALTH_FAIL_FAST = "--health-fail-fast", "health_fail_fast", ["FLOW_HEALTH_FAIL_FAST"];
     DRAIN_TIMEOUT = "--drain-timeout", "drain_timeout", ["FLOW_DRAIN_TIMEOUT"];
     PULL = "--pull", "pull", ["FLOW_PULL"];
+    BUILD = "--build", "build", ["FLOW_BUILD"];
+    NO_BUILD = "--no-build", "no_build", ["FLOW_NO_BUILD"];
     SERVICE_DOMAIN = "--service-domain", "service_domain", ["FLOW_SERVICE_DOMAIN"];
     PATH_TYPE = "--path-type", "path_type", ["FLOW_PATH_TYPE"];
     PROXY_TOKEN = "--proxy-token", "proxy_token", ["FLOW_PROXY_TOKEN"];
@@ -1223,6 +1235,24 @@ fn load_release(flags: ReleaseFlags, context: &Context) -> Result<ReleaseConfig,
         (_, Some(true)) => Verbosity::Verbose,
         _ => Verbosity::Normal,
     };
+    let build_value = layers.scalar(&BUILD, flags.build);
+    let no_build_value = layers.scalar(&NO_BUILD, flags.no_build);
+    let build_origin = build_value.as_ref().map(|value| value.origin.clone());
+    let no_build_origin = no_build_value.as_ref().map(|value| value.origin.clone());
+    let build = match (
+        build_value.map(|value| parse_bool(&value)).transpose()?,
+        no_build_value.map(|value| parse_bool(&value)).transpose()?,
+    ) {
+        (Some(true), Some(true)) => {
+            return Err(ConfigError::BuildAndNoBuild {
+                build: build_origin.unwrap_or(Origin::Flag(BUILD.flag)),
+                no_build: no_build_origin.unwrap_or(Origin::Flag(NO_BUILD.flag)),
+            })
+        }
+        (Some(true), _) => BuildPolicy::Always,
+        (_, Some(true)) => BuildPolicy::Never,
+        _ => BuildPolicy::Missing,
+    };
     let pull_side_targets = layers.bool(&PULL_SIDE_TARGETS, flags.pull_side_targets)?;
     let health_fail_fast = layers.bool(&HEALTH_FAIL_FAST, flags.health_fail_fast)?;
     let dry_run = layers.bool(&DRY_RUN, flags.dry_run)?;
@@ -1248,6 +1278,7 @@ fn load_release(flags: ReleaseFlags, context: &Context) -> Result<ReleaseConfig,
         proxy,
         pull,
         pull_side_targets,
+        build,
         health_path,
         port: service_port,
         advertise_addr,

@@ -143,7 +143,8 @@ fn load_compose(config: &ReleaseConfig, printer: &Printer) -> Result<ComposeProj
     for warning in &warnings {
         printer.warn(warning);
     }
-    let compose = loaded.map_err(|e| e.to_string())?;
+    let mut compose = loaded.map_err(|e| e.to_string())?;
+    compose.assign_build_images(&config.project);
     let release = &config.release;
     compose
         .validate_target(&release.target, release.blue_green)
@@ -188,6 +189,7 @@ fn docker_options(config: &ReleaseConfig) -> DockerOptions {
         service_name: Some(config.release.service.clone()),
         pull: config.pull,
         pull_side_targets: config.pull_side_targets,
+        build: config.build,
         health_path: config.health_path.clone(),
         port: config.port,
         advertise_addr: config.advertise_addr,

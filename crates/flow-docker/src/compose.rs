@@ -21,7 +21,8 @@
 //!    naming it instead of an error: a file written for `docker compose` keeps working, and
 //!    the person running the release is told what is ignored.
 //!
-//! A service that cannot run (only `build:`, no `image:`) is kept in the model and refused
+//! A service that cannot run as read (only `build:`, no `image:`, until
+//! [`ComposeProject::assign_build_images`] names its image) is kept in the model and refused
 //! only when it is asked for, so the other services of the file can still be released.
 //! Warnings are collected into the caller's list as they are found, so that they can be shown
 //! even when the load then fails ([`ComposeProject::load_with`]).
@@ -96,9 +97,8 @@ pub enum ComposeError {
         /// The file.
         path: PathBuf,
     },
-    /// The service asked for has no `image` (docker-flow runs images; `build:` alone is not
-    /// enough).
-    #[error("service {service:?} has no `image`: docker-flow starts images and does not build them; build and tag the image first and set `image: <name>:<tag>`")]
+    /// The service asked for has neither `image` nor `build`.
+    #[error("service {service:?} has neither `image` nor `build`: set `image: <name>:<tag>`, or `build:` with the directory of its Dockerfile")]
     NoImage {
         /// The service.
         service: String,
@@ -315,8 +315,8 @@ pub struct ServiceSpec {
     pub dependency_conditions: BTreeMap<String, String>,
     /// `container_name`.
     pub container_name: Option<String>,
-    /// `build`, when given (docker-flow does not build: a service with only `build` cannot
-    /// run).
+    /// `build`, when given (the image is built through the engine, see
+    /// [`ComposeProject::assign_build_images`]).
     #[serde(skip)]
     pub build: Option<BuildSpec>,
     /// `deploy.replicas` (or `scale`): the number of instances of a first release.
@@ -593,7 +593,34 @@ impl ComposeProject {
                 service: name.to_string(),
             });
         }
+        if let Some(build) = &service.build {
+            let is_remote = build.context.contains("://") || build.context.starts_with("git@");
+            if is_remote {
+                return Err(ComposeError::InvalidValue {
+                    service: name.to_string(),
+                    field: "build.context".into(),
+                    message: format!("{:?} is a remote context, which docker-flow does not build; clone it and point `context` at the directory", build.context),
+                });
+            }
+            if !Path::new(&build.context).is_dir() {
+                return Err(ComposeError::InvalidValue {
+                    service: name.to_string(),
+                    field: "build.context".into(),
+                    message: format!("{} is not a directory; fix the path (relative paths start from the Compose file's directory)", build.context),
+                });
+            }
+        }
         Ok(service)
+    }
+
+    /// Gives each service that is built and names no `image` the tag Compose gives it,
+    /// `<project>-<service>:latest`, so that it can be built and run.
+    pub fn assign_build_images(&mut self, project: &str) {
+        for (name, service) in &mut self.services {
+            if service.image.is_empty() && service.build.is_some() {
+                service.image = format!("{project}-{name}:latest");
+            }
+        }
     }
 
     fn known_services(&self) -> String {
@@ -789,6 +816,18 @@ impl<'w> Reader<'w> {
                     path.display()
                 ),
             })?;
+        // Keys are never interpolated: they are warned about before a value can fail.
+        if let Value::Mapping(top) = &tree {
+            for key in top.keys() {
+                let key = key_text(key);
+                if !TOP_LEVEL_KEYS.contains(&key.as_str()) && !key.starts_with("x-") {
+                    self.warnings.push(format!(
+                        "{}: top-level key {key:?} is not supported by docker-flow and is ignored",
+                        path.display()
+                    ));
+                }
+            }
+        }
         let mut unset = BTreeSet::new();
         let mut key_path = Vec::new();
         interpolate_tree(&mut tree, variables, &mut key_path, &mut unset).map_err(
@@ -809,15 +848,6 @@ impl<'w> Reader<'w> {
                 })
             }
         };
-        for key in top.keys() {
-            let key = key_text(key);
-            if !TOP_LEVEL_KEYS.contains(&key.as_str()) && !key.starts_with("x-") {
-                self.warnings.push(format!(
-                    "{}: top-level key {key:?} is not supported by docker-flow and is ignored",
-                    path.display()
-                ));
-            }
-        }
         let home = variables.get("HOME").map(PathBuf::from);
         let services = match top.remove("services") {
             Some(Value::Mapping(mut services)) => {
@@ -1435,12 +1465,6 @@ fn parse_service(
     };
     if let Some(build) = map.get("build") {
         spec.build = Some(parse_build(name, build, variables, warnings)?);
-        if !spec.image.is_empty() {
-            warnings.push(format!(
-                "{context}: key \"build\" is not supported by docker-flow and is ignored; the image {:?} is used as it is",
-                spec.image
-            ));
-        }
     }
     spec.command = map
         .get("command")

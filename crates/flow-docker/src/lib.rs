@@ -7,9 +7,14 @@
 //!   independent calls run concurrently: [`Orchestrator::start`] creates and starts up to
 //!   [`START_CONCURRENCY`] containers at once, which is what makes a release's start phase
 //!   faster than a `docker run` loop.
-//! * **Compose is read, not run.** [`compose`] parses the subset of the Compose format a
-//!   release needs into our own types; unknown keys are warnings. Containers are created as
-//!   Compose would label them, so `docker compose ps` and other tools still see them.
+//! * **Compose is read, not run.** [`compose`] reads the Compose file as the specification
+//!   describes it into our own types; keys docker-flow does not run are warnings naming them.
+//!   Containers are created as Compose would label them, so `docker compose ps` and other
+//!   tools still see them.
+//! * **Builds through the engine.** A service with `build:` is built by the engine's `/build`
+//!   endpoint from a tar of its context ([`build`], `.dockerignore` honoured) according to
+//!   [`BuildPolicy`], before anything of the release starts; a failed build has created
+//!   nothing.
 //! * **Labels are the state.** Instances are found by label, never by parsing names, so an
 //!   instance renamed or started by an earlier run is still found, and nothing outside the
 //!   project is ever touched.
@@ -65,6 +70,7 @@
 
 #![deny(missing_docs)]
 
+pub mod build;
 pub mod compose;
 pub mod context;
 
@@ -85,8 +91,9 @@ use bollard::models::{
     VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions,
-    LogsOptions, RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
+    BuildImageOptions, CreateContainerOptions, CreateImageOptions, InspectContainerOptions,
+    ListContainersOptions, LogsOptions, RemoveContainerOptions, StartContainerOptions,
+    StopContainerOptions,
 };
 use bollard::Docker;
 use flow_core::{
@@ -259,6 +266,18 @@ pub enum PullPolicy {
     Never,
 }
 
+/// When to build a service that has a `build:` section.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BuildPolicy {
+    /// Build before every release (`--build`).
+    Always,
+    /// Build only when the image is not present locally (the default, as `docker compose up`).
+    #[default]
+    Missing,
+    /// Never build (`--no-build`): an image that is not present is an error.
+    Never,
+}
+
 /// A `--pull` value that is not `always`, `missing` or `never`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{value:?} is not a pull policy: use always, missing or never")]
@@ -318,6 +337,8 @@ pub struct DockerOptions {
     /// (`ports: ["8080"]` publishes to a random host port, so both colours can run at once);
     /// when unset, it is the container's IP on the project network and the service port.
     pub advertise_addr: Option<IpAddr>,
+    /// When to build services that have a `build:` section.
+    pub build: BuildPolicy,
 }
 
 impl DockerOptions {
@@ -334,6 +355,7 @@ impl DockerOptions {
             grace_period: Duration::from_secs(2),
             stop_timeout: Duration::from_secs(10),
             advertise_addr: None,
+            build: BuildPolicy::Missing,
         }
     }
 }
@@ -462,6 +484,93 @@ impl DockerOrchestrator {
 
     fn project_labels(&self) -> HashMap<String, String> {
         HashMap::from([(LABEL_PROJECT.to_string(), self.options.project.clone())])
+    }
+
+    /// Makes sure the service's image is present: built according to the build policy when it
+    /// has a `build:` section, else pulled according to `pull`.
+    async fn provide_image(
+        &self,
+        name: &str,
+        service: &ServiceSpec,
+        pull: PullPolicy,
+    ) -> Result<(), OrchestratorError> {
+        let Some(build) = &service.build else {
+            return self.ensure_image(&service.image, pull).await;
+        };
+        match self.options.build {
+            BuildPolicy::Always => self.build(name, &service.image, build).await,
+            BuildPolicy::Missing if self.image_id(&service.image).await?.is_none() => {
+                self.build(name, &service.image, build).await
+            }
+            BuildPolicy::Missing => Ok(()),
+            BuildPolicy::Never => match self.image_id(&service.image).await? {
+                Some(_) => Ok(()),
+                None => Err(OrchestratorError::Image {
+                    image: service.image.clone(),
+                    message: format!("service {name:?} is built, the image is not present and --no-build forbids building it; build it or drop --no-build"),
+                }),
+            },
+        }
+    }
+
+    /// Builds `image` from `build` through the engine (a tar of the context). A failed build
+    /// creates nothing; its error carries the build's last output lines.
+    async fn build(
+        &self,
+        name: &str,
+        image: &str,
+        build: &compose::BuildSpec,
+    ) -> Result<(), OrchestratorError> {
+        let failed = |message: String| OrchestratorError::Image {
+            image: image.to_string(),
+            message,
+        };
+        let dockerfile = build
+            .dockerfile
+            .clone()
+            .unwrap_or_else(|| "Dockerfile".into());
+        let context = PathBuf::from(&build.context);
+        let tar = {
+            let dockerfile = dockerfile.clone();
+            tokio::task::spawn_blocking(move || build::context_tar(&context, &dockerfile))
+                .await
+                .map_err(|error| failed(format!("preparing the build context failed: {error}")))?
+                .map_err(|error| failed(format!("service {name:?}: {error}")))?
+        };
+        let options = BuildImageOptions {
+            dockerfile,
+            t: Some(image.to_string()),
+            buildargs: Some(build.args.clone().into_iter().collect()),
+            labels: Some(build.labels.clone().into_iter().collect()),
+            target: build.target.clone().unwrap_or_default(),
+            rm: true,
+            forcerm: true,
+            ..Default::default()
+        };
+        tracing::info!(service = name, image, "building");
+        let mut output: Vec<String> = Vec::new();
+        let mut progress =
+            self.docker
+                .build_image(options, None, Some(bollard::body_full(tar.into())));
+        while let Some(step) = progress.next().await {
+            let info = step.map_err(|error| {
+                failed(format!("the build of service {name:?} failed: {error}"))
+            })?;
+            if let Some(line) = info.stream.as_deref().map(str::trim_end) {
+                if !line.is_empty() {
+                    tracing::info!(service = name, "{line}");
+                    output.push(line.to_string());
+                }
+            }
+            if let Some(detail) = info.error_detail {
+                let tail = output[output.len().saturating_sub(10)..].join("\n");
+                return Err(failed(format!(
+                    "the build of service {name:?} failed: {}\n{tail}",
+                    detail.message.unwrap_or_default()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Makes sure the image is present according to the pull policy.
@@ -956,7 +1065,7 @@ impl DockerOrchestrator {
             Err(error) if status_of(&error) == Some(404) => {}
             Err(error) => return Err(instance_error("inspect", &name, error)),
         }
-        self.ensure_image(&service.image, self.side_target_pull_policy())
+        self.provide_image(side, service, self.side_target_pull_policy())
             .await?;
         self.ensure_resources(service).await?;
         let mut labels = self.project_labels();
@@ -989,7 +1098,8 @@ impl Orchestrator for DockerOrchestrator {
 
     async fn prepare(&self, target: &str) -> Result<ReleaseSpec, OrchestratorError> {
         let service = self.compose.service(target)?;
-        self.ensure_image(&service.image, self.options.pull).await?;
+        self.provide_image(target, service, self.options.pull)
+            .await?;
         self.ensure_resources(service).await?;
         let image_id =
             self.image_id(&service.image)

@@ -290,12 +290,15 @@ fn process_environment_wins_over_dot_env() {
 #[test]
 fn unknown_keys_are_warnings() {
     let project = parse(
-        "x-common: &c {}\nsecrets: {}\nservices:\n  web:\n    image: demo\n    build: .\n    x-extra: 1\n    deploy: {resources: {}}\n",
+        "x-common: &c {}\nsecrets: {}\nservices:\n  web:\n    image: demo\n    privileged: true\n    x-extra: 1\n    deploy: {resources: {}}\n",
     )
     .unwrap();
     assert_eq!(project.warnings.len(), 3, "{:?}", project.warnings);
     assert!(project.warnings.iter().any(|w| w.contains("\"secrets\"")));
-    assert!(project.warnings.iter().any(|w| w.contains("\"build\"")));
+    assert!(project
+        .warnings
+        .iter()
+        .any(|w| w.contains("\"privileged\"")));
     assert!(project
         .warnings
         .iter()

@@ -131,3 +131,130 @@ async fn config_prints_the_resolved_model_with_options_before_or_after_the_word(
         ]);
     site.assert_nothing_stored();
 }
+
+/// Removes the image a test built, also when the test fails.
+struct ImageGuard {
+    docker: bollard::Docker,
+    image: String,
+}
+
+impl Drop for ImageGuard {
+    fn drop(&mut self) {
+        let docker = self.docker.clone();
+        let image = self.image.clone();
+        // Containers are removed by the site's guard first (declared before this one).
+        let _ = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime to remove the test image");
+            runtime.block_on(async {
+                let _ = docker
+                    .remove_image(
+                        &image,
+                        Some(bollard::query_parameters::RemoveImageOptions {
+                            force: true,
+                            ..Default::default()
+                        }),
+                        None,
+                    )
+                    .await;
+            });
+        })
+        .join();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_target_with_only_build_is_built_from_a_local_image_and_released() {
+    demo_images().await;
+    let site = Site::new(
+        "build",
+        &format!(
+            "services:\n  \
+               {TARGET}:\n    \
+                 build:\n      \
+                   context: ./src\n      \
+                   target: final\n      \
+                   args:\n        \
+                     MESSAGE: from-args\n      \
+                   labels:\n        \
+                     io.example.built: \"yes\"\n    \
+                 expose: [\"8080\"]\n  \
+               broken:\n    \
+                 build:\n      \
+                   context: ./src\n      \
+                   dockerfile: Dockerfile.broken\n  \
+               elsewhere:\n    \
+                 build: ./does-not-exist\n"
+        ),
+    )
+    .await;
+    let image = format!("{}-{TARGET}:latest", site.project());
+    let _image_guard = ImageGuard {
+        docker: site.docker().clone(),
+        image: image.clone(),
+    };
+    std::fs::create_dir(site.dir().join("src")).expect("the context directory");
+    site.write(
+        "src/Dockerfile",
+        &format!(
+            "FROM {DEMO_REPOSITORY}:v1 AS base\nFROM base AS final\nARG MESSAGE\nLABEL io.example.message=$MESSAGE\nCOPY kept.txt /kept.txt\n"
+        ),
+    );
+    site.write(
+        "src/Dockerfile.broken",
+        &format!("FROM {DEMO_REPOSITORY}:v1\nCOPY secret.txt /secret.txt\n"),
+    );
+    site.write("src/kept.txt", "kept\n");
+    site.write("src/secret.txt", "not sent\n");
+    site.write(
+        "src/.dockerignore",
+        "# not part of the context\nsecret.txt\n",
+    );
+
+    let released = site.flow(&["-t", TARGET, "-b", "-F", "deploy"], &[]).await;
+    released.assert_code(0);
+    assert_eq!(site.running("blue").await, [site.instance("blue", 1)]);
+    let built = site
+        .docker()
+        .inspect_image(&image)
+        .await
+        .expect("the built image");
+    let labels = built
+        .config
+        .and_then(|config| config.labels)
+        .unwrap_or_default();
+    assert_eq!(
+        labels.get("io.example.message").map(String::as_str),
+        Some("from-args")
+    );
+    assert_eq!(
+        labels.get("io.example.built").map(String::as_str),
+        Some("yes")
+    );
+    assert_eq!(site.state()["last_release"]["image"], image);
+
+    // A build that fails (the file it copies is excluded by .dockerignore) prints the build's
+    // error and starts nothing.
+    let broken = site
+        .flow(&["-t", "broken", "-b", "-F", "deploy"], &[])
+        .await;
+    broken.assert_stderr_names(&["\"broken\"", "secret.txt"]);
+    assert_ne!(broken.code, 0, "{}", broken.stderr);
+    let containers = site.containers().await;
+    assert!(
+        containers.iter().all(|c| !c.name.contains("broken")),
+        "{containers:?}"
+    );
+
+    // A context that does not exist is bad input, refused before anything is built.
+    site.flow(&["-t", "elsewhere", "-b", "-F", "deploy"], &[])
+        .await
+        .assert_code(2)
+        .assert_stderr_names(&["\"elsewhere\"", "build.context", "does-not-exist"]);
+    // --no-build with a missing image refuses to build.
+    site.flow(&["-t", "broken", "-b", "-F", "deploy", "--no-build"], &[])
+        .await
+        .assert_stderr_names(&["--no-build"]);
+}

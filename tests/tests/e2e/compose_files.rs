@@ -68,13 +68,14 @@ async fn a_service_with_an_image_is_released_beside_build_only_services() {
         .collect();
     assert!(aliases.iter().any(|a| a == "app-alias"), "{aliases:?}");
 
-    // The build-only service is refused by name, and nothing is started for it.
+    // The build-only service's context does not exist: it is refused by name before anything
+    // is started for it.
     let refused = site
         .flow(&["-t", "worker", "-b", "-F", "deploy"], &[])
         .await;
     refused
         .assert_code(2)
-        .assert_stderr_names(&["\"worker\"", "image"]);
+        .assert_stderr_names(&["\"worker\"", "build.context"]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -71,6 +71,67 @@ pub enum CommandArgs {
     },
     /// Prints the man page (roff), e.g. `docker-flow man > /usr/local/share/man/man1/docker-flow.1`.
     Man,
+    /// Prints the Compose model a release runs, as `docker compose config` does (YAML, or JSON
+    /// with --json); changes nothing and needs no engine.
+    Config(ComposeConfigFlags),
+}
+
+/// Flags of `docker-flow config`.
+#[derive(Debug, Default, Args)]
+pub struct ComposeConfigFlags {
+    /// The Compose file [default: docker-compose.yml] [env: FLOW_COMPOSE_PATH] [yml: compose_path]
+    #[arg(short = 'f', long, visible_alias = "file", value_name = "PATH")]
+    pub compose_path: Option<String>,
+    /// Compose project name [default: the Compose file's directory name] [env: FLOW_PROJECT] [yml: project]
+    #[arg(short = 'p', long, value_name = "NAME")]
+    pub project: Option<String>,
+    /// Only this service (enabled by a profile or not)
+    #[arg(short = 't', long, value_name = "SERVICE")]
+    pub target: Option<String>,
+    /// A profile to activate, besides those of COMPOSE_PROFILES (repeatable)
+    #[arg(long = "profile", value_name = "NAME")]
+    pub profiles: Vec<String>,
+    /// JSON instead of YAML
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The flags `config` takes with a value, so that they may come before the word.
+const CONFIG_VALUE_FLAGS: &[&str] = &[
+    "-f",
+    "--compose-path",
+    "--file",
+    "-p",
+    "--project",
+    "-t",
+    "--target",
+    "--profile",
+];
+
+/// The arguments with a `config` word that follows only `config`'s own options moved first
+/// (`docker-flow -f app.yml config` is `docker-flow config -f app.yml`); others unchanged.
+pub fn config_word_first(args: Vec<std::ffi::OsString>) -> Vec<std::ffi::OsString> {
+    let mut index = 1;
+    while index < args.len() {
+        let Some(word) = args[index].to_str() else {
+            return args;
+        };
+        if word == "config" {
+            let mut reordered = args;
+            let config = reordered.remove(index);
+            reordered.insert(1, config);
+            return reordered;
+        }
+        let flag = word.split_once('=').map_or(word, |(flag, _)| flag);
+        if CONFIG_VALUE_FLAGS.contains(&flag) {
+            index += if word.contains('=') { 1 } else { 2 };
+        } else if word == "--json" {
+            index += 1;
+        } else {
+            return args;
+        }
+    }
+    args
 }
 
 /// The `proxy` subcommands.
@@ -169,6 +230,12 @@ pub struct ReleaseFlags {
     /// When to pull the target's image: always, missing or never [default: missing] [env: FLOW_PULL] [yml: pull]
     #[arg(long, value_name = "POLICY")]
     pub pull: Option<String>,
+    /// Build every service that has `build:` before starting it, even when its image exists [env: FLOW_BUILD] [yml: build]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub build: Option<String>,
+    /// Never build: a service with `build:` whose image is missing is an error [env: FLOW_NO_BUILD] [yml: no_build]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub no_build: Option<String>,
     /// Host name requests must carry to reach the service [env: FLOW_SERVICE_DOMAIN] [yml: service_domain]
     #[arg(long, value_name = "DOMAIN")]
     pub service_domain: Option<String>,
@@ -397,6 +464,7 @@ file_options! {
         pull_side_targets, consul_template_fe_path, consul_template_be_path, servicename,
         health_path, port, health_timeout, health_fail_fast, drain_timeout, pull, service_domain,
         path_type, proxy_token, advertise_addr, registry, dry_run, json, context, quiet, verbose,
+        build, no_build,
     ],
     lists: [side_targets, flow, service_path]
 }

@@ -38,10 +38,12 @@ use std::time::Duration;
 
 use flow_core::release::{ReleaseOptions, RouteSettings, Step, Timeouts, UnknownStep};
 use flow_core::{InvalidScale, InvalidServiceName, PathType, ScaleSpec, ServiceName};
-use flow_docker::PullPolicy;
+use flow_docker::compose::ComposeError;
+use flow_docker::{BuildPolicy, PullPolicy};
 
 use crate::args::{
-    Cli, CommandArgs, ParsedFile, ProxyCommandArgs, ProxyServeFlags, RegistratorFlags, ReleaseFlags,
+    Cli, CommandArgs, ComposeConfigFlags, ParsedFile, ProxyCommandArgs, ProxyServeFlags,
+    RegistratorFlags, ReleaseFlags,
 };
 use crate::output::Verbosity;
 
@@ -82,10 +84,13 @@ impl Context {
         let cwd =
             std::env::current_dir().map_err(|source| ConfigError::WorkingDirectory { source })?;
         let path = cwd.join(CONFIG_FILE_NAME);
-        let config_file = match std::fs::read_to_string(&path) {
+        let config_file = match flow_docker::compose::read_limited(&path) {
             Ok(text) => Some(ConfigFileText { path, text }),
-            Err(error) if error.kind() == io::ErrorKind::NotFound => None,
-            Err(source) => return Err(ConfigError::ReadFile { path, source }),
+            Err(ComposeError::NotFound { .. }) => None,
+            Err(ComposeError::Read { source, .. }) => {
+                return Err(ConfigError::ReadFile { path, source })
+            }
+            Err(error) => return Err(ConfigError::TooLarge(error)),
         };
         let hostname = std::fs::read_to_string("/etc/hostname")
             .ok()
@@ -123,6 +128,23 @@ pub enum Command {
     Completions(clap_complete::Shell),
     /// `docker-flow man`: print the man page.
     Manual,
+    /// `docker-flow config`: print the resolved Compose model.
+    ComposeConfig(ComposeConfigRequest),
+}
+
+/// What `docker-flow config` prints, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ComposeConfigRequest {
+    /// The Compose file, absolute.
+    pub compose_path: PathBuf,
+    /// The Compose project name.
+    pub project: String,
+    /// Only this service.
+    pub target: Option<String>,
+    /// `--profile` values.
+    pub profiles: Vec<String>,
+    /// JSON instead of YAML.
+    pub json: bool,
 }
 
 /// Everything a release needs, validated.
@@ -144,6 +166,8 @@ pub struct ReleaseConfig {
     pub pull: PullPolicy,
     /// Also pull the side targets' images.
     pub pull_side_targets: bool,
+    /// When to build services that have `build:`.
+    pub build: BuildPolicy,
     /// HTTP path probed for health (`None`: the container's own health check, else running).
     pub health_path: Option<String>,
     /// The service's container port (`None`: the single port the target exposes).
@@ -365,6 +389,14 @@ pub enum ConfigError {
         /// The I/O error.
         source: io::Error,
     },
+    /// `--build` and `--no-build` together.
+    #[error("{build} and {no_build} are both set: give only one")]
+    BuildAndNoBuild {
+        /// Where build came from.
+        build: Origin,
+        /// Where no-build came from.
+        no_build: Origin,
+    },
     /// `--quiet` and `--verbose` together.
     #[error("{quiet} and {verbose} are both set: give only one")]
     QuietAndVerbose {
@@ -373,6 +405,9 @@ pub enum ConfigError {
         /// Where verbose came from.
         verbose: Origin,
     },
+    /// `docker-flow.yml` is larger than a configuration can be.
+    #[error("{0}")]
+    TooLarge(ComposeError),
     /// `docker-flow.yml` exists but cannot be read.
     #[error("cannot read {}: {source}; make it readable or remove it", path.display())]
     ReadFile {
@@ -640,7 +675,74 @@ fn load_command(
         }
         Some(CommandArgs::Completions { shell }) => Ok(Command::Completions(shell)),
         Some(CommandArgs::Man) => Ok(Command::Manual),
+        Some(CommandArgs::Config(flags)) => {
+            load_compose_config(flags, context).map(Command::ComposeConfig)
+        }
     }
+}
+
+/// `docker-flow config` reads `docker-flow.yml` and the environment for the Compose file and
+/// the project name as a release does, so that it shows what a release would run.
+fn load_compose_config(
+    flags: ComposeConfigFlags,
+    context: &Context,
+) -> Result<ComposeConfigRequest, ConfigError> {
+    let file = parsed_file(context)?;
+    let layers = Layers { context, file };
+    let (compose_path, project) = compose_location(&layers, flags.compose_path, flags.project)?;
+    Ok(ComposeConfigRequest {
+        compose_path,
+        project,
+        target: flags.target,
+        profiles: flags.profiles,
+        json: flags.json,
+    })
+}
+
+/// `docker-flow.yml`, parsed, when there is one.
+fn parsed_file(context: &Context) -> Result<Option<(&Path, ParsedFile)>, ConfigError> {
+    let Some(config) = &context.config_file else {
+        return Ok(None);
+    };
+    let parsed = ParsedFile::parse(&config.text).map_err(|error| ConfigError::InvalidFile {
+        path: config.path.clone(),
+        message: error.to_string(),
+    })?;
+    Ok(Some((config.path.as_path(), parsed)))
+}
+
+/// The Compose file (absolute) and the project name: the layered options, else
+/// `docker-compose.yml` and the file's directory name.
+fn compose_location(
+    layers: &Layers,
+    compose_path: Option<String>,
+    project: Option<String>,
+) -> Result<(PathBuf, String), ConfigError> {
+    let context = layers.context;
+    let compose_path = absolute(
+        &context.cwd,
+        &layers
+            .scalar(&COMPOSE_PATH, compose_path)
+            .map(|value| value.text)
+            .unwrap_or_else(|| "docker-compose.yml".to_string()),
+    );
+    let compose_dir = compose_path
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| context.cwd.clone());
+    let project = match layers.scalar(&PROJECT, project) {
+        Some(value) if valid_project(&value.text) => value.text,
+        Some(value) => {
+            return Err(ConfigError::InvalidProject {
+                origin: value.origin,
+                value: value.text,
+            })
+        }
+        None => project_from_dir(&compose_dir).ok_or_else(|| ConfigError::NoProjectName {
+            dir: compose_dir.clone(),
+        })?,
+    };
+    Ok((compose_path, project))
 }
 
 /// How one option is spelled in each layer.
@@ -685,6 +787,8 @@ keys! {
     HEALTH_FAIL_FAST = "--health-fail-fast", "health_fail_fast", ["FLOW_HEALTH_FAIL_FAST"];
     DRAIN_TIMEOUT = "--drain-timeout", "drain_timeout", ["FLOW_DRAIN_TIMEOUT"];
     PULL = "--pull", "pull", ["FLOW_PULL"];
+    BUILD = "--build", "build", ["FLOW_BUILD"];
+    NO_BUILD = "--no-build", "no_build", ["FLOW_NO_BUILD"];
     SERVICE_DOMAIN = "--service-domain", "service_domain", ["FLOW_SERVICE_DOMAIN"];
     PATH_TYPE = "--path-type", "path_type", ["FLOW_PATH_TYPE"];
     PROXY_TOKEN = "--proxy-token", "proxy_token", ["FLOW_PROXY_TOKEN"];
@@ -999,17 +1103,7 @@ fn load_release(
     context: &Context,
     purpose: Purpose,
 ) -> Result<ReleaseConfig, ConfigError> {
-    let file = match &context.config_file {
-        None => None,
-        Some(config) => {
-            let parsed =
-                ParsedFile::parse(&config.text).map_err(|error| ConfigError::InvalidFile {
-                    path: config.path.clone(),
-                    message: error.to_string(),
-                })?;
-            Some((config.path.as_path(), parsed))
-        }
-    };
+    let file = parsed_file(context)?;
     let warnings = file
         .as_ref()
         .map(|(path, parsed)| {
@@ -1188,30 +1282,11 @@ fn load_release(
         }
     };
 
-    let compose_path = absolute(
-        &context.cwd,
-        &layers
-            .scalar(&COMPOSE_PATH, flags.compose_path)
-            .map(|value| value.text)
-            .unwrap_or_else(|| "docker-compose.yml".to_string()),
-    );
+    let (compose_path, project) = compose_location(&layers, flags.compose_path, flags.project)?;
     let compose_dir = compose_path
         .parent()
         .map(Path::to_path_buf)
         .unwrap_or_else(|| context.cwd.clone());
-    let project = match layers.scalar(&PROJECT, flags.project) {
-        Some(value) if valid_project(&value.text) => value.text,
-        Some(value) => {
-            return Err(ConfigError::InvalidProject {
-                origin: value.origin,
-                value: value.text,
-            })
-        }
-        None => project_from_dir(&compose_dir).ok_or_else(|| ConfigError::NoProjectName {
-            dir: compose_dir.clone(),
-        })?,
-    };
-
     let service = match layers.scalar(&SERVICE_NAME, flags.service_name) {
         Some(value) => ServiceName::new(value.text.trim()).map_err(|source| {
             ConfigError::InvalidServiceName {
@@ -1320,6 +1395,24 @@ fn load_release(
         (_, Some(true)) => Verbosity::Verbose,
         _ => Verbosity::Normal,
     };
+    let build_value = layers.scalar(&BUILD, flags.build);
+    let no_build_value = layers.scalar(&NO_BUILD, flags.no_build);
+    let build_origin = build_value.as_ref().map(|value| value.origin.clone());
+    let no_build_origin = no_build_value.as_ref().map(|value| value.origin.clone());
+    let build = match (
+        build_value.map(|value| parse_bool(&value)).transpose()?,
+        no_build_value.map(|value| parse_bool(&value)).transpose()?,
+    ) {
+        (Some(true), Some(true)) => {
+            return Err(ConfigError::BuildAndNoBuild {
+                build: build_origin.unwrap_or(Origin::Flag(BUILD.flag)),
+                no_build: no_build_origin.unwrap_or(Origin::Flag(NO_BUILD.flag)),
+            })
+        }
+        (Some(true), _) => BuildPolicy::Always,
+        (_, Some(true)) => BuildPolicy::Never,
+        _ => BuildPolicy::Missing,
+    };
     let pull_side_targets = layers.bool(&PULL_SIDE_TARGETS, flags.pull_side_targets)?;
     let health_fail_fast = layers.bool(&HEALTH_FAIL_FAST, flags.health_fail_fast)?;
     let dry_run = layers.bool(&DRY_RUN, flags.dry_run)?;
@@ -1345,6 +1438,7 @@ fn load_release(
         proxy,
         pull,
         pull_side_targets,
+        build,
         health_path,
         port: service_port,
         advertise_addr,

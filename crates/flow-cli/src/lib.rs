@@ -14,6 +14,7 @@
 #![deny(missing_docs)]
 
 pub mod args;
+pub mod compose_config;
 pub mod config;
 pub mod diagnostics;
 pub mod exit;

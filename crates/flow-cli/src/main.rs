@@ -8,7 +8,9 @@ use flow_cli::config::{self, Command};
 use flow_cli::exit::Exit;
 
 fn main() -> ExitCode {
-    let cli = flow_cli::args::Cli::parse();
+    let cli = flow_cli::args::Cli::parse_from(flow_cli::args::config_word_first(
+        std::env::args_os().collect(),
+    ));
     if let Err(invalid) = flow_cli::diagnostics::init() {
         eprintln!("docker-flow: warning: {invalid}");
     }
@@ -52,6 +54,7 @@ fn main() -> ExitCode {
             Command::ProxyServe(config) => flow_cli::serve::proxy(config).await,
             Command::Registrator(config) => flow_cli::serve::registrator(config).await,
             Command::Status(config) => flow_cli::status::run(*config).await,
+            Command::ComposeConfig(request) => flow_cli::compose_config::run(&request),
             Command::Completions(_) | Command::Manual => Exit::Success,
         }
     });

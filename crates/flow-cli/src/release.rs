@@ -6,8 +6,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use flow_core::release::{Engine, Interrupt, Ports};
-use flow_core::{DynProxy, DynRegistry, OrchestratorError};
-use flow_docker::compose::ComposeProject;
+use flow_core::{DynProxy, DynRegistry, OrchestratorError, ScaleSpec};
+use flow_docker::compose::{ComposeProject, LoadOptions};
 use flow_docker::context::Resolved;
 use flow_docker::{DockerOptions, DockerOrchestrator};
 
@@ -17,7 +17,7 @@ use crate::output::Printer;
 use crate::timed::{CallLog, TimedOrchestrator, TimedProxy, TimedRegistry};
 
 /// Runs one release invocation to its end and says how it went.
-pub async fn run(config: ReleaseConfig) -> Exit {
+pub async fn run(mut config: ReleaseConfig) -> Exit {
     let printer = Arc::new(Printer::new(config.json, config.verbosity));
     for warning in &config.warnings {
         printer.warn(warning);
@@ -26,9 +26,17 @@ pub async fn run(config: ReleaseConfig) -> Exit {
         Ok(compose) => compose,
         Err(message) => return printer.fail(message, Exit::BadInput),
     };
+    // `deploy.replicas` is read before the Compose model moves into the orchestrator.
+    let replicas = compose
+        .services
+        .get(&config.release.target)
+        .and_then(|service| service.replicas);
     let ports = match ports(&config, compose, &printer).await {
         Ok(ports) => ports,
         Err(exit) => return exit,
+    };
+    if let Err(message) = first_release_scale(&mut config, replicas, &ports.registry).await {
+        return printer.fail(message, Exit::NothingChanged);
     };
     let engine = match Engine::new(ports, config.release) {
         Ok(engine) => engine,
@@ -92,10 +100,17 @@ pub async fn ports(
 
 /// Reads the Compose file, printing its warnings.
 pub fn read_compose(config: &ReleaseConfig, printer: &Printer) -> Result<ComposeProject, String> {
-    let compose = ComposeProject::load(&config.compose_path).map_err(|e| e.to_string())?;
-    for warning in &compose.warnings {
+    let mut warnings = Vec::new();
+    let loaded = ComposeProject::load_with(
+        &config.compose_path,
+        &LoadOptions::from_process(),
+        &mut warnings,
+    );
+    for warning in &warnings {
         printer.warn(warning);
     }
+    let mut compose = loaded.map_err(|e| e.to_string())?;
+    compose.assign_build_images(&config.project);
     Ok(compose)
 }
 
@@ -145,22 +160,43 @@ async fn wait_for_signal() {
     }
 }
 
-/// Reads the Compose file and checks the target and side targets against it.
+/// Reads the Compose file (its warnings shown even when it is refused) and checks the target
+/// and side targets against it.
 fn load_compose(config: &ReleaseConfig, printer: &Printer) -> Result<ComposeProject, String> {
     let compose = read_compose(config, printer)?;
     let release = &config.release;
     compose
-        .service(&release.target)
+        .validate_target(&release.target, release.blue_green)
         .map_err(|e| e.to_string())?;
     for side in &release.side_targets {
         compose
-            .service(side)
+            .runnable(side)
             .map_err(|e| format!("side target: {e}"))?;
     }
-    compose
-        .validate_target(&release.target, release.blue_green)
-        .map_err(|e| e.to_string())?;
     Ok(compose)
+}
+
+/// `deploy.replicas` (or `scale`) of the target is the scale of its first release: when no
+/// `--scale` is given and the registry holds no scale for the service yet.
+async fn first_release_scale(
+    config: &mut ReleaseConfig,
+    replicas: Option<u32>,
+    registry: &DynRegistry,
+) -> Result<(), String> {
+    let Some(replicas) = replicas else {
+        return Ok(());
+    };
+    if config.release.scale.is_some() {
+        return Ok(());
+    }
+    let state = registry
+        .load(&config.release.service)
+        .await
+        .map_err(|e| e.to_string())?;
+    if state.value.scale.is_none() {
+        config.release.scale = Some(ScaleSpec::Absolute(replicas));
+    }
+    Ok(())
 }
 
 fn docker_options(config: &ReleaseConfig) -> DockerOptions {
@@ -168,6 +204,7 @@ fn docker_options(config: &ReleaseConfig) -> DockerOptions {
         service_name: Some(config.release.service.clone()),
         pull: config.pull,
         pull_side_targets: config.pull_side_targets,
+        build: config.build,
         health_path: config.health_path.clone(),
         port: config.port,
         advertise_addr: config.advertise_addr,

@@ -7,9 +7,14 @@
 //!   independent calls run concurrently: [`Orchestrator::start`] creates and starts up to
 //!   [`START_CONCURRENCY`] containers at once, which is what makes a release's start phase
 //!   faster than a `docker run` loop.
-//! * **Compose is read, not run.** [`compose`] parses the subset of the Compose format a
-//!   release needs into our own types; unknown keys are warnings. Containers are created as
-//!   Compose would label them, so `docker compose ps` and other tools still see them.
+//! * **Compose is read, not run.** [`compose`] reads the Compose file as the specification
+//!   describes it into our own types; keys docker-flow does not run are warnings naming them.
+//!   Containers are created as Compose would label them, so `docker compose ps` and other
+//!   tools still see them.
+//! * **Builds through the engine.** A service with `build:` is built by the engine's `/build`
+//!   endpoint from a tar of its context ([`build`], `.dockerignore` honoured) according to
+//!   [`BuildPolicy`], before anything of the release starts; a failed build has created
+//!   nothing.
 //! * **Labels are the state.** Instances are found by label, never by parsing names, so an
 //!   instance renamed or started by an earlier run is still found, and nothing outside the
 //!   project is ever touched.
@@ -65,6 +70,7 @@
 
 #![deny(missing_docs)]
 
+pub mod build;
 pub mod compose;
 pub mod context;
 
@@ -79,13 +85,15 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bollard::errors::Error as DockerError;
 use bollard::models::{
-    ContainerCreateBody, ContainerInspectResponse, EndpointSettings, HealthConfig,
-    HealthStatusEnum, HostConfig, NetworkConnectRequest, NetworkCreateRequest, NetworkingConfig,
-    PortBinding, RestartPolicy, RestartPolicyNameEnum, VolumeCreateRequest,
+    ContainerCreateBody, ContainerInspectResponse, EndpointIpamConfig, EndpointSettings,
+    HealthConfig, HealthStatusEnum, HostConfig, Ipam, IpamConfig, NetworkConnectRequest,
+    NetworkCreateRequest, NetworkingConfig, PortBinding, RestartPolicy, RestartPolicyNameEnum,
+    VolumeCreateRequest,
 };
 use bollard::query_parameters::{
-    CreateContainerOptions, CreateImageOptions, InspectContainerOptions, ListContainersOptions,
-    LogsOptions, RemoveContainerOptions, StartContainerOptions, StopContainerOptions,
+    BuildImageOptions, CreateContainerOptions, CreateImageOptions, InspectContainerOptions,
+    ListContainersOptions, LogsOptions, RemoveContainerOptions, StartContainerOptions,
+    StopContainerOptions,
 };
 use bollard::Docker;
 use flow_core::{
@@ -96,6 +104,24 @@ use futures::{StreamExt, TryStreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use compose::{ComposeProject, HealthcheckSpec, ServiceSpec, VolumeSource};
+
+/// The endpoint of `service` on its Compose network `network`: the release's `alias` and the
+/// service's own `aliases`, and its fixed addresses if it sets any.
+fn endpoint(service: &ServiceSpec, network: &str, alias: &str) -> EndpointSettings {
+    let attachment = service.network_settings.get(network);
+    let mut aliases = vec![alias.to_string()];
+    aliases.extend(attachment.iter().flat_map(|a| a.aliases.iter().cloned()));
+    let addresses = attachment.filter(|a| a.ipv4_address.is_some() || a.ipv6_address.is_some());
+    EndpointSettings {
+        aliases: Some(aliases),
+        ipam_config: addresses.map(|a| EndpointIpamConfig {
+            ipv4_address: a.ipv4_address.clone(),
+            ipv6_address: a.ipv6_address.clone(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
 
 /// Compose's project label.
 pub const LABEL_PROJECT: &str = "com.docker.compose.project";
@@ -240,6 +266,18 @@ pub enum PullPolicy {
     Never,
 }
 
+/// When to build a service that has a `build:` section.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BuildPolicy {
+    /// Build before every release (`--build`).
+    Always,
+    /// Build only when the image is not present locally (the default, as `docker compose up`).
+    #[default]
+    Missing,
+    /// Never build (`--no-build`): an image that is not present is an error.
+    Never,
+}
+
 /// A `--pull` value that is not `always`, `missing` or `never`.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{value:?} is not a pull policy: use always, missing or never")]
@@ -299,6 +337,8 @@ pub struct DockerOptions {
     /// (`ports: ["8080"]` publishes to a random host port, so both colours can run at once);
     /// when unset, it is the container's IP on the project network and the service port.
     pub advertise_addr: Option<IpAddr>,
+    /// When to build services that have a `build:` section.
+    pub build: BuildPolicy,
 }
 
 impl DockerOptions {
@@ -315,6 +355,7 @@ impl DockerOptions {
             grace_period: Duration::from_secs(2),
             stop_timeout: Duration::from_secs(10),
             advertise_addr: None,
+            build: BuildPolicy::Missing,
         }
     }
 }
@@ -400,20 +441,12 @@ impl DockerOrchestrator {
 
     /// The engine name of the Compose network `network`.
     fn network_name(&self, network: &str) -> String {
-        match self.compose.networks.get(network) {
-            Some(spec) if spec.name.is_some() => spec.name.clone().unwrap_or_default(),
-            Some(spec) if spec.external => network.to_string(),
-            _ => format!("{}_{}", self.options.project, network),
-        }
+        self.compose.network_name(&self.options.project, network)
     }
 
     /// The engine name of the Compose named volume `volume`.
     fn volume_name(&self, volume: &str) -> String {
-        match self.compose.volumes.get(volume) {
-            Some(spec) if spec.name.is_some() => spec.name.clone().unwrap_or_default(),
-            Some(spec) if spec.external => volume.to_string(),
-            _ => format!("{}_{}", self.options.project, volume),
-        }
+        self.compose.volume_name(&self.options.project, volume)
     }
 
     /// The configuration part of a spec: `service` key by key, without its image.
@@ -451,6 +484,93 @@ impl DockerOrchestrator {
 
     fn project_labels(&self) -> HashMap<String, String> {
         HashMap::from([(LABEL_PROJECT.to_string(), self.options.project.clone())])
+    }
+
+    /// Makes sure the service's image is present: built according to the build policy when it
+    /// has a `build:` section, else pulled according to `pull`.
+    async fn provide_image(
+        &self,
+        name: &str,
+        service: &ServiceSpec,
+        pull: PullPolicy,
+    ) -> Result<(), OrchestratorError> {
+        let Some(build) = &service.build else {
+            return self.ensure_image(&service.image, pull).await;
+        };
+        match self.options.build {
+            BuildPolicy::Always => self.build(name, &service.image, build).await,
+            BuildPolicy::Missing if self.image_id(&service.image).await?.is_none() => {
+                self.build(name, &service.image, build).await
+            }
+            BuildPolicy::Missing => Ok(()),
+            BuildPolicy::Never => match self.image_id(&service.image).await? {
+                Some(_) => Ok(()),
+                None => Err(OrchestratorError::Image {
+                    image: service.image.clone(),
+                    message: format!("service {name:?} is built, the image is not present and --no-build forbids building it; build it or drop --no-build"),
+                }),
+            },
+        }
+    }
+
+    /// Builds `image` from `build` through the engine (a tar of the context). A failed build
+    /// creates nothing; its error carries the build's last output lines.
+    async fn build(
+        &self,
+        name: &str,
+        image: &str,
+        build: &compose::BuildSpec,
+    ) -> Result<(), OrchestratorError> {
+        let failed = |message: String| OrchestratorError::Image {
+            image: image.to_string(),
+            message,
+        };
+        let dockerfile = build
+            .dockerfile
+            .clone()
+            .unwrap_or_else(|| "Dockerfile".into());
+        let context = PathBuf::from(&build.context);
+        let tar = {
+            let dockerfile = dockerfile.clone();
+            tokio::task::spawn_blocking(move || build::context_tar(&context, &dockerfile))
+                .await
+                .map_err(|error| failed(format!("preparing the build context failed: {error}")))?
+                .map_err(|error| failed(format!("service {name:?}: {error}")))?
+        };
+        let options = BuildImageOptions {
+            dockerfile,
+            t: Some(image.to_string()),
+            buildargs: Some(build.args.clone().into_iter().collect()),
+            labels: Some(build.labels.clone().into_iter().collect()),
+            target: build.target.clone().unwrap_or_default(),
+            rm: true,
+            forcerm: true,
+            ..Default::default()
+        };
+        tracing::info!(service = name, image, "building");
+        let mut output: Vec<String> = Vec::new();
+        let mut progress =
+            self.docker
+                .build_image(options, None, Some(bollard::body_full(tar.into())));
+        while let Some(step) = progress.next().await {
+            let info = step.map_err(|error| {
+                failed(format!("the build of service {name:?} failed: {error}"))
+            })?;
+            if let Some(line) = info.stream.as_deref().map(str::trim_end) {
+                if !line.is_empty() {
+                    tracing::info!(service = name, "{line}");
+                    output.push(line.to_string());
+                }
+            }
+            if let Some(detail) = info.error_detail {
+                let tail = output[output.len().saturating_sub(10)..].join("\n");
+                return Err(failed(format!(
+                    "the build of service {name:?} failed: {}\n{tail}",
+                    detail.message.unwrap_or_default()
+                )));
+            }
+        }
+        Ok(())
     }
 
     /// Makes sure the image is present according to the pull policy.
@@ -524,11 +644,39 @@ impl DockerOrchestrator {
                 message: "it is declared `external` but does not exist; create it first".into(),
             });
         }
-        let mut labels = self.project_labels();
+        let declared = self
+            .compose
+            .networks
+            .get(network)
+            .cloned()
+            .unwrap_or_default();
+        let mut labels: HashMap<String, String> = declared.labels.clone().into_iter().collect();
+        labels.extend(self.project_labels());
         labels.insert("com.docker.compose.network".into(), network.to_string());
+        let ipam = declared.ipam.as_ref().map(|ipam| Ipam {
+            driver: ipam.driver.clone(),
+            config: Some(
+                ipam.config
+                    .iter()
+                    .map(|pool| IpamConfig {
+                        subnet: pool.subnet.clone(),
+                        ip_range: pool.ip_range.clone(),
+                        gateway: pool.gateway.clone(),
+                        auxiliary_addresses: (!pool.aux_addresses.is_empty())
+                            .then(|| pool.aux_addresses.clone().into_iter().collect()),
+                    })
+                    .collect(),
+            ),
+            options: (!ipam.options.is_empty()).then(|| ipam.options.clone().into_iter().collect()),
+        });
         let request = NetworkCreateRequest {
             name: name.clone(),
-            driver: Some("bridge".into()),
+            driver: Some(declared.driver.clone().unwrap_or_else(|| "bridge".into())),
+            options: (!declared.driver_opts.is_empty())
+                .then(|| declared.driver_opts.clone().into_iter().collect()),
+            internal: declared.internal.then_some(true),
+            attachable: declared.attachable.then_some(true),
+            ipam,
             labels: Some(labels),
             ..Default::default()
         };
@@ -547,10 +695,20 @@ impl DockerOrchestrator {
             Err(error) if status_of(&error) == Some(404) => {}
             Err(error) => return Err(self.engine_error(format!("inspect volume {name}"), error)),
         }
-        let mut labels = self.project_labels();
+        let declared = self
+            .compose
+            .volumes
+            .get(volume)
+            .cloned()
+            .unwrap_or_default();
+        let mut labels: HashMap<String, String> = declared.labels.clone().into_iter().collect();
+        labels.extend(self.project_labels());
         labels.insert("com.docker.compose.volume".into(), volume.to_string());
         let request = VolumeCreateRequest {
             name: Some(name.clone()),
+            driver: declared.driver.clone(),
+            driver_opts: (!declared.driver_opts.is_empty())
+                .then(|| declared.driver_opts.clone().into_iter().collect()),
             labels: Some(labels),
             ..Default::default()
         };
@@ -618,7 +776,7 @@ impl DockerOrchestrator {
                 let source = match &mount.source {
                     VolumeSource::Bind(path) => path.display().to_string(),
                     VolumeSource::Named(name) => self.volume_name(name),
-                    VolumeSource::Anonymous => return None,
+                    VolumeSource::Anonymous | VolumeSource::Tmpfs(_) => return None,
                 };
                 let mode = if mount.read_only { ":ro" } else { "" };
                 Some(format!("{source}:{}{mode}", mount.target))
@@ -630,13 +788,20 @@ impl DockerOrchestrator {
             .filter(|m| m.source == VolumeSource::Anonymous)
             .map(|m| m.target.clone())
             .collect();
-        let primary_network = self.network_name(
-            service
-                .networks
-                .first()
-                .map(String::as_str)
-                .unwrap_or("default"),
-        );
+        let tmpfs: HashMap<String, String> = service
+            .volumes
+            .iter()
+            .filter_map(|mount| match &mount.source {
+                VolumeSource::Tmpfs(options) => Some((mount.target.clone(), options.clone())),
+                _ => None,
+            })
+            .collect();
+        let primary = service
+            .networks
+            .first()
+            .map(String::as_str)
+            .unwrap_or("default");
+        let primary_network = self.network_name(primary);
         let healthcheck = service.healthcheck.as_ref().map(|check| match check {
             HealthcheckSpec::Disabled => HealthConfig {
                 test: Some(vec!["NONE".into()]),
@@ -648,13 +813,14 @@ impl DockerOrchestrator {
                 timeout,
                 retries,
                 start_period,
+                start_interval,
             } => HealthConfig {
                 test: test.clone(),
                 interval: interval.map(nanos),
                 timeout: timeout.map(nanos),
                 retries: retries.map(i64::from),
                 start_period: start_period.map(nanos),
-                start_interval: None,
+                start_interval: start_interval.map(nanos),
             },
         });
         ContainerCreateBody {
@@ -670,16 +836,14 @@ impl DockerOrchestrator {
                 binds: (!binds.is_empty()).then_some(binds),
                 port_bindings: (!port_bindings.is_empty()).then_some(port_bindings),
                 restart_policy: service.restart.as_deref().map(restart_policy),
+                tmpfs: (!tmpfs.is_empty()).then_some(tmpfs),
                 network_mode: Some(primary_network.clone()),
                 ..Default::default()
             }),
             networking_config: Some(NetworkingConfig {
                 endpoints_config: Some(HashMap::from([(
                     primary_network,
-                    EndpointSettings {
-                        aliases: Some(vec![alias.to_string()]),
-                        ..Default::default()
-                    },
+                    endpoint(service, primary, alias),
                 )])),
             }),
             ..Default::default()
@@ -711,10 +875,7 @@ impl DockerOrchestrator {
         for network in service.networks.iter().skip(1) {
             let request = NetworkConnectRequest {
                 container: id.clone(),
-                endpoint_config: Some(EndpointSettings {
-                    aliases: Some(vec![alias.to_string()]),
-                    ..Default::default()
-                }),
+                endpoint_config: Some(endpoint(service, network, alias)),
             };
             if let Err(error) = self
                 .docker
@@ -904,7 +1065,7 @@ impl DockerOrchestrator {
             Err(error) if status_of(&error) == Some(404) => {}
             Err(error) => return Err(instance_error("inspect", &name, error)),
         }
-        self.ensure_image(&service.image, self.side_target_pull_policy())
+        self.provide_image(side, service, self.side_target_pull_policy())
             .await?;
         self.ensure_resources(service).await?;
         let mut labels = self.project_labels();
@@ -937,7 +1098,8 @@ impl Orchestrator for DockerOrchestrator {
 
     async fn prepare(&self, target: &str) -> Result<ReleaseSpec, OrchestratorError> {
         let service = self.compose.service(target)?;
-        self.ensure_image(&service.image, self.options.pull).await?;
+        self.provide_image(target, service, self.options.pull)
+            .await?;
         self.ensure_resources(service).await?;
         let image_id =
             self.image_id(&service.image)

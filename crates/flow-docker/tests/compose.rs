@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use flow_core::OrchestratorError;
 use flow_docker::compose::{
-    interpolate, parse_duration, ComposeError, ComposeProject, HealthcheckSpec, PortSpec,
-    VolumeSource,
+    format_duration, interpolate, parse_duration, ComposeError, ComposeProject, HealthcheckSpec,
+    LoadOptions, PortSpec, VolumeSource, MAX_FILE_BYTES,
 };
 
 fn parse(text: &str) -> Result<ComposeProject, ComposeError> {
@@ -114,7 +114,7 @@ services:
     assert_eq!(web.expose, vec![8081, 8082]);
     assert_eq!(
         web.volumes[0].source,
-        VolumeSource::Bind(PathBuf::from("/srv/app/./data"))
+        VolumeSource::Bind(PathBuf::from("/srv/app/data"))
     );
     assert!(web.volumes[0].read_only);
     assert_eq!(web.volumes[1].source, VolumeSource::Named("cache".into()));
@@ -128,6 +128,7 @@ services:
             timeout: Some(Duration::from_secs(90)),
             retries: Some(3),
             start_period: Some(Duration::from_millis(500)),
+            start_interval: None,
         })
     );
     assert_eq!(web.restart.as_deref(), Some("on-failure:3"));
@@ -201,6 +202,7 @@ volumes:
             timeout: None,
             retries: None,
             start_period: None,
+            start_interval: None,
         })
     );
     assert_eq!(web.depends_on, vec!["db"]);
@@ -250,7 +252,7 @@ fn interpolates_all_forms() {
     assert_eq!(interpolate("cost $$5", &v).unwrap(), "cost $5");
     assert!(matches!(
         interpolate("${MISSING:?set it}", &v),
-        Err(ComposeError::Interpolation { message }) if message.contains("set it")
+        Err(ComposeError::Interpolation { message, .. }) if message.contains("set it")
     ));
     assert!(matches!(
         interpolate("${OPEN", &v),
@@ -288,13 +290,19 @@ fn process_environment_wins_over_dot_env() {
 #[test]
 fn unknown_keys_are_warnings() {
     let project = parse(
-        "x-common: &c {}\nsecrets: {}\nservices:\n  web:\n    image: demo\n    build: .\n    x-extra: 1\n    deploy: {}\n",
+        "x-common: &c {}\nsecrets: {}\nservices:\n  web:\n    image: demo\n    privileged: true\n    x-extra: 1\n    deploy: {resources: {}}\n",
     )
     .unwrap();
     assert_eq!(project.warnings.len(), 3, "{:?}", project.warnings);
     assert!(project.warnings.iter().any(|w| w.contains("\"secrets\"")));
-    assert!(project.warnings.iter().any(|w| w.contains("\"build\"")));
-    assert!(project.warnings.iter().any(|w| w.contains("\"deploy\"")));
+    assert!(project
+        .warnings
+        .iter()
+        .any(|w| w.contains("\"privileged\"")));
+    assert!(project
+        .warnings
+        .iter()
+        .any(|w| w.contains("deploy: key \"resources\"")));
 }
 
 #[test]
@@ -331,7 +339,7 @@ fn errors_name_the_problem() {
         Err(ComposeError::NoServices { .. })
     ));
     assert!(matches!(
-        parse("services:\n  web:\n    build: .\n"),
+        parse("services:\n  web:\n    build: .\n").unwrap().runnable("web"),
         Err(ComposeError::NoImage { service }) if service == "web"
     ));
     let error = parse("services:\n  web:\n    image: d\n    healthcheck:\n      interval: soon\n")
@@ -411,4 +419,640 @@ fn default_project_name_follows_the_directory() {
     );
     let named = parse("name: shop\nservices:\n  web:\n    image: d\n").unwrap();
     assert_eq!(named.default_project_name(), "shop");
+}
+
+/// A project directory with the given files, and the path of its `docker-compose.yml`.
+fn project_dir(files: &[(&str, &str)]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, text) in files {
+        let path = dir.path().join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    }
+    let compose = dir.path().join("docker-compose.yml");
+    (dir, compose)
+}
+
+fn load_in(compose: &Path, environment: &[(&str, &str)]) -> Result<ComposeProject, ComposeError> {
+    let options = LoadOptions {
+        environment: vars(environment),
+        profiles: Vec::new(),
+    };
+    ComposeProject::load_with(compose, &options, &mut Vec::new())
+}
+
+#[test]
+fn a_build_only_service_blocks_only_itself() {
+    let project = parse(
+        "services:\n  web:\n    image: demo:v1\n  worker:\n    build: ./worker\n  base:\n    environment: [A=1]\n",
+    )
+    .unwrap();
+    project.validate_target("web", true).unwrap();
+    assert!(project.runnable("web").is_ok());
+    let error = project.validate_target("worker", true).unwrap_err();
+    assert!(
+        matches!(&error, ComposeError::NoImage { service } if service == "worker"),
+        "{error}"
+    );
+    assert!(project.service("worker").is_err());
+    assert!(matches!(
+        project.runnable("base"),
+        Err(ComposeError::NoImage { .. })
+    ));
+    assert_eq!(
+        project.services["worker"].build.as_ref().unwrap().context,
+        "/srv/app/worker"
+    );
+}
+
+#[test]
+fn merge_keys_are_applied() {
+    // 10-fragments.md examples 3 and 4: `<<: *anchor` merges, keys written beside it win.
+    let project = parse(
+        r#"
+x-common: &common
+  image: base:1
+  restart: always
+  environment: &env
+    FOO: BAR
+    ZOT: QUIX
+services:
+  web:
+    <<: *common
+    restart: "no"
+    environment:
+      <<: *env
+      YET_ANOTHER: VARIABLE
+  db:
+    <<: [*common]
+"#,
+    )
+    .unwrap();
+    let web = &project.services["web"];
+    assert_eq!(web.image, "base:1");
+    assert_eq!(web.restart.as_deref(), Some("no"));
+    assert_eq!(web.environment["FOO"], "BAR");
+    assert_eq!(web.environment["ZOT"], "QUIX");
+    assert_eq!(web.environment["YET_ANOTHER"], "VARIABLE");
+    assert_eq!(project.services["db"].restart.as_deref(), Some("always"));
+}
+
+#[test]
+fn home_is_expanded_in_volume_paths() {
+    let project = parse_with(
+        "services:\n  web:\n    image: d\n    volumes:\n      - ~/data:/data\n      - ~:/home\n      - type: bind\n        source: ~/long\n        target: /long\n      - ../up:/up\n",
+        &vars(&[("HOME", "/home/me")]),
+    )
+    .unwrap();
+    let sources: Vec<_> = project.services["web"]
+        .volumes
+        .iter()
+        .map(|v| v.source.clone())
+        .collect();
+    assert_eq!(
+        sources,
+        vec![
+            VolumeSource::Bind("/home/me/data".into()),
+            VolumeSource::Bind("/home/me".into()),
+            VolumeSource::Bind("/home/me/long".into()),
+            VolumeSource::Bind("/srv/up".into()),
+        ]
+    );
+}
+
+#[test]
+fn env_files_follow_the_specification() {
+    // Every example of 05-services.md "Env_file format".
+    let (_dir, compose) = project_dir(&[
+        (
+            "app.env",
+            "# Set Rails/Rack environment\nRACK_ENV=development\nVAR=\"quoted\"\nA=VAL # comment\nB=VAL# not a comment\nC=\"VAL # not a comment\"\nD=\"VAL\" # comment\nE='$OTHER'\nF='${OTHER}'\nG='Let\\'s go!'\nH=\"{\\\"hello\\\": \\\"json\\\"}\"\nI=\"some\\tvalue\"\nJ='some\\tvalue'\nK=some\\tvalue\nEMPTY=\nUNSET\nexport EXPORTED=yes\nINTERP=${OTHER}-x\nLATER=${RACK_ENV}\nMULTI=\"one\ntwo\"\n",
+        ),
+        (
+            "docker-compose.yml",
+            "services:\n  web:\n    image: d\n    env_file: app.env\n",
+        ),
+    ]);
+    let project = load_in(&compose, &[("OTHER", "other")]).unwrap();
+    let env = &project.services["web"].environment;
+    let expected = [
+        ("RACK_ENV", "development"),
+        ("VAR", "quoted"),
+        ("A", "VAL"),
+        ("B", "VAL# not a comment"),
+        ("C", "VAL # not a comment"),
+        ("D", "VAL"),
+        ("E", "$OTHER"),
+        ("F", "${OTHER}"),
+        ("G", "Let's go!"),
+        ("H", "{\"hello\": \"json\"}"),
+        ("I", "some\tvalue"),
+        ("J", "some\\tvalue"),
+        ("K", "some\\tvalue"),
+        ("EMPTY", ""),
+        ("EXPORTED", "yes"),
+        ("INTERP", "other-x"),
+        ("LATER", "development"),
+        ("MULTI", "one\ntwo"),
+    ];
+    for (key, value) in expected {
+        assert_eq!(env.get(key).map(String::as_str), Some(value), "{key}");
+    }
+    assert!(!env.contains_key("UNSET"), "`VAR` without `=` is unset");
+}
+
+#[test]
+fn dot_env_comments_do_not_reach_the_file() {
+    let (_dir, compose) = project_dir(&[
+        (".env", "TAG=v2 # the release\n"),
+        (
+            "docker-compose.yml",
+            "services:\n  web:\n    image: demo:${TAG}\n",
+        ),
+    ]);
+    assert_eq!(
+        load_in(&compose, &[]).unwrap().services["web"].image,
+        "demo:v2"
+    );
+}
+
+#[test]
+fn long_env_file_entries_honour_required_and_format() {
+    let (_dir, compose) = project_dir(&[
+        ("default.env", "A=1\nB=2\n"),
+        ("raw.env", "R=\"kept\" $AS_IS\n"),
+        (
+            "docker-compose.yml",
+            "services:\n  web:\n    image: d\n    env_file:\n      - path: ./default.env\n        required: true\n      - path: ./override.env\n        required: false\n      - path: ./raw.env\n        format: raw\n",
+        ),
+    ]);
+    let project = load_in(&compose, &[]).unwrap();
+    let env = &project.services["web"].environment;
+    assert_eq!(env["A"], "1");
+    assert_eq!(env["R"], "\"kept\" $AS_IS");
+
+    let (_dir, compose) = project_dir(&[(
+        "docker-compose.yml",
+        "services:\n  web:\n    image: d\n    env_file:\n      - path: ./missing.env\n",
+    )]);
+    let error = load_in(&compose, &[]).unwrap_err();
+    let message = error.to_string();
+    assert!(
+        matches!(&error, ComposeError::MissingEnvFile { service, .. } if service == "web")
+            && message.contains("missing.env")
+            && message.contains("required: false"),
+        "{message}"
+    );
+}
+
+#[test]
+fn every_interpolation_form_of_the_specification() {
+    let v = vars(&[("SET", "yes"), ("EMPTY", ""), ("FOO", "foo")]);
+    let cases = [
+        ("${SET:+alt}", "alt"),
+        ("${EMPTY:+alt}", ""),
+        ("${MISSING:+alt}", ""),
+        ("${SET+alt}", "alt"),
+        ("${EMPTY+alt}", "alt"),
+        ("${MISSING+alt}", ""),
+        ("${MISSING:-${FOO}}", "foo"),
+        ("${MISSING:-${ALSO_MISSING:-default}}", "default"),
+        ("${SET?$FOO}", "yes"),
+        ("${SET:+${FOO}-x}", "foo-x"),
+        ("$1 and $ alone", "$1 and $ alone"),
+        ("$$SET", "$SET"),
+        ("${EMPTY?unused}", ""),
+    ];
+    for (text, expected) in cases {
+        assert_eq!(interpolate(text, &v).unwrap(), expected, "{text}");
+    }
+    let error = interpolate("${EMPTY:?set EMPTY to the port}", &v).unwrap_err();
+    assert!(
+        error.to_string().contains("set EMPTY to the port"),
+        "{error}"
+    );
+    let error = interpolate("${MISSING?needs ${FOO}}", &v).unwrap_err();
+    assert!(error.to_string().contains("needs foo"), "{error}");
+
+    // In a file, the message names the file and the key.
+    let error = parse_with(
+        "services:\n  web:\n    image: demo:${TAG:?give the release tag}\n",
+        &HashMap::new(),
+    )
+    .unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("docker-compose.yml")
+            && message.contains("services.web.image")
+            && message.contains("give the release tag"),
+        "{message}"
+    );
+}
+
+#[test]
+fn unset_variables_are_warnings() {
+    let (_dir, compose) = project_dir(&[(
+        "docker-compose.yml",
+        "services:\n  web:\n    image: demo:${TAG}\n",
+    )]);
+    let mut warnings = Vec::new();
+    ComposeProject::load_with(&compose, &LoadOptions::default(), &mut warnings).unwrap();
+    assert!(
+        warnings.iter().any(|w| w.contains("TAG is not set")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn tmpfs_in_both_syntaxes() {
+    let project = parse(
+        "services:\n  web:\n    image: d\n    tmpfs:\n      - /run\n      - /data:mode=755,uid=1009\n    volumes:\n      - type: tmpfs\n        target: /cache\n        tmpfs:\n          size: 1000000\n          mode: 0o1777\n",
+    )
+    .unwrap();
+    let volumes = &project.services["web"].volumes;
+    let tmpfs: Vec<(String, VolumeSource)> = volumes
+        .iter()
+        .map(|v| (v.target.clone(), v.source.clone()))
+        .collect();
+    assert!(
+        tmpfs.contains(&(
+            "/cache".into(),
+            VolumeSource::Tmpfs("size=1000000,mode=1777".into())
+        )),
+        "{tmpfs:?}"
+    );
+    assert!(tmpfs.contains(&("/run".into(), VolumeSource::Tmpfs(String::new()))));
+    assert!(tmpfs.contains(&(
+        "/data".into(),
+        VolumeSource::Tmpfs("mode=755,uid=1009".into())
+    )));
+}
+
+#[test]
+fn network_settings_and_top_level_network_options() {
+    let project = parse(
+        r#"
+services:
+  web:
+    image: d
+    networks:
+      front:
+        aliases: [www, site]
+      back:
+        ipv4_address: 172.16.238.10
+      plain:
+networks:
+  front:
+    driver: bridge
+    driver_opts: {com.docker.network.bridge.enable_icc: "true"}
+  back:
+    ipam:
+      driver: default
+      config:
+        - subnet: 172.16.238.0/24
+          gateway: 172.16.238.1
+  plain:
+    internal: true
+    attachable: true
+"#,
+    )
+    .unwrap();
+    let web = &project.services["web"];
+    assert_eq!(web.networks, vec!["front", "back", "plain"]);
+    assert_eq!(web.network_settings["front"].aliases, vec!["www", "site"]);
+    assert_eq!(
+        web.network_settings["back"].ipv4_address.as_deref(),
+        Some("172.16.238.10")
+    );
+    assert!(!web.network_settings.contains_key("plain"));
+    assert_eq!(project.networks["front"].driver.as_deref(), Some("bridge"));
+    let ipam = project.networks["back"].ipam.as_ref().unwrap();
+    assert_eq!(ipam.config[0].subnet.as_deref(), Some("172.16.238.0/24"));
+    assert_eq!(ipam.config[0].gateway.as_deref(), Some("172.16.238.1"));
+    assert!(project.networks["plain"].internal && project.networks["plain"].attachable);
+    // One fixed address cannot be held by two colours.
+    let error = project.validate_target("web", true).unwrap_err();
+    assert!(error.to_string().contains("172.16.238.10"), "{error}");
+    project.validate_target("web", false).unwrap();
+}
+
+#[test]
+fn healthcheck_start_settings_and_replicas() {
+    let project = parse(
+        "services:\n  web:\n    image: d\n    healthcheck:\n      test: [\"CMD\", \"true\"]\n      start_period: 40s\n      start_interval: 5s\n    deploy:\n      replicas: 3\n  api:\n    image: d\n    scale: 2\n",
+    )
+    .unwrap();
+    match &project.services["web"].healthcheck {
+        Some(HealthcheckSpec::Check {
+            start_period,
+            start_interval,
+            ..
+        }) => {
+            assert_eq!(*start_period, Some(Duration::from_secs(40)));
+            assert_eq!(*start_interval, Some(Duration::from_secs(5)));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(project.services["web"].replicas, Some(3));
+    assert_eq!(project.services["api"].replicas, Some(2));
+    let error = parse("services:\n  web:\n    image: d\n    scale: 2\n    deploy: {replicas: 3}\n")
+        .unwrap_err();
+    assert!(error.to_string().contains("deploy.replicas"), "{error}");
+}
+
+#[test]
+fn warnings_survive_a_failed_load() {
+    let (_dir, compose) = project_dir(&[(
+        "docker-compose.yml",
+        "secrets: {}\nservices:\n  web:\n    image: d\n    privileged: true\n    ports: [\"not-a-port\"]\n",
+    )]);
+    let mut warnings = Vec::new();
+    let error =
+        ComposeProject::load_with(&compose, &LoadOptions::default(), &mut warnings).unwrap_err();
+    assert!(error.to_string().contains("not-a-port"), "{error}");
+    assert!(
+        warnings.iter().any(|w| w.contains("\"secrets\"")),
+        "{warnings:?}"
+    );
+    assert!(
+        warnings.iter().any(|w| w.contains("\"privileged\"")),
+        "{warnings:?}"
+    );
+}
+
+#[test]
+fn nested_keys_that_change_a_container_are_warned_by_name() {
+    let project = parse(
+        r#"
+services:
+  web:
+    image: d
+    deploy:
+      replicas: 2
+      resources: {limits: {memory: 1g}}
+    healthcheck:
+      test: ["CMD", "true"]
+      frequency: 1s
+    depends_on:
+      db:
+        condition: service_healthy
+    networks:
+      default:
+        priority: 100
+    volumes:
+      - type: bind
+        source: ./src
+        target: /src
+        bind: {propagation: rshared}
+      - ./code:/code:z
+  db:
+    image: e
+networks:
+  default:
+    enable_ipv6: true
+"#,
+    )
+    .unwrap();
+    let warnings = project.warnings.join("\n");
+    for named in [
+        "deploy: key \"resources\"",
+        "healthcheck: key \"frequency\"",
+        "service_healthy",
+        "networks.default: key \"priority\"",
+        "key \"bind\"",
+        "mode \"z\"",
+        "networks.default: key \"enable_ipv6\"",
+    ] {
+        assert!(
+            warnings.contains(named),
+            "{named} missing from:\n{warnings}"
+        );
+    }
+    assert_eq!(
+        project.services["web"].dependency_conditions["db"],
+        "service_healthy"
+    );
+}
+
+#[test]
+fn list_valued_labels_are_refused() {
+    let error =
+        parse("services:\n  web:\n    image: d\n    labels:\n      a: [x, y]\n").unwrap_err();
+    let message = error.to_string();
+    assert!(
+        message.contains("\"web\"") && message.contains("labels") && message.contains("\"a\""),
+        "{message}"
+    );
+    let error =
+        parse("services:\n  web:\n    image: d\n    environment:\n      A: {b: c}\n").unwrap_err();
+    assert!(error.to_string().contains("environment"), "{error}");
+    let error = parse(
+        "services:\n  web:\n    image: d\n    labels:\n      com.docker.compose.project: x\n",
+    )
+    .unwrap_err();
+    assert!(error.to_string().contains("reserves"), "{error}");
+}
+
+#[test]
+fn extends_in_the_same_file_and_another() {
+    // 05-services.md "Merging service definitions".
+    let (_dir, compose) = project_dir(&[
+        (
+            "common/common.yml",
+            "services:\n  webapp:\n    image: common:1\n    env_file: ./common.env\n    volumes:\n      - ./data:/data\n    ports: [\"80\"]\n",
+        ),
+        ("common/common.env", "FROM_COMMON=1\n"),
+        (
+            "docker-compose.yml",
+            r#"
+services:
+  base:
+    image: busybox
+    user: root
+  common:
+    image: busybox
+    extends:
+      service: base
+    environment:
+      TZ: utc
+      PORT: 80
+    volumes:
+      - common-volume:/var/lib/backup/data:rw
+    security_opt: [label:role:ROLE]
+  cli:
+    extends: common
+    environment:
+      - PORT=8080
+    volumes:
+      - cli-volume:/var/lib/backup/data:ro
+    command: ["echo", "cli"]
+  web:
+    extends:
+      file: common/common.yml
+      service: webapp
+    ports: ["80", "81"]
+"#,
+        ),
+    ]);
+    let mut warnings = Vec::new();
+    let project =
+        ComposeProject::load_with(&compose, &LoadOptions::default(), &mut warnings).unwrap();
+    let cli = &project.services["cli"];
+    assert_eq!(cli.image, "busybox");
+    assert_eq!(cli.environment["PORT"], "8080");
+    assert_eq!(cli.environment["TZ"], "utc");
+    assert_eq!(cli.volumes.len(), 1);
+    assert_eq!(
+        cli.volumes[0].source,
+        VolumeSource::Named("cli-volume".into())
+    );
+    assert!(cli.volumes[0].read_only);
+    assert_eq!(cli.command.as_deref().unwrap(), ["echo", "cli"]);
+    let web = &project.services["web"];
+    assert_eq!(web.image, "common:1");
+    let common_dir = compose.parent().unwrap().join("common");
+    assert_eq!(
+        web.volumes[0].source,
+        VolumeSource::Bind(common_dir.join("data")),
+        "paths stay relative to the file they were written in"
+    );
+    assert_eq!(web.environment["FROM_COMMON"], "1");
+    let published: Vec<u16> = web.ports.iter().map(|p| p.container_port).collect();
+    assert_eq!(published, vec![80, 81], "ports merge without duplicates");
+}
+
+#[test]
+fn malformed_extends_chains_name_the_service() {
+    let cycle =
+        parse("services:\n  a:\n    image: d\n    extends: b\n  b:\n    extends: {service: a}\n")
+            .unwrap_err();
+    let message = cycle.to_string();
+    assert!(
+        matches!(cycle, ComposeError::Extends { .. }) && message.contains("cycle"),
+        "{message}"
+    );
+    let missing = parse("services:\n  a:\n    image: d\n    extends: nowhere\n").unwrap_err();
+    assert!(
+        missing.to_string().contains("\"a\"") && missing.to_string().contains("nowhere"),
+        "{missing}"
+    );
+    let (_dir, compose) = project_dir(&[(
+        "docker-compose.yml",
+        "services:\n  a:\n    extends: {file: other.yml, service: x}\n",
+    )]);
+    let error = load_in(&compose, &[]).unwrap_err();
+    assert!(
+        error.to_string().contains("other.yml") && error.to_string().contains("\"a\""),
+        "{error}"
+    );
+    let shapeless = parse("services:\n  a:\n    extends: {file: x.yml}\n").unwrap_err();
+    assert!(shapeless.to_string().contains("service"), "{shapeless}");
+}
+
+#[test]
+fn include_adds_another_project() {
+    let (_dir, compose) = project_dir(&[
+        (
+            "db/compose.yaml",
+            "services:\n  db:\n    image: postgres:${PG:-15}\n    volumes: [./init:/init, data:/var/lib/postgresql]\nvolumes:\n  data: {}\n",
+        ),
+        ("db/.env", "PG=16\n"),
+        (
+            "docker-compose.yml",
+            "include:\n  - db/compose.yaml\nservices:\n  web:\n    image: d\n    depends_on: [db]\n",
+        ),
+    ]);
+    let project = load_in(&compose, &[]).unwrap();
+    let db = &project.services["db"];
+    assert_eq!(db.image, "postgres:16", "the included project's own .env");
+    let db_dir = compose.parent().unwrap().join("db");
+    assert_eq!(
+        db.volumes[0].source,
+        VolumeSource::Bind(db_dir.join("init"))
+    );
+    assert!(project.volumes.contains_key("data"));
+    let overridden = load_in(&compose, &[("PG", "17")]).unwrap();
+    assert_eq!(
+        overridden.services["db"].image, "postgres:17",
+        "the local environment wins"
+    );
+}
+
+#[test]
+fn include_cycles_and_missing_files_are_refused() {
+    let (_dir, compose) = project_dir(&[
+        (
+            "a.yml",
+            "include: [docker-compose.yml]\nservices:\n  a:\n    image: d\n",
+        ),
+        (
+            "docker-compose.yml",
+            "include: [a.yml]\nservices:\n  web:\n    image: d\n",
+        ),
+    ]);
+    let error = load_in(&compose, &[]).unwrap_err();
+    assert!(error.to_string().contains("cycle"), "{error}");
+    let (_dir, compose) = project_dir(&[(
+        "docker-compose.yml",
+        "include:\n  - path: nowhere/compose.yaml\nservices:\n  web:\n    image: d\n",
+    )]);
+    let error = load_in(&compose, &[]).unwrap_err();
+    assert!(
+        matches!(error, ComposeError::Include { .. }) && error.to_string().contains("nowhere"),
+        "{error}"
+    );
+}
+
+#[test]
+fn profiles_enable_services() {
+    // 15-profiles.md's example.
+    let text = "services:\n  foo:\n    image: foo\n  bar:\n    image: bar\n    profiles: [test]\n  zot:\n    image: zot\n    profiles: [debug]\n";
+    let none = parse(text).unwrap();
+    assert!(none.is_enabled("foo") && !none.is_enabled("bar") && !none.is_enabled("zot"));
+    assert!(
+        none.runnable("bar").is_ok(),
+        "a service named explicitly runs anyway"
+    );
+    let test = parse_with(text, &vars(&[("COMPOSE_PROFILES", "test")])).unwrap();
+    assert!(test.is_enabled("bar") && !test.is_enabled("zot"));
+    let (_dir, compose) = project_dir(&[("docker-compose.yml", text)]);
+    let options = LoadOptions {
+        environment: vars(&[("COMPOSE_PROFILES", "test")]),
+        profiles: vec!["debug".into()],
+    };
+    let both = ComposeProject::load_with(&compose, &options, &mut Vec::new()).unwrap();
+    assert!(both.is_enabled("bar") && both.is_enabled("zot"));
+}
+
+#[test]
+fn files_above_the_limit_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let compose = dir.path().join("docker-compose.yml");
+    let file = std::fs::File::create(&compose).unwrap();
+    file.set_len(MAX_FILE_BYTES + 1).unwrap();
+    let error = ComposeProject::load(&compose).unwrap_err();
+    assert!(
+        matches!(error, ComposeError::TooLarge { .. })
+            && error.to_string().contains("docker-compose.yml"),
+        "{error}"
+    );
+    std::fs::write(&compose, "services:\n  web:\n    image: d\n").unwrap();
+    let dot_env = std::fs::File::create(dir.path().join(".env")).unwrap();
+    dot_env.set_len(MAX_FILE_BYTES + 1).unwrap();
+    let error = ComposeProject::load(&compose).unwrap_err();
+    assert!(error.to_string().contains(".env"), "{error}");
+}
+
+#[test]
+fn durations_print_as_compose_prints_them() {
+    for (text, printed) in [
+        ("1s", "1s"),
+        ("90s", "1m30s"),
+        ("1h", "1h0m0s"),
+        ("500ms", "500ms"),
+        ("1.5s", "1.5s"),
+        ("2h3m4s", "2h3m4s"),
+    ] {
+        assert_eq!(format_duration(parse_duration(text).unwrap()), printed);
+    }
 }

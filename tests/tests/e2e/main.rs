@@ -11,6 +11,7 @@ mod load;
 mod support;
 
 mod cli_release;
+mod compose_files;
 mod embedding;
 mod proxy;
 mod proxy_faults;

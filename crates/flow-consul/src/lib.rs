@@ -97,8 +97,8 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
 use flow_core::kv::{corrupt, parse_lock, LockRecord, ServiceKeys};
 use flow_core::{
-    CheckTarget, HealthCheck, Lease, Registration, Registry, RegistryError, ReleaseState, Revision,
-    ServiceName, Versioned,
+    CheckTarget, HealthCheck, Lease, LockHolder, Registration, Registry, RegistryError,
+    ReleaseState, Revision, ServiceName, Versioned,
 };
 use reqwest::{Method, StatusCode, Url};
 use serde::Deserialize;
@@ -830,6 +830,17 @@ impl Registry for ConsulRegistry {
             address: self.address.clone(),
             message: format!("{key} could not be acquired although no live session holds it"),
         })
+    }
+
+    async fn lock_holder(
+        &self,
+        service: &ServiceName,
+    ) -> Result<Option<LockHolder>, RegistryError> {
+        let key = ServiceKeys::new(service).lock;
+        Ok(self
+            .held_lock(&key)
+            .await?
+            .and_then(|(_, value)| value.live_holder()))
     }
 
     async fn renew(&self, lease: &Lease) -> Result<(), RegistryError> {

@@ -62,6 +62,7 @@ pub async fn run_all_with_lock_ttl(registry: &dyn Registry, lock_ttl: Duration) 
     lock_is_exclusive(registry).await;
     unlock_then_relock(registry).await;
     renew_and_unlock_after_takeover_are_lease_lost(registry).await;
+    lock_holder_is_read_without_taking_the_lock(registry).await;
     lock_expires_without_renew(registry, lock_ttl).await;
     instances_register_replace_deregister(registry).await;
     instances_match_names_exactly(registry).await;
@@ -460,6 +461,57 @@ pub async fn renew_and_unlock_after_takeover_are_lease_lost(registry: &dyn Regis
         .await
         .expect("the new holder's lease must survive the old holder's attempts");
     registry.unlock(&new).await.expect("unlock new");
+}
+
+/// Contract, *Lock*: `lock_holder` tells who holds a live lease and since when, `None` once
+/// it is unlocked, and takes nothing from the holder (its renew still succeeds).
+pub async fn lock_holder_is_read_without_taking_the_lock(registry: &dyn Registry) {
+    let clause = "lock holder";
+    let service = unique_service("holder");
+    let read = || async {
+        registry
+            .lock_holder(&service)
+            .await
+            .unwrap_or_else(|e| panic!("{registry}: {clause}: lock_holder failed: {e}"))
+    };
+    assert_eq!(
+        read().await,
+        None,
+        "{registry}: {clause}: a free lock has no holder"
+    );
+    let lease = lock_free(
+        registry,
+        &service,
+        "docker-flow pid 9 on host-a",
+        Duration::from_secs(30),
+        clause,
+    )
+    .await;
+    let seen = read()
+        .await
+        .unwrap_or_else(|| panic!("{registry}: {clause}: a held lock must name its holder"));
+    assert_eq!(
+        seen.holder, lease.holder,
+        "{registry}: {clause}: the holder"
+    );
+    let skew = seen
+        .since
+        .duration_since(lease.acquired_at)
+        .unwrap_or_else(|e| e.duration());
+    assert!(
+        skew <= Duration::from_secs(2),
+        "{registry}: {clause}: since must be when the lease was taken (off by {skew:?})"
+    );
+    registry
+        .renew(&lease)
+        .await
+        .unwrap_or_else(|e| panic!("{registry}: {clause}: reading took the lease away: {e}"));
+    registry.unlock(&lease).await.expect("unlock");
+    assert_eq!(
+        read().await,
+        None,
+        "{registry}: {clause}: an unlocked lock has no holder"
+    );
 }
 
 /// Contract, *Lock*: a lease is live until its TTL passes without a renew. A renew extends

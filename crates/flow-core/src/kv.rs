@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Color, RegistryError, ReleaseRecord, ReleaseState, ServiceName};
+use crate::{Color, LockHolder, RegistryError, ReleaseRecord, ReleaseState, ServiceName};
 
 /// The keys of one service's release state.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -157,6 +157,15 @@ impl LockRecord {
     /// Whether the lock's deadline has passed.
     pub fn expired(&self) -> bool {
         unix_ms(SystemTime::now()) >= self.expires_ms
+    }
+
+    /// Who holds the lock, or `None` once its deadline has passed (a holder that stopped
+    /// renewing holds nothing).
+    pub fn live_holder(self) -> Option<LockHolder> {
+        (!self.expired()).then(|| LockHolder {
+            since: self.since(),
+            holder: self.holder,
+        })
     }
 
     /// The record as stored in the lock key (JSON).

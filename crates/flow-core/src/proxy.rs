@@ -148,13 +148,9 @@ pub trait Proxy: fmt::Debug + fmt::Display + Send + Sync {
     /// Deletes the route of exactly `service`.
     async fn remove(&self, service: &ServiceName) -> Result<(), ProxyError>;
 
-    /// The route of exactly `service` as the proxy serves it now (`None`: it has none), for
-    /// `docker-flow status`. Proxies that cannot tell keep this default, which says so.
-    async fn served_route(&self, service: &ServiceName) -> Result<Option<ServedRoute>, ProxyError> {
-        Err(ProxyError::Refused {
-            message: format!("{self} cannot report the route of {service}"),
-        })
-    }
+    /// The route of exactly `service` as the proxy serves it now (`None`: it has none), with
+    /// every server it knows for it (those leaving the rotation too, in their state).
+    async fn served_route(&self, service: &ServiceName) -> Result<Option<ServedRoute>, ProxyError>;
 }
 
 /// A shared, dynamically dispatched proxy.

@@ -256,16 +256,9 @@ pub trait Registry: fmt::Debug + fmt::Display + Send + Sync {
 
     /// Who holds the deploy lock of `service` now (`None`: it is free), read without taking
     /// it, for `docker-flow status`. A lease past its TTL, or whose holder the backend knows
-    /// to be dead, is free. Backends that cannot tell keep this default, which says so.
-    async fn lock_holder(
-        &self,
-        service: &ServiceName,
-    ) -> Result<Option<LockHolder>, RegistryError> {
-        Err(RegistryError::Backend {
-            address: self.to_string(),
-            message: format!("this registry cannot report who holds the deploy lock of {service}"),
-        })
-    }
+    /// to be dead, is free.
+    async fn lock_holder(&self, service: &ServiceName)
+        -> Result<Option<LockHolder>, RegistryError>;
 
     /// Adds or replaces a registration (by `id`).
     async fn register(&self, registration: &Registration) -> Result<(), RegistryError>;

@@ -389,43 +389,16 @@ mod tests {
         assert_eq!(seen.lock, LockStatus::Free);
     }
 
-    /// A proxy that keeps the default `served_route`.
-    #[derive(Debug)]
-    struct RouteBlindProxy;
-
-    impl std::fmt::Display for RouteBlindProxy {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            f.write_str("a route-blind proxy")
-        }
-    }
-
-    #[async_trait::async_trait]
-    impl crate::Proxy for RouteBlindProxy {
-        async fn reconfigure(
-            &self,
-            _: &crate::Route,
-            _: &[SocketAddr],
-        ) -> Result<(), crate::ProxyError> {
-            Ok(())
-        }
-
-        async fn sessions(
-            &self,
-            _: &ServiceName,
-            _: &[SocketAddr],
-        ) -> Result<u64, crate::ProxyError> {
-            Ok(0)
-        }
-
-        async fn remove(&self, _: &ServiceName) -> Result<(), crate::ProxyError> {
-            Ok(())
-        }
-    }
-
     #[tokio::test]
     async fn a_proxy_that_cannot_be_asked_is_reported_not_fatal() {
         let registry = MemoryRegistry::new();
-        let proxy = RouteBlindProxy;
+        let mut proxy = crate::proxy::MockProxy::new();
+        proxy.expect_served_route().returning(|_| {
+            Err(crate::ProxyError::Unreachable {
+                address: "127.0.0.1:1".to_string(),
+                source: "connection refused".into(),
+            })
+        });
         let ports = Ports {
             orchestrator: Arc::new(MemoryOrchestrator::new().with_target("web", "web:v1")),
             registry: Arc::new(registry),
@@ -433,7 +406,7 @@ mod tests {
         };
         let seen = status(&ports, &query()).await.unwrap();
         assert!(
-            matches!(&seen.proxy, Some(ProxyStatus::Unknown { reason }) if reason.contains("cannot report the route of demo-web")),
+            matches!(&seen.proxy, Some(ProxyStatus::Unknown { reason }) if reason.contains("127.0.0.1:1 cannot be reached")),
             "{:?}",
             seen.proxy
         );

@@ -545,13 +545,7 @@ impl Registry for EtcdRegistry {
     ) -> Result<Option<LockHolder>, RegistryError> {
         let key = ServiceKeys::new(service).lock;
         Ok(match self.get(&key).await? {
-            Some(kv) => {
-                let value = parse_lock(&key, &kv.value)?;
-                (!value.expired()).then(|| LockHolder {
-                    since: value.since(),
-                    holder: value.holder,
-                })
-            }
+            Some(kv) => parse_lock(&key, &kv.value)?.live_holder(),
             None => None,
         })
     }

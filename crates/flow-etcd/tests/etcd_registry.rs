@@ -44,26 +44,6 @@ async fn conformance_suite() {
 }
 
 #[tokio::test]
-async fn the_lock_holder_is_read_without_taking_the_lock() {
-    let node = EtcdNode::start().await;
-    let registry = EtcdRegistry::new(&node.endpoints()).unwrap();
-    let app = service("app");
-    assert_eq!(registry.lock_holder(&app).await.unwrap(), None);
-    let lease = registry
-        .lock(&app, "docker-flow pid 9 on ci", Duration::from_secs(30))
-        .await
-        .unwrap();
-    let seen = registry.lock_holder(&app).await.unwrap().expect("held");
-    assert_eq!(seen.holder, "docker-flow pid 9 on ci");
-    registry
-        .renew(&lease)
-        .await
-        .expect("reading took nothing from the holder");
-    registry.unlock(&lease).await.unwrap();
-    assert_eq!(registry.lock_holder(&app).await.unwrap(), None);
-}
-
-#[tokio::test]
 async fn values_are_plain_text_for_etcdctl_and_docker_flow_1() {
     let node = EtcdNode::start().await;
     let registry = EtcdRegistry::new(&node.endpoints()).unwrap();

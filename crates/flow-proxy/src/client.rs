@@ -21,14 +21,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use flow_core::{Proxy, ProxyError, Route, ServiceName};
+use flow_core::{PathType, Proxy, ProxyError, Route, ServedRoute, ServedServer, ServiceName};
 use http::{header, Request, StatusCode};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::api::wire::{Answer, ErrorKind};
+use crate::api::wire::{Answer, ErrorKind, RouteView};
 use crate::api::API_PREFIX;
 use crate::params::KEEP_ROUTE_OPTIONS;
 
@@ -267,6 +267,49 @@ impl Proxy for HttpProxy {
             .await
             .map(drop)
     }
+
+    async fn served_route(&self, service: &ServiceName) -> Result<Option<ServedRoute>, ProxyError> {
+        let answer = self.call("/routes", &[]).await?;
+        answer
+            .routes
+            .unwrap_or_default()
+            .into_iter()
+            .find(|r| r.service_name == service.as_str())
+            .map(|view| served(service, view))
+            .transpose()
+    }
+}
+
+/// A route of the routes API as the [`Proxy`] port speaks of it.
+fn served(service: &ServiceName, view: RouteView) -> Result<ServedRoute, ProxyError> {
+    let garbled = |what: &str, value: &str| ProxyError::Refused {
+        message: format!("the proxy reported the route of {service} with {what} {value:?}"),
+    };
+    let color = view
+        .service_color
+        .as_deref()
+        .map(|c| c.parse().map_err(|_| garbled("the colour", c)))
+        .transpose()?;
+    let path_type = PathType::from_haproxy_matcher(&view.path_type)
+        .ok_or_else(|| garbled("the path type", &view.path_type))?;
+    Ok(ServedRoute {
+        route: Route {
+            service: service.clone(),
+            color,
+            paths: view.service_path,
+            domain: view.service_domain,
+            path_type,
+        },
+        servers: view
+            .servers
+            .into_iter()
+            .map(|server| ServedServer {
+                address: server.address,
+                state: server.state.as_str().to_string(),
+                sessions: server.sessions,
+            })
+            .collect(),
+    })
 }
 
 #[cfg(test)]

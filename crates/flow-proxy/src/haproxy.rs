@@ -269,6 +269,18 @@ pub enum ServerState {
     Maint,
 }
 
+impl ServerState {
+    /// The state in HAProxy's words, as the routes API spells it (`UP`, `DOWN`, …).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ServerState::Up => "UP",
+            ServerState::Down => "DOWN",
+            ServerState::Drain => "DRAIN",
+            ServerState::Maint => "MAINT",
+        }
+    }
+}
+
 /// One server of a route as the running worker sees it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ServerStatus {

@@ -60,6 +60,7 @@ pub async fn run_all(subject: &Subject<'_>) {
     unknown_servers_and_services_have_no_sessions(subject).await;
     remove_removes_exactly_that_service(subject).await;
     removing_an_unknown_service_names_it(subject).await;
+    served_route_reads_the_route_as_routed(subject).await;
 }
 
 /// `reconfigure` routes to one server, switches to the other, then to both; each call
@@ -196,6 +197,73 @@ pub async fn removing_an_unknown_service_names_it(subject: &Subject<'_>) {
         }
         other => panic!("remove: of an unknown service must be UnknownService, got {other:?}"),
     }
+}
+
+/// `served_route` reads back the route as last reconfigured (colour, paths, domain, path
+/// type) with its servers UP; a server that left the rotation is no longer UP if it is
+/// listed at all; a service with no route, or a removed one, reads `None`.
+pub async fn served_route_reads_the_route_as_routed(subject: &Subject<'_>) {
+    let [a, b] = subject.servers;
+    let read = |route: &Route| {
+        let service = route.service.clone();
+        async move {
+            subject
+                .proxy
+                .served_route(&service)
+                .await
+                .unwrap_or_else(|e| panic!("served_route: of {service}: {e}"))
+        }
+    };
+    let first = Route {
+        domain: Some("conformance.example".into()),
+        path_type: PathType::Exact,
+        ..route("served", Some(Color::Blue), &["/conformance-served"])
+    };
+    assert_eq!(read(&first).await, None, "served_route: no route yet");
+    subject
+        .proxy
+        .reconfigure(&first, &[a])
+        .await
+        .expect("reconfigure");
+    let switched = Route {
+        color: Some(Color::Green),
+        ..first.clone()
+    };
+    subject
+        .proxy
+        .reconfigure(&switched, &[b])
+        .await
+        .expect("reconfigure: switch");
+    let served = read(&switched)
+        .await
+        .unwrap_or_else(|| panic!("served_route: a routed service has its route"));
+    assert_eq!(
+        served.route, switched,
+        "served_route: the route as last routed"
+    );
+    let state = |address| {
+        served
+            .servers
+            .iter()
+            .find(|s| s.address == address)
+            .map(|s| s.state.as_str())
+    };
+    assert_eq!(
+        state(b),
+        Some("UP"),
+        "served_route: the routed server is UP"
+    );
+    assert_ne!(
+        state(a),
+        Some("UP"),
+        "served_route: a server that left the rotation is not UP"
+    );
+    subject.proxy.remove(&first.service).await.expect("remove");
+    assert_eq!(
+        read(&first).await,
+        None,
+        "served_route: a removed route is gone"
+    );
 }
 
 fn route(label: &str, color: Option<Color>, paths: &[&str]) -> Route {

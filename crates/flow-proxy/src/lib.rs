@@ -85,6 +85,7 @@ pub mod params;
 mod process;
 mod render;
 pub mod table;
+pub mod tls;
 pub mod validate;
 
 pub use api::{serve, start, RunningProxy, ServeConfig, ServeError};

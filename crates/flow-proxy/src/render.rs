@@ -7,6 +7,11 @@
 //! * One HTTP frontend per bind address. Redirects of `redirectFromDomain` come first, then
 //!   one `use_backend` per HTTP destination, most specific first (see [`render`]), then the
 //!   default backend (`isDefaultBackend`), if any.
+//! * One HTTPS frontend per HTTPS address, once there is a certificate ([`crate::tls`]):
+//!   the same rules, behind `ssl` with every certificate as a `crt` (HAProxy picks one by
+//!   SNI), and `X-Forwarded-Proto: https` set on every request, so that servers — and the
+//!   `redirectUnlessHttpsProto` rule — see the request came over TLS. A comment lists each
+//!   certificate's fingerprint: a changed certificate changes the configuration.
 //! * One TCP frontend per `srcPort` of a `reqMode=tcp` destination, on the IP addresses of
 //!   the HTTP binds.
 //! * One backend per destination: `be_<service>` for the first (the only one of most
@@ -20,7 +25,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use flow_core::ServiceName;
 
@@ -78,6 +83,47 @@ fn destination_servers(servers: &[SocketAddr], destination: &Destination) -> Vec
     out
 }
 
+/// What the frontends listen on, and the certificates the HTTPS ones serve.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listeners {
+    /// The plain HTTP addresses (at least one).
+    pub http: Vec<SocketAddr>,
+    /// The HTTPS addresses; they listen once there is a certificate.
+    pub https: Vec<SocketAddr>,
+    /// The certificate files, the default one (served without a matching SNI) first.
+    pub certificates: Vec<CertificateFile>,
+}
+
+/// One certificate file of the HTTPS frontends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateFile {
+    /// The PEM file (chain and key) HAProxy loads.
+    pub path: PathBuf,
+    /// The SHA-256 of its chain (see [`crate::tls::Certificate::fingerprint`]).
+    pub fingerprint: String,
+}
+
+impl Listeners {
+    /// Plain HTTP on `http`, no HTTPS.
+    pub fn http(http: Vec<SocketAddr>) -> Listeners {
+        Listeners {
+            http,
+            ..Listeners::default()
+        }
+    }
+
+    /// Whether HTTPS frontends are rendered: HTTPS addresses and a certificate to serve.
+    fn serves_https(&self) -> bool {
+        !self.https.is_empty() && !self.certificates.is_empty()
+    }
+
+    /// The port `httpsOnly` redirects to: the first HTTPS address's, when there is one
+    /// (none: the redirect keeps the Host header, for a TLS terminator in front on 443).
+    fn https_port(&self) -> Option<u16> {
+        self.https.first().map(SocketAddr::port)
+    }
+}
+
 /// The name of an ACL of the `position`-th destination of `service`.
 fn acl_name(kind: &str, service: &ServiceName, position: usize) -> String {
     if position == 0 {
@@ -121,7 +167,7 @@ fn host_acls(name: &str, domains: &[String]) -> String {
 /// health-checked while no request can reach them.
 pub fn render(
     table: &RouteTable,
-    binds: &[SocketAddr],
+    listeners: &Listeners,
     admin_socket: &Path,
     unrouted: Option<&ServiceName>,
 ) -> String {
@@ -135,7 +181,13 @@ pub fn render(
     out.push_str("    stats timeout 30s\n");
     // An old worker finishes its requests after a reload, but not forever: this bounds how
     // many of them can pile up.
-    out.push_str("    hard-stop-after 5m\n\n");
+    out.push_str("    hard-stop-after 5m\n");
+    if listeners.serves_https() {
+        // Only the PEM files listed, each checked before (no `.key`, `.ocsp`, … beside them).
+        out.push_str("    ssl-load-extra-files none\n");
+        out.push_str("    ssl-default-bind-options ssl-min-ver TLSv1.2\n");
+    }
+    out.push('\n');
     // idle-close-on-response: on a reload the old worker does not close idle keep-alive
     // connections (a client may be sending on them at that very moment, and would see the
     // connection drop); it answers one more request with `Connection: close` instead.
@@ -176,8 +228,42 @@ pub fn render(
             let position = e.destinations.iter().position(|d| d.mode == Mode::Http)?;
             Some(backend_name(&e.route.service, position))
         });
-    for (index, bind) in binds.iter().enumerate() {
-        out.push_str(&format!("frontend http_{index}\n    bind {bind}\n"));
+    let https: &[SocketAddr] = if listeners.serves_https() {
+        &listeners.https
+    } else {
+        &[]
+    };
+    let frontends = listeners
+        .http
+        .iter()
+        .enumerate()
+        .map(|(index, bind)| (false, index, bind))
+        .chain(
+            https
+                .iter()
+                .enumerate()
+                .map(|(index, bind)| (true, index, bind)),
+        );
+    for (tls, index, bind) in frontends {
+        if tls {
+            out.push_str(&format!("frontend https_{index}\n"));
+            for certificate in &listeners.certificates {
+                out.push_str(&format!(
+                    "    # crt {} sha256 {}\n",
+                    certificate.path.display(),
+                    certificate.fingerprint
+                ));
+            }
+            out.push_str(&format!("    bind {bind} ssl"));
+            for certificate in &listeners.certificates {
+                out.push_str(&format!(" crt {}", certificate.path.display()));
+            }
+            out.push_str(" alpn h2,http/1.1\n");
+            out.push_str("    http-request set-header X-Forwarded-Proto https\n");
+        } else {
+            out.push_str(&format!("frontend http_{index}\n    bind {bind}\n"));
+        }
+        let scheme = if tls { "https" } else { "http" };
         for (entry, position, destination) in &http {
             if destination.redirect_from_domains.is_empty() {
                 continue;
@@ -186,7 +272,7 @@ pub fn render(
                 let name = acl_name("redirect", &entry.route.service, *position);
                 out.push_str(&host_acls(&name, &destination.redirect_from_domains));
                 out.push_str(&format!(
-                    "    http-request redirect prefix http://{target} code 301 if {name}\n"
+                    "    http-request redirect prefix {scheme}://{target} code 301 if {name}\n"
                 ));
             }
         }
@@ -198,7 +284,7 @@ pub fn render(
         }
         out.push('\n');
     }
-    let ips: BTreeSet<std::net::IpAddr> = binds.iter().map(SocketAddr::ip).collect();
+    let ips: BTreeSet<std::net::IpAddr> = listeners.http.iter().map(SocketAddr::ip).collect();
     for entry in &routed {
         for (position, destination) in entry.destinations.iter().enumerate() {
             let (Mode::Tcp, Some(port)) = (destination.mode, destination.src_port) else {
@@ -232,6 +318,7 @@ pub fn render(
                 entry,
                 &entry.destinations[position],
                 backend,
+                listeners.https_port(),
             ));
         }
     }
@@ -293,7 +380,12 @@ fn userlist(entry: &RouteEntry) -> String {
     out
 }
 
-fn render_backend(entry: &RouteEntry, destination: &Destination, backend: &Backend) -> String {
+fn render_backend(
+    entry: &RouteEntry,
+    destination: &Destination,
+    backend: &Backend,
+    https_port: Option<u16>,
+) -> String {
     let mut out = format!("backend {}\n", backend.name);
     if destination.mode == Mode::Tcp {
         out.push_str("    mode tcp\n");
@@ -306,7 +398,7 @@ fn render_backend(entry: &RouteEntry, destination: &Destination, backend: &Backe
         out.push_str(&format!("    timeout tunnel {seconds}s\n"));
     }
     if destination.mode == Mode::Http {
-        out.push_str(&http_rules(entry, destination));
+        out.push_str(&http_rules(entry, destination, https_port));
     }
     for server in &backend.servers {
         let name = server_name(*server);
@@ -322,7 +414,11 @@ fn render_backend(entry: &RouteEntry, destination: &Destination, backend: &Backe
 
 /// What an HTTP backend does to requests and responses, in the order it is done: redirects
 /// to HTTPS, method filters, authentication, headers, the path rewrite.
-fn http_rules(entry: &RouteEntry, destination: &Destination) -> String {
+///
+/// `httpsOnly` redirects to `https_port` (the proxy's own HTTPS address) on the host the
+/// request named, its port replaced; without HTTPS addresses, to the same host and port
+/// over `https://`, for a TLS terminator in front.
+fn http_rules(entry: &RouteEntry, destination: &Destination, https_port: Option<u16>) -> String {
     let options = &entry.options;
     let mut out = String::new();
     let code = options
@@ -330,9 +426,23 @@ fn http_rules(entry: &RouteEntry, destination: &Destination) -> String {
         .map(|code| format!(" code {code}"))
         .unwrap_or_default();
     if destination.https_only {
-        out.push_str(&format!(
-            "    http-request redirect scheme https{code} if !{{ ssl_fc }}\n"
-        ));
+        match https_port {
+            None => out.push_str(&format!(
+                "    http-request redirect scheme https{code} if !{{ ssl_fc }}\n"
+            )),
+            Some(port) => {
+                let port = if port == 443 {
+                    String::new()
+                } else {
+                    format!(":{port}")
+                };
+                // The Host header without its port (`[::1]:8081` keeps `[::1]`); `\$` is a
+                // literal `$` inside HAProxy's double quotes.
+                out.push_str(&format!(
+                    "    http-request redirect location \"https://%[hdr(host),regsub(':[0-9]+\\$','')]{port}%[pathq]\"{code} if !{{ ssl_fc }}\n"
+                ));
+            }
+        }
     }
     if options.redirect_when_http_proto {
         out.push_str(&format!(
@@ -494,10 +604,10 @@ mod tests {
         let path = dir.path().join("haproxy.cfg");
         let text = render(
             &table,
-            &[
+            &Listeners::http(vec![
                 "127.0.0.1:8081".parse().unwrap(),
                 "[::1]:8081".parse().unwrap(),
-            ],
+            ]),
             &dir.path().join("admin.sock"),
             None,
         );

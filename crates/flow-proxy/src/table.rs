@@ -437,7 +437,7 @@ pub(crate) async fn write_atomically(path: &Path, contents: Vec<u8>) -> io::Resu
 static ATOMIC_WRITES: Mutex<()> = Mutex::new(());
 
 /// The blocking body of [`write_atomically`].
-fn write_atomically_blocking(path: &Path, contents: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomically_blocking(path: &Path, contents: &[u8]) -> io::Result<()> {
     // The lock guards no data, so a panic of an earlier holder leaves nothing inconsistent.
     let _serialized = ATOMIC_WRITES.lock().unwrap_or_else(PoisonError::into_inner);
     let directory = path

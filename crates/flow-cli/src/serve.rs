@@ -35,7 +35,12 @@ pub async fn proxy(config: ProxyServeConfig) -> Exit {
         .binds
         .iter()
         .map(ToString::to_string)
-        .chain(config.https_binds.iter().map(|bind| format!("{bind} (HTTPS)")))
+        .chain(
+            config
+                .https_binds
+                .iter()
+                .map(|bind| format!("{bind} (HTTPS)")),
+        )
         .collect();
     eprintln!(
         "docker-flow proxy: API on http://{}, traffic on {}, state in {}{}",
@@ -53,7 +58,9 @@ pub async fn proxy(config: ProxyServeConfig) -> Exit {
         Ok(()) => Exit::Success,
         Err(
             error @ (flow_proxy::ServeError::EmptyToken
-            | flow_proxy::ServeError::Haproxy(flow_proxy::HaproxyError::SameAddress { .. })),
+            | flow_proxy::ServeError::Haproxy(flow_proxy::HaproxyError::SameAddress {
+                ..
+            })),
         ) => {
             eprintln!("docker-flow proxy: {error}");
             Exit::BadInput

@@ -898,11 +898,9 @@ impl App {
             (_, "/ping") => Ok(crate::endpoints::ping()),
             (_, "/metrics") => crate::endpoints::stats_csv(self).await,
             (_, "/certs") => Ok(crate::endpoints::certs(self)),
-            (_, "/cert") => {
-                crate::endpoints::cert(self, query.get("certName"), request)
-                    .await
-                    .map(Reply::answer)
-            }
+            (_, "/cert") => crate::endpoints::cert(self, query.get("certName"), request)
+                .await
+                .map(Reply::answer),
             _ => Err(no_endpoint(path)),
         }
     }

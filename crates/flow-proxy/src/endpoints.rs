@@ -95,7 +95,10 @@ pub(crate) fn certs(app: &App) -> Reply {
         .collect();
     let https = app.haproxy.https_binds();
     let message = match (https.is_empty(), listed.len()) {
-        (true, _) => "no certificates: the proxy has no HTTPS address (start it with --bind-https ADDR)".to_string(),
+        (true, _) => {
+            "no certificates: the proxy has no HTTPS address (start it with --bind-https ADDR)"
+                .to_string()
+        }
         (false, 0) => format!(
             "no certificates yet: the HTTPS addresses ({}) listen from the first one on",
             addresses(https)

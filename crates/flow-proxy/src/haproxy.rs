@@ -96,8 +96,8 @@ use tokio::sync::{watch, Mutex};
 use tokio::time::{sleep, timeout, Instant};
 
 use crate::process::{process_alive, Master, StateLock};
-pub use crate::render::{render, CertificateFile, Listeners};
 use crate::render::{backends, Backend, CHECK};
+pub use crate::render::{render, CertificateFile, Listeners};
 use crate::table::{
     create_private_dir, off_runtime, open_private_file, write_atomically, Mode, RouteEntry,
     RouteTable, StateDirError, StateError,
@@ -1098,7 +1098,8 @@ impl Haproxy {
 
 /// What `wanted` asks for that depends on the other routes of `table`: a TCP destination's
 /// `srcPort` must be taken by no other service and by no HTTP or HTTPS bind; an HTTP
-/// destination's must be the port of an HTTP bind; only one service is the default backend.
+/// destination's must be the port of an HTTP bind, and its `srcHttpsPort` one of an HTTPS
+/// bind; only one service is the default backend.
 fn check_against_others(
     wanted: &RouteEntry,
     table: &RouteTable,
@@ -1113,6 +1114,18 @@ fn check_against_others(
     let http_ports: Vec<u16> = binds.iter().map(SocketAddr::port).collect();
     let mut tcp_ports = BTreeSet::new();
     for destination in &wanted.destinations {
+        if let Some(port) = destination.src_https_port {
+            if !https_binds.iter().any(|bind| bind.port() == port) {
+                return Err(InvalidInput::Conflict(format!(
+                    "srcHttpsPort {port} is not a port the proxy serves HTTPS on ({}): give one of them",
+                    if https_binds.is_empty() {
+                        "none: start it with --bind-https ADDR".to_string()
+                    } else {
+                        https_binds.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                    }
+                )));
+            }
+        }
         let Some(port) = destination.src_port else {
             continue;
         };
@@ -1454,12 +1467,7 @@ impl Inner {
         table: &RouteTable,
         unrouted: Option<&ServiceName>,
     ) -> Result<(), HaproxyError> {
-        let text = render(
-            table,
-            &self.listeners(),
-            &self.files.admin_socket,
-            unrouted,
-        );
+        let text = render(table, &self.listeners(), &self.files.admin_socket, unrouted);
         write_atomically(&self.files.candidate, text.into_bytes())
             .await
             .map_err(|source| HaproxyError::Io {

@@ -57,7 +57,7 @@ pub struct Parameter {
     pub support: Support,
 }
 
-const TLS_TO_SERVERS: &str = "the proxy terminates TLS and reaches servers over plain HTTP, on their port: a separate port for requests that came over HTTPS, and TLS to servers, are not supported";
+const TLS_TO_SERVERS: &str = "the proxy terminates TLS and reaches servers over plain HTTP (httpsPort gives another port for the requests that came over HTTPS): TLS to servers is not supported";
 const TCP_OPTION: &str = "TCP frontends (reqMode=tcp) take srcPort, port and timeoutServer/timeoutTunnel; this TCP option is not supported";
 const TEMPLATES: &str = "custom templates and raw HAProxy configuration are not accepted: the proxy renders and validates its whole configuration, and a snippet could break or take it over";
 
@@ -172,8 +172,8 @@ pub const RECONFIGURE: &[Parameter] = &[
     refused("sessionType", false, "sticky sessions are not supported: servers are balanced round-robin"),
     refused("compressionAlgo", false, "HTTP compression is not supported"),
     refused("compressionType", false, "HTTP compression is not supported"),
-    refused("httpsPort", true, TLS_TO_SERVERS),
-    refused("srcHttpsPort", true, "every HTTP destination is served on every HTTPS address (--bind-https) too: HTTPS ports of a destination's own are not supported"),
+    implemented("httpsPort", true),
+    implemented("srcHttpsPort", true),
     refused("serviceCert", false, "certificates are chosen by SNI among all the proxy serves, not per service: upload it with PUT /v1/docker-flow-proxy/cert?certName=NAME, or put it in --certs-dir"),
     refused("sslVerifyNone", true, TLS_TO_SERVERS),
     refused("verifyClientSsl", false, "client certificates are not verified: the HTTPS addresses do not ask for one"),
@@ -448,6 +448,8 @@ fn destination<'a>(
         domains,
         src_port: number(&name("srcPort"), value("srcPort"))?,
         port: number(&name("port"), value("port"))?,
+        https_port: number(&name("httpsPort"), value("httpsPort"))?,
+        src_https_port: number(&name("srcHttpsPort"), value("srcHttpsPort"))?,
         path_rewrites,
         allowed_methods: list(value("allowedMethods")),
         denied_methods: list(value("deniedMethods")),

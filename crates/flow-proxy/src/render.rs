@@ -16,7 +16,9 @@
 //!   the HTTP binds.
 //! * One backend per destination: `be_<service>` for the first (the only one of most
 //!   services, and the name earlier versions used), `be_<service>:<n>` for the n-th. `:`
-//!   never occurs in a service name, so no two services' names can collide. What is done to a
+//!   never occurs in a service name, so no two services' names can collide. A destination
+//!   with an `httpsPort` has a second backend, `be_<service>:https` (`be_<service>:<n>:https`),
+//!   for the requests that came over HTTPS, with the same servers on that port. What is done to a
 //!   request on the way (redirects to HTTPS, method filters, basic authentication, headers,
 //!   path rewrites, timeouts) lives in the backend, where it runs after routing: a rewritten
 //!   path must not change which route a request took.
@@ -39,11 +41,13 @@ use crate::validate::{redirect_target, server_name};
 /// engine has already waited for the application's own health, so one connect suffices).
 pub(crate) const CHECK: &str = "check inter 1s fastinter 20ms downinter 20ms rise 1";
 
-/// One backend of a route: its name and the servers it sends to.
+/// One backend of a route: its name, the servers it sends to, and the destination it serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Backend {
     pub(crate) name: String,
     pub(crate) servers: Vec<SocketAddr>,
+    /// The position of its destination in the route.
+    pub(crate) destination: usize,
 }
 
 /// The backend of the `position`-th destination (from 0) of `service`.
@@ -55,24 +59,43 @@ pub(crate) fn backend_name(service: &ServiceName, position: usize) -> String {
     }
 }
 
-/// The backends of `entry`, one per destination, with the servers each sends to: the
-/// entry's servers, on the destination's `port` when it has one.
-pub(crate) fn backends(entry: &RouteEntry) -> Vec<Backend> {
-    entry
-        .destinations
-        .iter()
-        .enumerate()
-        .map(|(position, destination)| Backend {
-            name: backend_name(&entry.route.service, position),
-            servers: destination_servers(&entry.servers, destination),
-        })
-        .collect()
+/// The backend taking the requests of the `position`-th destination of `entry` that came
+/// over TLS when `tls`: its `httpsPort` backend when it has one.
+fn routed_backend(entry: &RouteEntry, position: usize, tls: bool) -> String {
+    let name = backend_name(&entry.route.service, position);
+    if tls && entry.destinations[position].https_port.is_some() {
+        format!("{name}:https")
+    } else {
+        name
+    }
 }
 
-fn destination_servers(servers: &[SocketAddr], destination: &Destination) -> Vec<SocketAddr> {
+/// The backends of `entry`, one per destination and one more per `httpsPort`, with the
+/// servers each sends to: the entry's servers, on the destination's `port` (`httpsPort`)
+/// when it has one.
+pub(crate) fn backends(entry: &RouteEntry) -> Vec<Backend> {
+    let mut out = Vec::new();
+    for (position, destination) in entry.destinations.iter().enumerate() {
+        out.push(Backend {
+            name: routed_backend(entry, position, false),
+            servers: destination_servers(&entry.servers, destination.port),
+            destination: position,
+        });
+        if let Some(port) = destination.https_port {
+            out.push(Backend {
+                name: routed_backend(entry, position, true),
+                servers: destination_servers(&entry.servers, Some(port)),
+                destination: position,
+            });
+        }
+    }
+    out
+}
+
+fn destination_servers(servers: &[SocketAddr], port: Option<u16>) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     for server in servers {
-        let address = match destination.port {
+        let address = match port {
             Some(port) => SocketAddr::new(server.ip(), port),
             None => *server,
         };
@@ -226,7 +249,7 @@ pub fn render(
         .find(|e| e.options.default_backend)
         .and_then(|e| {
             let position = e.destinations.iter().position(|d| d.mode == Mode::Http)?;
-            Some(backend_name(&e.route.service, position))
+            Some((*e, position))
         });
     let https: &[SocketAddr] = if listeners.serves_https() {
         &listeners.https
@@ -277,10 +300,13 @@ pub fn render(
             }
         }
         for (entry, position, destination) in &http {
-            out.push_str(&http_route(entry, *position, destination));
+            out.push_str(&http_route(entry, *position, destination, tls));
         }
-        if let Some(backend) = &default_backend {
-            out.push_str(&format!("    default_backend {backend}\n"));
+        if let Some((entry, position)) = default_backend {
+            out.push_str(&format!(
+                "    default_backend {}\n",
+                routed_backend(entry, position, tls)
+            ));
         }
         out.push('\n');
     }
@@ -313,11 +339,11 @@ pub fn render(
     });
     for entry in &entries {
         out.push_str(&userlist(entry));
-        for (position, backend) in backends(entry).iter().enumerate() {
+        for backend in backends(entry) {
             out.push_str(&render_backend(
                 entry,
-                &entry.destinations[position],
-                backend,
+                &entry.destinations[backend.destination],
+                &backend,
                 listeners.https_port(),
             ));
         }
@@ -325,8 +351,9 @@ pub fn render(
     out
 }
 
-/// The ACLs and the `use_backend` rule of one HTTP destination.
-fn http_route(entry: &RouteEntry, position: usize, destination: &Destination) -> String {
+/// The ACLs and the `use_backend` rule of one HTTP destination, in an HTTPS frontend when
+/// `tls` (there `srcHttpsPort` selects the port, and `srcPort` does not apply).
+fn http_route(entry: &RouteEntry, position: usize, destination: &Destination, tls: bool) -> String {
     let service = &entry.route.service;
     let path = acl_name("path", service, position);
     let mut out = format!(
@@ -349,12 +376,17 @@ fn http_route(entry: &RouteEntry, position: usize, destination: &Destination) ->
         out.push_str(&host_acls(&host, &destination.domains));
         condition.push_str(&format!(" {host}"));
     }
-    if let Some(port) = destination.src_port {
+    let src_port = if tls {
+        destination.src_https_port
+    } else {
+        destination.src_port
+    };
+    if let Some(port) = src_port {
         condition.push_str(&format!(" {{ dst_port {port} }}"));
     }
     out.push_str(&format!(
         "    use_backend {} if {condition}\n",
-        backend_name(service, position)
+        routed_backend(entry, position, tls)
     ));
     out
 }
@@ -550,6 +582,8 @@ mod tests {
                     denied_methods: vec!["DELETE".into()],
                     https_only: true,
                     deny_http: true,
+                    https_port: Some(9443),
+                    src_https_port: Some(8443),
                     timeout_server: Some(5),
                     timeout_tunnel: Some(3600),
                     ..Destination::default()
@@ -602,15 +636,33 @@ mod tests {
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("haproxy.cfg");
-        let text = render(
-            &table,
-            &Listeners::http(vec![
+        let mut certificates = Vec::new();
+        for name in ["a.example", "b.example"] {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let certificate = rcgen::CertificateParams::new(vec![name.to_string()])
+                .unwrap()
+                .self_signed(&key)
+                .unwrap();
+            let file = dir.path().join(format!("{name}.pem"));
+            std::fs::write(
+                &file,
+                format!("{}{}", certificate.pem(), key.serialize_pem()),
+            )
+            .unwrap();
+            certificates.push(CertificateFile {
+                path: file,
+                fingerprint: name.to_string(),
+            });
+        }
+        let listeners = Listeners {
+            http: vec![
                 "127.0.0.1:8081".parse().unwrap(),
                 "[::1]:8081".parse().unwrap(),
-            ]),
-            &dir.path().join("admin.sock"),
-            None,
-        );
+            ],
+            https: vec!["127.0.0.1:8443".parse().unwrap()],
+            certificates,
+        };
+        let text = render(&table, &listeners, &dir.path().join("admin.sock"), None);
         std::fs::write(&path, &text).unwrap();
         let output = std::process::Command::new(crate::haproxy::DEFAULT_BINARY)
             .arg("-c")
@@ -636,5 +688,26 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("    default_backend be_app\n"), "{text}");
+        assert!(text.contains("frontend https_0\n"), "{text}");
+        assert!(
+            text.contains("    use_backend be_app:https if path_app !exclude_app host_app { dst_port 8443 }\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("    default_backend be_app:https\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("server s4_127_0_0_1_9443 127.0.0.1:9443"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "ssl crt {} crt {}",
+                dir.path().join("a.example.pem").display(),
+                dir.path().join("b.example.pem").display()
+            )),
+            "{text}"
+        );
     }
 }

@@ -133,7 +133,9 @@ pub enum CertError {
         name: String,
     },
     /// More than one private key.
-    #[error("certificate {name} holds {keys} private keys: keep only the key of its first certificate")]
+    #[error(
+        "certificate {name} holds {keys} private keys: keep only the key of its first certificate"
+    )]
     SeveralKeys {
         /// The certificate.
         name: String,
@@ -151,7 +153,9 @@ pub enum CertError {
         reason: String,
     },
     /// The key is of a kind rustls cannot load (so it cannot be compared with the certificate).
-    #[error("certificate {name}: its private key is not a usable RSA, ECDSA or Ed25519 key ({reason})")]
+    #[error(
+        "certificate {name}: its private key is not a usable RSA, ECDSA or Ed25519 key ({reason})"
+    )]
     BadKey {
         /// The certificate.
         name: String,
@@ -365,12 +369,11 @@ fn checked(
             dns_names = served_names(&parsed);
         }
     }
-    let signing_key = rustls::crypto::ring::sign::any_supported_type(key).map_err(|error| {
-        CertError::BadKey {
+    let signing_key =
+        rustls::crypto::ring::sign::any_supported_type(key).map_err(|error| CertError::BadKey {
             name: name_owned(),
             reason: error.to_string(),
-        }
-    })?;
+        })?;
     CertifiedKey::new(vec![chain[0].clone()], signing_key)
         .keys_match()
         .map_err(|error| CertError::KeyMismatch {
@@ -632,7 +635,10 @@ mod tests {
         let pem = format!("{certificate}{key}");
         let checked = check("a.pem", pem.as_bytes(), Source::Upload, SystemTime::now()).unwrap();
         assert_eq!(checked.dns_names, ["a.example", "*.b.example"]);
-        assert_eq!(checked.chain_pem.trim(), certificate.trim().replace("\r\n", "\n"));
+        assert_eq!(
+            checked.chain_pem.trim(),
+            certificate.trim().replace("\r\n", "\n")
+        );
         assert!(!checked.chain_pem.contains("PRIVATE KEY"));
         assert_eq!(checked.fingerprint.len(), 64);
     }
@@ -688,8 +694,12 @@ mod tests {
             params.self_signed(&key).unwrap().pem(),
             key.serialize_pem()
         );
-        let error = check("old.pem", pem.as_bytes(), Source::Upload, SystemTime::now()).unwrap_err();
-        assert!(matches!(error, CertError::Expired { position: 1, .. }), "{error}");
+        let error =
+            check("old.pem", pem.as_bytes(), Source::Upload, SystemTime::now()).unwrap_err();
+        assert!(
+            matches!(error, CertError::Expired { position: 1, .. }),
+            "{error}"
+        );
         assert!(error.to_string().contains("2021-01-01"), "{error}");
         let early = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_500_000_000);
         assert!(matches!(

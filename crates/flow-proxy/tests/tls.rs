@@ -159,9 +159,12 @@ async fn https_get(
 /// `PUT cert?<query>` with `body`: status and JSON answer.
 async fn put_cert(proxy: &TestProxy, query: &str, body: &str) -> (StatusCode, serde_json::Value) {
     let client: Client<_, Full<Bytes>> = Client::builder(TokioExecutor::new()).build_http();
-    let request = Request::put(format!("http://{}/v1/docker-flow-proxy/cert?{query}", proxy.api))
-        .body(Full::new(Bytes::from(body.to_string())))
-        .unwrap();
+    let request = Request::put(format!(
+        "http://{}/v1/docker-flow-proxy/cert?{query}",
+        proxy.api
+    ))
+    .body(Full::new(Bytes::from(body.to_string())))
+    .unwrap();
     let response = client.request(request).await.expect("the API answers");
     let status = response.status();
     let body = response.into_body().collect().await.unwrap().to_bytes();
@@ -199,8 +202,7 @@ async fn start_tls(state: &Path, certs_dir: Option<&Path>, https: SocketAddr) ->
 }
 
 #[tokio::test]
-async fn certificates_are_served_by_sni_from_the_certs_dir_and_uploads_and_restored_on_restart()
-{
+async fn certificates_are_served_by_sni_from_the_certs_dir_and_uploads_and_restored_on_restart() {
     // Certificate files are owner-only whatever the umask.
     rustix::process::umask(rustix::fs::Mode::empty());
     let authority = Authority::new("docker-flow test CA");
@@ -235,7 +237,10 @@ async fn certificates_are_served_by_sni_from_the_certs_dir_and_uploads_and_resto
     );
     for name in ["b.test", "www.b.test"] {
         let served = https_get(&client, https, name, "/").await.unwrap();
-        assert_eq!(served.chain, b.chain, "{name}: the leaf and its intermediate");
+        assert_eq!(
+            served.chain, b.chain,
+            "{name}: the leaf and its intermediate"
+        );
         assert_eq!((served.status, served.body.as_str()), (200, "web"));
     }
     let served = https_get(&client, https, "a.test", "/").await.unwrap();
@@ -259,12 +264,23 @@ async fn certificates_are_served_by_sni_from_the_certs_dir_and_uploads_and_resto
 
     // A restart restores the upload and reads the directory again.
     proxy.stop().await;
-    let proxy = start_tls(state.path(), Some(certs_dir.path()), https).await;
+    let mut proxy = start_tls(state.path(), Some(certs_dir.path()), https).await;
     for (name, leaf) in [("a.test", &a), ("b.test", &b)] {
         let served = https_get(&client, https, name, "/").await.unwrap();
         assert_eq!(served.chain, leaf.chain, "{name} after a restart");
         assert_eq!(served.status, 200);
     }
+    // HAProxy left serving and adopted by the next start: a certificate renewed in the
+    // directory meanwhile is loaded (its fingerprint is in the configuration).
+    let renewed = authority.leaf(&["a.test"], &[]);
+    std::fs::write(certs_dir.path().join("a.pem"), &renewed.pem).unwrap();
+    proxy.running.take().unwrap().detach().await;
+    let proxy = start_tls(state.path(), Some(certs_dir.path()), https).await;
+    assert!(proxy.running.as_ref().unwrap().adopted_master().is_some());
+    let served = https_get(&client, https, "a.test", "/").await.unwrap();
+    assert_eq!(served.chain, renewed.chain, "the renewed certificate");
+    let served = https_get(&client, https, "b.test", "/").await.unwrap();
+    assert_eq!(served.chain, b.chain);
 
     // An upload under the name of a --certs-dir file is refused.
     let (status, json) = put_cert(&proxy, "certName=a.pem", &b.pem).await;
@@ -280,12 +296,17 @@ async fn https_only_redirects_plain_http_to_the_https_address() {
     let authority = Authority::new("docker-flow test CA");
     let leaf = authority.leaf(&["shop.test"], &[]);
     let state = tempfile::tempdir().unwrap();
-    let https = free_addr();
-    let proxy = start_tls(state.path(), None, https).await;
+    let (https, second_https) = (free_addr(), free_addr());
+    let mut config = config(state.path(), free_addr());
+    config.https_binds = vec![https, second_https];
+    let proxy = TestProxy::start_with(config).await;
     // No certificate yet: HTTPS does not listen (HAProxy needs one), and the list says why.
     let (_, _, json) = proxy.api("/v1/docker-flow-proxy/certs").await;
     assert!(
-        json["Message"].as_str().unwrap().contains("no certificates yet"),
+        json["Message"]
+            .as_str()
+            .unwrap()
+            .contains("no certificates yet"),
         "{json}"
     );
     assert!(tokio::net::TcpStream::connect(https).await.is_err());
@@ -332,7 +353,9 @@ async fn https_only_redirects_plain_http_to_the_https_address() {
         .await
         .unwrap();
     assert_eq!((served.status, served.body.as_str()), (200, "secure"));
-    let served = https_get(&tls, https, "shop.test", "/behind").await.unwrap();
+    let served = https_get(&tls, https, "shop.test", "/behind")
+        .await
+        .unwrap();
     assert_eq!(
         (served.status, served.body.as_str()),
         (200, "behind"),
@@ -341,6 +364,54 @@ async fn https_only_redirects_plain_http_to_the_https_address() {
     );
     let (status, _) = proxy.get("/behind", Some("shop.test")).await;
     assert_eq!(status, StatusCode::FOUND, "plain HTTP is still redirected");
+
+    // denyHttp: over TLS the request goes through.
+    let strict = Backend::start("strict").await;
+    let (status, json) = proxy
+        .reconfigure("strict", "/strict", &[strict.addr], "&denyHttp=true")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(proxy.get("/strict", None).await.0, StatusCode::FORBIDDEN);
+    let served = https_get(&tls, https, "shop.test", "/strict")
+        .await
+        .unwrap();
+    assert_eq!((served.status, served.body.as_str()), (200, "strict"));
+
+    // httpsPort: what came over HTTPS goes to the servers' other port; srcHttpsPort: only on
+    // that HTTPS address.
+    let plain = Backend::start("plain").await;
+    let over_tls = Backend::start("over-tls").await;
+    let (status, json) = proxy
+        .reconfigure(
+            "dual",
+            "/dual",
+            &[plain.addr],
+            &format!(
+                "&httpsPort={}&srcHttpsPort={}",
+                over_tls.addr.port(),
+                second_https.port()
+            ),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{json}");
+    assert_eq!(
+        proxy.get("/dual", None).await,
+        (StatusCode::OK, "plain".into())
+    );
+    let served = https_get(&tls, second_https, "shop.test", "/dual")
+        .await
+        .unwrap();
+    assert_eq!((served.status, served.body.as_str()), (200, "over-tls"));
+    let served = https_get(&tls, https, "shop.test", "/dual").await.unwrap();
+    assert_eq!(served.status, 503, "not routed on the other HTTPS address");
+    let (status, json) = proxy
+        .reconfigure("dual", "/dual", &[plain.addr], "&srcHttpsPort=1")
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{json}");
+    assert!(
+        json["Message"].as_str().unwrap().contains("srcHttpsPort 1"),
+        "{json}"
+    );
 }
 
 #[tokio::test]
@@ -402,7 +473,11 @@ async fn bad_certificates_are_refused_400_and_change_nothing() {
     let authority = Authority::new("docker-flow test CA");
     let good = authority.leaf(&["good.test"], &[]);
     let other = authority.leaf(&["good.test"], &[]);
-    let certificate_only: String = good.chain.iter().map(|der| pem("CERTIFICATE", der)).collect();
+    let certificate_only: String = good
+        .chain
+        .iter()
+        .map(|der| pem("CERTIFICATE", der))
+        .collect();
     let other_key = other.pem[other.pem.find("-----BEGIN PRIVATE KEY").unwrap()..].to_string();
     let expired = {
         let key = KeyPair::generate().unwrap();
@@ -420,13 +495,21 @@ async fn bad_certificates_are_refused_400_and_change_nothing() {
     let config_before = proxy.config_text(state.path());
 
     for (query, body, named) in [
-        ("certName=bad.pem", "this is not a certificate".to_string(), "holds no certificate"),
+        (
+            "certName=bad.pem",
+            "this is not a certificate".to_string(),
+            "holds no certificate",
+        ),
         (
             "certName=bad.pem",
             "-----BEGIN CERTIFICATE-----\n%%%\n-----END CERTIFICATE-----\n".to_string(),
             "is not a valid PEM file",
         ),
-        ("certName=bad.pem", certificate_only.clone(), "holds no private key"),
+        (
+            "certName=bad.pem",
+            certificate_only.clone(),
+            "holds no private key",
+        ),
         (
             "certName=bad.pem",
             format!("{certificate_only}{other_key}"),
@@ -441,8 +524,16 @@ async fn bad_certificates_are_refused_400_and_change_nothing() {
         ),
         ("certName=../x.pem", good.pem.clone(), "invalid certName"),
         ("", good.pem.clone(), "certName is missing"),
-        ("certName=x.pem&distribute=true", good.pem.clone(), "distribute is not supported"),
-        ("certName=x.pem&nonsense=1", good.pem.clone(), "unknown parameter nonsense"),
+        (
+            "certName=x.pem&distribute=true",
+            good.pem.clone(),
+            "distribute is not supported",
+        ),
+        (
+            "certName=x.pem&nonsense=1",
+            good.pem.clone(),
+            "unknown parameter nonsense",
+        ),
     ] {
         let (status, json) = put_cert(&proxy, query, &body).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {json}");
@@ -452,7 +543,10 @@ async fn bad_certificates_are_refused_400_and_change_nothing() {
     let too_large = "x".repeat(2 * 1024 * 1024);
     let (status, json) = put_cert(&proxy, "certName=big.pem", &too_large).await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{json}");
-    assert!(json["Message"].as_str().unwrap().contains("larger than"), "{json}");
+    assert!(
+        json["Message"].as_str().unwrap().contains("larger than"),
+        "{json}"
+    );
 
     assert_eq!(listed(&proxy).await, [("good.pem".into(), "upload".into())]);
     assert_eq!(proxy.config_text(state.path()), config_before);
@@ -464,7 +558,10 @@ async fn bad_certificates_are_refused_400_and_change_nothing() {
     let served = https_get(&connector(&authority), https, "good.test", "/")
         .await
         .unwrap();
-    assert_eq!(served.chain, good.chain, "the good certificate is still served");
+    assert_eq!(
+        served.chain, good.chain,
+        "the good certificate is still served"
+    );
 
     // Without an HTTPS address a certificate would never be served.
     let plain_state = tempfile::tempdir().unwrap();

@@ -689,6 +689,15 @@ mod tests {
         );
         assert!(text.contains("    default_backend be_app\n"), "{text}");
         assert!(text.contains("frontend https_0\n"), "{text}");
+        let (plain, tls) = text.split_once("frontend https_0\n").unwrap();
+        assert!(
+            plain.contains("redirect prefix http://app.example code 301 if redirect_app"),
+            "{text}"
+        );
+        assert!(
+            tls.contains("redirect prefix https://app.example code 301 if redirect_app"),
+            "{text}"
+        );
         assert!(
             text.contains("    use_backend be_app:https if path_app !exclude_app host_app { dst_port 8443 }\n"),
             "{text}"

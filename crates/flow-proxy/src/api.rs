@@ -82,7 +82,7 @@ use crate::haproxy::{Applied, Haproxy, HaproxyError, HaproxyOptions, DEFAULT_BIN
 use crate::metrics::{self, Switches};
 use crate::params;
 use crate::table::{off_runtime, write_atomically, RouteEntry};
-use crate::validate::{parse_servers, InvalidInput};
+use crate::validate::{list_addresses, parse_servers, InvalidInput};
 use wire::{Answer, ErrorKind, RouteView, ServerView};
 
 /// The API path prefix Docker Flow clients use.
@@ -1011,7 +1011,10 @@ impl App {
                 }
                 let source_warning = self.remember_source(&service, from_registry).await;
                 answer.message = with_warnings(
-                    format!("{service} is routed to {} (all UP)", list_servers(&servers)),
+                    format!(
+                        "{service} is routed to {} (all UP)",
+                        list_addresses(&servers)
+                    ),
                     applied,
                     source_warning,
                 );
@@ -1162,14 +1165,6 @@ fn with_warnings(message: String, applied: Applied, source_warning: Option<Strin
         message.push_str(&warning);
     }
     message
-}
-
-fn list_servers(servers: &[SocketAddr]) -> String {
-    servers
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Whether `presented` is `token`, in a time that depends on `presented` only: every byte

@@ -29,6 +29,7 @@ use crate::api::wire::{Answer, ErrorKind};
 use crate::api::{App, Failure, Reply};
 use crate::haproxy::HaproxyError;
 use crate::tls::{self, CertError, Certificates};
+use crate::validate::list_addresses;
 
 /// `ping`.
 pub(crate) fn ping() -> Reply {
@@ -101,9 +102,9 @@ pub(crate) fn certs(app: &App) -> Reply {
         }
         (false, 0) => format!(
             "no certificates yet: the HTTPS addresses ({}) listen from the first one on",
-            addresses(https)
+            list_addresses(https)
         ),
-        (false, count) => format!("{count} certificates, served on {}", addresses(https)),
+        (false, count) => format!("{count} certificates, served on {}", list_addresses(https)),
     };
     json(serde_json::json!({
         "Status": "OK",
@@ -154,20 +155,12 @@ pub(crate) async fn cert(
         status: "OK".into(),
         message: format!(
             "certificate {name} is served on {} for {}, until {}",
-            addresses(app.haproxy.https_binds()),
+            list_addresses(app.haproxy.https_binds()),
             certificate.dns_names.join(", "),
             certificate.not_after
         ),
         ..Answer::default()
     })
-}
-
-fn addresses(binds: &[std::net::SocketAddr]) -> String {
-    binds
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 fn json(value: serde_json::Value) -> Reply {

@@ -103,7 +103,7 @@ use crate::table::{
     RouteTable, StateDirError, StateError,
 };
 use crate::tls::{self, CertError, Certificate, Certificates, Source};
-use crate::validate::{check_entry, server_name, InvalidInput};
+use crate::validate::{check_entry, list_addresses, server_name, InvalidInput};
 
 /// How often `show stat` is polled while waiting for servers or for a drain.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
@@ -375,7 +375,8 @@ struct Inner {
     /// The state directory's lock (see [`crate::process`]), held until the driver stops,
     /// detaches or is dropped.
     state_dir_lock: std::sync::Mutex<Option<StateLock>>,
-    /// The certificates rendered into the configuration; changed under the state lock only.
+    /// The certificates rendered into the configuration; changed under the state lock only
+    /// (while an upload is being loaded, it holds the upload too).
     certificates: std::sync::Mutex<Certificates>,
     /// What the start found about the certificates (an expired one still served).
     certificate_warnings: Vec<String>,
@@ -449,12 +450,7 @@ impl Haproxy {
         if !options.https_binds.is_empty() && certificates.is_empty() {
             certificate_warnings.push(format!(
                 "no certificate yet: the HTTPS addresses ({}) listen once one is uploaded (PUT {}/cert?certName=NAME) or put in --certs-dir",
-                options
-                    .https_binds
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                list_addresses(&options.https_binds),
                 crate::api::API_PREFIX
             ));
         }
@@ -677,19 +673,13 @@ impl Haproxy {
             None => None,
         };
         let path = Certificates::path(&inner.options.state_dir, &certificate);
-        let write_error = |path: &Path| {
-            let path = path.to_path_buf();
-            move |source| {
-                HaproxyError::Certificate(CertError::Io {
-                    what: "cannot write",
-                    path,
-                    source,
-                })
-            }
-        };
         write_atomically(&path, pem)
             .await
-            .map_err(write_error(&path))?;
+            .map_err(|source| CertError::Io {
+                what: "cannot write",
+                path: path.clone(),
+                source,
+            })?;
         let mut candidate = current.clone();
         candidate.insert(certificate.clone());
         *inner
@@ -713,7 +703,7 @@ impl Haproxy {
             };
             if let Err(restore) = restored {
                 eprintln!(
-                    "docker-flow proxy: warning: the refused certificate {} could not be taken back ({restore}); a restart would refuse or serve it",
+                    "docker-flow proxy: warning: the refused certificate {} could not be taken back ({restore}); a restart would load it again",
                     path.display()
                 );
             }
@@ -1121,7 +1111,7 @@ fn check_against_others(
                     if https_binds.is_empty() {
                         "none: start it with --bind-https ADDR".to_string()
                     } else {
-                        https_binds.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                        list_addresses(https_binds)
                     }
                 )));
             }
@@ -1133,7 +1123,7 @@ fn check_against_others(
             Mode::Http if !http_ports.contains(&port) => {
                 return Err(InvalidInput::Conflict(format!(
                     "srcPort {port} of an HTTP destination is not a port the proxy serves HTTP on ({}): give one of them, or reqMode=tcp for a TCP frontend of its own",
-                    binds.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                    list_addresses(binds)
                 )));
             }
             Mode::Http => {}

@@ -532,6 +532,15 @@ pub fn check_domain(domain: &str) -> Result<(), InvalidInput> {
     Ok(())
 }
 
+/// `addresses` as a message lists them: `a, b`.
+pub(crate) fn list_addresses(addresses: &[SocketAddr]) -> String {
+    addresses
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// Parses a comma-separated list of `ip:port` servers (empty items are ignored, duplicates
 /// collapse, order is kept).
 pub fn parse_servers(list: &str) -> Result<Vec<SocketAddr>, InvalidInput> {

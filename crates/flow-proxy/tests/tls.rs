@@ -190,6 +190,14 @@ async fn listed(proxy: &TestProxy) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Panics unless the answer is 400 with a message naming `named`.
+#[track_caller]
+fn assert_bad_request(status: StatusCode, json: &serde_json::Value, named: &str) {
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{json}");
+    let message = json["Message"].as_str().unwrap_or_default();
+    assert!(message.contains(named), "{named:?} not in: {message}");
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).unwrap().permissions().mode() & 0o777
 }
@@ -199,6 +207,38 @@ async fn start_tls(state: &Path, certs_dir: Option<&Path>, https: SocketAddr) ->
     config.https_binds = vec![https];
     config.certs_dir = certs_dir.map(Path::to_path_buf);
     TestProxy::start_with(config).await
+}
+
+/// A proxy serving `web` on `/` over HTTPS with one uploaded certificate.
+struct Serving {
+    authority: Authority,
+    state: tempfile::TempDir,
+    https: SocketAddr,
+    proxy: TestProxy,
+    _web: Backend,
+}
+
+impl Serving {
+    /// Certificate `NAME.pem` for `name`.
+    async fn start(name: &str) -> Serving {
+        let authority = Authority::new("docker-flow test CA");
+        let leaf = authority.leaf(&[name], &[]);
+        let state = tempfile::tempdir().unwrap();
+        let https = free_addr();
+        let proxy = start_tls(state.path(), None, https).await;
+        let web = Backend::start("web").await;
+        let (status, json) = proxy.reconfigure("web", "/", &[web.addr], "").await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        let (status, json) = put_cert(&proxy, &format!("certName={name}.pem"), &leaf.pem).await;
+        assert_eq!(status, StatusCode::OK, "{json}");
+        Serving {
+            authority,
+            state,
+            https,
+            proxy,
+            _web: web,
+        }
+    }
 }
 
 #[tokio::test]
@@ -284,11 +324,7 @@ async fn certificates_are_served_by_sni_from_the_certs_dir_and_uploads_and_resto
 
     // An upload under the name of a --certs-dir file is refused.
     let (status, json) = put_cert(&proxy, "certName=a.pem", &b.pem).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{json}");
-    assert!(
-        json["Message"].as_str().unwrap().contains("--certs-dir"),
-        "{json}"
-    );
+    assert_bad_request(status, &json, "--certs-dir");
 }
 
 #[tokio::test]
@@ -407,27 +443,16 @@ async fn https_only_redirects_plain_http_to_the_https_address() {
     let (status, json) = proxy
         .reconfigure("dual", "/dual", &[plain.addr], "&srcHttpsPort=1")
         .await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{json}");
-    assert!(
-        json["Message"].as_str().unwrap().contains("srcHttpsPort 1"),
-        "{json}"
-    );
+    assert_bad_request(status, &json, "srcHttpsPort 1");
 }
 
 /// curl (OpenSSL) as a second real client: it verifies the chain against the CA file and
 /// speaks HTTP/2, which the HTTPS addresses offer through ALPN.
 #[tokio::test]
 async fn curl_verifies_the_chain_and_speaks_http2() {
-    let authority = Authority::new("docker-flow test CA");
-    let leaf = authority.leaf(&["h2.test"], &[]);
-    let state = tempfile::tempdir().unwrap();
-    let https = free_addr();
-    let proxy = start_tls(state.path(), None, https).await;
-    let web = Backend::start("web").await;
-    let (status, json) = proxy.reconfigure("web", "/", &[web.addr], "").await;
-    assert_eq!(status, StatusCode::OK, "{json}");
-    let (status, json) = put_cert(&proxy, "certName=h2.pem", &leaf.pem).await;
-    assert_eq!(status, StatusCode::OK, "{json}");
+    // Bound whole: its backend and state directory must outlive the requests.
+    let serving = Serving::start("h2.test").await;
+    let (authority, state, https) = (&serving.authority, &serving.state, serving.https);
     let ca_file = state.path().join("test-ca.pem");
     std::fs::write(&ca_file, pem("CERTIFICATE", &authority.certificate)).unwrap();
     let curl = |name: &str| {
@@ -465,19 +490,11 @@ async fn curl_verifies_the_chain_and_speaks_http2() {
 
 #[tokio::test]
 async fn changing_certificates_fails_no_request() {
-    let authority = Authority::new("docker-flow test CA");
-    let first = authority.leaf(&["load.test"], &[]);
-    let state = tempfile::tempdir().unwrap();
-    let https = free_addr();
-    let proxy = start_tls(state.path(), None, https).await;
-    let web = Backend::start("web").await;
-    let (status, json) = proxy.reconfigure("web", "/", &[web.addr], "").await;
-    assert_eq!(status, StatusCode::OK, "{json}");
-    let (status, json) = put_cert(&proxy, "certName=load.pem", &first.pem).await;
-    assert_eq!(status, StatusCode::OK, "{json}");
+    let serving = Serving::start("load.test").await;
+    let (authority, https, proxy) = (&serving.authority, serving.https, &serving.proxy);
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let tls = connector(&authority);
+    let tls = connector(authority);
     let mut clients = Vec::new();
     for _ in 0..4 {
         let tls = tls.clone();
@@ -501,13 +518,13 @@ async fn changing_certificates_fails_no_request() {
     for round in 0..5 {
         let renewed = authority.leaf(&["load.test"], &[]);
         let upload = std::time::Instant::now();
-        let (status, json) = put_cert(&proxy, "certName=load.pem", &renewed.pem).await;
+        let (status, json) = put_cert(proxy, "certName=load.test.pem", &renewed.pem).await;
         assert_eq!(status, StatusCode::OK, "{json}");
         uploads.push(upload.elapsed());
         let other = authority.leaf(&[&format!("other{round}.test")], &[]);
         let upload = std::time::Instant::now();
         let (status, json) =
-            put_cert(&proxy, &format!("certName=other{round}.pem"), &other.pem).await;
+            put_cert(proxy, &format!("certName=other{round}.pem"), &other.pem).await;
         assert_eq!(status, StatusCode::OK, "{json}");
         uploads.push(upload.elapsed());
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -528,7 +545,7 @@ async fn changing_certificates_fails_no_request() {
         uploads[uploads.len() / 2],
         uploads[uploads.len() - 1]
     );
-    assert_eq!(listed(&proxy).await.len(), 6);
+    assert_eq!(listed(proxy).await.len(), 6);
 }
 
 #[tokio::test]
@@ -599,17 +616,11 @@ async fn bad_certificates_are_refused_400_and_change_nothing() {
         ),
     ] {
         let (status, json) = put_cert(&proxy, query, &body).await;
-        assert_eq!(status, StatusCode::BAD_REQUEST, "{query}: {json}");
-        let message = json["Message"].as_str().unwrap();
-        assert!(message.contains(named), "{query}: {message}");
+        assert_bad_request(status, &json, named);
     }
     let too_large = "x".repeat(2 * 1024 * 1024);
     let (status, json) = put_cert(&proxy, "certName=big.pem", &too_large).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{json}");
-    assert!(
-        json["Message"].as_str().unwrap().contains("larger than"),
-        "{json}"
-    );
+    assert_bad_request(status, &json, "larger than");
 
     assert_eq!(listed(&proxy).await, [("good.pem".into(), "upload".into())]);
     assert_eq!(proxy.config_text(state.path()), config_before);
@@ -630,11 +641,7 @@ async fn bad_certificates_are_refused_400_and_change_nothing() {
     let plain_state = tempfile::tempdir().unwrap();
     let plain = TestProxy::start(plain_state.path()).await;
     let (status, json) = put_cert(&plain, "certName=good.pem", &good.pem).await;
-    assert_eq!(status, StatusCode::BAD_REQUEST, "{json}");
-    assert!(
-        json["Message"].as_str().unwrap().contains("--bind-https"),
-        "{json}"
-    );
+    assert_bad_request(status, &json, "--bind-https");
 
     // A bad file in --certs-dir stops the start, naming it.
     let certs_dir = tempfile::tempdir().unwrap();

@@ -64,6 +64,16 @@ impl Authority {
         )
     }
 
+    /// A PEM file of a certificate for `name` valid through 2020 only, with its key.
+    fn expired_leaf(&self, name: &str) -> String {
+        let key = KeyPair::generate().unwrap();
+        let mut params = CertificateParams::new(vec![name.to_string()]).unwrap();
+        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+        let certificate = params.signed_by(&key, &self.issuer).unwrap();
+        format!("{}{}", certificate.pem(), key.serialize_pem())
+    }
+
     /// A server certificate for `names`, followed by `intermediates`, with its key.
     fn leaf(&self, names: &[&str], intermediates: &[CertificateDer<'static>]) -> Leaf {
         let params =
@@ -559,14 +569,7 @@ async fn bad_certificates_are_refused_400_and_change_nothing() {
         .map(|der| pem("CERTIFICATE", der))
         .collect();
     let other_key = other.pem[other.pem.find("-----BEGIN PRIVATE KEY").unwrap()..].to_string();
-    let expired = {
-        let key = KeyPair::generate().unwrap();
-        let mut params = CertificateParams::new(vec!["old.test".to_string()]).unwrap();
-        params.not_before = rcgen::date_time_ymd(2020, 1, 1);
-        params.not_after = rcgen::date_time_ymd(2021, 1, 1);
-        let certificate = params.signed_by(&key, &authority.issuer).unwrap();
-        format!("{}{}", certificate.pem(), key.serialize_pem())
-    };
+    let expired = authority.expired_leaf("old.test");
     let state = tempfile::tempdir().unwrap();
     let https = free_addr();
     let proxy = start_tls(state.path(), None, https).await;
@@ -653,6 +656,61 @@ async fn bad_certificates_are_refused_400_and_change_nothing() {
     let error = flow_proxy::start(config).await.unwrap_err().to_string();
     assert!(
         error.contains("old.pem") && error.contains("expired"),
+        "{error}"
+    );
+}
+
+/// A stored upload that expired while the proxy was down is still served after the restart,
+/// with a warning naming it (refusing to start would stop every service); a stored file that
+/// is no certificate stops the start, naming it.
+#[tokio::test]
+async fn a_stored_certificate_that_expired_is_served_with_a_warning_and_a_broken_one_stops_the_start(
+) {
+    let authority = Authority::new("docker-flow test CA");
+    let expired = authority.expired_leaf("old.test");
+    let state = tempfile::tempdir().unwrap();
+    let https = free_addr();
+    // As an upload taken before it expired would lie in the state directory.
+    std::fs::create_dir_all(state.path().join("certs")).unwrap();
+    std::fs::write(state.path().join("certs/old.pem"), &expired).unwrap();
+    let mut proxy = start_tls(state.path(), None, https).await;
+    let warnings = proxy
+        .running
+        .as_ref()
+        .unwrap()
+        .restore_warnings()
+        .join("\n");
+    assert!(
+        warnings.contains("old.pem") && warnings.contains("expired on 2021-01-01"),
+        "{warnings}"
+    );
+    let (_, _, json) = proxy.api("/v1/docker-flow-proxy/certs").await;
+    assert_eq!(json["Certs"][0]["Expired"], true, "{json}");
+    // Served: a client that checks validity refuses it for its date.
+    let error = match https_get(&connector(&authority), https, "old.test", "/").await {
+        Ok(served) => panic!("an expired certificate was accepted ({})", served.status),
+        Err(error) => error,
+    };
+    let refused_for = error
+        .get_ref()
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>());
+    assert!(
+        matches!(
+            refused_for,
+            Some(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Expired | rustls::CertificateError::ExpiredContext { .. }
+            ))
+        ),
+        "{error:?}"
+    );
+    proxy.stop().await;
+
+    std::fs::write(state.path().join("certs/old.pem"), "damaged").unwrap();
+    let mut config = config(state.path(), free_addr());
+    config.https_binds = vec![https];
+    let error = flow_proxy::start(config).await.unwrap_err().to_string();
+    assert!(
+        error.contains("certs/old.pem") && error.contains("holds no certificate"),
         "{error}"
     );
 }

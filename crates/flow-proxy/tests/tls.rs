@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{config, free_addr, Backend, TestProxy};
+use common::{config, free_addr, processes, Backend, TestProxy};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -713,4 +713,41 @@ async fn a_stored_certificate_that_expired_is_served_with_a_warning_and_a_broken
         error.contains("certs/old.pem") && error.contains("holds no certificate"),
         "{error}"
     );
+}
+
+/// A killed HAProxy master is restarted by the supervisor with the certificates: HTTPS is
+/// served again, with the same certificate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_haproxy_is_restarted_with_its_certificates() {
+    let serving = Serving::start("restart.test").await;
+    let client = connector(&serving.authority);
+    let before = https_get(&client, serving.https, "restart.test", "/")
+        .await
+        .unwrap();
+    assert_eq!((before.status, before.body.as_str()), (200, "web"));
+    let (master, _) = processes(serving.state.path()).await;
+    rustix::process::kill_process(
+        rustix::process::Pid::from_raw(master).unwrap(),
+        rustix::process::Signal::KILL,
+    )
+    .unwrap();
+    let killed = std::time::Instant::now();
+    loop {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Ok(served) = https_get(&client, serving.https, "restart.test", "/").await {
+            let master_socket = serving.state.path().join("master.sock");
+            let restarted = tokio::net::UnixStream::connect(&master_socket)
+                .await
+                .is_ok()
+                && processes(serving.state.path()).await.0 != master;
+            if served.status == 200 && restarted {
+                assert_eq!(served.chain, before.chain);
+                break;
+            }
+        }
+        assert!(
+            killed.elapsed() < Duration::from_secs(3),
+            "HTTPS not served again within 3 s of killing the master"
+        );
+    }
 }

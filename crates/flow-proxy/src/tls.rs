@@ -71,8 +71,8 @@ pub enum Source {
     Upload,
 }
 
-/// A checked certificate file, as HAProxy serves it.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A checked certificate file, as HAProxy serves it. `Debug` leaves the private key out.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Certificate {
     /// Its name (the file name, or `certName` of the upload).
     pub name: String,
@@ -252,6 +252,19 @@ impl CertError {
             CertError::File { source, .. } => source.is_bad_input(),
             _ => true,
         }
+    }
+}
+
+impl std::fmt::Debug for Certificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Certificate")
+            .field("name", &self.name)
+            .field("source", &self.source)
+            .field("dns_names", &self.dns_names)
+            .field("not_after", &self.not_after)
+            .field("expired", &self.expired)
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
     }
 }
 
@@ -567,10 +580,11 @@ fn read(path: &Path) -> Result<Vec<u8>, CertError> {
         source,
     })?;
     if metadata.len() > MAX_PEM_BYTES as u64 {
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
         return Err(in_file(
             path,
             CertError::TooLarge {
-                name: path.display().to_string(),
+                name: name.into_owned(),
             },
         ));
     }
@@ -641,6 +655,7 @@ mod tests {
         );
         assert!(!checked.chain_pem.contains("PRIVATE KEY"));
         assert_eq!(checked.fingerprint.len(), 64);
+        assert!(!format!("{checked:?}").contains("PRIVATE KEY"));
     }
 
     #[test]

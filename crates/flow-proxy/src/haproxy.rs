@@ -420,6 +420,9 @@ impl Haproxy {
         {
             return Err(HaproxyError::SameAddress { address: *address });
         }
+        if let (Some(dir), true) = (&options.certs_dir, options.https_binds.is_empty()) {
+            return Err(CertError::CertsDirWithoutHttps { dir: dir.clone() }.into());
+        }
         let files = Files::new(&options.state_dir);
         // sockaddr_un holds 108 bytes including the terminating NUL.
         if files.master_socket.as_os_str().len() >= 108 {
@@ -447,6 +450,13 @@ impl Haproxy {
             })
             .await?;
         let mut certificate_warnings = certificate_warnings;
+        if options.https_binds.is_empty() && !certificates.is_empty() {
+            let names: Vec<&str> = certificates.iter().map(|c| c.name.as_str()).collect();
+            certificate_warnings.push(format!(
+                "the uploaded certificates {} are kept but not served: the proxy has no HTTPS address (start it with --bind-https ADDR)",
+                names.join(", ")
+            ));
+        }
         if !options.https_binds.is_empty() && certificates.is_empty() {
             certificate_warnings.push(format!(
                 "no certificate yet: the HTTPS addresses ({}) listen once one is uploaded (PUT {}/cert?certName=NAME) or put in --certs-dir",
@@ -619,8 +629,12 @@ impl Haproxy {
         &self.inner.options.state_dir
     }
 
-    /// The certificates served on the HTTPS addresses, by name (the first is the default).
+    /// The certificates served on the HTTPS addresses, by name (the first is the default);
+    /// none without HTTPS addresses (stored uploads are then kept, not served).
     pub fn certificates(&self) -> Vec<Certificate> {
+        if self.inner.options.https_binds.is_empty() {
+            return Vec::new();
+        }
         self.inner
             .certificates
             .lock()

@@ -200,6 +200,12 @@ pub enum CertError {
         /// The certificate.
         name: String,
     },
+    /// `--certs-dir` without an HTTPS address: its certificates would never be served.
+    #[error("the certificates of --certs-dir {} would never be served: the proxy has no HTTPS address; add --bind-https ADDR, or leave --certs-dir out", .dir.display())]
+    CertsDirWithoutHttps {
+        /// The directory.
+        dir: PathBuf,
+    },
     /// An upload under the name of a `--certs-dir` file.
     #[error("certificate {name} comes from --certs-dir ({}): replace the file there and restart, or upload under another certName", .path.display())]
     FromCertsDir {

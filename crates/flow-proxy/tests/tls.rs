@@ -658,6 +658,15 @@ async fn bad_certificates_are_refused_400_and_change_nothing() {
         error.contains("old.pem") && error.contains("expired"),
         "{error}"
     );
+
+    // --certs-dir without an HTTPS address would serve nothing.
+    let mut without_https = common::config(refused_state.path(), free_addr());
+    without_https.certs_dir = Some(certs_dir.path().to_path_buf());
+    let error = flow_proxy::start(without_https)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("would never be served"), "{error}");
 }
 
 /// A stored upload that expired while the proxy was down is still served after the restart,
@@ -704,6 +713,23 @@ async fn a_stored_certificate_that_expired_is_served_with_a_warning_and_a_broken
         "{error:?}"
     );
     proxy.stop().await;
+
+    // Without HTTPS addresses the stored certificates are kept, not served, and the start
+    // says so.
+    let mut plain = TestProxy::start(state.path()).await;
+    let warnings = plain
+        .running
+        .as_ref()
+        .unwrap()
+        .restore_warnings()
+        .join("\n");
+    assert!(
+        warnings.contains("old.pem are kept but not served"),
+        "{warnings}"
+    );
+    assert_eq!(listed(&plain).await, []);
+    plain.stop().await;
+    assert!(state.path().join("certs/old.pem").exists());
 
     std::fs::write(state.path().join("certs/old.pem"), "damaged").unwrap();
     let mut config = config(state.path(), free_addr());

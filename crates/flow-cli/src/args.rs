@@ -274,6 +274,12 @@ pub struct ProxyServeFlags {
     /// Address HAProxy serves traffic on, IP:PORT; repeatable [default: 127.0.0.1:8081]
     #[arg(long, value_name = "ADDR")]
     pub bind: Vec<String>,
+    /// Address HAProxy serves HTTPS on, IP:PORT; repeatable; listens once there is a certificate
+    #[arg(long, value_name = "ADDR")]
+    pub bind_https: Vec<String>,
+    /// Directory of PEM certificates (chain and key in one file) to serve on --bind-https, read at start
+    #[arg(long, value_name = "DIR")]
+    pub certs_dir: Option<String>,
     /// Directory for routes and the rendered HAProxy configuration [default: ./.docker-flow-proxy]
     #[arg(long, value_name = "DIR")]
     pub state_dir: Option<String>,

@@ -263,6 +263,10 @@ pub struct ProxyServeConfig {
     pub api_addr: SocketAddr,
     /// Where HAProxy serves traffic, at least one.
     pub binds: Vec<SocketAddr>,
+    /// Where HAProxy serves HTTPS (none: plain HTTP only).
+    pub https_binds: Vec<SocketAddr>,
+    /// `--certs-dir`: certificates served on the HTTPS addresses (absolute).
+    pub certs_dir: Option<PathBuf>,
     /// Routes and the rendered configuration live here (absolute).
     pub state_dir: PathBuf,
     /// The HAProxy binary.
@@ -284,6 +288,8 @@ impl fmt::Debug for ProxyServeConfig {
         f.debug_struct("ProxyServeConfig")
             .field("api_addr", &self.api_addr)
             .field("binds", &self.binds)
+            .field("https_binds", &self.https_binds)
+            .field("certs_dir", &self.certs_dir)
             .field("state_dir", &self.state_dir)
             .field("haproxy", &self.haproxy)
             .field("api_token", &self.api_token.as_ref().map(|_| Redacted))
@@ -811,6 +817,7 @@ keys! {
     RETRY_INTERVAL = "--retry-interval", "", ["FLOW_RETRY_INTERVAL"];
     API_ADDR = "--api-addr", "", [];
     BIND = "--bind", "", [];
+    BIND_HTTPS = "--bind-https", "", [];
     STOP_TIMEOUT = "--stop-timeout", "", [];
 }
 
@@ -1498,6 +1505,20 @@ fn load_proxy_serve(
             })
             .collect::<Result<_, _>>()?
     };
+    let https_binds = flags
+        .bind_https
+        .into_iter()
+        .map(|text| {
+            socket_addr(Value {
+                text,
+                origin: Origin::Flag(BIND_HTTPS.flag),
+            })
+        })
+        .collect::<Result<_, _>>()?;
+    let certs_dir = flags
+        .certs_dir
+        .as_deref()
+        .map(|dir| absolute(&context.cwd, dir));
     let state_dir = absolute(
         &context.cwd,
         flags.state_dir.as_deref().unwrap_or(".docker-flow-proxy"),
@@ -1550,6 +1571,8 @@ fn load_proxy_serve(
     Ok(ProxyServeConfig {
         api_addr,
         binds,
+        https_binds,
+        certs_dir,
         state_dir,
         haproxy,
         api_token,

@@ -27,9 +27,21 @@ pub async fn proxy(config: ProxyServeConfig) -> Exit {
         registry,
         stop_haproxy: config.stop_haproxy,
         secrets_dir: config.secrets_dir.clone(),
+        https_binds: config.https_binds.clone(),
+        certs_dir: config.certs_dir.clone(),
         ..ServeConfig::new(config.state_dir.clone(), config.binds.clone())
     };
-    let binds: Vec<String> = config.binds.iter().map(ToString::to_string).collect();
+    let binds: Vec<String> = config
+        .binds
+        .iter()
+        .map(ToString::to_string)
+        .chain(
+            config
+                .https_binds
+                .iter()
+                .map(|bind| format!("{bind} (HTTPS)")),
+        )
+        .collect();
     eprintln!(
         "docker-flow proxy: API on http://{}, traffic on {}, state in {}{}",
         config.api_addr,
@@ -44,7 +56,18 @@ pub async fn proxy(config: ProxyServeConfig) -> Exit {
     match flow_proxy::serve(serve_config).await {
         // flow_proxy::serve says what it left running.
         Ok(()) => Exit::Success,
-        Err(error @ flow_proxy::ServeError::EmptyToken) => {
+        Err(
+            error @ (flow_proxy::ServeError::EmptyToken
+            | flow_proxy::ServeError::Haproxy(flow_proxy::HaproxyError::SameAddress {
+                ..
+            })),
+        ) => {
+            eprintln!("docker-flow proxy: {error}");
+            Exit::BadInput
+        }
+        Err(flow_proxy::ServeError::Haproxy(flow_proxy::HaproxyError::Certificate(error)))
+            if error.is_bad_input() =>
+        {
             eprintln!("docker-flow proxy: {error}");
             Exit::BadInput
         }

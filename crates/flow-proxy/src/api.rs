@@ -82,7 +82,7 @@ use crate::haproxy::{Applied, Haproxy, HaproxyError, HaproxyOptions, DEFAULT_BIN
 use crate::metrics::{self, Switches};
 use crate::params;
 use crate::table::{off_runtime, write_atomically, RouteEntry};
-use crate::validate::{parse_servers, InvalidInput};
+use crate::validate::{list_addresses, parse_servers, InvalidInput};
 use wire::{Answer, ErrorKind, RouteView, ServerView};
 
 /// The API path prefix Docker Flow clients use.
@@ -210,6 +210,12 @@ pub struct ServeConfig {
     pub api_addr: SocketAddr,
     /// Where HAProxy's HTTP frontends listen (at least one).
     pub binds: Vec<SocketAddr>,
+    /// Where HAProxy's HTTPS frontends listen, once there is a certificate (none: plain
+    /// HTTP only; see [`crate::tls`]).
+    pub https_binds: Vec<SocketAddr>,
+    /// A directory of PEM certificates (chain and key in one file) served on the HTTPS
+    /// addresses, read at start.
+    pub certs_dir: Option<PathBuf>,
     /// Where the configuration, route table, sockets and log live.
     pub state_dir: PathBuf,
     /// The HAProxy binary.
@@ -237,6 +243,8 @@ impl ServeConfig {
         ServeConfig {
             api_addr: SocketAddr::from(([127, 0, 0, 1], 8080)),
             binds,
+            https_binds: Vec::new(),
+            certs_dir: None,
             state_dir: state_dir.into(),
             haproxy: PathBuf::from(DEFAULT_BINARY),
             token: None,
@@ -253,6 +261,8 @@ impl std::fmt::Debug for ServeConfig {
         f.debug_struct("ServeConfig")
             .field("api_addr", &self.api_addr)
             .field("binds", &self.binds)
+            .field("https_binds", &self.https_binds)
+            .field("certs_dir", &self.certs_dir)
             .field("state_dir", &self.state_dir)
             .field("haproxy", &self.haproxy)
             .field("token", &self.token.as_ref().map(|_| "<set>"))
@@ -313,8 +323,8 @@ impl RunningProxy {
     }
 
     /// The registry-backed routes that could not be rebuilt from the registry at start and
-    /// kept their stored servers, one sentence each (empty when all were, or without a
-    /// registry).
+    /// kept their stored servers, and the stored certificates that expired since they were
+    /// taken (still served), one sentence each (empty when there are none).
     pub fn restore_warnings(&self) -> &[String] {
         &self.restore_warnings
     }
@@ -426,11 +436,13 @@ pub async fn start(config: ServeConfig) -> Result<RunningProxy, ServeError> {
     let mut options = HaproxyOptions::new(config.state_dir.clone(), config.binds.clone());
     options.binary = config.haproxy.clone();
     options.up_timeout = config.up_timeout;
+    options.https_binds = config.https_binds.clone();
+    options.certs_dir = config.certs_dir.clone();
     let haproxy = Haproxy::start(options).await?;
-    let restore_warnings = match &config.registry {
-        Some(registry) => restore_from_registry(&haproxy, registry, &backed).await,
-        None => Vec::new(),
-    };
+    let mut restore_warnings = haproxy.certificate_warnings().to_vec();
+    if let Some(registry) = &config.registry {
+        restore_warnings.extend(restore_from_registry(&haproxy, registry, &backed).await);
+    }
     let listener = match TcpListener::bind(config.api_addr).await {
         Ok(listener) => listener,
         Err(source) => {
@@ -697,6 +709,9 @@ impl From<HaproxyError> for Failure {
             HaproxyError::Invalid(_) => {
                 Failure::new(StatusCode::BAD_REQUEST, ErrorKind::BadRequest, message)
             }
+            HaproxyError::Certificate(error) if error.is_bad_input() => {
+                Failure::new(StatusCode::BAD_REQUEST, ErrorKind::BadRequest, message)
+            }
             HaproxyError::UnknownService { .. } => {
                 Failure::new(StatusCode::NOT_FOUND, ErrorKind::UnknownService, message)
             }
@@ -845,17 +860,15 @@ impl App {
     async fn route(&self, request: Request<Incoming>) -> Result<Reply, Failure> {
         self.authorize(&request)?;
         let query = Query::parse(&request);
-        let path = request.uri().path();
+        let path = request.uri().path().to_string();
+        let path = path.as_str();
         let endpoint = path.strip_prefix(API_PREFIX).unwrap_or_default();
-        if endpoint == "/cert" {
-            // Refused whatever its parameters (certName, distribute).
-            return Err(crate::endpoints::cert(request.method()));
-        }
         let takes = match endpoint {
             "/reconfigure" => params::Endpoint::Reconfigure,
             "/remove" => params::Endpoint::Remove,
             "/config" => params::Endpoint::Config,
             "/reload" => params::Endpoint::Reload,
+            "/cert" => params::Endpoint::Cert,
             "/routes" | "/ping" | "/certs" | "/metrics" => params::Endpoint::Other,
             _ if path == "/metrics" => params::Endpoint::Other,
             // Before the parameters: they mean nothing to an endpoint that does not exist.
@@ -884,7 +897,10 @@ impl App {
             (_, "/reload") => crate::endpoints::reload(self, query.get("recreate")).await,
             (_, "/ping") => Ok(crate::endpoints::ping()),
             (_, "/metrics") => crate::endpoints::stats_csv(self).await,
-            (_, "/certs") => Ok(crate::endpoints::certs()),
+            (_, "/certs") => Ok(crate::endpoints::certs(self)),
+            (_, "/cert") => crate::endpoints::cert(self, query.get("certName"), request)
+                .await
+                .map(Reply::answer),
             _ => Err(no_endpoint(path)),
         }
     }
@@ -995,7 +1011,10 @@ impl App {
                 }
                 let source_warning = self.remember_source(&service, from_registry).await;
                 answer.message = with_warnings(
-                    format!("{service} is routed to {} (all UP)", list_servers(&servers)),
+                    format!(
+                        "{service} is routed to {} (all UP)",
+                        list_addresses(&servers)
+                    ),
                     applied,
                     source_warning,
                 );
@@ -1131,7 +1150,7 @@ fn no_endpoint(path: &str) -> Failure {
         StatusCode::NOT_FOUND,
         ErrorKind::UnknownService,
         format!(
-            "no endpoint {path}: use {API_PREFIX}/reconfigure, /remove, /routes, /config, /reload, /ping, /certs or /metrics (HAProxy's statistics), or /metrics (Prometheus)"
+            "no endpoint {path}: use {API_PREFIX}/reconfigure, /remove, /routes, /config, /reload, /ping, /certs, /cert or /metrics (HAProxy's statistics), or /metrics (Prometheus)"
         ),
     )
 }
@@ -1146,14 +1165,6 @@ fn with_warnings(message: String, applied: Applied, source_warning: Option<Strin
         message.push_str(&warning);
     }
     message
-}
-
-fn list_servers(servers: &[SocketAddr]) -> String {
-    servers
-        .iter()
-        .map(ToString::to_string)
-        .collect::<Vec<_>>()
-        .join(", ")
 }
 
 /// Whether `presented` is `token`, in a time that depends on `presented` only: every byte

@@ -85,7 +85,7 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use flow_core::{Route, ServiceName};
 use rustix::process::Signal;
@@ -96,13 +96,14 @@ use tokio::sync::{watch, Mutex};
 use tokio::time::{sleep, timeout, Instant};
 
 use crate::process::{process_alive, Master, StateLock};
-pub use crate::render::render;
 use crate::render::{backends, Backend, CHECK};
+pub use crate::render::{render, CertificateFile, Listeners};
 use crate::table::{
     create_private_dir, off_runtime, open_private_file, write_atomically, Mode, RouteEntry,
     RouteTable, StateDirError, StateError,
 };
-use crate::validate::{check_entry, server_name, InvalidInput};
+use crate::tls::{self, CertError, Certificate, Certificates, Source};
+use crate::validate::{check_entry, list_addresses, server_name, InvalidInput};
 
 /// How often `show stat` is polled while waiting for servers or for a drain.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
@@ -134,6 +135,12 @@ pub struct HaproxyOptions {
     pub state_dir: PathBuf,
     /// The addresses the HTTP frontends listen on (at least one).
     pub binds: Vec<SocketAddr>,
+    /// The addresses the HTTPS frontends listen on, once there is a certificate (see
+    /// [`crate::tls`]); none: the proxy serves plain HTTP only.
+    pub https_binds: Vec<SocketAddr>,
+    /// A directory of certificates (PEM files of a chain and its key) served on the HTTPS
+    /// addresses besides the uploaded ones; read at start.
+    pub certs_dir: Option<PathBuf>,
     /// How long a reconfigure waits for new servers to pass their health check.
     pub up_timeout: Duration,
 }
@@ -145,6 +152,8 @@ impl HaproxyOptions {
             binary: PathBuf::from(DEFAULT_BINARY),
             state_dir: state_dir.into(),
             binds,
+            https_binds: Vec::new(),
+            certs_dir: None,
             up_timeout: Duration::from_secs(10),
         }
     }
@@ -171,6 +180,15 @@ pub enum HaproxyError {
     /// The driver was given no address to listen on.
     #[error("no bind address: give at least one address for the proxy to listen on, e.g. --bind 127.0.0.1:8081")]
     NoBinds,
+    /// An address is given for HTTP and HTTPS, or twice.
+    #[error("{address} is given twice among the HTTP and HTTPS addresses: each address serves one of them, e.g. --bind 0.0.0.0:80 --bind-https 0.0.0.0:443")]
+    SameAddress {
+        /// The address.
+        address: SocketAddr,
+    },
+    /// A certificate is refused, or its file cannot be read or written; nothing was loaded.
+    #[error(transparent)]
+    Certificate(#[from] CertError),
     /// A file or socket operation failed.
     #[error("{what}: {source}")]
     Io {
@@ -369,6 +387,11 @@ struct Inner {
     /// The state directory's lock (see [`crate::process`]), held until the driver stops,
     /// detaches or is dropped.
     state_dir_lock: std::sync::Mutex<Option<StateLock>>,
+    /// The certificates rendered into the configuration; changed under the state lock only
+    /// (while an upload is being loaded, it holds the upload too).
+    certificates: std::sync::Mutex<Certificates>,
+    /// What the start found about the certificates (an expired one still served).
+    certificate_warnings: Vec<String>,
 }
 
 /// An HAProxy process and the routes it serves. Cheap to clone; every change is serialized.
@@ -400,6 +423,18 @@ impl Haproxy {
         if options.binds.is_empty() {
             return Err(HaproxyError::NoBinds);
         }
+        let mut seen = BTreeSet::new();
+        if let Some(address) = options
+            .binds
+            .iter()
+            .chain(&options.https_binds)
+            .find(|address| !seen.insert(**address))
+        {
+            return Err(HaproxyError::SameAddress { address: *address });
+        }
+        if let (Some(dir), true) = (&options.certs_dir, options.https_binds.is_empty()) {
+            return Err(CertError::CertsDirWithoutHttps { dir: dir.clone() }.into());
+        }
         let files = Files::new(&options.state_dir);
         // sockaddr_un holds 108 bytes including the terminating NUL.
         if files.master_socket.as_os_str().len() >= 108 {
@@ -408,20 +443,39 @@ impl Haproxy {
             });
         }
         let state_dir = options.state_dir.clone();
+        let certs_dir = options.certs_dir.clone();
         let (routes, lock_path) = (files.routes.clone(), files.lock.clone());
-        let (table, lock) = file_work("cannot read the state directory", move || {
-            create_private_dir(&state_dir)?;
-            let lock = StateLock::try_take(&lock_path)
-                .map_err(|source| HaproxyError::Io {
-                    what: format!("cannot lock {}", lock_path.display()),
-                    source,
-                })?
-                .ok_or_else(|| HaproxyError::Locked {
-                    path: state_dir.clone(),
-                })?;
-            Ok((RouteTable::load(&routes)?, lock))
-        })
-        .await?;
+        let (table, lock, (certificates, certificate_warnings)) =
+            file_work("cannot read the state directory", move || {
+                create_private_dir(&state_dir)?;
+                let lock = StateLock::try_take(&lock_path)
+                    .map_err(|source| HaproxyError::Io {
+                        what: format!("cannot lock {}", lock_path.display()),
+                        source,
+                    })?
+                    .ok_or_else(|| HaproxyError::Locked {
+                        path: state_dir.clone(),
+                    })?;
+                let certificates =
+                    Certificates::load(&state_dir, certs_dir.as_deref(), SystemTime::now())?;
+                Ok((RouteTable::load(&routes)?, lock, certificates))
+            })
+            .await?;
+        let mut certificate_warnings = certificate_warnings;
+        if options.https_binds.is_empty() && !certificates.is_empty() {
+            let names: Vec<&str> = certificates.iter().map(|c| c.name.as_str()).collect();
+            certificate_warnings.push(format!(
+                "the uploaded certificates {} are kept but not served: the proxy has no HTTPS address (start it with --bind-https ADDR)",
+                names.join(", ")
+            ));
+        }
+        if !options.https_binds.is_empty() && certificates.is_empty() {
+            certificate_warnings.push(format!(
+                "no certificate yet: the HTTPS addresses ({}) listen once one is uploaded (PUT {}/cert?certName=NAME) or put in --certs-dir",
+                list_addresses(&options.https_binds),
+                crate::api::API_PREFIX
+            ));
+        }
         let (lost, _) = watch::channel(None);
         let inner = Arc::new(Inner {
             options,
@@ -437,6 +491,8 @@ impl Haproxy {
             restarts: AtomicU64::new(0),
             lost,
             state_dir_lock: std::sync::Mutex::new(Some(lock)),
+            certificates: std::sync::Mutex::new(certificates),
+            certificate_warnings,
         });
         let haproxy = Haproxy { inner };
         {
@@ -569,10 +625,118 @@ impl Haproxy {
             .clone();
         render(
             &table,
-            &self.inner.options.binds,
+            &self.inner.listeners(),
             &self.inner.files.admin_socket,
             None,
         )
+    }
+
+    /// The HTTPS addresses (empty: plain HTTP only).
+    pub fn https_binds(&self) -> &[SocketAddr] {
+        &self.inner.options.https_binds
+    }
+
+    /// The state directory.
+    pub fn state_dir(&self) -> &Path {
+        &self.inner.options.state_dir
+    }
+
+    /// The certificates served on the HTTPS addresses, by name (the first is the default);
+    /// none without HTTPS addresses (stored uploads are then kept, not served).
+    pub fn certificates(&self) -> Vec<Certificate> {
+        if self.inner.options.https_binds.is_empty() {
+            return Vec::new();
+        }
+        self.inner
+            .certificates
+            .lock()
+            .expect("certificates mutex poisoned")
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// What the start found about the certificates: one sentence for each stored one that
+    /// expired since it was taken (it is still served).
+    pub fn certificate_warnings(&self) -> &[String] {
+        &self.inner.certificate_warnings
+    }
+
+    /// Checks the PEM file `pem` ([`tls::check`]), stores it as the uploaded certificate
+    /// `name` (replacing one of that name) and reloads HAProxy with it, which drops no
+    /// request. A refused certificate is neither stored nor loaded; when HAProxy refuses the
+    /// configuration, the previous file is put back and the previous certificates keep
+    /// serving.
+    pub async fn add_certificate(
+        &self,
+        name: &str,
+        pem: Vec<u8>,
+    ) -> Result<Certificate, HaproxyError> {
+        let inner = &self.inner;
+        let certificate = tls::check(name, &pem, Source::Upload, SystemTime::now())?;
+        if inner.options.https_binds.is_empty() {
+            return Err(CertError::NoHttps {
+                name: name.to_string(),
+            }
+            .into());
+        }
+        let mut state = inner.state.lock().await;
+        let current = inner
+            .certificates
+            .lock()
+            .expect("certificates mutex poisoned")
+            .clone();
+        let previous = match current.get(name) {
+            Some(existing) if existing.source == Source::CertsDir => {
+                let certs_dir = inner.options.certs_dir.clone().unwrap_or_default();
+                return Err(CertError::FromCertsDir {
+                    name: name.to_string(),
+                    path: certs_dir.join(name),
+                }
+                .into());
+            }
+            Some(existing) => Some(existing.pem().to_vec()),
+            None => None,
+        };
+        let path = Certificates::path(&inner.options.state_dir, &certificate);
+        write_atomically(&path, pem)
+            .await
+            .map_err(|source| CertError::Io {
+                what: "cannot write",
+                path: path.clone(),
+                source,
+            })?;
+        let mut candidate = current.clone();
+        candidate.insert(certificate.clone());
+        *inner
+            .certificates
+            .lock()
+            .expect("certificates mutex poisoned") = candidate;
+        let table = state.table.clone();
+        if let Err(error) = inner.reload_with(&mut state, &table, None).await {
+            *inner
+                .certificates
+                .lock()
+                .expect("certificates mutex poisoned") = current;
+            let restored = match previous {
+                Some(previous) => write_atomically(&path, previous).await,
+                None => {
+                    let removed = path.clone();
+                    off_runtime(move || std::fs::remove_file(removed))
+                        .await
+                        .and_then(|removed| removed)
+                }
+            };
+            if let Err(restore) = restored {
+                eprintln!(
+                    "docker-flow proxy: warning: the refused certificate {} could not be taken back ({restore}); a restart would load it again",
+                    path.display()
+                );
+            }
+            let _ = inner.install_config(&state.table, None).await;
+            return Err(error);
+        }
+        Ok(certificate)
     }
 
     /// The running worker's statistics as HAProxy prints them (`show stat`, CSV).
@@ -635,7 +799,12 @@ impl Haproxy {
         if wanted.servers.is_empty() {
             return Err(InvalidInput::NoServers.into());
         }
-        check_against_others(&wanted, &state.table, &inner.options.binds)?;
+        check_against_others(
+            &wanted,
+            &state.table,
+            &inner.options.binds,
+            &inner.options.https_binds,
+        )?;
         // Under the lock: the check file is shared.
         inner.check_patterns(&wanted).await?;
         let service = wanted.route.service.clone();
@@ -944,12 +1113,14 @@ impl Haproxy {
 }
 
 /// What `wanted` asks for that depends on the other routes of `table`: a TCP destination's
-/// `srcPort` must be taken by no other service and by no HTTP bind; an HTTP destination's
-/// must be the port of an HTTP bind; only one service is the default backend.
+/// `srcPort` must be taken by no other service and by no HTTP or HTTPS bind; an HTTP
+/// destination's must be the port of an HTTP bind, and its `srcHttpsPort` one of an HTTPS
+/// bind; only one service is the default backend.
 fn check_against_others(
     wanted: &RouteEntry,
     table: &RouteTable,
     binds: &[SocketAddr],
+    https_binds: &[SocketAddr],
 ) -> Result<(), InvalidInput> {
     let service = &wanted.route.service;
     let others: Vec<&RouteEntry> = table
@@ -959,6 +1130,18 @@ fn check_against_others(
     let http_ports: Vec<u16> = binds.iter().map(SocketAddr::port).collect();
     let mut tcp_ports = BTreeSet::new();
     for destination in &wanted.destinations {
+        if let Some(port) = destination.src_https_port {
+            if !https_binds.iter().any(|bind| bind.port() == port) {
+                return Err(InvalidInput::Conflict(format!(
+                    "srcHttpsPort {port} is not a port the proxy serves HTTPS on ({}): give one of them",
+                    if https_binds.is_empty() {
+                        "none: start it with --bind-https ADDR".to_string()
+                    } else {
+                        list_addresses(https_binds)
+                    }
+                )));
+            }
+        }
         let Some(port) = destination.src_port else {
             continue;
         };
@@ -966,7 +1149,7 @@ fn check_against_others(
             Mode::Http if !http_ports.contains(&port) => {
                 return Err(InvalidInput::Conflict(format!(
                     "srcPort {port} of an HTTP destination is not a port the proxy serves HTTP on ({}): give one of them, or reqMode=tcp for a TCP frontend of its own",
-                    binds.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")
+                    list_addresses(binds)
                 )));
             }
             Mode::Http => {}
@@ -974,6 +1157,11 @@ fn check_against_others(
                 if http_ports.contains(&port) {
                     return Err(InvalidInput::Conflict(format!(
                         "srcPort {port} is the proxy's HTTP port: a reqMode=tcp destination needs a port of its own"
+                    )));
+                }
+                if https_binds.iter().any(|bind| bind.port() == port) {
+                    return Err(InvalidInput::Conflict(format!(
+                        "srcPort {port} is the proxy's HTTPS port: a reqMode=tcp destination needs a port of its own"
                     )));
                 }
                 if !tcp_ports.insert(port) {
@@ -1152,6 +1340,25 @@ impl Inner {
         self.lost.send_replace(Some(message));
     }
 
+    /// What the frontends listen on, with the certificates to render.
+    fn listeners(&self) -> Listeners {
+        let certificates = self
+            .certificates
+            .lock()
+            .expect("certificates mutex poisoned");
+        Listeners {
+            http: self.options.binds.clone(),
+            https: self.options.https_binds.clone(),
+            certificates: certificates
+                .iter()
+                .map(|certificate| CertificateFile {
+                    path: Certificates::path(&self.options.state_dir, certificate),
+                    fingerprint: certificate.fingerprint.clone(),
+                })
+                .collect(),
+        }
+    }
+
     fn publish(&self, state: &State) {
         *self.published.lock().expect("published mutex poisoned") =
             (state.table.clone(), state.worker_pid);
@@ -1203,7 +1410,7 @@ impl Inner {
     /// Whether `haproxy.cfg` is already the rendering of `table` (then HAProxy loaded it, or
     /// will on its next start, without another `haproxy -c`).
     async fn config_file_matches(&self, table: &RouteTable) -> bool {
-        let text = render(table, &self.options.binds, &self.files.admin_socket, None);
+        let text = render(table, &self.listeners(), &self.files.admin_socket, None);
         let path = self.files.config.clone();
         off_runtime(move || std::fs::read_to_string(path))
             .await
@@ -1276,12 +1483,7 @@ impl Inner {
         table: &RouteTable,
         unrouted: Option<&ServiceName>,
     ) -> Result<(), HaproxyError> {
-        let text = render(
-            table,
-            &self.options.binds,
-            &self.files.admin_socket,
-            unrouted,
-        );
+        let text = render(table, &self.listeners(), &self.files.admin_socket, unrouted);
         write_atomically(&self.files.candidate, text.into_bytes())
             .await
             .map_err(|source| HaproxyError::Io {
@@ -1842,7 +2044,7 @@ mod tests {
         }
         let text = render(
             &table,
-            &["127.0.0.1:8081".parse().unwrap()],
+            &Listeners::http(vec!["127.0.0.1:8081".parse().unwrap()]),
             Path::new("/s/admin.sock"),
             None,
         );

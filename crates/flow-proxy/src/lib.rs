@@ -66,7 +66,10 @@
 //! * **Metrics are HAProxy's** (`/metrics`, see the README): requests, 5xx, sessions and
 //!   server states are read from `show stat` when scraped, never counted per request here.
 //! * **Docker Flow 1.x's other endpoints** (`config`, `reload`, `ping`, `metrics`, `certs`,
-//!   `cert`) answer as its `docs/usage.md` documents them, for any HTTP method.
+//!   `cert`) answer as its `docs/usage.md` documents them, for any HTTP method (`cert`: PUT).
+//! * **TLS is terminated by HAProxy** ([`tls`]) on the HTTPS addresses, with certificates
+//!   from a directory and uploads, each checked (PEM, key matching, validity) before HAProxy
+//!   loads it; SNI picks among them, and a change is a reload like any other.
 //!
 //! # Entry points
 //!
@@ -85,6 +88,7 @@ pub mod params;
 mod process;
 mod render;
 pub mod table;
+pub mod tls;
 pub mod validate;
 
 pub use api::{serve, start, RunningProxy, ServeConfig, ServeError};

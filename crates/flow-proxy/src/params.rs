@@ -31,6 +31,8 @@ pub(crate) enum Endpoint {
     Config,
     /// `reload`.
     Reload,
+    /// `cert`.
+    Cert,
     /// Endpoints without parameters (`routes`, `ping`, `certs`, `/metrics`).
     Other,
 }
@@ -55,8 +57,7 @@ pub struct Parameter {
     pub support: Support,
 }
 
-const TLS: &str =
-    "TLS is not supported yet: terminate TLS in front of the proxy, which serves plain HTTP";
+const TLS_TO_SERVERS: &str = "the proxy terminates TLS and reaches servers over plain HTTP (httpsPort gives another port for the requests that came over HTTPS): TLS to servers is not supported";
 const TCP_OPTION: &str = "TCP frontends (reqMode=tcp) take srcPort, port and timeoutServer/timeoutTunnel; this TCP option is not supported";
 const TEMPLATES: &str = "custom templates and raw HAProxy configuration are not accepted: the proxy renders and validates its whole configuration, and a snippet could break or take it over";
 
@@ -171,11 +172,11 @@ pub const RECONFIGURE: &[Parameter] = &[
     refused("sessionType", false, "sticky sessions are not supported: servers are balanced round-robin"),
     refused("compressionAlgo", false, "HTTP compression is not supported"),
     refused("compressionType", false, "HTTP compression is not supported"),
-    refused("httpsPort", true, TLS),
-    refused("srcHttpsPort", true, TLS),
-    refused("serviceCert", false, TLS),
-    refused("sslVerifyNone", true, "servers are reached over plain HTTP: TLS to servers is not supported"),
-    refused("verifyClientSsl", false, TLS),
+    implemented("httpsPort", true),
+    implemented("srcHttpsPort", true),
+    refused("serviceCert", false, "certificates are chosen by SNI among all the proxy serves, not per service: upload it with PUT /v1/docker-flow-proxy/cert?certName=NAME, or put it in --certs-dir"),
+    refused("sslVerifyNone", true, TLS_TO_SERVERS),
+    refused("verifyClientSsl", false, "client certificates are not verified: the HTTPS addresses do not ask for one"),
 ];
 
 /// Every parameter of `remove`.
@@ -192,6 +193,12 @@ pub const CONFIG: &[Parameter] = &[implemented("type", false)];
 pub const RELOAD: &[Parameter] = &[
     implemented("recreate", false),
     refused("fromListener", false, "there is no Docker Flow Swarm Listener: routes come from the stored route table (and the registry, with --registry); reload renders them again"),
+];
+
+/// Every parameter of `cert`.
+pub const CERT: &[Parameter] = &[
+    implemented("certName", false),
+    refused("distribute", false, "one proxy instance serves the certificates: there are no other instances to distribute it to"),
 ];
 
 /// A parameter that is not taken.
@@ -229,6 +236,7 @@ fn parameters(endpoint: Endpoint) -> (&'static str, &'static [Parameter]) {
         Endpoint::Remove => ("remove", REMOVE),
         Endpoint::Config => ("config", CONFIG),
         Endpoint::Reload => ("reload", RELOAD),
+        Endpoint::Cert => ("cert", CERT),
         Endpoint::Other => ("this endpoint", &[]),
     }
 }
@@ -440,6 +448,8 @@ fn destination<'a>(
         domains,
         src_port: number(&name("srcPort"), value("srcPort"))?,
         port: number(&name("port"), value("port"))?,
+        https_port: number(&name("httpsPort"), value("httpsPort"))?,
+        src_https_port: number(&name("srcHttpsPort"), value("srcHttpsPort"))?,
         path_rewrites,
         allowed_methods: list(value("allowedMethods")),
         denied_methods: list(value("deniedMethods")),

@@ -7,11 +7,18 @@
 //! * One HTTP frontend per bind address. Redirects of `redirectFromDomain` come first, then
 //!   one `use_backend` per HTTP destination, most specific first (see [`render`]), then the
 //!   default backend (`isDefaultBackend`), if any.
+//! * One HTTPS frontend per HTTPS address, once there is a certificate ([`crate::tls`]):
+//!   the same rules, behind `ssl` with every certificate as a `crt` (HAProxy picks one by
+//!   SNI), and `X-Forwarded-Proto: https` set on every request, so that servers — and the
+//!   `redirectUnlessHttpsProto` rule — see the request came over TLS. A comment lists each
+//!   certificate's fingerprint: a changed certificate changes the configuration.
 //! * One TCP frontend per `srcPort` of a `reqMode=tcp` destination, on the IP addresses of
 //!   the HTTP binds.
 //! * One backend per destination: `be_<service>` for the first (the only one of most
 //!   services, and the name earlier versions used), `be_<service>:<n>` for the n-th. `:`
-//!   never occurs in a service name, so no two services' names can collide. What is done to a
+//!   never occurs in a service name, so no two services' names can collide. A destination
+//!   with an `httpsPort` has a second backend, `be_<service>:https` (`be_<service>:<n>:https`),
+//!   for the requests that came over HTTPS, with the same servers on that port. What is done to a
 //!   request on the way (redirects to HTTPS, method filters, basic authentication, headers,
 //!   path rewrites, timeouts) lives in the backend, where it runs after routing: a rewritten
 //!   path must not change which route a request took.
@@ -20,7 +27,7 @@
 
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use flow_core::ServiceName;
 
@@ -34,11 +41,13 @@ use crate::validate::{redirect_target, server_name};
 /// engine has already waited for the application's own health, so one connect suffices).
 pub(crate) const CHECK: &str = "check inter 1s fastinter 20ms downinter 20ms rise 1";
 
-/// One backend of a route: its name and the servers it sends to.
+/// One backend of a route: its name, the servers it sends to, and the destination it serves.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Backend {
     pub(crate) name: String,
     pub(crate) servers: Vec<SocketAddr>,
+    /// The position of its destination in the route.
+    pub(crate) destination: usize,
 }
 
 /// The backend of the `position`-th destination (from 0) of `service`.
@@ -50,24 +59,43 @@ pub(crate) fn backend_name(service: &ServiceName, position: usize) -> String {
     }
 }
 
-/// The backends of `entry`, one per destination, with the servers each sends to: the
-/// entry's servers, on the destination's `port` when it has one.
-pub(crate) fn backends(entry: &RouteEntry) -> Vec<Backend> {
-    entry
-        .destinations
-        .iter()
-        .enumerate()
-        .map(|(position, destination)| Backend {
-            name: backend_name(&entry.route.service, position),
-            servers: destination_servers(&entry.servers, destination),
-        })
-        .collect()
+/// The backend taking the requests of the `position`-th destination of `entry` that came
+/// over TLS when `tls`: its `httpsPort` backend when it has one.
+fn routed_backend(entry: &RouteEntry, position: usize, tls: bool) -> String {
+    let name = backend_name(&entry.route.service, position);
+    if tls && entry.destinations[position].https_port.is_some() {
+        format!("{name}:https")
+    } else {
+        name
+    }
 }
 
-fn destination_servers(servers: &[SocketAddr], destination: &Destination) -> Vec<SocketAddr> {
+/// The backends of `entry`, one per destination and one more per `httpsPort`, with the
+/// servers each sends to: the entry's servers, on the destination's `port` (`httpsPort`)
+/// when it has one.
+pub(crate) fn backends(entry: &RouteEntry) -> Vec<Backend> {
+    let mut out = Vec::new();
+    for (position, destination) in entry.destinations.iter().enumerate() {
+        out.push(Backend {
+            name: routed_backend(entry, position, false),
+            servers: destination_servers(&entry.servers, destination.port),
+            destination: position,
+        });
+        if let Some(port) = destination.https_port {
+            out.push(Backend {
+                name: routed_backend(entry, position, true),
+                servers: destination_servers(&entry.servers, Some(port)),
+                destination: position,
+            });
+        }
+    }
+    out
+}
+
+fn destination_servers(servers: &[SocketAddr], port: Option<u16>) -> Vec<SocketAddr> {
     let mut out = Vec::new();
     for server in servers {
-        let address = match destination.port {
+        let address = match port {
             Some(port) => SocketAddr::new(server.ip(), port),
             None => *server,
         };
@@ -76,6 +104,47 @@ fn destination_servers(servers: &[SocketAddr], destination: &Destination) -> Vec
         }
     }
     out
+}
+
+/// What the frontends listen on, and the certificates the HTTPS ones serve.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Listeners {
+    /// The plain HTTP addresses (at least one).
+    pub http: Vec<SocketAddr>,
+    /// The HTTPS addresses; they listen once there is a certificate.
+    pub https: Vec<SocketAddr>,
+    /// The certificate files, the default one (served without a matching SNI) first.
+    pub certificates: Vec<CertificateFile>,
+}
+
+/// One certificate file of the HTTPS frontends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertificateFile {
+    /// The PEM file (chain and key) HAProxy loads.
+    pub path: PathBuf,
+    /// The SHA-256 of its chain (see [`crate::tls::Certificate::fingerprint`]).
+    pub fingerprint: String,
+}
+
+impl Listeners {
+    /// Plain HTTP on `http`, no HTTPS.
+    pub fn http(http: Vec<SocketAddr>) -> Listeners {
+        Listeners {
+            http,
+            ..Listeners::default()
+        }
+    }
+
+    /// Whether HTTPS frontends are rendered: HTTPS addresses and a certificate to serve.
+    fn serves_https(&self) -> bool {
+        !self.https.is_empty() && !self.certificates.is_empty()
+    }
+
+    /// The port `httpsOnly` redirects to: the first HTTPS address's, when there is one
+    /// (none: the redirect keeps the Host header, for a TLS terminator in front on 443).
+    fn https_port(&self) -> Option<u16> {
+        self.https.first().map(SocketAddr::port)
+    }
 }
 
 /// The name of an ACL of the `position`-th destination of `service`.
@@ -121,7 +190,7 @@ fn host_acls(name: &str, domains: &[String]) -> String {
 /// health-checked while no request can reach them.
 pub fn render(
     table: &RouteTable,
-    binds: &[SocketAddr],
+    listeners: &Listeners,
     admin_socket: &Path,
     unrouted: Option<&ServiceName>,
 ) -> String {
@@ -135,7 +204,13 @@ pub fn render(
     out.push_str("    stats timeout 30s\n");
     // An old worker finishes its requests after a reload, but not forever: this bounds how
     // many of them can pile up.
-    out.push_str("    hard-stop-after 5m\n\n");
+    out.push_str("    hard-stop-after 5m\n");
+    if listeners.serves_https() {
+        // Only the PEM files listed, each checked before (no `.key`, `.ocsp`, … beside them).
+        out.push_str("    ssl-load-extra-files none\n");
+        out.push_str("    ssl-default-bind-options ssl-min-ver TLSv1.2\n");
+    }
+    out.push('\n');
     // idle-close-on-response: on a reload the old worker does not close idle keep-alive
     // connections (a client may be sending on them at that very moment, and would see the
     // connection drop); it answers one more request with `Connection: close` instead.
@@ -174,10 +249,44 @@ pub fn render(
         .find(|e| e.options.default_backend)
         .and_then(|e| {
             let position = e.destinations.iter().position(|d| d.mode == Mode::Http)?;
-            Some(backend_name(&e.route.service, position))
+            Some((*e, position))
         });
-    for (index, bind) in binds.iter().enumerate() {
-        out.push_str(&format!("frontend http_{index}\n    bind {bind}\n"));
+    let https: &[SocketAddr] = if listeners.serves_https() {
+        &listeners.https
+    } else {
+        &[]
+    };
+    let frontends = listeners
+        .http
+        .iter()
+        .enumerate()
+        .map(|(index, bind)| (false, index, bind))
+        .chain(
+            https
+                .iter()
+                .enumerate()
+                .map(|(index, bind)| (true, index, bind)),
+        );
+    for (tls, index, bind) in frontends {
+        if tls {
+            out.push_str(&format!("frontend https_{index}\n"));
+            for certificate in &listeners.certificates {
+                out.push_str(&format!(
+                    "    # crt {} sha256 {}\n",
+                    certificate.path.display(),
+                    certificate.fingerprint
+                ));
+            }
+            out.push_str(&format!("    bind {bind} ssl"));
+            for certificate in &listeners.certificates {
+                out.push_str(&format!(" crt {}", certificate.path.display()));
+            }
+            out.push_str(" alpn h2,http/1.1\n");
+            out.push_str("    http-request set-header X-Forwarded-Proto https\n");
+        } else {
+            out.push_str(&format!("frontend http_{index}\n    bind {bind}\n"));
+        }
+        let scheme = if tls { "https" } else { "http" };
         for (entry, position, destination) in &http {
             if destination.redirect_from_domains.is_empty() {
                 continue;
@@ -186,19 +295,22 @@ pub fn render(
                 let name = acl_name("redirect", &entry.route.service, *position);
                 out.push_str(&host_acls(&name, &destination.redirect_from_domains));
                 out.push_str(&format!(
-                    "    http-request redirect prefix http://{target} code 301 if {name}\n"
+                    "    http-request redirect prefix {scheme}://{target} code 301 if {name}\n"
                 ));
             }
         }
         for (entry, position, destination) in &http {
-            out.push_str(&http_route(entry, *position, destination));
+            out.push_str(&http_route(entry, *position, destination, tls));
         }
-        if let Some(backend) = &default_backend {
-            out.push_str(&format!("    default_backend {backend}\n"));
+        if let Some((entry, position)) = default_backend {
+            out.push_str(&format!(
+                "    default_backend {}\n",
+                routed_backend(entry, position, tls)
+            ));
         }
         out.push('\n');
     }
-    let ips: BTreeSet<std::net::IpAddr> = binds.iter().map(SocketAddr::ip).collect();
+    let ips: BTreeSet<std::net::IpAddr> = listeners.http.iter().map(SocketAddr::ip).collect();
     for entry in &routed {
         for (position, destination) in entry.destinations.iter().enumerate() {
             let (Mode::Tcp, Some(port)) = (destination.mode, destination.src_port) else {
@@ -227,19 +339,21 @@ pub fn render(
     });
     for entry in &entries {
         out.push_str(&userlist(entry));
-        for (position, backend) in backends(entry).iter().enumerate() {
+        for backend in backends(entry) {
             out.push_str(&render_backend(
                 entry,
-                &entry.destinations[position],
-                backend,
+                &entry.destinations[backend.destination],
+                &backend,
+                listeners.https_port(),
             ));
         }
     }
     out
 }
 
-/// The ACLs and the `use_backend` rule of one HTTP destination.
-fn http_route(entry: &RouteEntry, position: usize, destination: &Destination) -> String {
+/// The ACLs and the `use_backend` rule of one HTTP destination, in an HTTPS frontend when
+/// `tls` (there `srcHttpsPort` selects the port, and `srcPort` does not apply).
+fn http_route(entry: &RouteEntry, position: usize, destination: &Destination, tls: bool) -> String {
     let service = &entry.route.service;
     let path = acl_name("path", service, position);
     let mut out = format!(
@@ -262,12 +376,17 @@ fn http_route(entry: &RouteEntry, position: usize, destination: &Destination) ->
         out.push_str(&host_acls(&host, &destination.domains));
         condition.push_str(&format!(" {host}"));
     }
-    if let Some(port) = destination.src_port {
+    let src_port = if tls {
+        destination.src_https_port
+    } else {
+        destination.src_port
+    };
+    if let Some(port) = src_port {
         condition.push_str(&format!(" {{ dst_port {port} }}"));
     }
     out.push_str(&format!(
         "    use_backend {} if {condition}\n",
-        backend_name(service, position)
+        routed_backend(entry, position, tls)
     ));
     out
 }
@@ -293,7 +412,12 @@ fn userlist(entry: &RouteEntry) -> String {
     out
 }
 
-fn render_backend(entry: &RouteEntry, destination: &Destination, backend: &Backend) -> String {
+fn render_backend(
+    entry: &RouteEntry,
+    destination: &Destination,
+    backend: &Backend,
+    https_port: Option<u16>,
+) -> String {
     let mut out = format!("backend {}\n", backend.name);
     if destination.mode == Mode::Tcp {
         out.push_str("    mode tcp\n");
@@ -306,7 +430,7 @@ fn render_backend(entry: &RouteEntry, destination: &Destination, backend: &Backe
         out.push_str(&format!("    timeout tunnel {seconds}s\n"));
     }
     if destination.mode == Mode::Http {
-        out.push_str(&http_rules(entry, destination));
+        out.push_str(&http_rules(entry, destination, https_port));
     }
     for server in &backend.servers {
         let name = server_name(*server);
@@ -322,7 +446,11 @@ fn render_backend(entry: &RouteEntry, destination: &Destination, backend: &Backe
 
 /// What an HTTP backend does to requests and responses, in the order it is done: redirects
 /// to HTTPS, method filters, authentication, headers, the path rewrite.
-fn http_rules(entry: &RouteEntry, destination: &Destination) -> String {
+///
+/// `httpsOnly` redirects to `https_port` (the proxy's own HTTPS address) on the host the
+/// request named, its port replaced; without HTTPS addresses, to the same host and port
+/// over `https://`, for a TLS terminator in front.
+fn http_rules(entry: &RouteEntry, destination: &Destination, https_port: Option<u16>) -> String {
     let options = &entry.options;
     let mut out = String::new();
     let code = options
@@ -330,9 +458,23 @@ fn http_rules(entry: &RouteEntry, destination: &Destination) -> String {
         .map(|code| format!(" code {code}"))
         .unwrap_or_default();
     if destination.https_only {
-        out.push_str(&format!(
-            "    http-request redirect scheme https{code} if !{{ ssl_fc }}\n"
-        ));
+        match https_port {
+            None => out.push_str(&format!(
+                "    http-request redirect scheme https{code} if !{{ ssl_fc }}\n"
+            )),
+            Some(port) => {
+                let port = if port == 443 {
+                    String::new()
+                } else {
+                    format!(":{port}")
+                };
+                // The Host header without its port (`[::1]:8081` keeps `[::1]`); `\$` is a
+                // literal `$` inside HAProxy's double quotes.
+                out.push_str(&format!(
+                    "    http-request redirect location \"https://%[hdr(host),regsub(':[0-9]+\\$','')]{port}%[pathq]\"{code} if !{{ ssl_fc }}\n"
+                ));
+            }
+        }
     }
     if options.redirect_when_http_proto {
         out.push_str(&format!(
@@ -440,6 +582,8 @@ mod tests {
                     denied_methods: vec!["DELETE".into()],
                     https_only: true,
                     deny_http: true,
+                    https_port: Some(9443),
+                    src_https_port: Some(8443),
                     timeout_server: Some(5),
                     timeout_tunnel: Some(3600),
                     ..Destination::default()
@@ -492,15 +636,33 @@ mod tests {
             .unwrap();
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("haproxy.cfg");
-        let text = render(
-            &table,
-            &[
+        let mut certificates = Vec::new();
+        for name in ["a.example", "b.example"] {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let certificate = rcgen::CertificateParams::new(vec![name.to_string()])
+                .unwrap()
+                .self_signed(&key)
+                .unwrap();
+            let file = dir.path().join(format!("{name}.pem"));
+            std::fs::write(
+                &file,
+                format!("{}{}", certificate.pem(), key.serialize_pem()),
+            )
+            .unwrap();
+            certificates.push(CertificateFile {
+                path: file,
+                fingerprint: name.to_string(),
+            });
+        }
+        let listeners = Listeners {
+            http: vec![
                 "127.0.0.1:8081".parse().unwrap(),
                 "[::1]:8081".parse().unwrap(),
             ],
-            &dir.path().join("admin.sock"),
-            None,
-        );
+            https: vec!["127.0.0.1:8443".parse().unwrap()],
+            certificates,
+        };
+        let text = render(&table, &listeners, &dir.path().join("admin.sock"), None);
         std::fs::write(&path, &text).unwrap();
         let output = std::process::Command::new(crate::haproxy::DEFAULT_BINARY)
             .arg("-c")
@@ -526,5 +688,35 @@ mod tests {
             "{text}"
         );
         assert!(text.contains("    default_backend be_app\n"), "{text}");
+        assert!(text.contains("frontend https_0\n"), "{text}");
+        let (plain, tls) = text.split_once("frontend https_0\n").unwrap();
+        assert!(
+            plain.contains("redirect prefix http://app.example code 301 if redirect_app"),
+            "{text}"
+        );
+        assert!(
+            tls.contains("redirect prefix https://app.example code 301 if redirect_app"),
+            "{text}"
+        );
+        assert!(
+            text.contains("    use_backend be_app:https if path_app !exclude_app host_app { dst_port 8443 }\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("    default_backend be_app:https\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("server s4_127_0_0_1_9443 127.0.0.1:9443"),
+            "{text}"
+        );
+        assert!(
+            text.contains(&format!(
+                "ssl crt {} crt {}",
+                dir.path().join("a.example.pem").display(),
+                dir.path().join("b.example.pem").display()
+            )),
+            "{text}"
+        );
     }
 }

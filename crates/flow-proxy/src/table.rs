@@ -145,6 +145,12 @@ pub struct Destination {
     pub src_port: Option<u16>,
     /// The servers' port for this destination (`port`); the servers' own port when unset.
     pub port: Option<u16>,
+    /// The servers' port for the requests of this destination that arrived over HTTPS
+    /// (`httpsPort`), still spoken to in plain HTTP; [`Destination::port`]'s when unset.
+    pub https_port: Option<u16>,
+    /// The HTTPS port of the proxy it takes requests on (`srcHttpsPort`): one of the HTTPS
+    /// binds; every HTTPS bind when unset.
+    pub src_https_port: Option<u16>,
     /// Regular expression search and replacement applied to the path, in order
     /// (`reqPathSearchReplace`).
     pub path_rewrites: Vec<PathRewrite>,
@@ -437,7 +443,7 @@ pub(crate) async fn write_atomically(path: &Path, contents: Vec<u8>) -> io::Resu
 static ATOMIC_WRITES: Mutex<()> = Mutex::new(());
 
 /// The blocking body of [`write_atomically`].
-fn write_atomically_blocking(path: &Path, contents: &[u8]) -> io::Result<()> {
+pub(crate) fn write_atomically_blocking(path: &Path, contents: &[u8]) -> io::Result<()> {
     // The lock guards no data, so a panic of an earlier holder leaves nothing inconsistent.
     let _serialized = ATOMIC_WRITES.lock().unwrap_or_else(PoisonError::into_inner);
     let directory = path

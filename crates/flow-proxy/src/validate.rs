@@ -149,6 +149,8 @@ pub fn check_destination(destination: &Destination, which: &str) -> Result<(), I
     for (parameter, port) in [
         ("srcPort", destination.src_port),
         ("port", destination.port),
+        ("httpsPort", destination.https_port),
+        ("srcHttpsPort", destination.src_https_port),
     ] {
         if port == Some(0) {
             return Err(invalid(parameter, format!("0 is not a port{which}")));
@@ -177,6 +179,8 @@ pub fn check_destination(destination: &Destination, which: &str) -> Result<(), I
             ("allowedMethods", !destination.allowed_methods.is_empty()),
             ("deniedMethods", !destination.denied_methods.is_empty()),
             ("httpsOnly", destination.https_only),
+            ("httpsPort", destination.https_port.is_some()),
+            ("srcHttpsPort", destination.src_https_port.is_some()),
             ("denyHttp", destination.deny_http),
             ("ignoreAuthorization", destination.ignore_authorization),
             (
@@ -526,6 +530,15 @@ pub fn check_domain(domain: &str) -> Result<(), InvalidInput> {
         }
     }
     Ok(())
+}
+
+/// `addresses` as a message lists them: `a, b`.
+pub(crate) fn list_addresses(addresses: &[SocketAddr]) -> String {
+    addresses
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 /// Parses a comma-separated list of `ip:port` servers (empty items are ignored, duplicates

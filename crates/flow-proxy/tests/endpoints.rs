@@ -296,12 +296,18 @@ async fn the_1x_endpoints_answer_as_documented_for_any_method() {
     let (status, _, json) = proxy.api("/v1/docker-flow-proxy/certs").await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(json["Certs"], serde_json::json!([]));
-    assert!(json["Message"].as_str().unwrap().contains("TLS"));
+    assert!(json["Message"].as_str().unwrap().contains("--bind-https"));
+    // The certificate is checked before anything else: an empty body is no PEM.
     let (status, _, body) = proxy
         .api_text("PUT", "/v1/docker-flow-proxy/cert?certName=my.pem")
         .await;
     assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
-    assert!(body.contains("cert is not supported"), "{body}");
+    assert!(body.contains("holds no certificate"), "{body}");
+    let (status, _, body) = proxy
+        .api_text("GET", "/v1/docker-flow-proxy/cert?certName=my.pem")
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(body.contains("cert takes PUT"), "{body}");
 
     let (status, _, json) = proxy.api("/v1/docker-flow-proxy/nothing").await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{json}");

@@ -442,3 +442,42 @@ async fn stop_with_requests_in_flight(
     }
     (outcomes, stopped_after, probe.await.unwrap())
 }
+
+/// What `proxy serve` cannot serve stops it before HAProxy starts, with exit code 2 (bad
+/// input) and a message naming the file or the address: a file of `--certs-dir` that is no
+/// certificate, and an address given to `--bind` and `--bind-https`.
+#[tokio::test]
+async fn proxy_serve_refuses_a_bad_certificate_and_an_address_given_twice_with_exit_code_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let _haproxy = HaproxyGuard(dir.path().join("state"));
+    let certs = dir.path().join("certs");
+    std::fs::create_dir(&certs).unwrap();
+    std::fs::write(certs.join("shop.pem"), "not a certificate").unwrap();
+    let (bind, api) = (free_addr(), free_addr());
+    let https = free_addr().to_string();
+    let certs_dir = certs.display().to_string();
+    let serve = ProxyServe::spawn(
+        dir.path(),
+        bind,
+        api,
+        &["--bind-https", &https, "--certs-dir", &certs_dir],
+    );
+    let status = serve.wait(Duration::from_secs(30)).await;
+    let printed = log(dir.path());
+    assert_eq!(status.code(), Some(2), "{printed}");
+    assert!(
+        printed.contains("shop.pem") && printed.contains("holds no certificate"),
+        "{printed}"
+    );
+    assert!(haproxy_processes(&dir.path().join("state")).is_none());
+
+    let twice = bind.to_string();
+    let serve = ProxyServe::spawn(dir.path(), bind, api, &["--bind-https", &twice]);
+    let status = serve.wait(Duration::from_secs(30)).await;
+    let printed = log(dir.path());
+    assert_eq!(status.code(), Some(2), "{printed}");
+    assert!(
+        printed.contains(&format!("{bind} is given twice")),
+        "{printed}"
+    );
+}

@@ -743,6 +743,8 @@ fn proxy_serve_defaults_and_flags() {
     );
     assert_eq!(config.haproxy, Path::new("/usr/sbin/haproxy"));
     assert_eq!((config.api_token, config.registry), (None, None));
+    assert!(config.https_binds.is_empty());
+    assert_eq!(config.certs_dir, None);
 
     let args = [
         "proxy",
@@ -759,6 +761,10 @@ fn proxy_serve_defaults_and_flags() {
         "bin/haproxy",
         "--registry",
         "etcd://127.0.0.1:2379",
+        "--bind-https",
+        "127.0.0.1:443",
+        "--certs-dir",
+        "certs",
     ];
     let env = [("FLOW_PROXY_TOKEN", "t0ken")];
     let Command::ProxyServe(config) = run(&args, &env, None).unwrap() else {
@@ -766,6 +772,11 @@ fn proxy_serve_defaults_and_flags() {
     };
     assert_eq!(config.api_addr, "[::1]:9000".parse().unwrap());
     assert_eq!(config.binds.len(), 2);
+    assert_eq!(config.https_binds, ["127.0.0.1:443".parse().unwrap()]);
+    assert_eq!(
+        config.certs_dir.as_deref(),
+        Some(Path::new("/srv/My Shop.v2/certs"))
+    );
     assert_eq!(config.state_dir, Path::new("/var/lib/proxy"));
     assert_eq!(config.haproxy, Path::new("/srv/My Shop.v2/bin/haproxy"));
     assert_eq!(config.api_token.as_deref(), Some("t0ken"));
@@ -779,6 +790,10 @@ fn proxy_serve_defaults_and_flags() {
     assert_eq!(
         error(&["proxy", "serve", "--bind", "localhost:80"], &[], None),
         "--bind has the invalid value \"localhost:80\": use IP:PORT, e.g. 127.0.0.1:8080 or [::1]:8080"
+    );
+    assert_eq!(
+        error(&["proxy", "serve", "--bind-https", "localhost:443"], &[], None),
+        "--bind-https has the invalid value \"localhost:443\": use IP:PORT, e.g. 127.0.0.1:8080 or [::1]:8080"
     );
 }
 

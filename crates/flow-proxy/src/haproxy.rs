@@ -280,16 +280,17 @@ pub enum ServerState {
     Maint,
 }
 
-/// One server of a route as the running worker sees it.
+/// One server of a route as the running worker sees it, with the sessions old workers still
+/// hold on it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ServerStatus {
     /// Its address.
     pub address: SocketAddr,
     /// Its HAProxy name.
     pub name: String,
-    /// Its state.
+    /// Its state (draining when only an old worker still knows it).
     pub state: ServerState,
-    /// Sessions open on it now (`scur`).
+    /// Sessions open on it now (`scur`), in the running worker and the old ones.
     pub sessions: u64,
     /// Whether it is one of the route's servers (false: left over, draining).
     pub active: bool,

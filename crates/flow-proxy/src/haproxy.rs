@@ -33,8 +33,19 @@
 //! * After every change the configuration file is rewritten (validated the same way) to list
 //!   exactly the servers taking traffic, so a later reload never changes routing. Servers
 //!   still draining are *not* written: they take no new requests anyway, and after a reload
-//!   the old worker finishes their open requests while the new worker never knows them (so
-//!   their sessions count as zero from then on).
+//!   the old worker finishes their open requests while the new worker never knows them.
+//!
+//! # Sessions across reloads
+//!
+//! A reload leaves the connections open at that moment to the old worker, which keeps them
+//! until they close: a WebSocket (or any upgraded connection) lives on through any number of
+//! reloads. The sessions [`Haproxy::routes`] reports are therefore those of the current
+//! worker *plus* those the old workers still hold (`show proc` lists them, `@!<pid> show
+//! stat` reads each): otherwise a release that drains a server after a reload would see 0
+//! sessions and stop it under its open connections. A server only an old worker knows is
+//! reported draining. Old workers are not cut after a fixed time (no `hard-stop-after`,
+//! which would close every long connection some minutes after any reload of any route);
+//! `mworker-max-reloads` bounds how many can pile up instead (see [`render`]).
 //!
 //! # When a file cannot be written after a change
 //!
@@ -299,16 +310,17 @@ impl ServerState {
     }
 }
 
-/// One server of a route as the running worker sees it.
+/// One server of a route as the running worker sees it, with the sessions old workers still
+/// hold on it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ServerStatus {
     /// Its address.
     pub address: SocketAddr,
     /// Its HAProxy name.
     pub name: String,
-    /// Its state.
+    /// Its state (draining when only an old worker still knows it).
     pub state: ServerState,
-    /// Sessions open on it now (`scur`).
+    /// Sessions open on it now (`scur`), in the running worker and the old ones.
     pub sessions: u64,
     /// Whether it is one of the route's servers (false: left over, draining).
     pub active: bool,
@@ -918,7 +930,8 @@ impl Haproxy {
         Ok(applied)
     }
 
-    /// Every route with the live state of its servers.
+    /// Every route with the live state of its servers; sessions count those old workers
+    /// still hold after a reload too (see [Sessions across reloads](self#sessions-across-reloads)).
     ///
     /// It reads the last applied table and does not wait for a change in progress.
     pub async fn routes(&self) -> Result<Vec<RouteStatus>, HaproxyError> {
@@ -928,7 +941,8 @@ impl Haproxy {
             .lock()
             .expect("published mutex poisoned")
             .clone();
-        let stats = self.inner.show_stat(worker_pid).await?;
+        let mut stats = self.inner.show_stat(worker_pid).await?;
+        add_sessions_of_old_workers(&mut stats, self.inner.old_worker_stats().await?);
         let mut routes = Vec::new();
         for entry in table.entries() {
             let mut servers: Vec<ServerStatus> = Vec::new();
@@ -1682,6 +1696,18 @@ impl Inner {
         format!("{}: {}", self.files.log.display(), tail.join(" | "))
     }
 
+    /// The server lines of every old worker. One that exits between `show proc` and its
+    /// `show stat` holds no session any more, so it is left out rather than failing.
+    async fn old_worker_stats(&self) -> Result<Vec<RuntimeServer>, HaproxyError> {
+        let mut stats = Vec::new();
+        for pid in self.show_proc().await?.old_workers {
+            if let Ok(servers) = self.show_stat(pid).await {
+                stats.extend(servers);
+            }
+        }
+        Ok(stats)
+    }
+
     async fn show_proc(&self) -> Result<ProcInfo, HaproxyError> {
         let reply = self.master_command("show proc").await?;
         Ok(parse_show_proc(&reply))
@@ -1838,16 +1864,19 @@ struct ProcInfo {
     master: Option<u32>,
     /// Current workers, newest first.
     workers: Vec<u32>,
+    /// Workers left by earlier reloads, still finishing their connections.
+    old_workers: Vec<u32>,
     /// The master's count of failed reloads.
     failed: u32,
 }
 
 fn parse_show_proc(reply: &str) -> ProcInfo {
     let mut info = ProcInfo::default();
-    let mut in_workers = false;
+    // The section a line is in: `# workers` or `# old workers`.
+    let mut section = "";
     for line in reply.lines() {
         if line.starts_with('#') {
-            in_workers = line.trim() == "# workers";
+            section = line.trim();
             continue;
         }
         let mut words = line.split_whitespace();
@@ -1864,9 +1893,14 @@ fn parse_show_proc(reply: &str) -> ProcInfo {
                     .collect();
                 info.failed = digits.parse().unwrap_or(0);
             }
-        } else if in_workers && kind == "worker" {
+        } else if kind == "worker" {
+            let list = match section {
+                "# workers" => &mut info.workers,
+                "# old workers" => &mut info.old_workers,
+                _ => continue,
+            };
             if let Ok(pid) = pid.parse() {
-                info.workers.push(pid);
+                list.push(pid);
             }
         }
     }
@@ -1953,6 +1987,26 @@ fn parse_show_stat(reply: &str) -> Option<Vec<RuntimeServer>> {
     Some(servers)
 }
 
+/// Adds the sessions `old` workers still hold to the current worker's servers (`current`);
+/// a server with sessions that only an old worker knows is added, draining: it takes no new
+/// connection. Request counters stay the current worker's.
+fn add_sessions_of_old_workers(current: &mut Vec<RuntimeServer>, old: Vec<RuntimeServer>) {
+    for server in old.into_iter().filter(|s| s.sessions > 0) {
+        match current
+            .iter_mut()
+            .find(|s| s.backend == server.backend && s.address == server.address)
+        {
+            Some(known) => known.sessions += server.sessions,
+            None => current.push(RuntimeServer {
+                state: ServerState::Drain,
+                requests: 0,
+                responses_5xx: 0,
+                ..server
+            }),
+        }
+    }
+}
+
 /// Whether two entries render the same HAProxy configuration apart from their servers. The
 /// colour is not part of it (one backend per destination, whatever the colour), so a
 /// blue-green switch that keeps the routing moves servers through the Runtime API without a
@@ -1983,6 +2037,7 @@ mod tests {
             ProcInfo {
                 master: Some(7885),
                 workers: vec![4572],
+                old_workers: vec![4000],
                 failed: 2
             }
         );
@@ -2020,6 +2075,27 @@ mod tests {
         );
         assert!(servers[4].passed_check(true));
         assert!(parse_show_stat("Unknown command.").is_none());
+    }
+
+    #[test]
+    fn sessions_old_workers_hold_are_added_and_servers_only_they_know_drain() {
+        let current = "# pxname,svname,scur,status,check_status,addr,req_tot,\n\
+            be_web,s4_127_0_0_1_1,1,UP,L4OK,127.0.0.1:1,7,\n";
+        let old = "# pxname,svname,scur,status,check_status,addr,req_tot,\n\
+            be_web,s4_127_0_0_1_1,2,UP,L4OK,127.0.0.1:1,40,\n\
+            be_web,s4_127_0_0_1_2,3,UP,L4OK,127.0.0.1:2,50,\n\
+            be_web,s4_127_0_0_1_3,0,UP,L4OK,127.0.0.1:3,60,\n";
+        let mut servers = parse_show_stat(current).unwrap();
+        add_sessions_of_old_workers(&mut servers, parse_show_stat(old).unwrap());
+        let seen: Vec<(u16, ServerState, u64, u64)> = servers
+            .iter()
+            .map(|s| (s.address.port(), s.state, s.sessions, s.requests))
+            .collect();
+        assert_eq!(
+            seen,
+            [(1, ServerState::Up, 3, 7), (2, ServerState::Drain, 3, 0)],
+            "sessions summed, requests the current worker's, idle old-only servers left out"
+        );
     }
 
     #[test]

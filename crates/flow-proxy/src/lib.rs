@@ -33,6 +33,9 @@
 //!   load test). So right after a reload (new service, changed paths), a request on a
 //!   connection opened before it can still see the previous routing, once. Switching servers
 //!   needs no reload and holds for every connection as soon as `reconfigure` returns.
+//!   WebSockets and other upgraded connections stay with the old worker until they close
+//!   (no `hard-stop-after`), and the sessions it holds are still counted, so a release drains
+//!   them as it drains any other (see [`haproxy`]).
 //! * **Removal is exact.** Routes are keyed by service name, never by a prefix: removing
 //!   `app` leaves `app2` alone.
 //! * **The API answers when the switch is done** ([`api`]): `reconfigure` returns once every

@@ -202,9 +202,10 @@ pub fn render(
         admin_socket.display()
     ));
     out.push_str("    stats timeout 30s\n");
-    // An old worker finishes its requests after a reload, but not forever: this bounds how
-    // many of them can pile up.
-    out.push_str("    hard-stop-after 5m\n");
+    // An old worker keeps the connections it has after a reload until they close: no
+    // `hard-stop-after`, which would cut every WebSocket some time after any reload. Workers
+    // that lived through this many reloads are stopped, which bounds how many pile up.
+    out.push_str("    mworker-max-reloads 50\n");
     if listeners.serves_https() {
         // Only the PEM files listed, each checked before (no `.key`, `.ocsp`, … beside them).
         out.push_str("    ssl-load-extra-files none\n");
@@ -214,8 +215,10 @@ pub fn render(
     // idle-close-on-response: on a reload the old worker does not close idle keep-alive
     // connections (a client may be sending on them at that very moment, and would see the
     // connection drop); it answers one more request with `Connection: close` instead.
+    // timeout tunnel: an upgraded connection (WebSocket) may sit idle for an hour, rather
+    // than the 60 s of the client and server timeouts; `timeoutTunnel` sets it per route.
     out.push_str(
-        "defaults\n    mode http\n    option idle-close-on-response\n    timeout connect 5s\n    timeout client 60s\n    timeout server 60s\n    timeout http-request 10s\n    timeout http-keep-alive 10s\n    timeout queue 30s\n\n",
+        "defaults\n    mode http\n    option idle-close-on-response\n    timeout connect 5s\n    timeout client 60s\n    timeout server 60s\n    timeout http-request 10s\n    timeout http-keep-alive 10s\n    timeout queue 30s\n    timeout tunnel 1h\n\n",
     );
 
     let routed: Vec<&RouteEntry> = table

@@ -100,7 +100,10 @@ fn main() -> ExitCode {
             check(port, path)
         }
         Some("--exit") => {
-            let code = args.get(1).and_then(|code| code.parse::<u8>().ok()).unwrap_or(0);
+            let code = args
+                .get(1)
+                .and_then(|code| code.parse::<u8>().ok())
+                .unwrap_or(0);
             println!("demo-server: job done, exiting with code {code}");
             ExitCode::from(code)
         }

@@ -7,6 +7,9 @@
 //! | default | live display on a terminal, else plain lines | none | yes |
 //! | `--verbose` | as the default | every call with its timing | yes |
 //!
+//! The Docker adapter's own events (a build's output, `depends_on` waits) are printed the same
+//! way, through [`DockerObserver`].
+//!
 //! With `--json` the same choice applies to the event lines: `--quiet` keeps only `done` and
 //! `failed`. The live display is not used when `RUST_LOG` diagnostics write to the same
 //! terminal, as the two would overwrite each other.

@@ -100,20 +100,17 @@ impl LiveDisplay {
     /// the running line, a met dependency as a line that stays.
     pub fn docker_event(&self, event: &DockerEvent) {
         match event {
-            DockerEvent::BuildOutput { service, line } => self.update(|bar| {
-                bar.set_style(activity_style());
-                bar.set_prefix("build");
-                bar.set_message(format!("{service}: {line}"));
-            }),
+            DockerEvent::BuildOutput { service, line } => {
+                self.activity("build", format!("{service}: {line}"))
+            }
             DockerEvent::DependencyWaiting {
                 service,
                 dependency,
                 condition,
-            } => self.update(|bar| {
-                bar.set_style(activity_style());
-                bar.set_prefix("depends");
-                bar.set_message(format!("{service} waits for {dependency}: {condition}"));
-            }),
+            } => self.activity(
+                "depends",
+                format!("{service} waits for {dependency}: {condition}"),
+            ),
             DockerEvent::DependencyReady {
                 dependency,
                 condition,
@@ -132,6 +129,15 @@ impl LiveDisplay {
                 "    warning: {service} starts without {dependency}"
             )),
         }
+    }
+
+    /// Shows what the running step does now on its line, under `label`.
+    fn activity(&self, label: &str, message: String) {
+        self.update(|bar| {
+            bar.set_style(activity_style());
+            bar.set_prefix(label.to_string());
+            bar.set_message(message);
+        });
     }
 
     /// Prints a line above the running one (a `--verbose` port call, a warning).

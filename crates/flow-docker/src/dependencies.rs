@@ -16,16 +16,14 @@
 //!   ([`DockerEvent::DependencySkipped`]) and the service starts without it.
 //! * Waiting changes nothing: a failed wait fails the call before it creates a container.
 
-use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum, HealthStatusEnum};
-use bollard::query_parameters::ListContainersOptions;
 use flow_core::OrchestratorError;
 
 use crate::compose::{ComposeError, Condition, Dependency};
 use crate::progress::DockerEvent;
-use crate::{DockerOrchestrator, LABEL_COMPOSE_SERVICE, LABEL_PROJECT, LABEL_TARGET};
+use crate::{DockerOrchestrator, LABEL_COMPOSE_SERVICE, LABEL_TARGET};
 
 /// How often a dependency's state is read while waiting for it.
 const DEPENDENCY_POLL: Duration = Duration::from_millis(250);
@@ -156,21 +154,8 @@ impl DockerOrchestrator {
         &self,
         dependency: &str,
     ) -> Result<Vec<ContainerInspectResponse>, OrchestratorError> {
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![format!("{LABEL_PROJECT}={}", self.options.project)],
-        )]);
-        let summaries = self
-            .docker
-            .list_containers(Some(ListContainersOptions {
-                all: true,
-                filters: Some(filters),
-                ..Default::default()
-            }))
-            .await
-            .map_err(|error| {
-                self.engine_error(format!("list the containers of {dependency}"), error)
-            })?;
+        // Either label may name it, so the filter is applied here rather than by the engine.
+        let summaries = self.project_containers(&[], dependency).await?;
         let ids: Vec<String> = summaries
             .into_iter()
             .filter(|summary| {

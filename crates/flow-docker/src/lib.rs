@@ -15,6 +15,14 @@
 //!   endpoint from a tar of its context ([`build`], `.dockerignore` honoured) according to
 //!   [`BuildPolicy`], before anything of the release starts; a failed build has created
 //!   nothing.
+//! * **`depends_on` is waited for.** Side targets start in dependency order, and before a side
+//!   target or the target's instances are created each service they depend on must meet its
+//!   condition (`dependencies`); a failed wait fails the call before any container of the
+//!   dependent service exists. [`Orchestrator::start`] and [`Orchestrator::resume`] wait
+//!   for the target's dependencies, as they are what starts it.
+//! * **Progress is reported.** A build's output lines and the dependency waits go to the
+//!   [`progress::DockerObserver`] given with [`DockerOrchestrator::with_observer`], as they
+//!   happen inside one port call.
 //! * **Labels are the state.** Instances are found by label, never by parsing names, so an
 //!   instance renamed or started by an earlier run is still found, and nothing outside the
 //!   project is ever touched.
@@ -1037,6 +1045,25 @@ impl DockerOrchestrator {
         }
     }
 
+    /// The project's containers, running or not, that carry every one of `labels`
+    /// (`key=value`); `of` names them in an error.
+    async fn project_containers(
+        &self,
+        labels: &[String],
+        of: &str,
+    ) -> Result<Vec<bollard::models::ContainerSummary>, OrchestratorError> {
+        let mut filter = vec![format!("{LABEL_PROJECT}={}", self.options.project)];
+        filter.extend(labels.iter().cloned());
+        self.docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(HashMap::from([("label".to_string(), filter)])),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|error| self.engine_error(format!("list containers of {of}"), error))
+    }
+
     /// The last [`LOG_TAIL_LINES`] lines of a container's log (stdout and stderr).
     async fn log_tail(&self, id: &str, name: &str) -> Result<String, OrchestratorError> {
         let options = LogsOptions {
@@ -1175,23 +1202,15 @@ impl Orchestrator for DockerOrchestrator {
     }
 
     async fn list(&self, group: &Group) -> Result<Vec<Instance>, OrchestratorError> {
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![
-                format!("{LABEL_PROJECT}={}", self.options.project),
-                format!("{LABEL_COMPOSE_SERVICE}={group}"),
-                format!("{LABEL_TARGET}={}", group.target),
-            ],
-        )]);
         let summaries = self
-            .docker
-            .list_containers(Some(ListContainersOptions {
-                all: true,
-                filters: Some(filters),
-                ..Default::default()
-            }))
-            .await
-            .map_err(|error| self.engine_error(format!("list containers of {group}"), error))?;
+            .project_containers(
+                &[
+                    format!("{LABEL_COMPOSE_SERVICE}={group}"),
+                    format!("{LABEL_TARGET}={}", group.target),
+                ],
+                &group.to_string(),
+            )
+            .await?;
         let inspections = summaries
             .into_iter()
             .filter_map(|s| s.id)

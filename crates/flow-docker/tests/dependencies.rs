@@ -61,6 +61,22 @@ async fn orchestrator(
     (orchestrator, events)
 }
 
+/// A project of its own for `compose`, and its orchestrator (see [`orchestrator`]).
+async fn setup(
+    prefix: &str,
+    compose: &str,
+    timeout: Duration,
+) -> (
+    ProjectGuard,
+    DockerOrchestrator,
+    Arc<Mutex<Vec<DockerEvent>>>,
+) {
+    let guard = ProjectGuard::new(unique_project(prefix));
+    let (orchestrator, events) =
+        orchestrator(guard.project(), compose, &std::env::temp_dir(), timeout).await;
+    (guard, orchestrator, events)
+}
+
 fn sides(names: &[&str]) -> Vec<String> {
     names.iter().map(|name| name.to_string()).collect()
 }
@@ -171,17 +187,10 @@ fn dependency_error(result: Result<(), OrchestratorError>) -> (String, String, S
 
 #[tokio::test]
 async fn service_started_and_healthy_start_side_targets_in_dependency_order() {
-    let guard = ProjectGuard::new(unique_project("dft-dep-order"));
-    let dir = tempfile::tempdir().unwrap();
     // `cache` (listed first) waits for `db` to be healthy; `web` for both.
     let compose = "services:\n  web:\n    image: {IMAGE}\n    depends_on:\n      cache: {condition: service_started}\n      db: {condition: service_healthy}\n  cache:\n    image: {IMAGE}\n    depends_on:\n      db: {condition: service_healthy}\n  db:\n    image: {IMAGE}\n";
-    let (orchestrator, events) = orchestrator(
-        guard.project(),
-        compose,
-        dir.path(),
-        Duration::from_secs(30),
-    )
-    .await;
+    let (guard, orchestrator, events) =
+        setup("dft-dep-order", compose, Duration::from_secs(30)).await;
     release_web(&orchestrator, &["cache", "db"]).await.unwrap();
 
     assert_eq!(
@@ -221,16 +230,9 @@ async fn service_started_and_healthy_start_side_targets_in_dependency_order() {
 
 #[tokio::test]
 async fn service_completed_successfully_waits_for_the_job_to_exit_zero() {
-    let guard = ProjectGuard::new(unique_project("dft-dep-job"));
-    let dir = tempfile::tempdir().unwrap();
     let compose = "services:\n  web:\n    image: {IMAGE}\n    depends_on:\n      migrate: {condition: service_completed_successfully}\n  migrate:\n    image: {IMAGE}\n    command: [\"--exit\", \"0\"]\n    healthcheck: {disable: true}\n";
-    let (orchestrator, events) = orchestrator(
-        guard.project(),
-        compose,
-        dir.path(),
-        Duration::from_secs(30),
-    )
-    .await;
+    let (guard, orchestrator, events) =
+        setup("dft-dep-job", compose, Duration::from_secs(30)).await;
     release_web(&orchestrator, &["migrate"]).await.unwrap();
     assert_eq!(
         waits(&events),
@@ -251,16 +253,8 @@ async fn service_completed_successfully_waits_for_the_job_to_exit_zero() {
 
 #[tokio::test]
 async fn a_failed_job_stops_the_release_with_its_exit_code_and_log() {
-    let guard = ProjectGuard::new(unique_project("dft-dep-fail"));
-    let dir = tempfile::tempdir().unwrap();
     let compose = "services:\n  web:\n    image: {IMAGE}\n    depends_on:\n      migrate: {condition: service_completed_successfully}\n  migrate:\n    image: {IMAGE}\n    command: [\"--exit\", \"3\"]\n    healthcheck: {disable: true}\n";
-    let (orchestrator, _) = orchestrator(
-        guard.project(),
-        compose,
-        dir.path(),
-        Duration::from_secs(30),
-    )
-    .await;
+    let (guard, orchestrator, _) = setup("dft-dep-fail", compose, Duration::from_secs(30)).await;
     let (service, dependency, message) =
         dependency_error(release_web(&orchestrator, &["migrate"]).await);
     assert_eq!((service.as_str(), dependency.as_str()), ("web", "migrate"));
@@ -278,16 +272,8 @@ async fn a_failed_job_stops_the_release_with_its_exit_code_and_log() {
 
 #[tokio::test]
 async fn service_healthy_refuses_a_dependency_without_a_healthcheck_and_an_unhealthy_one() {
-    let guard = ProjectGuard::new(unique_project("dft-dep-nocheck"));
-    let dir = tempfile::tempdir().unwrap();
     let compose = "services:\n  web:\n    image: {IMAGE}\n    depends_on:\n      db: {condition: service_healthy}\n  db:\n    image: {IMAGE}\n    healthcheck: {disable: true}\n  sick:\n    image: {IMAGE}\n    environment: {DEMO_UNHEALTHY: \"1\"}\n  api:\n    image: {IMAGE}\n    depends_on:\n      sick: {condition: service_healthy}\n";
-    let (orchestrator, _) = orchestrator(
-        guard.project(),
-        compose,
-        dir.path(),
-        Duration::from_secs(30),
-    )
-    .await;
+    let (guard, orchestrator, _) = setup("dft-dep-nocheck", compose, Duration::from_secs(30)).await;
     let (_, dependency, message) = dependency_error(release_web(&orchestrator, &["db"]).await);
     assert_eq!(dependency, "db");
     assert!(
@@ -322,12 +308,9 @@ async fn service_healthy_refuses_a_dependency_without_a_healthcheck_and_an_unhea
 
 #[tokio::test]
 async fn a_wait_is_bounded_by_the_health_timeout() {
-    let guard = ProjectGuard::new(unique_project("dft-dep-timeout"));
-    let dir = tempfile::tempdir().unwrap();
     // A server never completes.
     let compose = "services:\n  web:\n    image: {IMAGE}\n    depends_on:\n      server: {condition: service_completed_successfully}\n  server:\n    image: {IMAGE}\n";
-    let (orchestrator, _) =
-        orchestrator(guard.project(), compose, dir.path(), Duration::from_secs(2)).await;
+    let (_guard, orchestrator, _) = setup("dft-dep-timeout", compose, Duration::from_secs(2)).await;
     let began = std::time::Instant::now();
     let (_, dependency, message) = dependency_error(release_web(&orchestrator, &["server"]).await);
     assert_eq!(dependency, "server");
@@ -344,16 +327,9 @@ async fn a_wait_is_bounded_by_the_health_timeout() {
 
 #[tokio::test]
 async fn dependencies_that_are_not_started_are_named_or_skipped_when_optional() {
-    let guard = ProjectGuard::new(unique_project("dft-dep-absent"));
-    let dir = tempfile::tempdir().unwrap();
     let compose = "services:\n  web:\n    image: {IMAGE}\n    depends_on:\n      db: {condition: service_started}\n  api:\n    image: {IMAGE}\n    depends_on:\n      cache: {condition: service_healthy, required: false}\n      metrics: {required: false}\n  cache:\n    image: {IMAGE}\n  a:\n    image: {IMAGE}\n    depends_on: [b]\n  b:\n    image: {IMAGE}\n    depends_on: [a]\n  db:\n    image: {IMAGE}\n";
-    let (orchestrator, events) = orchestrator(
-        guard.project(),
-        compose,
-        dir.path(),
-        Duration::from_secs(30),
-    )
-    .await;
+    let (guard, orchestrator, events) =
+        setup("dft-dep-absent", compose, Duration::from_secs(30)).await;
 
     // Not a side target and not running: the error says how to have it started.
     let (_, dependency, message) = dependency_error(release_web(&orchestrator, &[]).await);

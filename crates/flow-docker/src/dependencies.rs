@@ -111,19 +111,23 @@ impl DockerOrchestrator {
             return Ok(Err("the Compose file does not define it".into()));
         }
         let condition = settings.condition;
-        self.report(DockerEvent::DependencyWaiting {
-            service: service.to_string(),
-            dependency: dependency.to_string(),
-            condition,
-        });
         let timeout = self.options.dependency_timeout;
         let began = Instant::now();
+        let mut announced = false;
         loop {
             let containers = self.dependency_containers(dependency).await?;
             if containers.is_empty() {
                 return Ok(Err(format!(
                     "it is not running, and a release starts only its side targets; add --side-target {dependency} so that the release starts it first, or start it before the release"
                 )));
+            }
+            if !announced {
+                announced = true;
+                self.report(DockerEvent::DependencyWaiting {
+                    service: service.to_string(),
+                    dependency: dependency.to_string(),
+                    condition,
+                });
             }
             let detail = match self.readiness(dependency, &containers, condition).await? {
                 Readiness::Ready => {

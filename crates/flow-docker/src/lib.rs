@@ -1103,7 +1103,6 @@ impl DockerOrchestrator {
             .map(|_| ())
     }
 
-    /// Starts one side target if it is absent or stopped.
     /// How a side target's image is pulled: see [`DockerOptions::pull_side_targets`].
     fn side_target_pull_policy(&self) -> PullPolicy {
         match (self.options.pull, self.options.pull_side_targets) {
@@ -1113,6 +1112,8 @@ impl DockerOrchestrator {
         }
     }
 
+    /// Starts one side target if it is absent or stopped, once its own dependencies are
+    /// ready.
     async fn ensure_side_target(&self, side: &str) -> Result<(), OrchestratorError> {
         let service = self.compose.service(side)?;
         let name = service

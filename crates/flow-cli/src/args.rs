@@ -150,7 +150,7 @@ pub struct ReleaseFlags {
     /// Compose service to release (required) [env: FLOW_TARGET] [yml: target]
     #[arg(short = 't', long, value_name = "SERVICE")]
     pub target: Option<String>,
-    /// Extra services started with the target, never coloured, scaled or stopped; repeatable or comma-separated [env: FLOW_SIDE_TARGETS] [yml: side_targets]
+    /// Extra services started with the target (in depends_on order), never coloured, scaled or stopped; repeatable or comma-separated [env: FLOW_SIDE_TARGETS] [yml: side_targets]
     #[arg(
         short = 'T',
         long = "side-target",
@@ -218,7 +218,7 @@ pub struct ReleaseFlags {
     /// The service's container port [env: FLOW_PORT] [yml: port]
     #[arg(long, value_name = "PORT")]
     pub port: Option<String>,
-    /// How long new instances may take to become healthy: 90s, 2m, 500ms or seconds [default: 60s] [env: FLOW_HEALTH_TIMEOUT] [yml: health_timeout]
+    /// How long new instances may take to become healthy, and each depends_on condition to be met: 90s, 2m, 500ms or seconds [default: 60s] [env: FLOW_HEALTH_TIMEOUT] [yml: health_timeout]
     #[arg(long, value_name = "DURATION")]
     pub health_timeout: Option<String>,
     /// End the health wait at the first `unhealthy` instead of waiting for it to recover until --health-timeout [env: FLOW_HEALTH_FAIL_FAST] [yml: health_fail_fast]

@@ -7,6 +7,9 @@
 //! | default | live display on a terminal, else plain lines | none | yes |
 //! | `--verbose` | as the default | every call with its timing | yes |
 //!
+//! The Docker adapter's own events (a build's output, `depends_on` waits) are printed the same
+//! way, through [`DockerObserver`].
+//!
 //! With `--json` the same choice applies to the event lines: `--quiet` keeps only `done` and
 //! `failed`. The live display is not used when `RUST_LOG` diagnostics write to the same
 //! terminal, as the two would overwrite each other.
@@ -18,10 +21,11 @@ use std::time::{Duration, Instant};
 
 use flow_core::release::{Event, Observer, Plan, Report};
 use flow_core::time::human;
+use flow_docker::progress::{DockerEvent, DockerObserver};
 
 use crate::exit::Exit;
 use crate::json::{self, CliEvent, Done};
-use crate::progress::LiveDisplay;
+use crate::progress::{condition_met, LiveDisplay};
 use crate::timed::{CallLog, PortCall};
 
 /// How a wait that makes no visible progress still prints a line, so a person sees the tool is
@@ -237,6 +241,56 @@ impl Observer for Printer {
                     eprintln!("{line}");
                 }
             }
+        }
+    }
+}
+
+/// A build's lines and the waits for dependencies, shown with the release's own progress:
+/// each line on its own with plain lines, the running line of the live display, `--json`
+/// events. An optional dependency that is skipped is a warning, whatever the verbosity.
+impl DockerObserver for Printer {
+    fn on_docker_event(&self, event: &DockerEvent) {
+        if let DockerEvent::DependencySkipped {
+            service,
+            dependency,
+            reason,
+        } = event
+        {
+            if !matches!(self.style, Style::Json) {
+                self.warn(format!(
+                    "{service} starts without {dependency} (required: false): {}",
+                    first_line(reason)
+                ));
+                return;
+            }
+        }
+        if self.verbosity == Verbosity::Quiet {
+            return;
+        }
+        match &self.style {
+            Style::Json => self.json_line(&json::line(event)),
+            Style::Live(display) => display.get_or_init(LiveDisplay::stderr).docker_event(event),
+            Style::Lines => match event {
+                DockerEvent::BuildOutput { service, line } => {
+                    eprintln!("    build {service}: {line}")
+                }
+                DockerEvent::DependencyWaiting {
+                    service,
+                    dependency,
+                    condition,
+                } => eprintln!("    {service} waits for {dependency}: {condition}"),
+                DockerEvent::DependencyReady {
+                    dependency,
+                    condition,
+                    took,
+                    ..
+                } => eprintln!(
+                    "    {dependency} {} ({})",
+                    condition_met(*condition),
+                    human(*took)
+                ),
+                DockerEvent::DependencySkipped { .. } => {}
+            },
         }
     }
 }

@@ -17,6 +17,8 @@ use std::time::Duration;
 
 use flow_core::release::Event;
 use flow_core::time::human;
+use flow_docker::compose::Condition;
+use flow_docker::progress::DockerEvent;
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 /// How often the running line is redrawn (spinner frame and elapsed time).
@@ -94,6 +96,50 @@ impl LiveDisplay {
         }
     }
 
+    /// Shows one event of the Docker adapter: a build's newest line and a dependency wait on
+    /// the running line, a met dependency as a line that stays.
+    pub fn docker_event(&self, event: &DockerEvent) {
+        match event {
+            DockerEvent::BuildOutput { service, line } => {
+                self.activity("build", format!("{service}: {line}"))
+            }
+            DockerEvent::DependencyWaiting {
+                service,
+                dependency,
+                condition,
+            } => self.activity(
+                "depends",
+                format!("{service} waits for {dependency}: {condition}"),
+            ),
+            DockerEvent::DependencyReady {
+                dependency,
+                condition,
+                took,
+                ..
+            } => self.line(format!(
+                "    ✓ {dependency} {} ({})",
+                condition_met(*condition),
+                human(*took)
+            )),
+            DockerEvent::DependencySkipped {
+                service,
+                dependency,
+                ..
+            } => self.line(format!(
+                "    warning: {service} starts without {dependency}"
+            )),
+        }
+    }
+
+    /// Shows what the running step does now on its line, under `label`.
+    fn activity(&self, label: &str, message: String) {
+        self.update(|bar| {
+            bar.set_style(activity_style());
+            bar.set_prefix(label.to_string());
+            bar.set_message(message);
+        });
+    }
+
     /// Prints a line above the running one (a `--verbose` port call, a warning).
     pub fn line(&self, text: String) {
         // A terminal that went away leaves nothing to report to.
@@ -147,6 +193,23 @@ fn spinner_style() -> ProgressStyle {
         .with_key("took", took)
 }
 
+/// The running line of a build or a wait: the message takes what the terminal's width leaves
+/// (a build's line can be long) and is cut rather than wrapped.
+fn activity_style() -> ProgressStyle {
+    ProgressStyle::with_template("    {spinner} {prefix:9} {took} {wide_msg}")
+        .expect("the template is valid")
+        .with_key("took", took)
+}
+
+/// What a dependency did when its condition is met, in words.
+pub fn condition_met(condition: Condition) -> &'static str {
+    match condition {
+        Condition::Started => "is running",
+        Condition::Healthy => "is healthy",
+        Condition::CompletedSuccessfully => "completed successfully",
+    }
+}
+
 fn health_style() -> ProgressStyle {
     ProgressStyle::with_template("    {spinner} {prefix:9} [{bar:20}] {pos}/{len} healthy {took}")
         .expect("the template is valid")
@@ -197,6 +260,23 @@ mod tests {
             running.contains("healthy") && running.contains("1/2 healthy"),
             "the last line is the health bar: {shown}"
         );
+
+        display.docker_event(&DockerEvent::BuildOutput {
+            service: "web".into(),
+            line: "Step 2/4 : COPY app /app".into(),
+        });
+        let running = screen(&term).lines().last().unwrap_or_default().to_string();
+        assert!(
+            running.contains("build") && running.contains("web: Step 2/4 : COPY app /app"),
+            "the running line shows the build's newest line: {running}"
+        );
+        display.docker_event(&DockerEvent::DependencyReady {
+            service: "web".into(),
+            dependency: "db".into(),
+            condition: Condition::Healthy,
+            took: Duration::from_millis(1200),
+        });
+        assert!(screen(&term).contains("✓ db is healthy (1.2s)"));
 
         display.event(&Event::StepFinished {
             step: Step::Deploy,

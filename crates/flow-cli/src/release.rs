@@ -89,7 +89,8 @@ pub async fn ports(
         docker_options(config),
     )
     .await
-    .map_err(|error| printer.fail(unreachable(error, &endpoint), Exit::NothingChanged))?;
+    .map_err(|error| printer.fail(unreachable(error, &endpoint), Exit::NothingChanged))?
+    .with_observer(printer.clone());
     let log: Arc<dyn CallLog> = printer.clone();
     Ok(Ports {
         orchestrator: Arc::new(TimedOrchestrator::new(Arc::new(orchestrator), log.clone())),
@@ -161,7 +162,8 @@ async fn wait_for_signal() {
 }
 
 /// Reads the Compose file (its warnings shown even when it is refused) and checks the target
-/// and side targets against it.
+/// and side targets against it, and the `depends_on` between them (no cycle, no required
+/// dependency the file lacks).
 fn load_compose(config: &ReleaseConfig, printer: &Printer) -> Result<ComposeProject, String> {
     let compose = read_compose(config, printer)?;
     let release = &config.release;
@@ -173,6 +175,9 @@ fn load_compose(config: &ReleaseConfig, printer: &Printer) -> Result<ComposeProj
             .runnable(side)
             .map_err(|e| format!("side target: {e}"))?;
     }
+    let mut starting = release.side_targets.clone();
+    starting.push(release.target.clone());
+    compose.start_order(&starting).map_err(|e| e.to_string())?;
     Ok(compose)
 }
 
@@ -208,6 +213,7 @@ fn docker_options(config: &ReleaseConfig) -> DockerOptions {
         health_path: config.health_path.clone(),
         port: config.port,
         advertise_addr: config.advertise_addr,
+        dependency_timeout: config.release.timeouts.health,
         ..DockerOptions::new(config.project.clone())
     }
 }

@@ -189,6 +189,17 @@ pub enum OrchestratorError {
         /// The engine's message.
         message: String,
     },
+    /// A service the one being started depends on (Compose `depends_on`) is not there or did
+    /// not meet its condition; nothing of the dependent service was started.
+    #[error("{service} depends on {dependency}: {message}")]
+    Dependency {
+        /// The service that was to start.
+        service: String,
+        /// The service it depends on.
+        dependency: String,
+        /// What is wrong and how to fix it.
+        message: String,
+    },
     /// Any other answer of the engine.
     #[error("the container engine refused {operation}: {message}")]
     Engine {

@@ -30,6 +30,7 @@
 //! Reading is linear in the file's size: one pass per step, maps are hashed, and no step
 //! searches the text or the tree again for each service.
 
+mod depends;
 mod merge;
 mod render;
 mod variables;
@@ -42,6 +43,7 @@ use std::time::Duration;
 use flow_core::OrchestratorError;
 use serde_norway::{Mapping, Value};
 
+pub use depends::{Condition, Dependency};
 pub use render::format_duration;
 pub use variables::interpolate;
 use variables::{EnvFormat, Lookup};
@@ -185,6 +187,20 @@ pub enum ComposeError {
         /// The services that exist, comma separated.
         known: String,
     },
+    /// Services depend on each other in a circle, so none of them can start first.
+    #[error("the services depend on each other in a cycle: {}; remove one of these depends_on entries", cycle.join(" -> "))]
+    DependencyCycle {
+        /// The services around the cycle, the first one repeated at the end.
+        cycle: Vec<String>,
+    },
+    /// A required `depends_on` entry names a service the file does not define.
+    #[error("service {service:?} depends on {dependency:?}, which the Compose file does not define; define it, or mark the dependency `required: false`")]
+    UnknownDependency {
+        /// The dependent service.
+        service: String,
+        /// The missing dependency.
+        dependency: String,
+    },
     /// The target cannot take part in a blue-green release as written.
     #[error("service {service:?} cannot be released blue-green: {reason}")]
     NotBlueGreenReady {
@@ -308,11 +324,12 @@ pub struct ServiceSpec {
     pub healthcheck: Option<HealthcheckSpec>,
     /// `restart` (`no`, `always`, `on-failure[:N]`, `unless-stopped`).
     pub restart: Option<String>,
-    /// `depends_on` service names.
+    /// `depends_on` service names, in the order written.
     pub depends_on: Vec<String>,
-    /// `depends_on.<service>.condition` (`service_started` when not given).
+    /// `depends_on.<service>`'s settings, when given in the long form (see
+    /// [`ServiceSpec::dependency`]).
     #[serde(skip)]
-    pub dependency_conditions: BTreeMap<String, String>,
+    pub dependency_settings: BTreeMap<String, Dependency>,
     /// `container_name`.
     pub container_name: Option<String>,
     /// `build`, when given (the image is built through the engine, see
@@ -433,6 +450,15 @@ impl ServiceSpec {
             .map(|p| p.container_port)
             .chain(self.expose.iter().copied())
             .collect()
+    }
+
+    /// The settings of the `depends_on` entry `dependency` (the short form's defaults when it
+    /// was written short, or the service was read back from a release spec).
+    pub fn dependency(&self, dependency: &str) -> Dependency {
+        self.dependency_settings
+            .get(dependency)
+            .copied()
+            .unwrap_or_default()
     }
 }
 
@@ -1694,47 +1720,8 @@ fn parse_service(
             ));
         }
     }
-    match map.get("depends_on") {
-        None | Some(Value::Null) => {}
-        Some(Value::Sequence(items)) => {
-            spec.depends_on = items.iter().filter_map(scalar_text).collect();
-        }
-        Some(Value::Mapping(dependencies)) => {
-            for (dependency, settings) in dependencies {
-                let dependency = key_text(dependency);
-                if let Value::Mapping(settings) = settings {
-                    warn_unknown(
-                        settings,
-                        &["condition", "required", "restart"],
-                        &format!("{context}: depends_on.{dependency}"),
-                        warnings,
-                    );
-                    if let Some(condition) = settings.get("condition").and_then(scalar_text) {
-                        if !matches!(
-                            condition.as_str(),
-                            "service_started"
-                                | "service_healthy"
-                                | "service_completed_successfully"
-                        ) {
-                            return Err(invalid(
-                                &format!("depends_on.{dependency}.condition"),
-                                format!("{condition:?} is not a condition; use service_started, service_healthy or service_completed_successfully"),
-                            ));
-                        }
-                        if condition != "service_started" {
-                            warnings.push(format!(
-                                "{context}: depends_on.{dependency}.condition {condition:?} is not waited for by docker-flow; {dependency} is only started first"
-                            ));
-                        }
-                        spec.dependency_conditions
-                            .insert(dependency.clone(), condition);
-                    }
-                }
-                spec.depends_on.push(dependency);
-            }
-        }
-        Some(_) => return Err(invalid("depends_on", "expected a list or a map".into())),
-    }
+    (spec.depends_on, spec.dependency_settings) =
+        depends::parse(name, &context, map.get("depends_on"), warnings)?;
     spec.container_name = map.get("container_name").and_then(scalar_text);
     let whole_number = |field: &str, value: &Value| {
         scalar_text(value)

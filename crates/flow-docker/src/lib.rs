@@ -15,6 +15,14 @@
 //!   endpoint from a tar of its context ([`build`], `.dockerignore` honoured) according to
 //!   [`BuildPolicy`], before anything of the release starts; a failed build has created
 //!   nothing.
+//! * **`depends_on` is waited for.** Side targets start in dependency order, and before a side
+//!   target or the target's instances are created each service they depend on must meet its
+//!   condition (`dependencies`); a failed wait fails the call before any container of the
+//!   dependent service exists. [`Orchestrator::start`] and [`Orchestrator::resume`] wait
+//!   for the target's dependencies, as they are what starts it.
+//! * **Progress is reported.** A build's output lines and the dependency waits go to the
+//!   [`progress::DockerObserver`] given with [`DockerOrchestrator::with_observer`], as they
+//!   happen inside one port call.
 //! * **Labels are the state.** Instances are found by label, never by parsing names, so an
 //!   instance renamed or started by an earlier run is still found, and nothing outside the
 //!   project is ever touched.
@@ -73,6 +81,8 @@
 pub mod build;
 pub mod compose;
 pub mod context;
+mod dependencies;
+pub mod progress;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
@@ -104,6 +114,7 @@ use futures::{StreamExt, TryStreamExt};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use compose::{ComposeProject, HealthcheckSpec, ServiceSpec, VolumeSource};
+use progress::{DockerEvent, DockerObserver};
 
 /// The endpoint of `service` on its Compose network `network`: the release's `alias` and the
 /// service's own `aliases`, and its fixed addresses if it sets any.
@@ -147,6 +158,9 @@ pub const LABEL_SPEC: &str = "io.docker-flow.spec";
 /// How many containers [`Orchestrator::start`] creates and starts at once. Enough to hide
 /// the engine's per-call latency; more only queues inside the engine.
 pub const START_CONCURRENCY: usize = 16;
+
+/// How many of a build's last output lines its error repeats.
+const BUILD_ERROR_LINES: usize = 10;
 
 /// How many log lines [`Orchestrator::diagnose`] returns.
 const LOG_TAIL_LINES: &str = "20";
@@ -339,11 +353,14 @@ pub struct DockerOptions {
     pub advertise_addr: Option<IpAddr>,
     /// When to build services that have a `build:` section.
     pub build: BuildPolicy,
+    /// How long a service waits for one `depends_on` condition before its start fails
+    /// (`--health-timeout`).
+    pub dependency_timeout: Duration,
 }
 
 impl DockerOptions {
     /// Options for `project` with the defaults: pull `missing`, no health path, a 2 s grace
-    /// period and a 10 s stop timeout.
+    /// period, a 10 s stop timeout and 60 s for a dependency's condition.
     pub fn new(project: impl Into<String>) -> Self {
         DockerOptions {
             project: project.into(),
@@ -356,6 +373,7 @@ impl DockerOptions {
             stop_timeout: Duration::from_secs(10),
             advertise_addr: None,
             build: BuildPolicy::Missing,
+            dependency_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -367,6 +385,7 @@ pub struct DockerOrchestrator {
     endpoint: String,
     compose: Arc<ComposeProject>,
     options: DockerOptions,
+    observer: Option<Arc<dyn DockerObserver>>,
 }
 
 impl fmt::Debug for DockerOrchestrator {
@@ -403,6 +422,19 @@ impl DockerOrchestrator {
             endpoint: endpoint.into(),
             compose,
             options,
+            observer: None,
+        }
+    }
+
+    /// Reports builds and dependency waits to `observer` as they happen (see [`progress`]).
+    pub fn with_observer(mut self, observer: Arc<dyn DockerObserver>) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    fn report(&self, event: DockerEvent) {
+        if let Some(observer) = &self.observer {
+            observer.on_docker_event(&event);
         }
     }
 
@@ -548,26 +580,31 @@ impl DockerOrchestrator {
             ..Default::default()
         };
         tracing::info!(service = name, image, "building");
-        let mut output: Vec<String> = Vec::new();
+        // The last lines, for the error: a live display shows only the newest line.
+        let mut output: std::collections::VecDeque<String> = Default::default();
         let mut progress =
             self.docker
                 .build_image(options, None, Some(bollard::body_full(tar.into())));
         while let Some(step) = progress.next().await {
-            let info = step.map_err(|error| {
-                failed(format!("the build of service {name:?} failed: {error}"))
-            })?;
-            if let Some(line) = info.stream.as_deref().map(str::trim_end) {
-                if !line.is_empty() {
-                    tracing::info!(service = name, "{line}");
-                    output.push(line.to_string());
+            let info = match step {
+                Ok(info) => info,
+                // bollard turns the engine's `errorDetail` into this error.
+                Err(DockerError::DockerStreamError { error }) => {
+                    return Err(failed(build_failure(name, &error, &output)))
                 }
-            }
-            if let Some(detail) = info.error_detail {
-                let tail = output[output.len().saturating_sub(10)..].join("\n");
-                return Err(failed(format!(
-                    "the build of service {name:?} failed: {}\n{tail}",
-                    detail.message.unwrap_or_default()
-                )));
+                Err(error) => return Err(failed(build_failure(name, &error.to_string(), &output))),
+            };
+            let text = info.stream.unwrap_or_default();
+            for line in text.lines().map(str::trim_end).filter(|l| !l.is_empty()) {
+                tracing::info!(service = name, "{line}");
+                if output.len() == BUILD_ERROR_LINES {
+                    output.pop_front();
+                }
+                output.push_back(line.to_string());
+                self.report(DockerEvent::BuildOutput {
+                    service: name.to_string(),
+                    line: line.to_string(),
+                });
             }
         }
         Ok(())
@@ -1008,6 +1045,42 @@ impl DockerOrchestrator {
         }
     }
 
+    /// The project's containers, running or not, that carry every one of `labels`
+    /// (`key=value`); `of` names them in an error.
+    async fn project_containers(
+        &self,
+        labels: &[String],
+        of: &str,
+    ) -> Result<Vec<bollard::models::ContainerSummary>, OrchestratorError> {
+        let mut filter = vec![format!("{LABEL_PROJECT}={}", self.options.project)];
+        filter.extend(labels.iter().cloned());
+        self.docker
+            .list_containers(Some(ListContainersOptions {
+                all: true,
+                filters: Some(HashMap::from([("label".to_string(), filter)])),
+                ..Default::default()
+            }))
+            .await
+            .map_err(|error| self.engine_error(format!("list containers of {of}"), error))
+    }
+
+    /// The last [`LOG_TAIL_LINES`] lines of a container's log (stdout and stderr).
+    async fn log_tail(&self, id: &str, name: &str) -> Result<String, OrchestratorError> {
+        let options = LogsOptions {
+            stdout: true,
+            stderr: true,
+            tail: LOG_TAIL_LINES.to_string(),
+            ..Default::default()
+        };
+        let chunks: Vec<_> = self
+            .docker
+            .logs(id, Some(options))
+            .try_collect()
+            .await
+            .map_err(|error| instance_error("read logs of", name, error))?;
+        Ok(chunks.iter().map(ToString::to_string).collect())
+    }
+
     /// Removes containers by id, force, ignoring those already gone.
     async fn force_remove(&self, ids: &[(String, String)]) -> Result<(), OrchestratorError> {
         let removals = ids.iter().map(|(id, name)| async move {
@@ -1030,7 +1103,6 @@ impl DockerOrchestrator {
             .map(|_| ())
     }
 
-    /// Starts one side target if it is absent or stopped.
     /// How a side target's image is pulled: see [`DockerOptions::pull_side_targets`].
     fn side_target_pull_policy(&self) -> PullPolicy {
         match (self.options.pull, self.options.pull_side_targets) {
@@ -1040,6 +1112,8 @@ impl DockerOrchestrator {
         }
     }
 
+    /// Starts one side target if it is absent or stopped, once its own dependencies are
+    /// ready.
     async fn ensure_side_target(&self, side: &str) -> Result<(), OrchestratorError> {
         let service = self.compose.service(side)?;
         let name = service
@@ -1056,6 +1130,7 @@ impl DockerOrchestrator {
                 if running {
                     return Ok(());
                 }
+                self.await_dependencies(side).await?;
                 return self
                     .docker
                     .start_container(&name, None::<StartContainerOptions>)
@@ -1068,6 +1143,7 @@ impl DockerOrchestrator {
         self.provide_image(side, service, self.side_target_pull_policy())
             .await?;
         self.ensure_resources(service).await?;
+        self.await_dependencies(side).await?;
         let mut labels = self.project_labels();
         labels.insert(LABEL_COMPOSE_SERVICE.into(), side.to_string());
         labels.insert(LABEL_CONTAINER_NUMBER.into(), "1".into());
@@ -1116,34 +1192,26 @@ impl Orchestrator for DockerOrchestrator {
     }
 
     async fn start_side_targets(&self, side_targets: &[String]) -> Result<(), OrchestratorError> {
-        // Every name is checked before anything is started.
+        // Every name and the dependencies between them are checked before anything starts.
         for side in side_targets {
             self.compose.service(side)?;
         }
-        for side in side_targets {
-            self.ensure_side_target(side).await?;
+        for side in self.dependency_order(side_targets)? {
+            self.ensure_side_target(&side).await?;
         }
         Ok(())
     }
 
     async fn list(&self, group: &Group) -> Result<Vec<Instance>, OrchestratorError> {
-        let filters = HashMap::from([(
-            "label".to_string(),
-            vec![
-                format!("{LABEL_PROJECT}={}", self.options.project),
-                format!("{LABEL_COMPOSE_SERVICE}={group}"),
-                format!("{LABEL_TARGET}={}", group.target),
-            ],
-        )]);
         let summaries = self
-            .docker
-            .list_containers(Some(ListContainersOptions {
-                all: true,
-                filters: Some(filters),
-                ..Default::default()
-            }))
-            .await
-            .map_err(|error| self.engine_error(format!("list containers of {group}"), error))?;
+            .project_containers(
+                &[
+                    format!("{LABEL_COMPOSE_SERVICE}={group}"),
+                    format!("{LABEL_TARGET}={}", group.target),
+                ],
+                &group.to_string(),
+            )
+            .await?;
         let inspections = summaries
             .into_iter()
             .filter_map(|s| s.id)
@@ -1176,6 +1244,7 @@ impl Orchestrator for DockerOrchestrator {
     ) -> Result<Vec<Instance>, OrchestratorError> {
         self.compose.service(&group.target)?;
         let mut service = Self::service_of(spec)?;
+        self.await_dependencies(&group.target).await?;
         // The reference while it still names the spec's image (so the engine shows the tag),
         // the id once the tag has moved on: what runs is the spec's image either way.
         let image = match self.image_id(&spec.image).await? {
@@ -1326,19 +1395,7 @@ impl Orchestrator for DockerOrchestrator {
             .and_then(|h| h.log)
             .and_then(|log| log.last().and_then(|r| r.output.clone()))
             .map(|output| output.trim().to_string());
-        let options = LogsOptions {
-            stdout: true,
-            stderr: true,
-            tail: LOG_TAIL_LINES.to_string(),
-            ..Default::default()
-        };
-        let chunks: Vec<_> = self
-            .docker
-            .logs(&instance.id, Some(options))
-            .try_collect()
-            .await
-            .map_err(|error| instance_error("read logs of", &instance.name, error))?;
-        let log_tail = chunks.iter().map(ToString::to_string).collect::<String>();
+        let log_tail = self.log_tail(&instance.id, &instance.name).await?;
         Ok(Diagnosis {
             last_health_output,
             log_tail,
@@ -1379,6 +1436,15 @@ impl Orchestrator for DockerOrchestrator {
     }
 
     async fn resume(&self, instances: &[Instance]) -> Result<Vec<Instance>, OrchestratorError> {
+        let mut targets: Vec<&str> = instances
+            .iter()
+            .filter(|instance| !instance.running)
+            .map(|instance| instance.group.target.as_str())
+            .collect();
+        targets.dedup();
+        for target in targets {
+            self.await_dependencies(target).await?;
+        }
         let starts = instances.iter().map(|instance| async move {
             match self
                 .docker
@@ -1444,6 +1510,23 @@ impl Orchestrator for DockerOrchestrator {
 }
 
 /// The HTTP status of an engine answer, when it was one.
+/// The message of a failed build: the engine's error, then the build's last lines.
+fn build_failure(
+    service: &str,
+    error: &str,
+    output: &std::collections::VecDeque<String>,
+) -> String {
+    let mut message = format!("the build of service {service:?} failed: {}", error.trim());
+    if !output.is_empty() {
+        message.push_str("; its last output:");
+        for line in output {
+            message.push_str("\n    ");
+            message.push_str(line);
+        }
+    }
+    message
+}
+
 fn status_of(error: &DockerError) -> Option<u16> {
     match error {
         DockerError::DockerResponseServerError { status_code, .. } => Some(*status_code),

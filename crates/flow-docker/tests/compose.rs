@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use flow_core::OrchestratorError;
 use flow_docker::compose::{
-    format_duration, interpolate, parse_duration, ComposeError, ComposeProject, HealthcheckSpec,
-    LoadOptions, PortSpec, VolumeSource, MAX_FILE_BYTES,
+    format_duration, interpolate, parse_duration, ComposeError, ComposeProject, Condition,
+    Dependency, HealthcheckSpec, LoadOptions, PortSpec, VolumeSource, MAX_FILE_BYTES,
 };
 
 fn parse(text: &str) -> Result<ComposeProject, ComposeError> {
@@ -796,6 +796,7 @@ services:
     depends_on:
       db:
         condition: service_healthy
+        restart: true
     networks:
       default:
         priority: 100
@@ -817,7 +818,7 @@ networks:
     for named in [
         "deploy: key \"resources\"",
         "healthcheck: key \"frequency\"",
-        "service_healthy",
+        "depends_on.db.restart: true is not implemented",
         "networks.default: key \"priority\"",
         "key \"bind\"",
         "mode \"z\"",
@@ -828,10 +829,114 @@ networks:
             "{named} missing from:\n{warnings}"
         );
     }
-    assert_eq!(
-        project.services["web"].dependency_conditions["db"],
-        "service_healthy"
+    assert!(
+        !warnings.contains("service_healthy"),
+        "conditions are waited for: {warnings}"
     );
+    assert_eq!(
+        project.services["web"].dependency("db"),
+        Dependency {
+            condition: Condition::Healthy,
+            required: true,
+            restart: true
+        }
+    );
+}
+
+#[test]
+fn depends_on_reads_both_forms_and_orders_services_by_it() {
+    // 05-services.md "depends_on": the short form is the long form's defaults.
+    let project = parse(
+        r#"
+services:
+  web:
+    image: d
+    depends_on:
+      migrate: {condition: service_completed_successfully}
+      cache: {condition: service_started, required: false}
+      metrics: {required: "false"}
+  migrate:
+    image: d
+    depends_on: [db]
+  db:
+    image: d
+  cache:
+    image: d
+"#,
+    )
+    .unwrap();
+    let web = &project.services["web"];
+    assert_eq!(web.depends_on, ["migrate", "cache", "metrics"]);
+    assert_eq!(
+        web.dependency("migrate").condition,
+        Condition::CompletedSuccessfully
+    );
+    assert!(!web.dependency("cache").required);
+    assert!(!web.dependency("metrics").required);
+    assert_eq!(
+        project.services["migrate"].dependency("db"),
+        Dependency::default()
+    );
+    let names = |list: &[&str]| list.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    assert_eq!(
+        project
+            .start_order(&names(&["web", "cache", "migrate", "db"]))
+            .unwrap(),
+        names(&["db", "migrate", "cache", "web"]),
+        "each after what it depends on; the absent optional metrics is left out"
+    );
+
+    let cyclic = parse(
+        "services:
+  a:
+    image: d
+    depends_on: [b]
+  b:
+    image: d
+    depends_on: [c]
+  c:
+    image: d
+    depends_on: [a]
+",
+    )
+    .unwrap();
+    let error = cyclic.start_order(&names(&["a"])).unwrap_err();
+    assert!(
+        matches!(&error, ComposeError::DependencyCycle { cycle } if cycle == &names(&["a", "b", "c", "a"])),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("a -> b -> c -> a"), "{error}");
+
+    let missing = parse(
+        "services:
+  a:
+    image: d
+    depends_on: [ghost]
+",
+    )
+    .unwrap();
+    assert!(matches!(
+        missing.start_order(&names(&["a"])),
+        Err(ComposeError::UnknownDependency { service, dependency }) if service == "a" && dependency == "ghost"
+    ));
+
+    for (bad, field) in [
+        ("depends_on: {db: {condition: service_ready}}", "condition"),
+        ("depends_on: {db: {required: maybe}}", "required"),
+        ("depends_on: [[db]]", "depends_on"),
+    ] {
+        let error = parse(&format!(
+            "services:
+  web:
+    image: d
+    {bad}
+  db:
+    image: d
+"
+        ))
+        .unwrap_err();
+        assert!(error.to_string().contains(field), "{bad}: {error}");
+    }
 }
 
 #[test]

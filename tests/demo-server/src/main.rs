@@ -17,6 +17,8 @@
 //! * `demo-server --check [path]` GETs `path` (default `/health`) from `127.0.0.1:$PORT` and
 //!   exits 0 on a 2xx answer, 1 otherwise: the Docker `HEALTHCHECK` of a scratch image, which
 //!   has no shell or `wget` to do it.
+//! * `demo-server --exit <code>` prints one line and exits with `code` at once: a one-shot job
+//!   (a migration) that succeeds or fails, for `depends_on: service_completed_successfully`.
 //! * Exits 0 promptly on SIGTERM and SIGINT. As PID 1 of a container it would otherwise
 //!   ignore SIGTERM, and every `docker stop` would wait for the kill timeout.
 //!
@@ -97,9 +99,17 @@ fn main() -> ExitCode {
             let path = args.get(1).map(String::as_str).unwrap_or("/health");
             check(port, path)
         }
+        Some("--exit") => {
+            let code = args
+                .get(1)
+                .and_then(|code| code.parse::<u8>().ok())
+                .unwrap_or(0);
+            println!("demo-server: job done, exiting with code {code}");
+            ExitCode::from(code)
+        }
         Some(other) => {
             eprintln!(
-                "demo-server: unknown argument {other:?}; usage: demo-server [--check [path]]"
+                "demo-server: unknown argument {other:?}; usage: demo-server [--check [path] | --exit <code>]"
             );
             ExitCode::from(2)
         }

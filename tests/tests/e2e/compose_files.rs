@@ -1,8 +1,10 @@
 //! Compose files as people write them, through the `docker-flow` binary: a release from a file
 //! whose other services are build-only, `deploy.replicas`, network aliases and tmpfs reaching
-//! the engine, and `docker-flow config` printing the resolved model (no engine involved).
+//! the engine, `build:` with its progress, `depends_on` conditions waited for before a
+//! release starts, and `docker-flow config` printing the resolved model (no engine involved).
 
 use crate::support::{demo_images, Site, DEMO_REPOSITORY, TARGET};
+use crate::tooling::{check_lines, documented_events};
 
 /// The released service with the keys under test, beside a build-only service and a service
 /// that only serves as the base of `extends`.
@@ -216,6 +218,19 @@ async fn a_target_with_only_build_is_built_from_a_local_image_and_released() {
 
     let released = site.flow(&["-t", TARGET, "-b", "-F", "deploy"], &[]).await;
     released.assert_code(0);
+    // Piped, the build's steps come as lines while it runs.
+    for step in [
+        format!(" : FROM {DEMO_REPOSITORY}:v1 AS base"),
+        " : COPY kept.txt /kept.txt".to_string(),
+    ] {
+        assert!(
+            released.stderr.lines().any(|line| line
+                .starts_with(&format!("    build {TARGET}: Step "))
+                && line.ends_with(&step)),
+            "no build step {step:?}:\n{}",
+            released.stderr
+        );
+    }
     assert_eq!(site.running("blue").await, [site.instance("blue", 1)]);
     let built = site
         .docker()
@@ -241,7 +256,7 @@ async fn a_target_with_only_build_is_built_from_a_local_image_and_released() {
     let broken = site
         .flow(&["-t", "broken", "-b", "-F", "deploy"], &[])
         .await;
-    broken.assert_stderr_names(&["\"broken\"", "secret.txt"]);
+    broken.assert_stderr_names(&["\"broken\"", "secret.txt", ": COPY secret.txt /secret.txt"]);
     assert_ne!(broken.code, 0, "{}", broken.stderr);
     let containers = site.containers().await;
     assert!(
@@ -258,4 +273,124 @@ async fn a_target_with_only_build_is_built_from_a_local_image_and_released() {
     site.flow(&["-t", "broken", "-b", "-F", "deploy", "--no-build"], &[])
         .await
         .assert_stderr_names(&["--no-build"]);
+
+    // With --json the build's lines are events of their own, as the README documents them.
+    let json = site
+        .flow(
+            &["-t", TARGET, "-b", "-F", "deploy", "--build", "--json"],
+            &[],
+        )
+        .await;
+    json.assert_code(0);
+    let seen = check_lines(&json.stdout, &documented_events());
+    assert!(seen.contains("build-output"), "{seen:?}");
+}
+
+/// The demo image under a tag of this test's own: it runs `--exit <code>` as a one-shot job.
+const DEPENDS_IMAGE: &str = "docker-flow-e2e-depends:v1";
+
+/// `app` depends on `db` being healthy and on `migrate` (exit code `${MIGRATE_EXIT}`)
+/// completing; `loopa` and `loopb` depend on each other.
+fn depends_compose() -> String {
+    format!(
+        "services:\n  \
+           {TARGET}:\n    \
+             image: {DEPENDS_IMAGE}\n    \
+             expose: [\"8080\"]\n    \
+             depends_on:\n      \
+               db: {{condition: service_healthy}}\n      \
+               migrate: {{condition: service_completed_successfully}}\n  \
+           db:\n    \
+             image: {DEPENDS_IMAGE}\n  \
+           migrate:\n    \
+             image: {DEPENDS_IMAGE}\n    \
+             command: [\"--exit\", \"${{MIGRATE_EXIT:-0}}\"]\n    \
+             healthcheck: {{disable: true}}\n  \
+           loopa:\n    \
+             image: {DEPENDS_IMAGE}\n    \
+             depends_on: [loopb]\n  \
+           loopb:\n    \
+             image: {DEPENDS_IMAGE}\n    \
+             depends_on: [loopa]\n"
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn depends_on_conditions_are_waited_for_and_a_failed_one_changes_nothing() {
+    let docker = flow_tests::fixtures::docker().await;
+    flow_tests::fixtures::build_demo_image(&docker, DEPENDS_IMAGE, "v1")
+        .await
+        .expect("building the demo image");
+
+    let site = Site::new("depends", &depends_compose()).await;
+    let released = site
+        .flow(&["-t", TARGET, "-T", "migrate", "-T", "db"], &[])
+        .await;
+    released.assert_code(0);
+    for line in [
+        format!("{TARGET} waits for db: service_healthy"),
+        "db is healthy".to_string(),
+        format!("{TARGET} waits for migrate: service_completed_successfully"),
+        "migrate completed successfully".to_string(),
+    ] {
+        assert!(
+            released.stderr.contains(&line),
+            "{line:?} missing:\n{}",
+            released.stderr
+        );
+    }
+    let app = format!("{}-{TARGET}-1", site.project());
+    assert!(
+        site.containers()
+            .await
+            .iter()
+            .any(|c| c.name == app && c.running()),
+        "{app} runs"
+    );
+    let again = site
+        .flow(&["-t", TARGET, "-T", "migrate", "-T", "db", "--json"], &[])
+        .await;
+    again.assert_code(0);
+    let seen = check_lines(&again.stdout, &documented_events());
+    for event in ["dependency-waiting", "dependency-ready"] {
+        assert!(seen.contains(event), "no {event}: {seen:?}");
+    }
+
+    // A cycle is bad input, refused before the engine is asked anything.
+    site.flow(&["-t", TARGET, "-T", "loopa"], &[])
+        .await
+        .assert_code(2)
+        .assert_stderr_names(&["loopa -> loopb -> loopa"]);
+
+    let failing = Site::new("depends-fail", &depends_compose()).await;
+    // db is not a side target and does not run: the error says how to have it started.
+    failing
+        .flow(&["-t", TARGET, "-T", "migrate"], &[("MIGRATE_EXIT", "3")])
+        .await
+        .assert_code(1)
+        .assert_stderr_names(&["depends on db", "--side-target db"]);
+    // The job fails: its exit code and log end the release before app starts.
+    failing
+        .flow(
+            &["-t", TARGET, "-T", "migrate", "-T", "db"],
+            &[("MIGRATE_EXIT", "3")],
+        )
+        .await
+        .assert_code(1)
+        .assert_stderr_names(&[
+            "depends on migrate",
+            "exited with code 3",
+            "job done, exiting with code 3",
+        ]);
+    let names: Vec<String> = failing
+        .containers()
+        .await
+        .into_iter()
+        .map(|c| c.name)
+        .collect();
+    assert!(
+        !names.iter().any(|n| n.contains(&format!("-{TARGET}-"))),
+        "no instance of {TARGET} was created: {names:?}"
+    );
+    assert!(failing.state_bytes().is_none(), "nothing was stored");
 }

@@ -15,7 +15,7 @@ use crate::support::{demo_compose, demo_images, Site};
 const README: &str = include_str!("../../../README.md");
 
 /// The JSON lines of the README's "JSON events" section.
-fn documented_events() -> Vec<Value> {
+pub(crate) fn documented_events() -> Vec<Value> {
     let section = README
         .split("### JSON events")
         .nth(1)
@@ -102,7 +102,7 @@ fn mismatch(real: &Value, examples: &[&Value], at: &str) -> Option<String> {
 
 /// Checks every stdout line of a `--json` run; returns the event types seen.
 #[track_caller]
-fn check_lines(stdout: &str, documented: &[Value]) -> BTreeSet<String> {
+pub(crate) fn check_lines(stdout: &str, documented: &[Value]) -> BTreeSet<String> {
     let examples: Vec<&Value> = documented.iter().collect();
     let mut seen = BTreeSet::new();
     for line in stdout.lines() {

@@ -281,15 +281,16 @@ fn service_config(service: &ServiceSpec) -> Value {
         let dependencies: Map<String, Value> = service
             .depends_on
             .iter()
-            .map(|dependency| {
-                let condition = service
-                    .dependency_conditions
-                    .get(dependency)
-                    .map_or("service_started", String::as_str);
-                (
-                    dependency.clone(),
-                    json!({"condition": condition, "required": true}),
-                )
+            .map(|name| {
+                let dependency = service.dependency(name);
+                let mut settings = json!({
+                    "condition": dependency.condition.as_str(),
+                    "required": dependency.required,
+                });
+                if dependency.restart {
+                    settings["restart"] = true.into();
+                }
+                (name.clone(), settings)
             })
             .collect();
         out.insert("depends_on".into(), dependencies.into());

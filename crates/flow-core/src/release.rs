@@ -28,6 +28,7 @@ mod event;
 mod interrupt;
 mod options;
 mod plan;
+mod reconcile;
 mod rollback;
 mod step;
 #[cfg(test)]

@@ -80,6 +80,16 @@ pub enum Cause {
         /// The image the previous release ran.
         image: String,
     },
+    /// The proxy routes to instances the stored state does not name live (a run was killed
+    /// between its switch and its commit) and the stored live colour runs nothing, so a
+    /// rollback would have to remove what is served.
+    #[error("the proxy routes {service} to {}, which the stored state does not name live, and the stored live colour runs no instance: a rollback would remove what is served; run a deploy (-F deploy), which stores them as live first", instances.join(", "))]
+    ServedNotLive {
+        /// The service.
+        service: ServiceName,
+        /// The instances the proxy routes to.
+        instances: Vec<String>,
+    },
     /// The run was interrupted (Ctrl-C) before this step could finish.
     #[error("interrupted")]
     Interrupted,

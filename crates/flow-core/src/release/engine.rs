@@ -230,6 +230,14 @@ impl LeaseKeeper {
     }
 }
 
+impl Drop for LeaseKeeper {
+    /// A run that ends without reaching its unlock (its future dropped, a panic) stops
+    /// renewing too, so its lease ends by its TTL as a killed process's does.
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// The phases of a release: a deploy, or a rollback (`-F rollback`), which runs the same
 /// phases with what the previous release left. `Run::advance` moves from one to the next;
 /// each variant says what it does, where it goes next, and what a failure in it leads to.

@@ -612,7 +612,7 @@ impl<'a> Run<'a> {
                             .collect(),
                     ),
                 };
-                let cleanup_failures = self
+                let mut undo = self
                     .roll_back(
                         step,
                         &cause,
@@ -621,11 +621,20 @@ impl<'a> Run<'a> {
                         switched.then_some((old_color, &old[..])),
                     )
                     .await;
+                if let Launch::Reuse { running, .. } = &self.plan.launch {
+                    if !running.is_empty() {
+                        undo.done.push(format!(
+                            "{} were running before and keep running",
+                            names(running)
+                        ));
+                    }
+                }
                 self.timing(Some(step), Phase::Rollback, began.elapsed());
                 DeployPhase::Failed(ReleaseError::Aborted {
                     step,
                     cause,
-                    cleanup_failures,
+                    undone: undo.done,
+                    cleanup_failures: undo.failures,
                 })
             }
             DeployPhase::Done => DeployPhase::Done,
@@ -1119,7 +1128,8 @@ impl<'a> Run<'a> {
 
     /// Undoes a failed step: the proxy goes back to `restore` (colour and servers) when it
     /// had been switched, then what the step created (`started`) is removed and what it
-    /// started again (`resumed`) is stopped. Returns what failed.
+    /// started again (`resumed`) is stopped. Returns what was undone and what failed, each
+    /// naming the instances, so the message names only what really remains.
     async fn roll_back(
         &self,
         step: Step,
@@ -1127,58 +1137,74 @@ impl<'a> Run<'a> {
         started: &[Instance],
         resumed: &[Instance],
         restore: Option<(Option<Color>, &[Instance])>,
-    ) -> Vec<String> {
+    ) -> Undo {
         self.emit(Event::RollingBack {
             step,
             reason: cause.to_string(),
         });
-        let mut failures = Vec::new();
+        let mut undo = Undo::default();
         if let (Some((color, old)), Some(proxy)) = (restore, self.proxy()) {
             let restored = if old.is_empty() {
                 proxy
                     .remove(&self.options().service)
                     .await
                     .map_err(Cause::from)
+                    .map(|()| format!("the route of {} was removed again", self.options().service))
             } else {
                 match (self.route(color), addresses(old)) {
                     (Some(route), Ok(servers)) => proxy
                         .reconfigure(&route, &servers)
                         .await
-                        .map_err(Cause::from),
+                        .map_err(Cause::from)
+                        .map(|()| format!("the proxy routes to {} again", names(old))),
                     (_, Err(cause)) => Err(cause),
-                    (None, _) => Ok(()),
+                    (None, _) => Ok(format!("the proxy routes to {} again", names(old))),
                 }
             };
-            if let Err(e) = restored {
-                failures.push(format!(
+            match restored {
+                Ok(done) => undo.done.push(done),
+                Err(e) => undo.failures.push(format!(
                     "point the proxy back at the old instances ({}): {e}",
                     names(old)
-                ));
+                )),
             }
         }
         if !started.is_empty() {
-            if let Err(e) = self.orchestrator().remove(started).await {
-                failures.push(format!(
+            let how = if step == Step::Rollback {
+                "recreated"
+            } else {
+                "started"
+            };
+            match self.orchestrator().remove(started).await {
+                Ok(()) => undo.done.push(format!(
+                    "the instances it {how} were removed ({})",
+                    names(started)
+                )),
+                Err(e) => undo.failures.push(format!(
                     "remove the new instances ({}): {e}",
                     names(started)
-                ));
+                )),
             }
             if let Err(e) = self.deregister(started).await {
-                failures.push(format!(
+                undo.failures.push(format!(
                     "deregister the new instances ({}) from the registry: {e}",
                     names(started)
                 ));
             }
         }
         if !resumed.is_empty() {
-            if let Err(e) = self.orchestrator().stop(resumed).await {
-                failures.push(format!(
+            match self.orchestrator().stop(resumed).await {
+                Ok(()) => undo.done.push(format!(
+                    "those it started again were stopped again ({})",
+                    names(resumed)
+                )),
+                Err(e) => undo.failures.push(format!(
                     "stop again the instances started again ({}): {e}",
                     names(resumed)
-                ));
+                )),
             }
         }
-        failures
+        undo
     }
 
     // ----- scale -----
@@ -1286,7 +1312,7 @@ impl<'a> Run<'a> {
         match outcome {
             Ok(()) => Ok(()),
             Err(cause) => {
-                let cleanup_failures = self
+                let undo = self
                     .roll_back(
                         step,
                         &cause,
@@ -1298,7 +1324,8 @@ impl<'a> Run<'a> {
                 Err(ReleaseError::Aborted {
                     step,
                     cause,
-                    cleanup_failures,
+                    undone: undo.done,
+                    cleanup_failures: undo.failures,
                 })
             }
         }
@@ -1401,7 +1428,7 @@ impl<'a> Run<'a> {
             ..self.state.clone()
         };
         if let Err(cause) = self.commit(state).await {
-            let cleanup_failures = self
+            let undo = self
                 .roll_back(
                     step,
                     &cause,
@@ -1413,7 +1440,8 @@ impl<'a> Run<'a> {
             return Err(ReleaseError::Aborted {
                 step,
                 cause,
-                cleanup_failures,
+                undone: undo.done,
+                cleanup_failures: undo.failures,
             });
         }
         self.timing(Some(step), Phase::Commit, began.elapsed());
@@ -1501,6 +1529,13 @@ impl<'a> Run<'a> {
             live.len()
         ))
     }
+}
+
+/// What undoing a failed step did and could not do, in words naming the instances.
+#[derive(Debug, Default)]
+struct Undo {
+    done: Vec<String>,
+    failures: Vec<String>,
 }
 
 /// What happens to instances once drained.

@@ -390,7 +390,7 @@ async fn unhealthy_instance_aborts_removes_what_was_started_and_stores_nothing()
     .await
     .unwrap_err();
     assert!(
-        matches!(&error, ReleaseError::Aborted { step: Step::Deploy, cause: Cause::Unhealthy { .. }, cleanup_failures } if cleanup_failures.is_empty()),
+        matches!(&error, ReleaseError::Aborted { step: Step::Deploy, cause: Cause::Unhealthy { .. }, cleanup_failures, .. } if cleanup_failures.is_empty()),
         "{error:?}"
     );
     assert!(
@@ -2103,7 +2103,7 @@ async fn a_failed_rollback_stops_again_what_it_started_and_changes_no_state() {
     assert!(
         error
             .to_string()
-            .contains("those it started again stopped again"),
+            .contains("those it started again were stopped again (app-blue-1)"),
         "{error}"
     );
     let blue = of_color(&orchestrator, Color::Blue);
@@ -2768,4 +2768,41 @@ async fn the_dry_run_after_a_run_killed_between_switch_and_commit_names_the_reco
         )
     });
     assert!(back < removed && removed < started, "{ops:#?}");
+}
+
+#[tokio::test]
+async fn a_failed_warm_rollback_says_it_left_the_running_instances_and_nothing_else() {
+    use crate::memory::HealthScript;
+    let (ports, orchestrator, registry, _proxy) = memory_ports("web:v1");
+    v1_then_v2(&ports, &orchestrator, &[]).await;
+    let blue = of_color(&orchestrator, Color::Blue);
+    let before = registry.state(&service()).unwrap();
+    orchestrator.set_health(
+        TARGET,
+        HealthScript::UnhealthyAfter {
+            polls: 0,
+            detail: "HTTP 500".into(),
+        },
+    );
+    let mut rollback = options(&[Step::Rollback], true, None);
+    rollback.health_fail_fast = true;
+    let error = Engine::new(ports.clone(), rollback)
+        .unwrap()
+        .run(&ignore)
+        .await
+        .unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains(&format!(
+            "rolled back: {} were running before and keep running; the live version",
+            blue[0].name
+        )),
+        "{text}"
+    );
+    assert!(
+        !text.contains("recreated") && !text.contains("started again"),
+        "names only what happened: {text}"
+    );
+    assert_eq!(of_color(&orchestrator, Color::Blue), blue);
+    assert_eq!(registry.state(&service()).unwrap(), before);
 }

@@ -4,92 +4,13 @@
 //! The proxy runs in-process through `flow_proxy::start` (the same code `docker-flow proxy
 //! serve` runs); every release is the real `docker-flow` binary against the real engine.
 
-use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-
-use crate::load::{Load, LoadShape, Sample};
-use crate::support::{demo_compose, demo_images, Site};
+use crate::load::{assert_only, Load, LoadShape, Sample};
+use crate::support::{demo_compose, demo_images, events, free_port, release, start_proxy, Site};
 
 /// At least this many requests make the run count.
 const MIN_REQUESTS: usize = 5_000;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-/// Starts the proxy with its state in `state_dir`, its API and HTTP frontend on free loopback
-/// ports; returns it with the frontend's address.
-async fn start_proxy(state_dir: &std::path::Path) -> (flow_proxy::RunningProxy, SocketAddr) {
-    let bind = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let config = flow_proxy::ServeConfig {
-        api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        ..flow_proxy::ServeConfig::new(state_dir, vec![bind])
-    };
-    let proxy = flow_proxy::start(config).await.unwrap_or_else(|e| {
-        panic!("the proxy did not start (is Debian's haproxy installed?): {e}")
-    });
-    (proxy, bind)
-}
-
-/// Runs `docker-flow` with `--json`, returning when it exits, with the instant its deploy
-/// reported the new instances healthy (when it did) and the instant it returned.
-async fn release(site: &Site, args: &[&str], env: &[(&str, &str)]) -> (Option<Instant>, Instant) {
-    let mut child = site.spawn_flow(args, env);
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let mut healthy_at = None;
-    let mut printed = Vec::new();
-    while let Some(line) = lines
-        .next_line()
-        .await
-        .expect("reading docker-flow's stdout")
-    {
-        if healthy_at.is_none()
-            && line.contains("\"phase-finished\"")
-            && line.contains("\"phase\":\"healthy\"")
-        {
-            healthy_at = Some(Instant::now());
-        }
-        if line.contains("\"phase-finished\"")
-            && (line.contains("\"phase\":\"switch\"") || line.contains("\"phase\":\"drain\""))
-        {
-            println!("{}: {line}", args.join(" "));
-        }
-        printed.push(line);
-    }
-    let output = child.wait_with_output().await.expect("docker-flow ran");
-    let returned = Instant::now();
-    assert!(
-        output.status.success(),
-        "docker-flow {args:?} failed ({})\n--- stdout\n{}\n--- stderr\n{}",
-        output.status,
-        printed.join("\n"),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (healthy_at, returned)
-}
-
-/// Every request that started after `since` must have been answered by `version`.
-fn assert_only(samples: &[Sample], since: Instant, version: &str, what: &str) {
-    let later: Vec<&Sample> = samples.iter().filter(|s| s.started >= since).collect();
-    let wrong: Vec<&String> = later
-        .iter()
-        .filter_map(|s| s.outcome.as_ref().ok())
-        .filter(|v| v.as_str() != version)
-        .collect();
-    assert!(
-        wrong.is_empty(),
-        "after {what} returned, {} of {} requests were answered by another version: {:?}",
-        wrong.len(),
-        later.len(),
-        wrong.iter().take(5).collect::<Vec<_>>()
-    );
-}
 
 /// How long after the new colour was healthy the old one still answered.
 fn switch_latency(samples: &[Sample], healthy_at: Instant, old: &str) -> Duration {
@@ -357,28 +278,12 @@ async fn a_release_keeps_the_users_an_operator_put_on_the_route() {
     proxy.shutdown().await;
 }
 
-/// The stdout lines of a `docker-flow --json` run that are `event` events.
-fn events(lines: &str, event: &str) -> Vec<serde_json::Value> {
-    lines
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|value| value["event"] == event)
-        .collect()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rollback_warm_and_after_stop_old_and_scale_without_version_fail_no_request() {
     demo_images().await;
     let site = Site::new("rollback-load", &demo_compose("")).await;
     let state_dir = tempfile::tempdir().expect("a proxy state directory");
-    let bind = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let config = flow_proxy::ServeConfig {
-        api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        ..flow_proxy::ServeConfig::new(state_dir.path(), vec![bind])
-    };
-    let proxy = flow_proxy::start(config).await.unwrap_or_else(|e| {
-        panic!("the proxy did not start (is Debian's haproxy installed?): {e}")
-    });
+    let (proxy, bind) = start_proxy(state_dir.path()).await;
     let api_port = proxy.api_addr().port().to_string();
     let proxy_flags: Vec<String> = [
         "-t",

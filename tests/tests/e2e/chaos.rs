@@ -22,9 +22,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::load::{assert_only, Load, LoadShape, Sample};
-use crate::support::{
-    demo_compose, demo_images, start_proxy, watch_json, Site, Watch, Watched, DEMO_REPOSITORY,
-};
+use crate::support::{watch_json, ProxiedSite, Site, Watch, Watched, DEMO_REPOSITORY};
 
 /// A constant, light load: a few thousand requests a phase on a busy 2-core machine.
 const LOAD: LoadShape = LoadShape {
@@ -166,65 +164,14 @@ fn counted(samples: &[Sample], from: Instant, to: Instant) -> (usize, Vec<&Sampl
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_release_killed_at_any_phase_converges_on_the_next_run_and_fails_no_request() {
-    demo_images().await;
-    let site = Site::new("chaos", &demo_compose("")).await;
-    let state_dir = tempfile::tempdir().expect("a proxy state directory");
-    let (proxy, bind) = start_proxy(state_dir.path()).await;
-    let api_port = proxy.api_addr().port().to_string();
-    let common: Vec<String> = [
-        "-t",
-        "app",
-        "-b",
-        "--json",
-        "--proxy-host",
-        "127.0.0.1",
-        "--proxy-reconf-port",
-        &api_port,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let args = |more: &[&str]| -> Vec<String> {
-        let mut args = common.clone();
-        args.extend(
-            ["--service-path", "/", "--drain-timeout", "20s"]
-                .iter()
-                .chain(more)
-                .map(|s| s.to_string()),
-        );
-        args
-    };
-    let status = || {
-        let mut more = common.clone();
-        more.push("status".into());
-        let site = &site;
-        async move {
-            let more: Vec<&str> = more.iter().map(String::as_str).collect();
-            let outcome = site.flow(&more, &[]).await;
-            outcome.assert_code(0);
-            crate::support::events(&outcome.stdout, "status")
-                .pop()
-                .unwrap_or_else(|| panic!("no status line: {}", outcome.stdout))
-        }
-    };
-    let succeeded = |what: &str, run: &Watched| {
-        assert_eq!(
-            run.code,
-            Some(0),
-            "{what} failed\n--- stdout\n{}\n--- stderr\n{}",
-            run.lines.join("\n"),
-            run.stderr
-        );
-    };
+    let proxied = ProxiedSite::new("chaos").await;
+    let (site, bind) = (&proxied.site, proxied.bind);
+    let args = |more: &[&str]| proxied.release_args(more);
+    let status = || proxied.status();
 
-    let first = run(
-        &site,
-        args(&["-s", "2", "-F", "deploy,proxy"]),
-        Some("v1"),
-        |_| Watch::Continue,
-    )
-    .await;
-    succeeded("the first release", &first);
+    proxied
+        .release(&["-s", "2", "-F", "deploy,proxy"], Some("v1"))
+        .await;
     let _exclusive = crate::load::exclusive().await;
     let load = Load::start(format!("http://{bind}/"), LOAD);
     tokio::time::sleep(Duration::from_secs(1)).await;
@@ -286,7 +233,7 @@ async fn a_release_killed_at_any_phase_converges_on_the_next_run_and_fails_no_re
         // The killed release.
         let guard: Mutex<Option<File>> = Mutex::new(None);
         let killed = run(
-            &site,
+            site,
             args(&["-F", "deploy,stop-old"]),
             Some(scenario.killed_tag),
             |event| {
@@ -294,7 +241,7 @@ async fn a_release_killed_at_any_phase_converges_on_the_next_run_and_fails_no_re
                     && event["event"] == "phase-finished"
                     && event["phase"] == "healthy"
                 {
-                    *guard.lock().unwrap() = Some(hold_guard(&site));
+                    *guard.lock().unwrap() = Some(hold_guard(site));
                 }
                 if point.reached(event) {
                     Watch::Kill
@@ -349,7 +296,7 @@ async fn a_release_killed_at_any_phase_converges_on_the_next_run_and_fails_no_re
         };
         let next = {
             let finishing = finishing.clone();
-            run(&site, next_args, next_tag, move |event| {
+            run(site, next_args, next_tag, move |event| {
                 let still_open = event["event"] == "notice"
                     && event["message"]
                         .as_str()
@@ -367,7 +314,7 @@ async fn a_release_killed_at_any_phase_converges_on_the_next_run_and_fails_no_re
             })
             .await
         };
-        succeeded(&format!("the run after a kill {}", point.name()), &next);
+        next.assert_succeeded(&format!("the run after a kill {}", point.name()));
         let done = Instant::now();
         let (expected_colour, expected_tag) = scenario.expect;
 
@@ -511,5 +458,5 @@ async fn a_release_killed_at_any_phase_converges_on_the_next_run_and_fails_no_re
         figures.len()
     );
     assert_eq!(failed, 0);
-    proxy.shutdown().await;
+    proxied.proxy.shutdown().await;
 }

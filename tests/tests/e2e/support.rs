@@ -398,6 +398,85 @@ pub async fn start_proxy(state_dir: &Path) -> (flow_proxy::RunningProxy, SocketA
     (proxy, bind)
 }
 
+/// A [`Site`] behind a running proxy, with the flags that point `docker-flow` at it. The
+/// proxy's state directory lives as long as it does.
+pub struct ProxiedSite {
+    /// The site released into.
+    pub site: Site,
+    /// The proxy.
+    pub proxy: flow_proxy::RunningProxy,
+    /// Its HTTP frontend.
+    pub bind: SocketAddr,
+    _state_dir: tempfile::TempDir,
+}
+
+impl ProxiedSite {
+    /// A new site (see [`Site::new`]) with the demo Compose file, and a proxy for it.
+    pub async fn new(prefix: &str) -> ProxiedSite {
+        demo_images().await;
+        let site = Site::new(prefix, &demo_compose("")).await;
+        let state_dir = tempfile::tempdir().expect("a proxy state directory");
+        let (proxy, bind) = start_proxy(state_dir.path()).await;
+        ProxiedSite {
+            site,
+            proxy,
+            bind,
+            _state_dir: state_dir,
+        }
+    }
+
+    /// `-t app -b --json` and the proxy's address: what every invocation, `status` too, takes.
+    pub fn flags(&self) -> Vec<String> {
+        let api_port = self.proxy.api_addr().port().to_string();
+        [
+            "-t",
+            "app",
+            "-b",
+            "--json",
+            "--proxy-host",
+            "127.0.0.1",
+            "--proxy-reconf-port",
+            &api_port,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// [`ProxiedSite::flags`], the route on `/` with a 20 s drain timeout, then `more`.
+    pub fn release_args(&self, more: &[&str]) -> Vec<String> {
+        let mut args = self.flags();
+        args.extend(
+            ["--service-path", "/", "--drain-timeout", "20s"]
+                .iter()
+                .chain(more)
+                .map(|s| s.to_string()),
+        );
+        args
+    }
+
+    /// Runs a release with [`ProxiedSite::release_args`] (see [`release`]), with
+    /// `DEMO_TAG=tag` when a tag is given.
+    pub async fn release(&self, more: &[&str], tag: Option<&str>) -> (Option<Instant>, Instant) {
+        let args = self.release_args(more);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = tag.map(|t| ("DEMO_TAG", t)).into_iter().collect();
+        release(&self.site, &args, &env).await
+    }
+
+    /// `docker-flow status --json`, parsed; asserts it succeeds.
+    pub async fn status(&self) -> serde_json::Value {
+        let mut args = self.flags();
+        args.push("status".into());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let outcome = self.site.flow(&args, &[]).await;
+        outcome.assert_code(0);
+        events(&outcome.stdout, "status")
+            .pop()
+            .unwrap_or_else(|| panic!("no status line: {}", outcome.stdout))
+    }
+}
+
 /// What a `--json` run's watcher wants after an event.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Watch {
@@ -419,6 +498,18 @@ pub struct Watched {
 }
 
 impl Watched {
+    /// Panics, showing both streams, unless the run exited 0.
+    #[track_caller]
+    pub fn assert_succeeded(&self, what: &str) {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "{what} failed\n--- stdout\n{}\n--- stderr\n{}",
+            self.lines.join("\n"),
+            self.stderr
+        );
+    }
+
     /// The lines that are `event` events, parsed.
     pub fn events(&self, event: &str) -> Vec<serde_json::Value> {
         events(&self.lines.join("\n"), event)
@@ -491,13 +582,7 @@ pub async fn release(
     })
     .await;
     let returned = Instant::now();
-    assert_eq!(
-        run.code,
-        Some(0),
-        "docker-flow {args:?} failed\n--- stdout\n{}\n--- stderr\n{}",
-        run.lines.join("\n"),
-        run.stderr
-    );
+    run.assert_succeeded(&format!("docker-flow {args:?}"));
     (healthy_at, returned)
 }
 

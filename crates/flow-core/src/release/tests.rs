@@ -2075,27 +2075,34 @@ async fn rollback_removes_instances_of_the_previous_colour_that_run_something_el
     assert_eq!(blue[0].image, "web:v1");
 }
 
-#[tokio::test]
-async fn a_failed_rollback_stops_again_what_it_started_and_changes_no_state() {
-    use crate::memory::HealthScript;
-    let (ports, orchestrator, registry, proxy) = memory_ports("web:v1");
-    v1_then_v2(&ports, &orchestrator, &[Step::StopOld]).await;
-    let before = registry.state(&service()).unwrap();
-    let route_before = proxy.route(&service()).unwrap();
+/// A rollback whose instances all fail their health check (fail-fast).
+async fn failing_rollback(
+    ports: &Ports,
+    orchestrator: &crate::memory::MemoryOrchestrator,
+) -> ReleaseError {
     orchestrator.set_health(
         TARGET,
-        HealthScript::UnhealthyAfter {
+        crate::memory::HealthScript::UnhealthyAfter {
             polls: 0,
             detail: "HTTP 500".into(),
         },
     );
     let mut rollback = options(&[Step::Rollback], true, None);
     rollback.health_fail_fast = true;
-    let error = Engine::new(ports.clone(), rollback)
+    Engine::new(ports.clone(), rollback)
         .unwrap()
         .run(&ignore)
         .await
-        .unwrap_err();
+        .unwrap_err()
+}
+
+#[tokio::test]
+async fn a_failed_rollback_stops_again_what_it_started_and_changes_no_state() {
+    let (ports, orchestrator, registry, proxy) = memory_ports("web:v1");
+    v1_then_v2(&ports, &orchestrator, &[Step::StopOld]).await;
+    let before = registry.state(&service()).unwrap();
+    let route_before = proxy.route(&service()).unwrap();
+    let error = failing_rollback(&ports, &orchestrator).await;
     assert!(
         matches!(&error, ReleaseError::Aborted { step: Step::Rollback, cleanup_failures, .. } if cleanup_failures.is_empty()),
         "{error}"
@@ -2267,6 +2274,24 @@ async fn killed_at(ports: &Ports, steps: &[Step], at: impl Fn(&Event) -> bool + 
     tokio::time::sleep(KILLED_LEASE + Duration::from_millis(100)).await;
 }
 
+/// A deploy killed right after its proxy switch, before its commit.
+async fn killed_after_switch(ports: &Ports) {
+    killed_at(
+        ports,
+        &[Step::Deploy],
+        finished(Step::Deploy, crate::release::Phase::Switch),
+    )
+    .await;
+}
+
+/// Whether `op` asks the proxy for the sessions of exactly `instances`.
+fn drains(op: &AnyOp, instances: &[Instance]) -> bool {
+    matches!(op, AnyOp::Proxy(crate::memory::ProxyOperation::Sessions(_, s)) if *s == addrs(instances))
+}
+
+/// Whether an event marks a kill point.
+type KillPointFn = Box<dyn Fn(&Event) -> bool + Send + Sync>;
+
 fn finished(step: Step, phase: crate::release::Phase) -> impl Fn(&Event) -> bool + Send + Sync {
     move |event| matches!(event, Event::PhaseFinished { step: Some(s), phase: p, .. } if *s == step && *p == phase)
 }
@@ -2298,7 +2323,7 @@ fn notices(events: &[Event]) -> Vec<String> {
 enum AnyOp {
     Orchestrator(crate::memory::OrchestratorOperation),
     Proxy(crate::memory::ProxyOperation),
-    Registry(crate::memory::RegistryOperation),
+    Registry(Box<crate::memory::RegistryOperation>),
 }
 
 fn all_operations(
@@ -2321,7 +2346,7 @@ fn all_operations(
             registry
                 .operations()
                 .into_iter()
-                .map(|r| (r.sequence, AnyOp::Registry(r.operation))),
+                .map(|r| (r.sequence, AnyOp::Registry(Box::new(r.operation)))),
         )
         .filter(|(sequence, _)| *sequence > since)
         .collect();
@@ -2395,7 +2420,7 @@ fn assert_converged(
 #[tokio::test]
 async fn a_run_killed_while_starting_or_waiting_for_health_leaves_instances_the_next_deploy_removes(
 ) {
-    let points: [(&str, Box<dyn Fn(&Event) -> bool + Send + Sync>); 2] = [
+    let points: [(&str, KillPointFn); 2] = [
         (
             "start",
             Box::new(finished(Step::Deploy, crate::release::Phase::Start)),
@@ -2424,11 +2449,7 @@ async fn a_run_killed_while_starting_or_waiting_for_health_leaves_instances_the_
         let removed = position(&ops, "removal of the stranded instance", |op| {
             removes(op, &stranded)
         });
-        let drained = position(
-            &ops,
-            "drain check",
-            |op| matches!(op, AnyOp::Proxy(crate::memory::ProxyOperation::Sessions(_, s)) if *s == addrs(&stranded)),
-        );
+        let drained = position(&ops, "drain check", |op| drains(op, &stranded));
         assert!(drained < removed, "{point}: drain before removal: {ops:#?}");
         assert!(
             !ops.iter().any(|op| reconfigures_to(op, &addrs(&stranded))),
@@ -2454,12 +2475,7 @@ async fn a_run_killed_between_switch_and_commit_is_switched_back_and_drained_bef
     let blue = of_color(&orchestrator, Color::Blue);
     let stored = registry.state(&service()).unwrap();
     orchestrator.add_target(TARGET, "web:v2");
-    killed_at(
-        &ports,
-        &[Step::Deploy],
-        finished(Step::Deploy, crate::release::Phase::Switch),
-    )
-    .await;
+    killed_after_switch(&ports).await;
     // What the issue measured: the state says blue, the proxy routes to green.
     let served = of_color(&orchestrator, Color::Green);
     assert_eq!(proxy.route(&service()).unwrap().1, addrs(&served));
@@ -2473,11 +2489,7 @@ async fn a_run_killed_between_switch_and_commit_is_switched_back_and_drained_bef
     let back = position(&ops, "switch back to blue", |op| {
         reconfigures_to(op, &addrs(&blue))
     });
-    let drained = position(
-        &ops,
-        "drain of the served green",
-        |op| matches!(op, AnyOp::Proxy(crate::memory::ProxyOperation::Sessions(_, s)) if *s == addrs(&served)),
-    );
+    let drained = position(&ops, "drain of the served green", |op| drains(op, &served));
     let removed = position(&ops, "removal of the served green", |op| {
         removes(op, &served)
     });
@@ -2509,12 +2521,7 @@ async fn a_rollback_after_a_run_killed_between_switch_and_commit_switches_back_b
     v1_then_v2(&ports, &orchestrator, &[]).await;
     let green = of_color(&orchestrator, Color::Green);
     orchestrator.add_target(TARGET, "web:v3");
-    killed_at(
-        &ports,
-        &[Step::Deploy],
-        finished(Step::Deploy, crate::release::Phase::Switch),
-    )
-    .await;
+    killed_after_switch(&ports).await;
     let served = of_color(&orchestrator, Color::Blue);
     assert_eq!(served[0].image, "web:v3");
     assert_eq!(proxy.route(&service()).unwrap().1, addrs(&served));
@@ -2547,12 +2554,7 @@ async fn a_rollback_after_a_run_killed_between_switch_and_commit_switches_back_b
 async fn a_first_deploy_killed_between_switch_and_commit_is_adopted_by_the_next_deploy() {
     use crate::memory::RegistryOperation as Reg;
     let (ports, orchestrator, registry, proxy) = memory_ports("web:v1");
-    killed_at(
-        &ports,
-        &[Step::Deploy],
-        finished(Step::Deploy, crate::release::Phase::Switch),
-    )
-    .await;
+    killed_after_switch(&ports).await;
     assert_eq!(registry.state(&service()), None, "nothing was stored");
     let served = of_color(&orchestrator, Color::Blue);
     assert_eq!(proxy.route(&service()).unwrap().1, addrs(&served));
@@ -2590,7 +2592,10 @@ async fn a_first_deploy_killed_between_switch_and_commit_is_adopted_by_the_next_
     let stores: Vec<&ReleaseState> = ops
         .iter()
         .filter_map(|op| match op {
-            AnyOp::Registry(Reg::Store { state, .. }) => Some(state),
+            AnyOp::Registry(op) => match op.as_ref() {
+                Reg::Store { state, .. } => Some(state),
+                _ => None,
+            },
             _ => None,
         })
         .collect();
@@ -2649,7 +2654,7 @@ async fn a_run_killed_during_stop_olds_drain_leaves_sessions_the_next_deploy_dra
     let polls: Vec<usize> = ops
         .iter()
         .enumerate()
-        .filter(|(_, op)| matches!(op, AnyOp::Proxy(crate::memory::ProxyOperation::Sessions(_, s)) if *s == addrs(&blue)))
+        .filter(|(_, op)| drains(op, &blue))
         .map(|(n, _)| n)
         .collect();
     let removed = position(&ops, "removal of the old blue", |op| removes(op, &blue));
@@ -2675,12 +2680,7 @@ async fn a_rollback_that_would_remove_what_is_served_is_refused_and_a_deploy_ado
     let (ports, orchestrator, registry, proxy) = memory_ports("web:v1");
     v1_then_v2(&ports, &orchestrator, &[Step::StopOld]).await;
     orchestrator.add_target(TARGET, "web:v3");
-    killed_at(
-        &ports,
-        &[Step::Deploy],
-        finished(Step::Deploy, crate::release::Phase::Switch),
-    )
-    .await;
+    killed_after_switch(&ports).await;
     let served = of_color(&orchestrator, Color::Blue);
     // The stored live colour runs nothing any more.
     crate::Orchestrator::stop(&orchestrator, &of_color(&orchestrator, Color::Green))
@@ -2711,12 +2711,7 @@ async fn the_dry_run_after_a_run_killed_between_switch_and_commit_names_the_reco
     run_steps(&ports, &[Step::Deploy]).await.unwrap();
     let blue = of_color(&orchestrator, Color::Blue);
     orchestrator.add_target(TARGET, "web:v2");
-    killed_at(
-        &ports,
-        &[Step::Deploy],
-        finished(Step::Deploy, crate::release::Phase::Switch),
-    )
-    .await;
+    killed_after_switch(&ports).await;
     let served = of_color(&orchestrator, Color::Green);
     let plan = Engine::new(ports.clone(), options(&[Step::Deploy], true, None))
         .unwrap()
@@ -2772,25 +2767,11 @@ async fn the_dry_run_after_a_run_killed_between_switch_and_commit_names_the_reco
 
 #[tokio::test]
 async fn a_failed_warm_rollback_says_it_left_the_running_instances_and_nothing_else() {
-    use crate::memory::HealthScript;
     let (ports, orchestrator, registry, _proxy) = memory_ports("web:v1");
     v1_then_v2(&ports, &orchestrator, &[]).await;
     let blue = of_color(&orchestrator, Color::Blue);
     let before = registry.state(&service()).unwrap();
-    orchestrator.set_health(
-        TARGET,
-        HealthScript::UnhealthyAfter {
-            polls: 0,
-            detail: "HTTP 500".into(),
-        },
-    );
-    let mut rollback = options(&[Step::Rollback], true, None);
-    rollback.health_fail_fast = true;
-    let error = Engine::new(ports.clone(), rollback)
-        .unwrap()
-        .run(&ignore)
-        .await
-        .unwrap_err();
+    let error = failing_rollback(&ports, &orchestrator).await;
     let text = error.to_string();
     assert!(
         text.contains(&format!(

@@ -244,8 +244,10 @@ impl Drop for LeaseKeeper {
 #[derive(Debug)]
 enum DeployPhase {
     /// Deploy: read the target's image, pull it, create its network. Rollback: find the
-    /// previous release's instances ([`rollback::resolve`]). Both: start side targets and
-    /// remove the instances left in the group this release goes into that it does not reuse.
+    /// previous release's instances ([`rollback::resolve`]). Both: reconcile the proxy with
+    /// the stored state when it routes to the instances left in the group this release goes
+    /// into ([`reconcile::inspect`]: point it back at the live colour, or a deploy adopts
+    /// what it serves), start side targets, drain and remove those instances.
     /// → `Starting`. Failure → `Failed` (nothing of the live release was touched).
     Preparing,
     /// Create and start the new instances (all or nothing, by the orchestrator's contract);

@@ -647,7 +647,7 @@ impl<'a> Run<'a> {
     /// Fixes the plan of a deploy or rollback (`step`), reconciles the proxy with the stored
     /// state and what runs ([`reconcile::inspect`]), makes the target startable and clears
     /// the leftovers of the group the release goes into. Touches nothing that is live: the
-    /// proxy is only pointed back at the stored live colour, or what it serves is stored as
+    /// proxy is only pointed back at the stored live colour, or what it serves is taken as
     /// live, when an earlier run was killed between its switch and its commit.
     async fn prepare(&mut self, step: Step) -> Result<(), Cause> {
         self.checkpoint()?;
@@ -680,8 +680,8 @@ impl<'a> Run<'a> {
                     self.switch_to(color, &to).await?;
                     break leftovers;
                 }
-                // A deploy is planned again from the state that names them live: they are
-                // then the old instances, not leftovers (a rollback never adopts).
+                // A deploy is planned again from a state that names them live: they are then
+                // the old instances, not leftovers (a rollback never adopts).
                 Recovery::Adopt { color, instances } => self.adopt(color, &instances).await?,
             }
         };
@@ -775,9 +775,11 @@ impl<'a> Run<'a> {
         Ok(clear)
     }
 
-    /// Stores `instances` (of `color`), which the proxy serves while the stored live colour
-    /// runs nothing, as the live release: what they run is read back from the first of them.
-    /// The release that was stored live becomes the one a rollback returns to.
+    /// Takes `instances` (of `color`), which the proxy serves while the stored live colour
+    /// runs nothing, as the live release this run replaces: what they run is read back from
+    /// the first of them. Nothing is stored here: the release's own commit stores them as the
+    /// release a rollback returns to, by compare-and-swap against the state as it was read,
+    /// and a release that fails before it points the proxy back at them.
     async fn adopt(&mut self, color: Color, instances: &[Instance]) -> Result<(), Cause> {
         let first = instances
             .first()
@@ -791,7 +793,7 @@ impl<'a> Run<'a> {
         let group = Group::new(self.options().target.clone(), Some(color));
         self.emit(Event::Notice {
             message: format!(
-                "the proxy routes {} to {} of {group}, and the stored live colour runs no instance (an earlier run stopped between its switch and its commit): storing {group} as live ({}, read back from {}) before releasing into the other colour",
+                "the proxy routes {} to {} of {group}, and the stored live colour runs no instance (an earlier run stopped between its switch and its commit): taking {group} as the live release ({}, read back from {}); this release goes into the other colour and its commit stores {group} as the one a rollback returns to",
                 self.options().service,
                 names(instances),
                 spec.image,
@@ -799,7 +801,7 @@ impl<'a> Run<'a> {
             ),
         });
         let count = instances.len() as u32;
-        let state = ReleaseState {
+        self.state = ReleaseState {
             color: Some(color),
             scale: Some(count),
             last_release: Some(ReleaseRecord {
@@ -812,7 +814,7 @@ impl<'a> Run<'a> {
             }),
             previous_release: self.state.last_release.clone(),
         };
-        self.commit(state).await
+        Ok(())
     }
 
     /// Starts the side targets, then removes `leftovers` (instances in the release's group

@@ -37,8 +37,9 @@ pub enum PlannedAction {
         /// The instances the proxy routes to now.
         routed: Vec<String>,
     },
-    /// Store the instances the proxy routes to as the live release: the stored live colour
-    /// runs none (an earlier run stopped between its switch and its commit).
+    /// Take the instances the proxy routes to as the live release the run replaces: the
+    /// stored live colour runs none (an earlier run stopped between its switch and its
+    /// commit). The commit stores them as the release a rollback returns to.
     Adopt {
         /// The step doing it.
         step: Step,
@@ -128,7 +129,7 @@ impl fmt::Display for PlannedAction {
             ),
             PlannedAction::Adopt { step, color, instances } => write!(
                 f,
-                "{step}: store {color} live as the proxy serves it ({}): the stored live colour runs no instance",
+                "{step}: take {color} as live as the proxy serves it ({}), since the stored live colour runs no instance",
                 instances.join(", ")
             ),
             PlannedAction::Drain { step, instances } => write!(

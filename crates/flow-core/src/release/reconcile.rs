@@ -36,7 +36,7 @@ pub(crate) enum Recovery {
         /// Its running instances.
         to: Vec<Instance>,
     },
-    /// The proxy routes to leftovers and the stored live colour runs nothing: store the
+    /// The proxy routes to leftovers and the stored live colour runs nothing: take the
     /// routed instances as the live release (colour `color`), then plan again.
     Adopt {
         /// The colour the proxy serves.

@@ -2599,12 +2599,10 @@ async fn a_first_deploy_killed_between_switch_and_commit_is_adopted_by_the_next_
             _ => None,
         })
         .collect();
-    assert_eq!(stores.len(), 2, "the adoption, then the release");
-    assert_eq!(stores[0].color, Some(Color::Blue));
-    assert_eq!(stores[0].last_release.as_ref().unwrap().image, "web:v1");
+    assert_eq!(stores.len(), 1, "one compare-and-swap: the release's own");
     assert!(notices(&events)
         .iter()
-        .any(|n| n.contains("storing app-blue as live")));
+        .any(|n| n.contains("taking app-blue as the live release")));
     assert_eq!(
         assert_converged(&orchestrator, &registry, &proxy, "web:v2"),
         Color::Green
@@ -2615,11 +2613,49 @@ async fn a_first_deploy_killed_between_switch_and_commit_is_adopted_by_the_next_
         "the adopted v1 keeps running"
     );
     let state = registry.state(&service()).unwrap();
+    let adopted = state.previous_release.unwrap();
     assert_eq!(
-        state.previous_release.unwrap().image,
-        "web:v1",
+        (adopted.image.as_str(), adopted.color),
+        ("web:v1", Some(Color::Blue)),
         "a rollback returns to it"
     );
+    assert_eq!(
+        adopted.spec,
+        orchestrator.spec_of(&served[0].id),
+        "its spec read back"
+    );
+}
+
+#[tokio::test]
+async fn a_deploy_that_adopted_and_then_fails_stores_nothing_and_leaves_the_proxy_on_what_it_served(
+) {
+    use crate::memory::HealthScript;
+    let (ports, orchestrator, registry, proxy) = memory_ports("web:v1");
+    killed_after_switch(&ports).await;
+    let served = of_color(&orchestrator, Color::Blue);
+    orchestrator.add_target(TARGET, "web:v2");
+    orchestrator.set_health(
+        TARGET,
+        HealthScript::UnhealthyAfter {
+            polls: 0,
+            detail: "HTTP 500".into(),
+        },
+    );
+    let mut deploy = options(&[Step::Deploy], true, None);
+    deploy.health_fail_fast = true;
+    let error = Engine::new(ports.clone(), deploy)
+        .unwrap()
+        .run(&ignore)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, ReleaseError::Aborted { cleanup_failures, .. } if cleanup_failures.is_empty()),
+        "{error:?}"
+    );
+    assert_eq!(registry.state(&service()), None, "nothing was stored");
+    assert_eq!(proxy.route(&service()).unwrap().1, addrs(&served));
+    assert_eq!(of_color(&orchestrator, Color::Blue), served);
+    assert!(of_color(&orchestrator, Color::Green).is_empty());
 }
 
 #[tokio::test]

@@ -22,7 +22,9 @@
 //! one `step` function, each variant documenting where it goes next and how it aborts. The
 //! engine guarantees the order *new colour started → healthy → proxy switched → state
 //! committed → old colour stopped*, and that a failure before the commit removes what the
-//! release started and leaves the live colour and the stored state untouched.
+//! release started and leaves the live colour and the stored state untouched. A run killed
+//! at any point leaves what the next one converges from: it reconciles the proxy with the
+//! stored state and what runs before it removes anything (see `release::reconcile`).
 //!
 //! # Testing against the ports
 //!

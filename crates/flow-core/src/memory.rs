@@ -1102,6 +1102,7 @@ impl Proxy for MemoryProxy {
                         address,
                         state: "UP".into(),
                         sessions: 0,
+                        active: true,
                     })
                     .collect(),
             }))

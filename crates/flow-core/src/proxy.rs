@@ -93,6 +93,9 @@ pub struct ServedServer {
     pub state: String,
     /// Sessions open on it now.
     pub sessions: u64,
+    /// Whether it is one of the servers the route sends new requests to (`false`: it left
+    /// the rotation and is draining or in maintenance).
+    pub active: bool,
 }
 
 /// Everything a proxy operation can fail with.

@@ -20,6 +20,12 @@
 //!   untouched ([`ReleaseError::Aborted`]).
 //! * A failure before anything was started changes nothing ([`ReleaseError::NothingChanged`]).
 //! * The colour a proxy is pointed at is always the live one after the preceding steps.
+//! * A run killed at any point (no rollback ran) leaves what the next deploy or rollback
+//!   converges from: before it removes the instances left in the group it goes into, it
+//!   reads the proxy's route, points the proxy back at the stored live colour when it routes
+//!   to them (or stores what it serves as live when that colour runs nothing), and drains the
+//!   running ones (`reconcile.rs`). So nothing the proxy routes to, or that carries sessions,
+//!   is removed without a switch away and a drain first, and the dry run plans the same.
 //! * Every wait is bounded ([`Timeouts`]).
 
 mod engine;
@@ -28,6 +34,7 @@ mod event;
 mod interrupt;
 mod options;
 mod plan;
+mod reconcile;
 mod rollback;
 mod step;
 #[cfg(test)]

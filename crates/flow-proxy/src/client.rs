@@ -307,6 +307,7 @@ fn served(service: &ServiceName, view: RouteView) -> Result<ServedRoute, ProxyEr
                 address: server.address,
                 state: server.state.as_str().to_string(),
                 sessions: server.sessions,
+                active: server.active,
             })
             .collect(),
     })

@@ -125,3 +125,20 @@ impl Load {
         self.samples.lock().unwrap().clone()
     }
 }
+
+/// Every request that started after `since` must have been answered by `version`.
+pub fn assert_only(samples: &[Sample], since: Instant, version: &str, what: &str) {
+    let later: Vec<&Sample> = samples.iter().filter(|s| s.started >= since).collect();
+    let wrong: Vec<&String> = later
+        .iter()
+        .filter_map(|s| s.outcome.as_ref().ok())
+        .filter(|v| v.as_str() != version)
+        .collect();
+    assert!(
+        wrong.is_empty(),
+        "after {what} returned, {} of {} requests were answered by another version: {:?}",
+        wrong.len(),
+        later.len(),
+        wrong.iter().take(5).collect::<Vec<_>>()
+    );
+}

@@ -10,6 +10,7 @@
 mod load;
 mod support;
 
+mod chaos;
 mod cli_release;
 mod compose_files;
 mod embedding;

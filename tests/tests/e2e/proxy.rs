@@ -4,92 +4,15 @@
 //! The proxy runs in-process through `flow_proxy::start` (the same code `docker-flow proxy
 //! serve` runs); every release is the real `docker-flow` binary against the real engine.
 
-use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncBufReadExt, BufReader};
-
-use crate::load::{Load, LoadShape, Sample};
-use crate::support::{demo_compose, demo_images, Site};
+use crate::load::{assert_only, Load, LoadShape, Sample};
+use crate::support::{
+    demo_compose, demo_images, free_port, release, start_proxy, ProxiedSite, Site,
+};
 
 /// At least this many requests make the run count.
 const MIN_REQUESTS: usize = 5_000;
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
-}
-
-/// Starts the proxy with its state in `state_dir`, its API and HTTP frontend on free loopback
-/// ports; returns it with the frontend's address.
-async fn start_proxy(state_dir: &std::path::Path) -> (flow_proxy::RunningProxy, SocketAddr) {
-    let bind = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let config = flow_proxy::ServeConfig {
-        api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        ..flow_proxy::ServeConfig::new(state_dir, vec![bind])
-    };
-    let proxy = flow_proxy::start(config).await.unwrap_or_else(|e| {
-        panic!("the proxy did not start (is Debian's haproxy installed?): {e}")
-    });
-    (proxy, bind)
-}
-
-/// Runs `docker-flow` with `--json`, returning when it exits, with the instant its deploy
-/// reported the new instances healthy (when it did) and the instant it returned.
-async fn release(site: &Site, args: &[&str], env: &[(&str, &str)]) -> (Option<Instant>, Instant) {
-    let mut child = site.spawn_flow(args, env);
-    let stdout = child.stdout.take().expect("piped stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let mut healthy_at = None;
-    let mut printed = Vec::new();
-    while let Some(line) = lines
-        .next_line()
-        .await
-        .expect("reading docker-flow's stdout")
-    {
-        if healthy_at.is_none()
-            && line.contains("\"phase-finished\"")
-            && line.contains("\"phase\":\"healthy\"")
-        {
-            healthy_at = Some(Instant::now());
-        }
-        if line.contains("\"phase-finished\"")
-            && (line.contains("\"phase\":\"switch\"") || line.contains("\"phase\":\"drain\""))
-        {
-            println!("{}: {line}", args.join(" "));
-        }
-        printed.push(line);
-    }
-    let output = child.wait_with_output().await.expect("docker-flow ran");
-    let returned = Instant::now();
-    assert!(
-        output.status.success(),
-        "docker-flow {args:?} failed ({})\n--- stdout\n{}\n--- stderr\n{}",
-        output.status,
-        printed.join("\n"),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    (healthy_at, returned)
-}
-
-/// Every request that started after `since` must have been answered by `version`.
-fn assert_only(samples: &[Sample], since: Instant, version: &str, what: &str) {
-    let later: Vec<&Sample> = samples.iter().filter(|s| s.started >= since).collect();
-    let wrong: Vec<&String> = later
-        .iter()
-        .filter_map(|s| s.outcome.as_ref().ok())
-        .filter(|v| v.as_str() != version)
-        .collect();
-    assert!(
-        wrong.is_empty(),
-        "after {what} returned, {} of {} requests were answered by another version: {:?}",
-        wrong.len(),
-        later.len(),
-        wrong.iter().take(5).collect::<Vec<_>>()
-    );
-}
 
 /// How long after the new colour was healthy the old one still answered.
 fn switch_latency(samples: &[Sample], healthy_at: Instant, old: &str) -> Duration {
@@ -267,35 +190,14 @@ async fn an_unreachable_proxy_aborts_the_release_before_the_switch_and_rolls_bac
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_keeps_the_users_an_operator_put_on_the_route() {
-    demo_images().await;
-    let site = Site::new("keep-users", &demo_compose("")).await;
-    let state_dir = tempfile::tempdir().expect("a proxy state directory");
-    let (proxy, bind) = start_proxy(state_dir.path()).await;
-    let api_port = proxy.api_addr().port().to_string();
-    let api = format!("http://{}/v1/docker-flow-proxy", proxy.api_addr());
+    let proxied = ProxiedSite::new("keep-users").await;
+    let bind = proxied.bind;
+    let api = format!("http://{}/v1/docker-flow-proxy", proxied.proxy.api_addr());
     let deploy = |tag: &'static str| {
-        let (site, api_port) = (&site, api_port.clone());
-        async move {
-            let args = [
-                "-t",
-                "app",
-                "-b",
-                "--json",
-                "--proxy-host",
-                "127.0.0.1",
-                "--proxy-reconf-port",
-                &api_port,
-                "--service-path",
-                "/",
-                "-F",
-                "deploy",
-                "-F",
-                "proxy",
-                "-F",
-                "stop-old",
-            ];
-            release(site, &args, &[("DEMO_TAG", tag)]).await
-        }
+        proxied.release(
+            &["-F", "deploy", "-F", "proxy", "-F", "stop-old"],
+            Some(tag),
+        )
     };
     deploy("v1").await;
 
@@ -354,81 +256,23 @@ async fn a_release_keeps_the_users_an_operator_put_on_the_route() {
     assert_eq!(get(false).await.0, 401, "the release opened the service");
     let (status, body) = get(true).await;
     assert_eq!((status, body.trim()), (200, "v2"));
-    proxy.shutdown().await;
-}
-
-/// The stdout lines of a `docker-flow --json` run that are `event` events.
-fn events(lines: &str, event: &str) -> Vec<serde_json::Value> {
-    lines
-        .lines()
-        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
-        .filter(|value| value["event"] == event)
-        .collect()
+    proxied.proxy.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn rollback_warm_and_after_stop_old_and_scale_without_version_fail_no_request() {
-    demo_images().await;
-    let site = Site::new("rollback-load", &demo_compose("")).await;
-    let state_dir = tempfile::tempdir().expect("a proxy state directory");
-    let bind = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let config = flow_proxy::ServeConfig {
-        api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
-        ..flow_proxy::ServeConfig::new(state_dir.path(), vec![bind])
-    };
-    let proxy = flow_proxy::start(config).await.unwrap_or_else(|e| {
-        panic!("the proxy did not start (is Debian's haproxy installed?): {e}")
-    });
-    let api_port = proxy.api_addr().port().to_string();
-    let proxy_flags: Vec<String> = [
-        "-t",
-        "app",
-        "-b",
-        "--json",
-        "--proxy-host",
-        "127.0.0.1",
-        "--proxy-reconf-port",
-        &api_port,
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    let route_flags = ["--service-path", "/", "--drain-timeout", "20s"];
-    let run = |before: &'static [&'static str],
-               after: &'static [&'static str],
-               tag: Option<&'static str>| {
-        let mut args: Vec<String> = before.iter().map(|s| s.to_string()).collect();
-        args.extend(proxy_flags.iter().cloned());
-        args.extend(route_flags.iter().map(|s| s.to_string()));
-        args.extend(after.iter().map(|s| s.to_string()));
-        let site = &site;
-        async move {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let env: Vec<(&str, &str)> = tag.map(|t| ("DEMO_TAG", t)).into_iter().collect();
-            release(site, &args, &env).await
-        }
-    };
-    let status = || {
-        let mut args = proxy_flags.clone();
-        args.push("status".into());
-        let site = &site;
-        async move {
-            let args: Vec<&str> = args.iter().map(String::as_str).collect();
-            let outcome = site.flow(&args, &[]).await;
-            outcome.assert_code(0);
-            events(&outcome.stdout, "status")
-                .pop()
-                .unwrap_or_else(|| panic!("no status line: {}", outcome.stdout))
-        }
-    };
+    let proxied = ProxiedSite::new("rollback-load").await;
+    let (site, bind) = (&proxied.site, proxied.bind);
+    let run = |more: &'static [&'static str], tag: Option<&'static str>| proxied.release(more, tag);
+    let status = || proxied.status();
 
-    run(&[], &["-s", "2", "-F", "deploy,proxy"], Some("v1")).await;
+    run(&["-s", "2", "-F", "deploy,proxy"], Some("v1")).await;
     let load = Load::start(format!("http://{bind}/"), LoadShape::RELEASES);
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert!(!load.snapshot().is_empty(), "the load reaches the proxy");
 
     // v2 goes live in green; blue (v1) keeps running: a warm rollback.
-    let (_, v2_live) = run(&[], &["-F", "deploy"], Some("v2")).await;
+    let (_, v2_live) = run(&["-F", "deploy"], Some("v2")).await;
     assert_only(&load.snapshot(), v2_live, "v2", "the v2 release");
     let blue_before: Vec<String> = site
         .colour("blue")
@@ -438,7 +282,7 @@ async fn rollback_warm_and_after_stop_old_and_scale_without_version_fail_no_requ
         .collect();
     let warm_began = Instant::now();
     // The word after the options, and no VERSION: the rollback needs no Compose version.
-    let (_, warm_done) = run(&[], &["rollback"], None).await;
+    let (_, warm_done) = run(&["rollback"], None).await;
     let warm = warm_done - warm_began;
     assert_only(&load.snapshot(), warm_done, "v1", "the warm rollback");
     let blue_after: Vec<String> = site
@@ -482,7 +326,7 @@ async fn rollback_warm_and_after_stop_old_and_scale_without_version_fail_no_requ
     assert!(seen["proxy"]["route"].is_string(), "{seen}");
 
     // v2 again, with stop-old: blue (v1) is stopped, then rolled back from stopped.
-    let (_, v2_again) = run(&[], &["-F", "deploy,stop-old"], Some("v2")).await;
+    let (_, v2_again) = run(&["-F", "deploy,stop-old"], Some("v2")).await;
     assert_only(&load.snapshot(), v2_again, "v2", "the second v2 release");
     assert!(site.running("blue").await.is_empty(), "stop-old stopped v1");
     let stopped: Vec<String> = site
@@ -493,7 +337,7 @@ async fn rollback_warm_and_after_stop_old_and_scale_without_version_fail_no_requ
         .collect();
     assert_eq!(stopped.len(), 2);
     let stopped_began = Instant::now();
-    let (_, stopped_done) = run(&[], &["-F", "rollback,stop-old"], None).await;
+    let (_, stopped_done) = run(&["-F", "rollback,stop-old"], None).await;
     let cold = stopped_done - stopped_began;
     assert_only(
         &load.snapshot(),
@@ -518,9 +362,9 @@ async fn rollback_warm_and_after_stop_old_and_scale_without_version_fail_no_requ
 
     // The scale scenario: v2 live, then scale +2 without VERSION (the Compose file
     // now resolves to v1): every instance stays on v2.
-    let (_, v2_third) = run(&[], &["-F", "deploy,stop-old"], Some("v2")).await;
+    let (_, v2_third) = run(&["-F", "deploy,stop-old"], Some("v2")).await;
     assert_only(&load.snapshot(), v2_third, "v2", "the third v2 release");
-    let (_, scaled) = run(&[], &["-s", "+2", "-F", "scale"], None).await;
+    let (_, scaled) = run(&["-s", "+2", "-F", "scale"], None).await;
     tokio::time::sleep(Duration::from_secs(1)).await;
     let samples = load.stop().await;
     assert_only(&samples, scaled, "v2", "scale +2 without a version");
@@ -563,5 +407,5 @@ async fn rollback_warm_and_after_stop_old_and_scale_without_version_fail_no_requ
         "only {} requests were made",
         samples.len()
     );
-    proxy.shutdown().await;
+    proxied.proxy.shutdown().await;
 }

@@ -4,13 +4,15 @@
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
-use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bollard::query_parameters::ListContainersOptions;
 use bollard::Docker;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
 use flow_tests::fixtures::{
     build_demo_image, docker, docker_flow_binary, unique_project, ProjectGuard, PROJECT_LABEL,
 };
@@ -372,4 +374,223 @@ pub async fn get_root(docker: &Docker, container: &str) -> String {
     })
     .await
     .expect("the request thread")
+}
+
+/// A free TCP port on the loopback interface.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+/// Starts the proxy (the code `docker-flow proxy serve` runs) with its state in `state_dir`,
+/// its API and HTTP frontend on free loopback ports; returns it with the frontend's address.
+pub async fn start_proxy(state_dir: &Path) -> (flow_proxy::RunningProxy, SocketAddr) {
+    let bind = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let config = flow_proxy::ServeConfig {
+        api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..flow_proxy::ServeConfig::new(state_dir, vec![bind])
+    };
+    let proxy = flow_proxy::start(config).await.unwrap_or_else(|e| {
+        panic!("the proxy did not start (is Debian's haproxy installed?): {e}")
+    });
+    (proxy, bind)
+}
+
+/// A [`Site`] behind a running proxy, with the flags that point `docker-flow` at it. The
+/// proxy's state directory lives as long as it does.
+pub struct ProxiedSite {
+    /// The site released into.
+    pub site: Site,
+    /// The proxy.
+    pub proxy: flow_proxy::RunningProxy,
+    /// Its HTTP frontend.
+    pub bind: SocketAddr,
+    _state_dir: tempfile::TempDir,
+}
+
+impl ProxiedSite {
+    /// A new site (see [`Site::new`]) with the demo Compose file, and a proxy for it.
+    pub async fn new(prefix: &str) -> ProxiedSite {
+        demo_images().await;
+        let site = Site::new(prefix, &demo_compose("")).await;
+        let state_dir = tempfile::tempdir().expect("a proxy state directory");
+        let (proxy, bind) = start_proxy(state_dir.path()).await;
+        ProxiedSite {
+            site,
+            proxy,
+            bind,
+            _state_dir: state_dir,
+        }
+    }
+
+    /// `-t app -b --json` and the proxy's address: what every invocation, `status` too, takes.
+    pub fn flags(&self) -> Vec<String> {
+        let api_port = self.proxy.api_addr().port().to_string();
+        [
+            "-t",
+            "app",
+            "-b",
+            "--json",
+            "--proxy-host",
+            "127.0.0.1",
+            "--proxy-reconf-port",
+            &api_port,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+
+    /// [`ProxiedSite::flags`], the route on `/` with a 20 s drain timeout, then `more`.
+    pub fn release_args(&self, more: &[&str]) -> Vec<String> {
+        let mut args = self.flags();
+        args.extend(
+            ["--service-path", "/", "--drain-timeout", "20s"]
+                .iter()
+                .chain(more)
+                .map(|s| s.to_string()),
+        );
+        args
+    }
+
+    /// Runs a release with [`ProxiedSite::release_args`] (see [`release`]), with
+    /// `DEMO_TAG=tag` when a tag is given.
+    pub async fn release(&self, more: &[&str], tag: Option<&str>) -> (Option<Instant>, Instant) {
+        let args = self.release_args(more);
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let env: Vec<(&str, &str)> = tag.map(|t| ("DEMO_TAG", t)).into_iter().collect();
+        release(&self.site, &args, &env).await
+    }
+
+    /// `docker-flow status --json`, parsed; asserts it succeeds.
+    pub async fn status(&self) -> serde_json::Value {
+        let mut args = self.flags();
+        args.push("status".into());
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let outcome = self.site.flow(&args, &[]).await;
+        outcome.assert_code(0);
+        events(&outcome.stdout, "status")
+            .pop()
+            .unwrap_or_else(|| panic!("no status line: {}", outcome.stdout))
+    }
+}
+
+/// What a `--json` run's watcher wants after an event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Watch {
+    /// Read on.
+    Continue,
+    /// SIGKILL the process now.
+    Kill,
+}
+
+/// How a watched `--json` run ended.
+#[derive(Debug)]
+pub struct Watched {
+    /// The exit code (`None`: a signal ended it, e.g. the watcher's kill).
+    pub code: Option<i32>,
+    /// Every line it printed on stdout.
+    pub lines: Vec<String>,
+    /// What it printed on stderr.
+    pub stderr: String,
+}
+
+impl Watched {
+    /// Panics, showing both streams, unless the run exited 0.
+    #[track_caller]
+    pub fn assert_succeeded(&self, what: &str) {
+        assert_eq!(
+            self.code,
+            Some(0),
+            "{what} failed\n--- stdout\n{}\n--- stderr\n{}",
+            self.lines.join("\n"),
+            self.stderr
+        );
+    }
+
+    /// The lines that are `event` events, parsed.
+    pub fn events(&self, event: &str) -> Vec<serde_json::Value> {
+        events(&self.lines.join("\n"), event)
+    }
+}
+
+/// Runs `docker-flow --json …` and hands every event line, parsed, to `watch` as it is
+/// printed; SIGKILLs the process when `watch` says so. Bounded like [`Site::flow`].
+pub async fn watch_json(
+    site: &Site,
+    args: &[&str],
+    env: &[(&str, &str)],
+    mut watch: impl FnMut(&serde_json::Value) -> Watch,
+) -> Watched {
+    let mut child = site.spawn_flow(args, env);
+    let stdout = child.stdout.take().expect("piped stdout");
+    let mut stderr = child.stderr.take().expect("piped stderr");
+    let errors = tokio::spawn(async move {
+        let mut text = String::new();
+        let _ = tokio::io::AsyncReadExt::read_to_string(&mut stderr, &mut text).await;
+        text
+    });
+    let reading = async {
+        let mut lines = BufReader::new(stdout).lines();
+        let mut printed = Vec::new();
+        while let Some(line) = lines
+            .next_line()
+            .await
+            .expect("reading docker-flow's stdout")
+        {
+            let parsed = serde_json::from_str::<serde_json::Value>(&line).ok();
+            printed.push(line);
+            if let Some(event) = parsed {
+                if watch(&event) == Watch::Kill {
+                    child.start_kill().expect("SIGKILL docker-flow");
+                    break;
+                }
+            }
+        }
+        let status = child.wait().await.expect("waiting for docker-flow");
+        (status.code(), printed)
+    };
+    let (code, lines) = tokio::time::timeout(INVOCATION_LIMIT, reading)
+        .await
+        .unwrap_or_else(|_| panic!("docker-flow {args:?} ran longer than {INVOCATION_LIMIT:?}"));
+    Watched {
+        code,
+        lines,
+        stderr: errors.await.unwrap_or_default(),
+    }
+}
+
+/// Runs `docker-flow` with `--json` among `args`, asserting it succeeds; returns the instant
+/// its deploy reported the new instances healthy (when it did) and the instant it returned.
+pub async fn release(
+    site: &Site,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> (Option<Instant>, Instant) {
+    let mut healthy_at = None;
+    let run = watch_json(site, args, env, |event| {
+        let phase = |name: &str| event["event"] == "phase-finished" && event["phase"] == name;
+        if healthy_at.is_none() && phase("healthy") {
+            healthy_at = Some(Instant::now());
+        }
+        if phase("switch") || phase("drain") {
+            println!("{}: {event}", args.join(" "));
+        }
+        Watch::Continue
+    })
+    .await;
+    let returned = Instant::now();
+    run.assert_succeeded(&format!("docker-flow {args:?}"));
+    (healthy_at, returned)
+}
+
+/// The stdout lines of a `docker-flow --json` run that are `event` events.
+pub fn events(lines: &str, event: &str) -> Vec<serde_json::Value> {
+    lines
+        .lines()
+        .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+        .filter(|value| value["event"] == event)
+        .collect()
 }

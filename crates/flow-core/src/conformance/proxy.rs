@@ -200,8 +200,8 @@ pub async fn removing_an_unknown_service_names_it(subject: &Subject<'_>) {
 }
 
 /// `served_route` reads back the route as last reconfigured (colour, paths, domain, path
-/// type) with its servers UP; a server that left the rotation is no longer UP if it is
-/// listed at all; a service with no route, or a removed one, reads `None`.
+/// type) with its servers UP and active; a server that left the rotation is no longer UP
+/// nor active if it is listed at all; a service with no route, or a removed one, reads `None`.
 pub async fn served_route_reads_the_route_as_routed(subject: &Subject<'_>) {
     let [a, b] = subject.servers;
     let read = |route: &Route| {
@@ -257,6 +257,23 @@ pub async fn served_route_reads_the_route_as_routed(subject: &Subject<'_>) {
         state(a),
         Some("UP"),
         "served_route: a server that left the rotation is not UP"
+    );
+    let active = |address| {
+        served
+            .servers
+            .iter()
+            .find(|s| s.address == address)
+            .map(|s| s.active)
+    };
+    assert_eq!(
+        active(b),
+        Some(true),
+        "served_route: the routed server is active"
+    );
+    assert_ne!(
+        active(a),
+        Some(true),
+        "served_route: a server that left the rotation is not active"
     );
     subject.proxy.remove(&first.service).await.expect("remove");
     assert_eq!(

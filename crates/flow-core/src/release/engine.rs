@@ -14,6 +14,7 @@ use crate::orchestrator::{DynOrchestrator, Group, Health, Instance, RecoveredSpe
 use crate::proxy::{DynProxy, Route};
 use crate::registry::{DynRegistry, Lease, Registration, RegistryError};
 use crate::release::event::{Event, Observer, Phase};
+use crate::release::reconcile::{self, Recovery};
 use crate::release::rollback::{self, Launch};
 use crate::release::{Cause, Interrupt, ReleaseError, ReleaseOptions, Step};
 
@@ -229,14 +230,24 @@ impl LeaseKeeper {
     }
 }
 
+impl Drop for LeaseKeeper {
+    /// A run that ends without reaching its unlock (its future dropped, a panic) stops
+    /// renewing too, so its lease ends by its TTL as a killed process's does.
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
 /// The phases of a release: a deploy, or a rollback (`-F rollback`), which runs the same
 /// phases with what the previous release left. `Run::advance` moves from one to the next;
 /// each variant says what it does, where it goes next, and what a failure in it leads to.
 #[derive(Debug)]
 enum DeployPhase {
     /// Deploy: read the target's image, pull it, create its network. Rollback: find the
-    /// previous release's instances ([`rollback::resolve`]). Both: start side targets and
-    /// remove the instances left in the group this release goes into that it does not reuse.
+    /// previous release's instances ([`rollback::resolve`]). Both: reconcile the proxy with
+    /// the stored state when it routes to the instances left in the group this release goes
+    /// into ([`reconcile::inspect`]: point it back at the live colour, or a deploy adopts
+    /// what it serves), start side targets, drain and remove those instances.
     /// → `Starting`. Failure → `Failed` (nothing of the live release was touched).
     Preparing,
     /// Create and start the new instances (all or nothing, by the orchestrator's contract);
@@ -499,10 +510,7 @@ impl<'a> Run<'a> {
     async fn advance(&mut self, step: Step, phase: DeployPhase) -> DeployPhase {
         let began = Instant::now();
         match phase {
-            DeployPhase::Preparing => match match step {
-                Step::Rollback => self.prepare_rollback().await,
-                _ => self.prepare_deploy().await,
-            } {
+            DeployPhase::Preparing => match self.prepare(step).await {
                 Ok(()) => {
                     self.timing(Some(step), Phase::Prepare, began.elapsed());
                     DeployPhase::Starting
@@ -606,7 +614,7 @@ impl<'a> Run<'a> {
                             .collect(),
                     ),
                 };
-                let cleanup_failures = self
+                let mut undo = self
                     .roll_back(
                         step,
                         &cause,
@@ -615,11 +623,20 @@ impl<'a> Run<'a> {
                         switched.then_some((old_color, &old[..])),
                     )
                     .await;
+                if let Launch::Reuse { running, .. } = &self.plan.launch {
+                    if !running.is_empty() {
+                        undo.done.push(format!(
+                            "{} were running before and keep running",
+                            names(running)
+                        ));
+                    }
+                }
                 self.timing(Some(step), Phase::Rollback, began.elapsed());
                 DeployPhase::Failed(ReleaseError::Aborted {
                     step,
                     cause,
-                    cleanup_failures,
+                    undone: undo.done,
+                    cleanup_failures: undo.failures,
                 })
             }
             DeployPhase::Done => DeployPhase::Done,
@@ -627,9 +644,62 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Fixes the deploy plan and makes the target startable. Touches nothing that is live.
-    async fn prepare_deploy(&mut self) -> Result<(), Cause> {
+    /// Fixes the plan of a deploy or rollback (`step`), reconciles the proxy with the stored
+    /// state and what runs ([`reconcile::inspect`]), makes the target startable and clears
+    /// the leftovers of the group the release goes into. Touches nothing that is live: the
+    /// proxy is only pointed back at the stored live colour, or what it serves is taken as
+    /// live, when an earlier run was killed between its switch and its commit.
+    async fn prepare(&mut self, step: Step) -> Result<(), Cause> {
         self.checkpoint()?;
+        let leftovers = loop {
+            let leftovers = match step {
+                Step::Rollback => self.plan_rollback().await?,
+                _ => self.plan_deploy().await?,
+            };
+            let found = reconcile::inspect(
+                self.proxy(),
+                step,
+                &self.options().service,
+                &leftovers,
+                self.plan.old_color,
+                &self.plan.old,
+            )
+            .await?;
+            match found.recovery {
+                Recovery::Nothing => break leftovers,
+                Recovery::SwitchBack { color, to } => {
+                    self.emit(Event::Notice {
+                        message: format!(
+                            "the proxy routes {} to {}, which the stored state does not name live (an earlier run stopped between its switch and its commit): pointing it back at the live {} ({}) before removing them",
+                            self.options().service,
+                            names(&found.routed),
+                            Group::new(self.options().target.clone(), color),
+                            names(&to)
+                        ),
+                    });
+                    self.switch_to(color, &to).await?;
+                    break leftovers;
+                }
+                // A deploy is planned again from a state that names them live: they are then
+                // the old instances, not leftovers (a rollback never adopts).
+                Recovery::Adopt { color, instances } => self.adopt(color, &instances).await?,
+            }
+        };
+        if step != Step::Rollback {
+            // A pull can take long: an interrupt abandons it (a partial pull changes nothing).
+            let orchestrator = self.orchestrator().clone();
+            let spec = tokio::select! {
+                prepared = orchestrator.prepare(&self.options().target) => prepared?,
+                _ = self.engine.interrupt.triggered() => return Err(Cause::Interrupted),
+            };
+            self.plan.image = spec.image.clone();
+            self.plan.spec = Some(spec);
+        }
+        self.start_side_targets_and_clear(step, &leftovers).await
+    }
+
+    /// Fixes the deploy plan; returns the leftovers of the group it goes into.
+    async fn plan_deploy(&mut self) -> Result<Vec<Instance>, Cause> {
         let orchestrator = self.orchestrator().clone();
         let target = self.options().target.clone();
         let info = orchestrator.describe(&target).await?;
@@ -670,20 +740,12 @@ impl<'a> Run<'a> {
             old,
             old_color,
         };
-        // A pull can take long: an interrupt abandons it (a partial pull changes nothing).
-        let spec = tokio::select! {
-            prepared = orchestrator.prepare(&target) => prepared?,
-            _ = self.engine.interrupt.triggered() => return Err(Cause::Interrupted),
-        };
-        self.plan.image = spec.image.clone();
-        self.plan.spec = Some(spec);
-        self.start_side_targets_and_clear(&leftovers).await
+        Ok(leftovers)
     }
 
-    /// Fixes the rollback plan from what the previous release left ([`rollback::resolve`]).
-    /// Touches nothing that is live.
-    async fn prepare_rollback(&mut self) -> Result<(), Cause> {
-        self.checkpoint()?;
+    /// Fixes the rollback plan from what the previous release left ([`rollback::resolve`]);
+    /// returns the instances of the group it goes into that it does not reuse.
+    async fn plan_rollback(&mut self) -> Result<Vec<Instance>, Cause> {
         let resolved = rollback::resolve(self.orchestrator(), self.options(), &self.state).await?;
         if let Some(scale) = self.options().scale {
             if !self.options().steps.contains(&Step::Scale) {
@@ -710,31 +772,84 @@ impl<'a> Run<'a> {
             old: resolved.old,
             old_color: resolved.old_color,
         };
-        self.start_side_targets_and_clear(&clear).await
+        Ok(clear)
+    }
+
+    /// Takes `instances` (of `color`), which the proxy serves while the stored live colour
+    /// runs nothing, as the live release this run replaces: what they run is read back from
+    /// the first of them. Nothing is stored here: the release's own commit stores them as the
+    /// release a rollback returns to, by compare-and-swap against the state as it was read,
+    /// and a release that fails before it points the proxy back at them.
+    async fn adopt(&mut self, color: Color, instances: &[Instance]) -> Result<(), Cause> {
+        let first = instances
+            .first()
+            .expect("reconcile::inspect adopts routed instances only");
+        let spec = self
+            .orchestrator()
+            .recover_spec(first)
+            .await?
+            .spec()
+            .clone();
+        let group = Group::new(self.options().target.clone(), Some(color));
+        self.emit(Event::Notice {
+            message: format!(
+                "the proxy routes {} to {} of {group}, and the stored live colour runs no instance (an earlier run stopped between its switch and its commit): taking {group} as the live release ({}, read back from {}); this release goes into the other colour and its commit stores {group} as the one a rollback returns to",
+                self.options().service,
+                names(instances),
+                spec.image,
+                first.name
+            ),
+        });
+        let count = instances.len() as u32;
+        self.state = ReleaseState {
+            color: Some(color),
+            scale: Some(count),
+            last_release: Some(ReleaseRecord {
+                color: Some(color),
+                image: spec.image.clone(),
+                scale: count,
+                released_at: SystemTime::now(),
+                released_by: self.options().holder.clone(),
+                spec: Some(spec),
+            }),
+            previous_release: self.state.last_release.clone(),
+        };
+        Ok(())
     }
 
     /// Starts the side targets, then removes `leftovers` (instances in the release's group
-    /// it does not reuse) and their registrations.
-    async fn start_side_targets_and_clear(&self, leftovers: &[Instance]) -> Result<(), Cause> {
-        let orchestrator = self.orchestrator();
+    /// it does not reuse) and their registrations. With a proxy, the running ones are
+    /// drained first: a run killed during stop-old's drain leaves sessions on them.
+    async fn start_side_targets_and_clear(
+        &mut self,
+        step: Step,
+        leftovers: &[Instance],
+    ) -> Result<(), Cause> {
+        let orchestrator = self.orchestrator().clone();
         if !self.options().side_targets.is_empty() {
             orchestrator
                 .start_side_targets(&self.options().side_targets)
                 .await?;
         }
-        if !leftovers.is_empty() {
-            self.emit(Event::Notice {
-                message: format!(
-                    "removing {} leftover instance(s) of an older release: {}",
-                    leftovers.len(),
-                    names(leftovers)
-                ),
-            });
-            orchestrator.remove(leftovers).await?;
-            // An idle colour that was never stopped is still registered: a registry-backed
-            // proxy must not find its removed instances.
-            self.deregister(leftovers).await?;
+        if leftovers.is_empty() {
+            return Ok(());
         }
+        let running: Vec<Instance> = leftovers.iter().filter(|i| i.running).cloned().collect();
+        if !running.is_empty() {
+            self.drain(&running, step, Some("leftover instance(s)"))
+                .await?;
+        }
+        self.emit(Event::Notice {
+            message: format!(
+                "removing {} leftover instance(s) of an older release: {}",
+                leftovers.len(),
+                names(leftovers)
+            ),
+        });
+        orchestrator.remove(leftovers).await?;
+        // An idle colour that was never stopped is still registered: a registry-backed
+        // proxy must not find its removed instances.
+        self.deregister(leftovers).await?;
         Ok(())
     }
 
@@ -946,41 +1061,64 @@ impl<'a> Run<'a> {
         Ok(())
     }
 
-    /// Waits (bounded by the drain timeout) until the proxy reports no sessions on
-    /// `instances`, then stops or removes them.
+    /// Waits (bounded by the drain timeout) until the proxy, when there is one, reports no
+    /// sessions on `instances`. When `what` names them, a first poll that finds sessions says
+    /// so in a notice.
+    async fn drain(
+        &mut self,
+        instances: &[Instance],
+        step: Step,
+        what: Option<&str>,
+    ) -> Result<(), Cause> {
+        let Some(proxy) = self.proxy().cloned() else {
+            return Ok(());
+        };
+        let began = Instant::now();
+        let servers: Vec<SocketAddr> = instances.iter().filter_map(|i| i.address).collect();
+        let timeouts = self.options().timeouts;
+        let mut first = true;
+        loop {
+            self.checkpoint()?;
+            let sessions = proxy.sessions(&self.options().service, &servers).await?;
+            self.emit(Event::Draining {
+                sessions,
+                elapsed: began.elapsed(),
+            });
+            if sessions == 0 {
+                break;
+            }
+            if let (true, Some(what)) = (first, what) {
+                self.emit(Event::Notice {
+                    message: format!(
+                        "{sessions} session(s) still open on {what} {} (an earlier run stopped while they drained): draining them before they are removed",
+                        names(instances)
+                    ),
+                });
+            }
+            first = false;
+            if began.elapsed() >= timeouts.drain {
+                self.emit(Event::Notice {
+                    message: format!(
+                        "{sessions} session(s) still open after the drain timeout ({}); stopping anyway",
+                        crate::time::human(timeouts.drain)
+                    ),
+                });
+                break;
+            }
+            self.pause(timeouts.drain_poll).await;
+        }
+        self.timing(Some(step), Phase::Drain, began.elapsed());
+        Ok(())
+    }
+
+    /// Drains `instances` ([`Run::drain`]), then stops or removes them.
     async fn drain_and(
         &mut self,
         instances: &[Instance],
         retire: Retire,
         step: Step,
     ) -> Result<(), Cause> {
-        let began = Instant::now();
-        if let Some(proxy) = self.proxy().cloned() {
-            let servers: Vec<SocketAddr> = instances.iter().filter_map(|i| i.address).collect();
-            let timeouts = self.options().timeouts;
-            loop {
-                self.checkpoint()?;
-                let sessions = proxy.sessions(&self.options().service, &servers).await?;
-                self.emit(Event::Draining {
-                    sessions,
-                    elapsed: began.elapsed(),
-                });
-                if sessions == 0 {
-                    break;
-                }
-                if began.elapsed() >= timeouts.drain {
-                    self.emit(Event::Notice {
-                        message: format!(
-                            "{sessions} session(s) still open after the drain timeout ({}); stopping anyway",
-                            crate::time::human(timeouts.drain)
-                        ),
-                    });
-                    break;
-                }
-                self.pause(timeouts.drain_poll).await;
-            }
-            self.timing(Some(step), Phase::Drain, began.elapsed());
-        }
+        self.drain(instances, step, None).await?;
         let began = Instant::now();
         match retire {
             Retire::Stop => self.orchestrator().stop(instances).await?,
@@ -994,7 +1132,8 @@ impl<'a> Run<'a> {
 
     /// Undoes a failed step: the proxy goes back to `restore` (colour and servers) when it
     /// had been switched, then what the step created (`started`) is removed and what it
-    /// started again (`resumed`) is stopped. Returns what failed.
+    /// started again (`resumed`) is stopped. Returns what was undone and what failed, each
+    /// naming the instances, so the message names only what really remains.
     async fn roll_back(
         &self,
         step: Step,
@@ -1002,58 +1141,74 @@ impl<'a> Run<'a> {
         started: &[Instance],
         resumed: &[Instance],
         restore: Option<(Option<Color>, &[Instance])>,
-    ) -> Vec<String> {
+    ) -> Undo {
         self.emit(Event::RollingBack {
             step,
             reason: cause.to_string(),
         });
-        let mut failures = Vec::new();
+        let mut undo = Undo::default();
         if let (Some((color, old)), Some(proxy)) = (restore, self.proxy()) {
             let restored = if old.is_empty() {
                 proxy
                     .remove(&self.options().service)
                     .await
                     .map_err(Cause::from)
+                    .map(|()| format!("the route of {} was removed again", self.options().service))
             } else {
                 match (self.route(color), addresses(old)) {
                     (Some(route), Ok(servers)) => proxy
                         .reconfigure(&route, &servers)
                         .await
-                        .map_err(Cause::from),
+                        .map_err(Cause::from)
+                        .map(|()| format!("the proxy routes to {} again", names(old))),
                     (_, Err(cause)) => Err(cause),
-                    (None, _) => Ok(()),
+                    (None, _) => Ok(format!("the proxy routes to {} again", names(old))),
                 }
             };
-            if let Err(e) = restored {
-                failures.push(format!(
+            match restored {
+                Ok(done) => undo.done.push(done),
+                Err(e) => undo.failures.push(format!(
                     "point the proxy back at the old instances ({}): {e}",
                     names(old)
-                ));
+                )),
             }
         }
         if !started.is_empty() {
-            if let Err(e) = self.orchestrator().remove(started).await {
-                failures.push(format!(
+            let how = if step == Step::Rollback {
+                "recreated"
+            } else {
+                "started"
+            };
+            match self.orchestrator().remove(started).await {
+                Ok(()) => undo.done.push(format!(
+                    "the instances it {how} were removed ({})",
+                    names(started)
+                )),
+                Err(e) => undo.failures.push(format!(
                     "remove the new instances ({}): {e}",
                     names(started)
-                ));
+                )),
             }
             if let Err(e) = self.deregister(started).await {
-                failures.push(format!(
+                undo.failures.push(format!(
                     "deregister the new instances ({}) from the registry: {e}",
                     names(started)
                 ));
             }
         }
         if !resumed.is_empty() {
-            if let Err(e) = self.orchestrator().stop(resumed).await {
-                failures.push(format!(
+            match self.orchestrator().stop(resumed).await {
+                Ok(()) => undo.done.push(format!(
+                    "those it started again were stopped again ({})",
+                    names(resumed)
+                )),
+                Err(e) => undo.failures.push(format!(
                     "stop again the instances started again ({}): {e}",
                     names(resumed)
-                ));
+                )),
             }
         }
-        failures
+        undo
     }
 
     // ----- scale -----
@@ -1161,7 +1316,7 @@ impl<'a> Run<'a> {
         match outcome {
             Ok(()) => Ok(()),
             Err(cause) => {
-                let cleanup_failures = self
+                let undo = self
                     .roll_back(
                         step,
                         &cause,
@@ -1173,7 +1328,8 @@ impl<'a> Run<'a> {
                 Err(ReleaseError::Aborted {
                     step,
                     cause,
-                    cleanup_failures,
+                    undone: undo.done,
+                    cleanup_failures: undo.failures,
                 })
             }
         }
@@ -1276,7 +1432,7 @@ impl<'a> Run<'a> {
             ..self.state.clone()
         };
         if let Err(cause) = self.commit(state).await {
-            let cleanup_failures = self
+            let undo = self
                 .roll_back(
                     step,
                     &cause,
@@ -1288,7 +1444,8 @@ impl<'a> Run<'a> {
             return Err(ReleaseError::Aborted {
                 step,
                 cause,
-                cleanup_failures,
+                undone: undo.done,
+                cleanup_failures: undo.failures,
             });
         }
         self.timing(Some(step), Phase::Commit, began.elapsed());
@@ -1376,6 +1533,13 @@ impl<'a> Run<'a> {
             live.len()
         ))
     }
+}
+
+/// What undoing a failed step did and could not do, in words naming the instances.
+#[derive(Debug, Default)]
+struct Undo {
+    done: Vec<String>,
+    failures: Vec<String>,
 }
 
 /// What happens to instances once drained.

@@ -80,6 +80,16 @@ pub enum Cause {
         /// The image the previous release ran.
         image: String,
     },
+    /// The proxy routes to instances the stored state does not name live (a run was killed
+    /// between its switch and its commit) and the stored live colour runs nothing, so a
+    /// rollback would have to remove what is served.
+    #[error("the proxy routes {service} to {}, which the stored state does not name live, and the stored live colour runs no instance: a rollback would remove what is served; run a deploy (-F deploy), which stores them as live first", instances.join(", "))]
+    ServedNotLive {
+        /// The service.
+        service: ServiceName,
+        /// The instances the proxy routes to.
+        instances: Vec<String>,
+    },
     /// The run was interrupted (Ctrl-C) before this step could finish.
     #[error("interrupted")]
     Interrupted,
@@ -147,13 +157,19 @@ pub enum ReleaseError {
     },
     /// A step failed after it had started something, and was rolled back: what it started was
     /// removed, the proxy points at the servers it had before, the stored state is untouched.
-    /// `cleanup_failures` lists what could not be undone (empty when the rollback was clean).
-    #[error("{step} aborted: {cause}\n{}", rollback_summary(*step, cleanup_failures))]
+    /// `undone` says what was undone and `cleanup_failures` what could not be (empty when the
+    /// rollback was clean), each naming the instances.
+    #[error(
+        "{step} aborted: {cause}\n{}",
+        rollback_summary(undone, cleanup_failures)
+    )]
     Aborted {
         /// The step that was rolled back.
         step: Step,
         /// Why.
         cause: Cause,
+        /// What was undone (and what was left as it was found), in words.
+        undone: Vec<String>,
         /// Undo actions that failed, in words.
         cleanup_failures: Vec<String>,
     },
@@ -178,17 +194,17 @@ pub enum ReleaseError {
     },
 }
 
-fn rollback_summary(step: Step, failures: &[String]) -> String {
+fn rollback_summary(undone: &[String], failures: &[String]) -> String {
+    let done = if undone.is_empty() {
+        "it had started and switched nothing".to_string()
+    } else {
+        undone.join("; ")
+    };
     if failures.is_empty() {
-        match step {
-            // A rollback reuses instances: it removes only those it recreated.
-            Step::Rollback => "undone: the instances it recreated were removed and those it started again stopped again; the live version and the stored state are untouched",
-            _ => "rolled back: the instances it started were removed; the live version and the stored state are untouched",
-        }
-        .to_string()
+        format!("rolled back: {done}; the live version and the stored state are untouched")
     } else {
         format!(
-            "rolled back INCOMPLETELY; fix by hand:\n  - {}",
+            "rolled back INCOMPLETELY ({done}); fix by hand:\n  - {}",
             failures.join("\n  - ")
         )
     }

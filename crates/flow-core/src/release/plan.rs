@@ -7,6 +7,7 @@ use serde::Serialize;
 
 use crate::domain::{Color, ServiceName};
 use crate::orchestrator::{Group, Instance};
+use crate::release::reconcile::{self, Recovery};
 use crate::release::rollback::{self, Launch};
 use crate::release::{Cause, Engine, ReleaseError, Step};
 
@@ -22,6 +23,38 @@ pub enum PlannedAction {
         instances: Vec<String>,
         /// Why.
         why: String,
+    },
+    /// Point the proxy back at the stored live colour: it routes to instances an earlier run
+    /// started and the stored state does not name live (that run stopped between its switch
+    /// and its commit).
+    PointBack {
+        /// The step doing it.
+        step: Step,
+        /// The stored live colour.
+        color: Option<Color>,
+        /// How many of its running servers.
+        servers: usize,
+        /// The instances the proxy routes to now.
+        routed: Vec<String>,
+    },
+    /// Take the instances the proxy routes to as the live release the run replaces: the
+    /// stored live colour runs none (an earlier run stopped between its switch and its
+    /// commit). The commit stores them as the release a rollback returns to.
+    Adopt {
+        /// The step doing it.
+        step: Step,
+        /// Their colour.
+        color: Color,
+        /// Their names.
+        instances: Vec<String>,
+    },
+    /// Wait until the proxy reports no session on running instances that are about to be
+    /// removed.
+    Drain {
+        /// The step doing it.
+        step: Step,
+        /// Their names.
+        instances: Vec<String>,
     },
     /// Start new instances and wait for them to be healthy.
     Start {
@@ -88,6 +121,22 @@ impl fmt::Display for PlannedAction {
             PlannedAction::Remove { step, instances, why } => {
                 write!(f, "{step}: remove {} ({why})", instances.join(", "))
             }
+            PlannedAction::PointBack { step, color, servers, routed } => write!(
+                f,
+                "{step}: point the proxy back at {servers} server(s){} (it routes to {}, which the stored state does not name live)",
+                color.map(|c| format!(" of {c}")).unwrap_or_default(),
+                routed.join(", ")
+            ),
+            PlannedAction::Adopt { step, color, instances } => write!(
+                f,
+                "{step}: take {color} as live as the proxy serves it ({}), since the stored live colour runs no instance",
+                instances.join(", ")
+            ),
+            PlannedAction::Drain { step, instances } => write!(
+                f,
+                "{step}: drain {} (until the proxy reports no session on them)",
+                instances.join(", ")
+            ),
             PlannedAction::Start { step, group, numbers, image } => write!(
                 f,
                 "{step}: start {} instance(s) of {group} (numbers {}) from {image}, then wait until healthy",
@@ -194,36 +243,49 @@ impl Engine {
                         .map_err(|e| fail(e.into()))?
                         .image;
                     let count = wanted.unwrap_or_else(|| state.scale.unwrap_or(1));
-                    let old = if nothing_live {
-                        Vec::new()
-                    } else {
-                        running(list(live_group.clone()).await?)
-                    };
-                    let (group, first) = if options.blue_green {
+                    let (group, first, old) = loop {
+                        let live_group = Group::new(
+                            options.target.clone(),
+                            if options.blue_green { live_color } else { None },
+                        );
+                        let old = if options.blue_green && live_color.is_none() {
+                            Vec::new()
+                        } else {
+                            running(list(live_group.clone()).await?)
+                        };
+                        if !options.blue_green {
+                            let all = list(live_group.clone()).await?;
+                            let stopped: Vec<Instance> =
+                                all.iter().filter(|i| !i.running).cloned().collect();
+                            if !stopped.is_empty() {
+                                actions.push(PlannedAction::Remove {
+                                    step,
+                                    instances: names(&stopped),
+                                    why: "stopped leftovers".into(),
+                                });
+                            }
+                            let first = old.iter().map(|i| i.number).max().unwrap_or(0) + 1;
+                            break (live_group, first, old);
+                        }
                         let next = Color::next_after(live_color);
                         let group = Group::new(options.target.clone(), Some(next));
                         let leftovers = list(group.clone()).await?;
-                        if !leftovers.is_empty() {
-                            actions.push(PlannedAction::Remove {
-                                step,
-                                instances: names(&leftovers),
-                                why: "leftovers of an older release".into(),
-                            });
+                        match self
+                            .reconcile(step, &leftovers, live_color, &old, &mut actions)
+                            .await?
+                        {
+                            Some(adopted) => live_color = Some(adopted),
+                            None => {
+                                push_clear(
+                                    &mut actions,
+                                    step,
+                                    with_proxy,
+                                    &leftovers,
+                                    "leftovers of an older release",
+                                );
+                                break (group, 1, old);
+                            }
                         }
-                        (group, 1)
-                    } else {
-                        let all = list(live_group.clone()).await?;
-                        let stopped: Vec<Instance> =
-                            all.iter().filter(|i| !i.running).cloned().collect();
-                        if !stopped.is_empty() {
-                            actions.push(PlannedAction::Remove {
-                                step,
-                                instances: names(&stopped),
-                                why: "stopped leftovers".into(),
-                            });
-                        }
-                        let first = old.iter().map(|i| i.number).max().unwrap_or(0) + 1;
-                        (live_group.clone(), first)
                     };
                     actions.push(PlannedAction::Start {
                         step,
@@ -268,13 +330,22 @@ impl Engine {
                         .chain(&resolved.leftovers)
                         .cloned()
                         .collect();
-                    if !cleared.is_empty() {
-                        actions.push(PlannedAction::Remove {
-                            step,
-                            instances: names(&cleared),
-                            why: "leftovers that do not run the previous release".into(),
-                        });
-                    }
+                    // A rollback never adopts (reconcile::inspect refuses it).
+                    self.reconcile(
+                        step,
+                        &cleared,
+                        resolved.old_color,
+                        &resolved.old,
+                        &mut actions,
+                    )
+                    .await?;
+                    push_clear(
+                        &mut actions,
+                        step,
+                        with_proxy,
+                        &cleared,
+                        "leftovers that do not run the previous release",
+                    );
                     let count = resolved.launch.count();
                     match resolved.launch {
                         Launch::Create { numbers } => actions.push(PlannedAction::Start {
@@ -427,6 +498,78 @@ impl Engine {
             stored_scale: state.scale,
             actions,
         })
+    }
+}
+
+impl Engine {
+    /// Plans what [`reconcile::inspect`] asks for before `leftovers` are cleared: a switch
+    /// back (pushed onto `actions`; `None` returned), or an adoption, whose colour is
+    /// returned so that the caller plans again from the state naming it live.
+    async fn reconcile(
+        &self,
+        step: Step,
+        leftovers: &[Instance],
+        live_color: Option<Color>,
+        live: &[Instance],
+        actions: &mut Vec<PlannedAction>,
+    ) -> Result<Option<Color>, ReleaseError> {
+        let found = reconcile::inspect(
+            self.ports.proxy.as_ref(),
+            step,
+            &self.options.service,
+            leftovers,
+            live_color,
+            live,
+        )
+        .await
+        .map_err(|cause| ReleaseError::NothingChanged {
+            step: Some(step),
+            cause,
+        })?;
+        match found.recovery {
+            Recovery::Nothing => Ok(None),
+            Recovery::SwitchBack { color, to } => {
+                actions.push(PlannedAction::PointBack {
+                    step,
+                    color,
+                    servers: to.len(),
+                    routed: names(&found.routed),
+                });
+                Ok(None)
+            }
+            Recovery::Adopt { color, instances } => {
+                actions.push(PlannedAction::Adopt {
+                    step,
+                    color,
+                    instances: names(&instances),
+                });
+                Ok(Some(color))
+            }
+        }
+    }
+}
+
+/// Plans the removal of `leftovers`, the running ones drained first when a proxy is set.
+fn push_clear(
+    actions: &mut Vec<PlannedAction>,
+    step: Step,
+    with_proxy: bool,
+    leftovers: &[Instance],
+    why: &str,
+) {
+    let running: Vec<Instance> = leftovers.iter().filter(|i| i.running).cloned().collect();
+    if with_proxy && !running.is_empty() {
+        actions.push(PlannedAction::Drain {
+            step,
+            instances: names(&running),
+        });
+    }
+    if !leftovers.is_empty() {
+        actions.push(PlannedAction::Remove {
+            step,
+            instances: names(leftovers),
+            why: why.into(),
+        });
     }
 }
 

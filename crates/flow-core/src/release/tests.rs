@@ -390,7 +390,7 @@ async fn unhealthy_instance_aborts_removes_what_was_started_and_stores_nothing()
     .await
     .unwrap_err();
     assert!(
-        matches!(&error, ReleaseError::Aborted { step: Step::Deploy, cause: Cause::Unhealthy { .. }, cleanup_failures } if cleanup_failures.is_empty()),
+        matches!(&error, ReleaseError::Aborted { step: Step::Deploy, cause: Cause::Unhealthy { .. }, cleanup_failures, .. } if cleanup_failures.is_empty()),
         "{error:?}"
     );
     assert!(
@@ -2075,27 +2075,34 @@ async fn rollback_removes_instances_of_the_previous_colour_that_run_something_el
     assert_eq!(blue[0].image, "web:v1");
 }
 
-#[tokio::test]
-async fn a_failed_rollback_stops_again_what_it_started_and_changes_no_state() {
-    use crate::memory::HealthScript;
-    let (ports, orchestrator, registry, proxy) = memory_ports("web:v1");
-    v1_then_v2(&ports, &orchestrator, &[Step::StopOld]).await;
-    let before = registry.state(&service()).unwrap();
-    let route_before = proxy.route(&service()).unwrap();
+/// A rollback whose instances all fail their health check (fail-fast).
+async fn failing_rollback(
+    ports: &Ports,
+    orchestrator: &crate::memory::MemoryOrchestrator,
+) -> ReleaseError {
     orchestrator.set_health(
         TARGET,
-        HealthScript::UnhealthyAfter {
+        crate::memory::HealthScript::UnhealthyAfter {
             polls: 0,
             detail: "HTTP 500".into(),
         },
     );
     let mut rollback = options(&[Step::Rollback], true, None);
     rollback.health_fail_fast = true;
-    let error = Engine::new(ports.clone(), rollback)
+    Engine::new(ports.clone(), rollback)
         .unwrap()
         .run(&ignore)
         .await
-        .unwrap_err();
+        .unwrap_err()
+}
+
+#[tokio::test]
+async fn a_failed_rollback_stops_again_what_it_started_and_changes_no_state() {
+    let (ports, orchestrator, registry, proxy) = memory_ports("web:v1");
+    v1_then_v2(&ports, &orchestrator, &[Step::StopOld]).await;
+    let before = registry.state(&service()).unwrap();
+    let route_before = proxy.route(&service()).unwrap();
+    let error = failing_rollback(&ports, &orchestrator).await;
     assert!(
         matches!(&error, ReleaseError::Aborted { step: Step::Rollback, cleanup_failures, .. } if cleanup_failures.is_empty()),
         "{error}"
@@ -2103,7 +2110,7 @@ async fn a_failed_rollback_stops_again_what_it_started_and_changes_no_state() {
     assert!(
         error
             .to_string()
-            .contains("those it started again stopped again"),
+            .contains("those it started again were stopped again (app-blue-1)"),
         "{error}"
     );
     let blue = of_color(&orchestrator, Color::Blue);
@@ -2237,4 +2244,582 @@ async fn rollback_without_blue_green_recreates_the_previous_spec_and_removes_the
     let state = registry.state(&service()).unwrap();
     assert_eq!(state.last_release.unwrap().image, "web:v1");
     assert_eq!(state.previous_release.unwrap().image, "web:v2");
+}
+
+// ----- after a killed run -----
+
+/// How long the lease of a killed run lives: it ends by its TTL, as a killed process's does
+/// in a registry with TTLs.
+const KILLED_LEASE: Duration = Duration::from_millis(300);
+
+/// A run "killed" where `at` first matches an event: it unwinds out of the engine there, so
+/// nothing after that point runs (no rollback, no unlock), as with SIGKILL. Returns once the
+/// dead run's lease has run out.
+async fn killed_at(ports: &Ports, steps: &[Step], at: impl Fn(&Event) -> bool + Send + Sync) {
+    use futures::FutureExt;
+    let mut killed = options(steps, true, None);
+    killed.timeouts.lock_ttl = KILLED_LEASE;
+    killed.timeouts.drain = Duration::from_secs(30);
+    let engine = Engine::new(ports.clone(), killed).unwrap();
+    let observer = move |event: &Event| {
+        if at(event) {
+            // Unwinds without the panic hook: the kill is expected, not a failure.
+            std::panic::resume_unwind(Box::new("killed"));
+        }
+    };
+    let outcome = std::panic::AssertUnwindSafe(engine.run(&observer))
+        .catch_unwind()
+        .await;
+    assert!(outcome.is_err(), "the run ended before the kill point");
+    tokio::time::sleep(KILLED_LEASE + Duration::from_millis(100)).await;
+}
+
+/// A deploy killed right after its proxy switch, before its commit.
+async fn killed_after_switch(ports: &Ports) {
+    killed_at(
+        ports,
+        &[Step::Deploy],
+        finished(Step::Deploy, crate::release::Phase::Switch),
+    )
+    .await;
+}
+
+/// Whether `op` asks the proxy for the sessions of exactly `instances`.
+fn drains(op: &AnyOp, instances: &[Instance]) -> bool {
+    matches!(op, AnyOp::Proxy(crate::memory::ProxyOperation::Sessions(_, s)) if *s == addrs(instances))
+}
+
+/// Whether an event marks a kill point.
+type KillPointFn = Box<dyn Fn(&Event) -> bool + Send + Sync>;
+
+fn finished(step: Step, phase: crate::release::Phase) -> impl Fn(&Event) -> bool + Send + Sync {
+    move |event| matches!(event, Event::PhaseFinished { step: Some(s), phase: p, .. } if *s == step && *p == phase)
+}
+
+/// Runs `steps` to the end, collecting the events.
+async fn run_collecting(ports: &Ports, steps: &[Step]) -> (crate::release::Report, Vec<Event>) {
+    let events = Mutex::new(Vec::new());
+    let collect = |event: &Event| events.lock().unwrap().push(event.clone());
+    let report = Engine::new(ports.clone(), options(steps, true, None))
+        .unwrap()
+        .run(&collect)
+        .await
+        .unwrap_or_else(|e| panic!("the next run fails: {e}"));
+    (report, events.into_inner().unwrap())
+}
+
+fn notices(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            Event::Notice { message } => Some(message.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Every operation of the three memory ports after `since` (a sequence number), in order.
+#[derive(Debug, Clone, PartialEq)]
+enum AnyOp {
+    Orchestrator(crate::memory::OrchestratorOperation),
+    Proxy(crate::memory::ProxyOperation),
+    Registry(Box<crate::memory::RegistryOperation>),
+}
+
+fn all_operations(
+    orchestrator: &crate::memory::MemoryOrchestrator,
+    registry: &crate::memory::MemoryRegistry,
+    proxy: &crate::memory::MemoryProxy,
+    since: u64,
+) -> Vec<AnyOp> {
+    let mut all: Vec<(u64, AnyOp)> = orchestrator
+        .operations()
+        .into_iter()
+        .map(|r| (r.sequence, AnyOp::Orchestrator(r.operation)))
+        .chain(
+            proxy
+                .operations()
+                .into_iter()
+                .map(|r| (r.sequence, AnyOp::Proxy(r.operation))),
+        )
+        .chain(
+            registry
+                .operations()
+                .into_iter()
+                .map(|r| (r.sequence, AnyOp::Registry(Box::new(r.operation)))),
+        )
+        .filter(|(sequence, _)| *sequence > since)
+        .collect();
+    all.sort_by_key(|(sequence, _)| *sequence);
+    all.into_iter().map(|(_, op)| op).collect()
+}
+
+/// The sequence number of the latest operation any memory port recorded.
+fn last_sequence(
+    orchestrator: &crate::memory::MemoryOrchestrator,
+    registry: &crate::memory::MemoryRegistry,
+    proxy: &crate::memory::MemoryProxy,
+) -> u64 {
+    let o = orchestrator.operations().last().map_or(0, |r| r.sequence);
+    let p = proxy.operations().last().map_or(0, |r| r.sequence);
+    let r = registry.operations().last().map_or(0, |r| r.sequence);
+    o.max(p).max(r)
+}
+
+/// Where `wanted` first occurs in `ops` (panics, listing them, when it does not).
+fn position(ops: &[AnyOp], what: &str, wanted: impl Fn(&AnyOp) -> bool) -> usize {
+    ops.iter()
+        .position(wanted)
+        .unwrap_or_else(|| panic!("no {what} in {ops:#?}"))
+}
+
+/// Whether `op` points the proxy at exactly `servers`.
+fn reconfigures_to(op: &AnyOp, servers: &[SocketAddr]) -> bool {
+    matches!(op, AnyOp::Proxy(crate::memory::ProxyOperation::Reconfigure(_, s)) if s == servers)
+}
+
+fn removes(op: &AnyOp, instances: &[Instance]) -> bool {
+    let wanted: Vec<String> = instances.iter().map(|i| i.name.clone()).collect();
+    matches!(op, AnyOp::Orchestrator(crate::memory::OrchestratorOperation::Remove(names)) if *names == wanted)
+}
+
+/// The invariants every next run must leave: the stored colour runs and is what the proxy
+/// routes to, exactly its running instances, which run `image`; nothing else of that colour
+/// is left.
+fn assert_converged(
+    orchestrator: &crate::memory::MemoryOrchestrator,
+    registry: &crate::memory::MemoryRegistry,
+    proxy: &crate::memory::MemoryProxy,
+    image: &str,
+) -> Color {
+    let state = registry.state(&service()).expect("a stored state");
+    let live = state.color.expect("a live colour");
+    let instances = of_color(orchestrator, live);
+    assert!(
+        !instances.is_empty() && instances.iter().all(|i| i.running && i.image == image),
+        "{instances:?}"
+    );
+    let (route, servers) = proxy.route(&service()).expect("a route");
+    assert_eq!(
+        route.color,
+        Some(live),
+        "the proxy routes the stored colour"
+    );
+    assert_eq!(
+        servers,
+        addrs(&instances),
+        "the proxy routes its running instances"
+    );
+    assert_eq!(
+        state.last_release.as_ref().map(|r| r.image.as_str()),
+        Some(image)
+    );
+    live
+}
+
+#[tokio::test]
+async fn a_run_killed_while_starting_or_waiting_for_health_leaves_instances_the_next_deploy_removes(
+) {
+    let points: [(&str, KillPointFn); 2] = [
+        (
+            "start",
+            Box::new(finished(Step::Deploy, crate::release::Phase::Start)),
+        ),
+        (
+            "health wait",
+            Box::new(|e: &Event| matches!(e, Event::WaitingHealthy { .. })),
+        ),
+    ];
+    for (point, at) in points {
+        let (ports, orchestrator, registry, proxy) = memory_ports("web:v1");
+        run_steps(&ports, &[Step::Deploy]).await.unwrap();
+        let blue = of_color(&orchestrator, Color::Blue);
+        orchestrator.add_target(TARGET, "web:v2");
+        killed_at(&ports, &[Step::Deploy], at).await;
+        let stranded = of_color(&orchestrator, Color::Green);
+        assert_eq!(stranded.len(), 1, "{point}: the killed run started green");
+        assert_eq!(proxy.route(&service()).unwrap().1, addrs(&blue), "{point}");
+        assert_eq!(registry.state(&service()).unwrap().color, Some(Color::Blue));
+
+        orchestrator.add_target(TARGET, "web:v3");
+        let since = last_sequence(&orchestrator, &registry, &proxy);
+        run_steps(&ports, &[Step::Deploy]).await.unwrap();
+
+        let ops = all_operations(&orchestrator, &registry, &proxy, since);
+        let removed = position(&ops, "removal of the stranded instance", |op| {
+            removes(op, &stranded)
+        });
+        let drained = position(&ops, "drain check", |op| drains(op, &stranded));
+        assert!(drained < removed, "{point}: drain before removal: {ops:#?}");
+        assert!(
+            !ops.iter().any(|op| reconfigures_to(op, &addrs(&stranded))),
+            "{point}: never routed to"
+        );
+        assert_eq!(
+            assert_converged(&orchestrator, &registry, &proxy, "web:v3"),
+            Color::Green
+        );
+        assert_eq!(
+            of_color(&orchestrator, Color::Blue),
+            blue,
+            "{point}: blue kept"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_run_killed_between_switch_and_commit_is_switched_back_and_drained_before_its_instances_go(
+) {
+    let (ports, orchestrator, registry, proxy) = memory_ports("web:v1");
+    run_steps(&ports, &[Step::Deploy]).await.unwrap();
+    let blue = of_color(&orchestrator, Color::Blue);
+    let stored = registry.state(&service()).unwrap();
+    orchestrator.add_target(TARGET, "web:v2");
+    killed_after_switch(&ports).await;
+    // What the issue measured: the state says blue, the proxy routes to green.
+    let served = of_color(&orchestrator, Color::Green);
+    assert_eq!(proxy.route(&service()).unwrap().1, addrs(&served));
+    assert_eq!(registry.state(&service()).unwrap(), stored);
+
+    orchestrator.add_target(TARGET, "web:v3");
+    let since = last_sequence(&orchestrator, &registry, &proxy);
+    let (_, events) = run_collecting(&ports, &[Step::Deploy]).await;
+
+    let ops = all_operations(&orchestrator, &registry, &proxy, since);
+    let back = position(&ops, "switch back to blue", |op| {
+        reconfigures_to(op, &addrs(&blue))
+    });
+    let drained = position(&ops, "drain of the served green", |op| drains(op, &served));
+    let removed = position(&ops, "removal of the served green", |op| {
+        removes(op, &served)
+    });
+    assert!(
+        back < drained && drained < removed,
+        "switch back, drain, remove: {ops:#?}"
+    );
+    let message = notices(&events).join("\n");
+    assert!(
+        message.contains(&served[0].name)
+            && message.contains("pointing it back at the live app-blue"),
+        "{message}"
+    );
+    assert_eq!(
+        assert_converged(&orchestrator, &registry, &proxy, "web:v3"),
+        Color::Green
+    );
+    assert_eq!(of_color(&orchestrator, Color::Blue), blue);
+    let state = registry.state(&service()).unwrap();
+    assert_eq!(
+        state.previous_release, stored.last_release,
+        "v1 stays the one to return to"
+    );
+}
+
+#[tokio::test]
+async fn a_rollback_after_a_run_killed_between_switch_and_commit_switches_back_before_removing() {
+    let (ports, orchestrator, registry, proxy) = memory_ports("web:v1");
+    v1_then_v2(&ports, &orchestrator, &[]).await;
+    let green = of_color(&orchestrator, Color::Green);
+    orchestrator.add_target(TARGET, "web:v3");
+    killed_after_switch(&ports).await;
+    let served = of_color(&orchestrator, Color::Blue);
+    assert_eq!(served[0].image, "web:v3");
+    assert_eq!(proxy.route(&service()).unwrap().1, addrs(&served));
+    assert_eq!(
+        registry.state(&service()).unwrap().color,
+        Some(Color::Green)
+    );
+
+    let since = last_sequence(&orchestrator, &registry, &proxy);
+    run_collecting(&ports, &[Step::Rollback]).await;
+
+    let ops = all_operations(&orchestrator, &registry, &proxy, since);
+    let back = position(&ops, "switch back to green", |op| {
+        reconfigures_to(op, &addrs(&green))
+    });
+    let removed = position(&ops, "removal of the served v3", |op| removes(op, &served));
+    assert!(back < removed, "{ops:#?}");
+    assert_eq!(
+        assert_converged(&orchestrator, &registry, &proxy, "web:v1"),
+        Color::Blue
+    );
+    assert_eq!(
+        of_color(&orchestrator, Color::Green),
+        green,
+        "v2 keeps running until stop-old"
+    );
+}
+
+#[tokio::test]
+async fn a_first_deploy_killed_between_switch_and_commit_is_adopted_by_the_next_deploy() {
+    use crate::memory::RegistryOperation as Reg;
+    let (ports, orchestrator, registry, proxy) = memory_ports("web:v1");
+    killed_after_switch(&ports).await;
+    assert_eq!(registry.state(&service()), None, "nothing was stored");
+    let served = of_color(&orchestrator, Color::Blue);
+    assert_eq!(proxy.route(&service()).unwrap().1, addrs(&served));
+    orchestrator.add_target(TARGET, "web:v2");
+
+    let plan = Engine::new(ports.clone(), options(&[Step::Deploy], true, None))
+        .unwrap()
+        .plan()
+        .await
+        .unwrap();
+    assert_eq!(
+        plan.actions[0],
+        PlannedAction::Adopt {
+            step: Step::Deploy,
+            color: Color::Blue,
+            instances: vec![served[0].name.clone()],
+        }
+    );
+    assert!(
+        matches!(&plan.actions[1], PlannedAction::Start { group, .. } if group == "app-green"),
+        "{plan}"
+    );
+
+    let since = last_sequence(&orchestrator, &registry, &proxy);
+    let (_, events) = run_collecting(&ports, &[Step::Deploy]).await;
+
+    let ops = all_operations(&orchestrator, &registry, &proxy, since);
+    assert!(
+        !ops.iter().any(|op| matches!(
+            op,
+            AnyOp::Orchestrator(crate::memory::OrchestratorOperation::Remove(_))
+        )),
+        "what the proxy serves is never removed: {ops:#?}"
+    );
+    let stores: Vec<&ReleaseState> = ops
+        .iter()
+        .filter_map(|op| match op {
+            AnyOp::Registry(op) => match op.as_ref() {
+                Reg::Store { state, .. } => Some(state),
+                _ => None,
+            },
+            _ => None,
+        })
+        .collect();
+    assert_eq!(stores.len(), 1, "one compare-and-swap: the release's own");
+    assert!(notices(&events)
+        .iter()
+        .any(|n| n.contains("taking app-blue as the live release")));
+    assert_eq!(
+        assert_converged(&orchestrator, &registry, &proxy, "web:v2"),
+        Color::Green
+    );
+    assert_eq!(
+        of_color(&orchestrator, Color::Blue),
+        served,
+        "the adopted v1 keeps running"
+    );
+    let state = registry.state(&service()).unwrap();
+    let adopted = state.previous_release.unwrap();
+    assert_eq!(
+        (adopted.image.as_str(), adopted.color),
+        ("web:v1", Some(Color::Blue)),
+        "a rollback returns to it"
+    );
+    assert_eq!(
+        adopted.spec,
+        orchestrator.spec_of(&served[0].id),
+        "its spec read back"
+    );
+}
+
+#[tokio::test]
+async fn a_deploy_that_adopted_and_then_fails_stores_nothing_and_leaves_the_proxy_on_what_it_served(
+) {
+    use crate::memory::HealthScript;
+    let (ports, orchestrator, registry, proxy) = memory_ports("web:v1");
+    killed_after_switch(&ports).await;
+    let served = of_color(&orchestrator, Color::Blue);
+    orchestrator.add_target(TARGET, "web:v2");
+    orchestrator.set_health(
+        TARGET,
+        HealthScript::UnhealthyAfter {
+            polls: 0,
+            detail: "HTTP 500".into(),
+        },
+    );
+    let mut deploy = options(&[Step::Deploy], true, None);
+    deploy.health_fail_fast = true;
+    let error = Engine::new(ports.clone(), deploy)
+        .unwrap()
+        .run(&ignore)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, ReleaseError::Aborted { cleanup_failures, .. } if cleanup_failures.is_empty()),
+        "{error:?}"
+    );
+    assert_eq!(registry.state(&service()), None, "nothing was stored");
+    assert_eq!(proxy.route(&service()).unwrap().1, addrs(&served));
+    assert_eq!(of_color(&orchestrator, Color::Blue), served);
+    assert!(of_color(&orchestrator, Color::Green).is_empty());
+}
+
+#[tokio::test]
+async fn a_run_killed_during_stop_olds_drain_leaves_sessions_the_next_deploy_drains_first() {
+    let (ports, orchestrator, registry, proxy) = memory_ports("web:v1");
+    run_steps(&ports, &[Step::Deploy]).await.unwrap();
+    let blue = of_color(&orchestrator, Color::Blue);
+    orchestrator.add_target(TARGET, "web:v2");
+    // One session stays open on blue for as long as the killed run drains.
+    proxy.drain_after(&service(), 1, u32::MAX);
+    killed_at(
+        &ports,
+        &[Step::Deploy, Step::StopOld],
+        |e| matches!(e, Event::Draining { sessions, .. } if *sessions > 0),
+    )
+    .await;
+    assert_eq!(
+        registry.state(&service()).unwrap().color,
+        Some(Color::Green)
+    );
+    assert!(of_color(&orchestrator, Color::Blue)
+        .iter()
+        .all(|i| i.running));
+    // It ends after two more polls.
+    proxy.drain_after(&service(), 1, 2);
+
+    orchestrator.add_target(TARGET, "web:v3");
+    let since = last_sequence(&orchestrator, &registry, &proxy);
+    let (_, events) = run_collecting(&ports, &[Step::Deploy]).await;
+
+    let ops = all_operations(&orchestrator, &registry, &proxy, since);
+    let polls: Vec<usize> = ops
+        .iter()
+        .enumerate()
+        .filter(|(_, op)| drains(op, &blue))
+        .map(|(n, _)| n)
+        .collect();
+    let removed = position(&ops, "removal of the old blue", |op| removes(op, &blue));
+    assert_eq!(polls.len(), 3, "polled until the session ended: {ops:#?}");
+    assert!(
+        polls.iter().all(|&n| n < removed),
+        "drained before removal: {ops:#?}"
+    );
+    assert!(
+        notices(&events)
+            .iter()
+            .any(|n| n.contains("1 session(s) still open") && n.contains(&blue[0].name)),
+        "{events:?}"
+    );
+    assert_eq!(
+        assert_converged(&orchestrator, &registry, &proxy, "web:v3"),
+        Color::Blue
+    );
+}
+
+#[tokio::test]
+async fn a_rollback_that_would_remove_what_is_served_is_refused_and_a_deploy_adopts_it() {
+    let (ports, orchestrator, registry, proxy) = memory_ports("web:v1");
+    v1_then_v2(&ports, &orchestrator, &[Step::StopOld]).await;
+    orchestrator.add_target(TARGET, "web:v3");
+    killed_after_switch(&ports).await;
+    let served = of_color(&orchestrator, Color::Blue);
+    // The stored live colour runs nothing any more.
+    crate::Orchestrator::stop(&orchestrator, &of_color(&orchestrator, Color::Green))
+        .await
+        .unwrap();
+    let stored = registry.state(&service()).unwrap();
+
+    let error = run_steps(&ports, &[Step::Rollback]).await.unwrap_err();
+    assert!(
+        matches!(&error, ReleaseError::NothingChanged { cause: Cause::ServedNotLive { instances, .. }, .. } if *instances == vec![served[0].name.clone()]),
+        "{error:?}"
+    );
+    assert!(error.to_string().contains("run a deploy"), "{error}");
+    assert_eq!(registry.state(&service()).unwrap(), stored);
+    assert_eq!(proxy.route(&service()).unwrap().1, addrs(&served));
+
+    run_collecting(&ports, &[Step::Deploy]).await;
+    assert_eq!(
+        assert_converged(&orchestrator, &registry, &proxy, "web:v3"),
+        Color::Green
+    );
+    assert_eq!(of_color(&orchestrator, Color::Blue), served);
+}
+
+#[tokio::test]
+async fn the_dry_run_after_a_run_killed_between_switch_and_commit_names_the_reconcile() {
+    let (ports, orchestrator, registry, proxy) = memory_ports("web:v1");
+    run_steps(&ports, &[Step::Deploy]).await.unwrap();
+    let blue = of_color(&orchestrator, Color::Blue);
+    orchestrator.add_target(TARGET, "web:v2");
+    killed_after_switch(&ports).await;
+    let served = of_color(&orchestrator, Color::Green);
+    let plan = Engine::new(ports.clone(), options(&[Step::Deploy], true, None))
+        .unwrap()
+        .plan()
+        .await
+        .unwrap();
+    let green = vec![served[0].name.clone()];
+    assert_eq!(
+        plan.actions[..3],
+        [
+            PlannedAction::PointBack {
+                step: Step::Deploy,
+                color: Some(Color::Blue),
+                servers: 1,
+                routed: green.clone(),
+            },
+            PlannedAction::Drain {
+                step: Step::Deploy,
+                instances: green.clone(),
+            },
+            PlannedAction::Remove {
+                step: Step::Deploy,
+                instances: green.clone(),
+                why: "leftovers of an older release".into(),
+            },
+        ]
+    );
+    assert!(
+        plan.to_string()
+            .contains("deploy: point the proxy back at 1 server(s) of blue"),
+        "{plan}"
+    );
+    assert_eq!(
+        proxy.route(&service()).unwrap().1,
+        addrs(&served),
+        "the dry run changes nothing"
+    );
+
+    // The real run does what the plan said, in its order.
+    let since = last_sequence(&orchestrator, &registry, &proxy);
+    run_collecting(&ports, &[Step::Deploy]).await;
+    let ops = all_operations(&orchestrator, &registry, &proxy, since);
+    let back = position(&ops, "switch back", |op| reconfigures_to(op, &addrs(&blue)));
+    let removed = position(&ops, "removal", |op| removes(op, &served));
+    let started = position(&ops, "start", |op| {
+        matches!(
+            op,
+            AnyOp::Orchestrator(crate::memory::OrchestratorOperation::Start(..))
+        )
+    });
+    assert!(back < removed && removed < started, "{ops:#?}");
+}
+
+#[tokio::test]
+async fn a_failed_warm_rollback_says_it_left_the_running_instances_and_nothing_else() {
+    let (ports, orchestrator, registry, _proxy) = memory_ports("web:v1");
+    v1_then_v2(&ports, &orchestrator, &[]).await;
+    let blue = of_color(&orchestrator, Color::Blue);
+    let before = registry.state(&service()).unwrap();
+    let error = failing_rollback(&ports, &orchestrator).await;
+    let text = error.to_string();
+    assert!(
+        text.contains(&format!(
+            "rolled back: {} were running before and keep running; the live version",
+            blue[0].name
+        )),
+        "{text}"
+    );
+    assert!(
+        !text.contains("recreated") && !text.contains("started again"),
+        "names only what happened: {text}"
+    );
+    assert_eq!(of_color(&orchestrator, Color::Blue), blue);
+    assert_eq!(registry.state(&service()).unwrap(), before);
 }

@@ -117,8 +117,8 @@ pub use domain::{
     ReleaseState, Revision, ScaleSpec, ServiceName, Versioned,
 };
 pub use orchestrator::{
-    Diagnosis, DynOrchestrator, Group, Health, Instance, Orchestrator, OrchestratorError,
-    RecoveredSpec, TargetInfo,
+    DependencyFailure, Diagnosis, DynOrchestrator, Group, Health, Instance, Orchestrator,
+    OrchestratorError, RecoveredSpec, TargetInfo,
 };
 pub use proxy::{DynProxy, PathType, Proxy, ProxyError, Route, ServedRoute, ServedServer};
 pub use registry::{

@@ -190,16 +190,10 @@ pub enum OrchestratorError {
         message: String,
     },
     /// A service the one being started depends on (Compose `depends_on`) is not there or did
-    /// not meet its condition; nothing of the dependent service was started.
-    #[error("{service} depends on {dependency}: {message}")]
-    Dependency {
-        /// The service that was to start.
-        service: String,
-        /// The service it depends on.
-        dependency: String,
-        /// What is wrong and how to fix it.
-        message: String,
-    },
+    /// not meet its condition; nothing of the dependent service was started. Boxed: the
+    /// other variants are smaller, and every release error carries this enum.
+    #[error(transparent)]
+    Dependency(Box<DependencyFailure>),
     /// Any other answer of the engine.
     #[error("the container engine refused {operation}: {message}")]
     Engine {
@@ -208,6 +202,25 @@ pub enum OrchestratorError {
         /// The engine's message.
         message: String,
     },
+}
+
+/// A dependency (Compose `depends_on`) that is not there or did not meet its condition
+/// ([`OrchestratorError::Dependency`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{service} depends on {dependency}: {message}")]
+pub struct DependencyFailure {
+    /// The service that was to start.
+    pub service: String,
+    /// The service it depends on.
+    pub dependency: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl From<DependencyFailure> for OrchestratorError {
+    fn from(failure: DependencyFailure) -> Self {
+        OrchestratorError::Dependency(Box::new(failure))
+    }
 }
 
 /// The container engine that runs a service's instances. See the [module docs](self) for

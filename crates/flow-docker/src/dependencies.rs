@@ -19,7 +19,7 @@
 use std::time::{Duration, Instant};
 
 use bollard::models::{ContainerInspectResponse, ContainerStateStatusEnum, HealthStatusEnum};
-use flow_core::OrchestratorError;
+use flow_core::{DependencyFailure, OrchestratorError};
 
 use crate::compose::{ComposeError, Condition, Dependency};
 use crate::progress::DockerEvent;
@@ -48,24 +48,24 @@ impl DockerOrchestrator {
         self.compose
             .start_order(services)
             .map_err(|error| match &error {
-                ComposeError::DependencyCycle { cycle } => OrchestratorError::Dependency {
+                ComposeError::DependencyCycle { cycle } => OrchestratorError::from(DependencyFailure {
                     service: cycle[0].clone(),
                     dependency: cycle.get(1).cloned().unwrap_or_default(),
                     message: error.to_string(),
-                },
+                }),
                 ComposeError::UnknownDependency {
                     service,
                     dependency,
-                } => OrchestratorError::Dependency {
+                } => OrchestratorError::from(DependencyFailure {
                     service: service.clone(),
                     dependency: dependency.clone(),
                     message: "the Compose file does not define it; define it, or mark the dependency `required: false`".into(),
-                },
-                _ => OrchestratorError::Dependency {
+                }),
+                _ => OrchestratorError::from(DependencyFailure {
                     service: services.join(", "),
                     dependency: String::new(),
                     message: error.to_string(),
-                },
+                }),
             })
     }
 
@@ -88,11 +88,11 @@ impl DockerOrchestrator {
                     });
                 }
                 Err(message) => {
-                    return Err(OrchestratorError::Dependency {
+                    return Err(OrchestratorError::from(DependencyFailure {
                         service: service.to_string(),
                         dependency: dependency.clone(),
                         message,
-                    })
+                    }))
                 }
             }
         }

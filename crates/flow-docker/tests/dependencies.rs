@@ -176,11 +176,9 @@ async fn started_at(name: &str) -> String {
 
 fn dependency_error(result: Result<(), OrchestratorError>) -> (String, String, String) {
     match result {
-        Err(OrchestratorError::Dependency {
-            service,
-            dependency,
-            message,
-        }) => (service, dependency, message),
+        Err(OrchestratorError::Dependency(failure)) => {
+            (failure.service, failure.dependency, failure.message)
+        }
         other => panic!("expected a dependency error, got {other:?}"),
     }
 }

@@ -1,9 +1,11 @@
-//! A stateful in-process double of the parts of Consul's HTTP API docker-flow uses (feature
-//! `double`), for tests where a real agent cannot be run.
+//! A stateful in-process double of the parts of Consul's HTTP API docker-flow uses, for tests
+//! where a real agent cannot be run.
+//!
+//! It is a crate of its own, outside the product crates: `flow-consul` ships only the
+//! adapter, and the crates testing against Consul take this crate as a dev-dependency.
 //!
 //! It serves plain HTTP/1.1 on `127.0.0.1:<free port>` (or the address given to
-//! [`ConsulDouble::start_on`]; the `consul-double` binary of crate `flow-consul-double` serves
-//! it on its own) and keeps everything in memory. What it implements, with the shapes Consul
+//! [`ConsulDouble::start_on`]; the `consul-double` binary of this crate serves it on its own) and keeps everything in memory. What it implements, with the shapes Consul
 //! documents:
 //!
 //! * **KV** `GET /v1/kv/<key>` — a JSON array of entries (`Key`, base64 `Value`, `Flags`,
@@ -76,6 +78,8 @@
 //! [`ConsulDouble::set_catalog_sync_delay`] are test hooks with no Consul counterpart:
 //! test-only.
 
+#![deny(missing_docs)]
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::convert::Infallible;
 use std::hash::{BuildHasher, Hasher};
@@ -95,7 +99,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::duration;
+use flow_core::time::go_duration as duration;
 
 const NODE: &str = "consul-double";
 const NODE_ADDRESS: &str = "127.0.0.1";

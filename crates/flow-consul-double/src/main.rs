@@ -1,4 +1,4 @@
-//! `consul-double`: the in-repo Consul double ([`flow_consul::double::ConsulDouble`]) as a
+//! `consul-double`: the in-repo Consul double ([`flow_consul_double::ConsulDouble`]) as a
 //! server of its own, so that any Consul client — another language's library, `curl`, a
 //! container — can be pointed at it.
 //!
@@ -14,12 +14,11 @@
 //!
 //! # Why a crate of its own
 //!
-//! The double lives in `flow-consul` behind the `double` feature so that the crates testing
-//! against it get it without a server process. A `[[bin]]` in `flow-consul` would need
-//! `required-features = ["double"]`, and Cargo silently skips such a binary in a plain
-//! `cargo build --workspace`; it would also make clap a dependency of the library's manifest.
-//! As its own workspace member the binary is always built, turns the feature on for itself
-//! only, and its integration test can start it through `CARGO_BIN_EXE_consul-double`.
+//! The double is a library (this crate's) so that the crates testing against it get it in
+//! process, and a binary beside it so that any client can reach it. Keeping both out of
+//! `flow-consul` leaves the product crate with the adapter alone (no server code, no clap),
+//! and as a workspace member the binary is always built and its integration test can start
+//! it through `CARGO_BIN_EXE_consul-double`.
 //!
 //! # Exit codes
 //!
@@ -32,7 +31,7 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 
 use clap::Parser;
-use flow_consul::double::ConsulDouble;
+use flow_consul_double::ConsulDouble;
 use tokio::signal::unix::{signal, SignalKind};
 
 /// A stateful, in-memory double of the parts of Consul's HTTP API docker-flow uses (KV,

@@ -4,7 +4,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine as _;
-use flow_consul::double::{CheckStatus, ConsulDouble};
+use flow_consul_double::{CheckStatus, ConsulDouble};
 use reqwest::{Client, Method, Response, StatusCode};
 use serde_json::{json, Value};
 

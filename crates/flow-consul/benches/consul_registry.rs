@@ -6,8 +6,8 @@
 
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
-use flow_consul::double::ConsulDouble;
 use flow_consul::ConsulRegistry;
+use flow_consul_double::ConsulDouble;
 use flow_core::{Color, Registry, ReleaseRecord, ReleaseState, Revision, ServiceName};
 
 const ITERATIONS: u32 = 300;

@@ -77,16 +77,15 @@
 //!
 //! # Testing
 //!
-//! With the feature `double`, `double::ConsulDouble` is a stateful in-process double of the
-//! parts of Consul's HTTP API used here, for tests of this crate and of the crates using it.
+//! The crate `flow-consul-double` is a stateful in-process double of the parts of Consul's
+//! HTTP API used here (and the `consul-double` binary), for tests of this crate and of the
+//! crates using it; the same tests run against a real Consul when `FLOW_TEST_CONSUL_ADDR` is
+//! set.
 
 #![deny(missing_docs)]
 
 /// Go durations, the form Consul writes TTLs, intervals and timeouts in.
 pub use flow_core::time::go_duration as duration;
-
-#[cfg(feature = "double")]
-pub mod double;
 
 use std::collections::BTreeMap;
 use std::fmt;

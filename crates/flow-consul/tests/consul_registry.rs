@@ -10,8 +10,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use flow_consul::double::ConsulDouble;
 use flow_consul::ConsulRegistry;
+use flow_consul_double::ConsulDouble;
 use flow_core::{
     Color, Registry, RegistryError, ReleaseRecord, ReleaseState, Revision, ServiceName,
 };

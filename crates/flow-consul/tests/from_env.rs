@@ -1,8 +1,8 @@
 //! `ConsulRegistry::from_env*` read Consul's own environment variables. A test binary of its
 //! own, because it changes the process environment.
 
-use flow_consul::double::ConsulDouble;
 use flow_consul::ConsulRegistry;
+use flow_consul_double::ConsulDouble;
 use flow_core::{Registry, ReleaseState, Revision, ServiceName};
 
 #[tokio::test]

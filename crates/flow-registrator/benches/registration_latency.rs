@@ -176,7 +176,7 @@ async fn measure(label: &str, registry: DynRegistry) -> Figures {
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     let dir = tempfile::tempdir().expect("a temporary directory");
-    let consul = flow_consul::double::ConsulDouble::start()
+    let consul = flow_consul_double::ConsulDouble::start()
         .await
         .expect("the Consul double");
     let etcd = EtcdNode::start().await;

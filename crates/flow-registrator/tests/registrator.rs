@@ -53,7 +53,7 @@ async fn with_a_real_etcd_node() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_the_consul_double() {
-    let consul = flow_consul::double::ConsulDouble::start()
+    let consul = flow_consul_double::ConsulDouble::start()
         .await
         .expect("start the Consul double");
     let registry =

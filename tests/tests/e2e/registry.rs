@@ -247,7 +247,7 @@ const OVERHEAD_ROUNDS: u32 = 2;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_consul_release_is_readable_through_plain_kv_and_catalog_requests() {
     demo_images().await;
-    let consul = flow_consul::double::ConsulDouble::start()
+    let consul = flow_consul_double::ConsulDouble::start()
         .await
         .expect("the Consul double starts");
     let host_port = consul.address().trim_start_matches("http://").to_string();

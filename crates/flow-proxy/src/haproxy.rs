@@ -284,31 +284,7 @@ pub struct Applied {
     pub warnings: Vec<String>,
 }
 
-/// A server's state as HAProxy reports it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "UPPERCASE")]
-pub enum ServerState {
-    /// Taking traffic.
-    Up,
-    /// Failing its health check (or not known to the running worker).
-    Down,
-    /// Finishing its sessions, taking no new ones.
-    Drain,
-    /// Out of rotation.
-    Maint,
-}
-
-impl ServerState {
-    /// The state in HAProxy's words, as the routes API spells it (`UP`, `DOWN`, …).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ServerState::Up => "UP",
-            ServerState::Down => "DOWN",
-            ServerState::Drain => "DRAIN",
-            ServerState::Maint => "MAINT",
-        }
-    }
-}
+pub use flow_proxy_client::ServerState;
 
 /// One server of a route as the running worker sees it, with the sessions old workers still
 /// hold on it.

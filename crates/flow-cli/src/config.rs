@@ -1203,8 +1203,8 @@ fn load_release(
                 }
                 // The proxy's own rules, checked here so that a path it would refuse stops the
                 // run before anything is started.
-                if let Err(flow_proxy::validate::InvalidInput::Path { reason, .. }) =
-                    flow_proxy::validate::check_path(path, path_type)
+                if let Err(flow_proxy_client::validate::InvalidInput::Path { reason, .. }) =
+                    flow_proxy_client::validate::check_path(path, path_type)
                 {
                     return Err(ConfigError::InvalidValue {
                         origin,
@@ -1222,8 +1222,9 @@ fn load_release(
             let text = value.text.trim();
             if text.is_empty() || text.contains(|c: char| c.is_whitespace() || c == '/') {
                 Err(invalid(value, "use a host name such as app.example.com"))
-            } else if let Err(flow_proxy::validate::InvalidInput::Domain { reason, .. }) =
-                flow_proxy::validate::check_domain(text)
+            } else if let Err(flow_proxy_client::validate::InvalidInput::Domain {
+                reason, ..
+            }) = flow_proxy_client::validate::check_domain(text)
             {
                 Err(invalid(value, reason))
             } else {

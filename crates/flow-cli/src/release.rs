@@ -234,7 +234,7 @@ pub fn registry(location: &RegistryLocation) -> Result<DynRegistry, String> {
 /// The proxy the options name, when one is configured.
 fn proxy(config: &ReleaseConfig) -> Option<DynProxy> {
     config.proxy.as_ref().map(|endpoint| {
-        Arc::new(flow_proxy::HttpProxy::new(
+        Arc::new(flow_proxy_client::HttpProxy::new(
             &endpoint.host,
             endpoint.port,
             endpoint.token.clone(),

@@ -1,6 +1,5 @@
 //! The long-running commands: `docker-flow proxy serve` and `docker-flow registrator`.
 
-use flow_proxy::ServeConfig;
 use flow_registrator::RegistratorOptions;
 
 use std::sync::Arc;
@@ -12,7 +11,10 @@ use crate::exit::Exit;
 use crate::release::{registry, resolve_endpoint, unreachable};
 
 /// Runs the proxy service until SIGINT or SIGTERM.
+#[cfg(feature = "proxy-server")]
 pub async fn proxy(config: ProxyServeConfig) -> Exit {
+    use flow_proxy::ServeConfig;
+
     let registry = match config.registry.as_ref().map(registry).transpose() {
         Ok(registry) => registry,
         Err(message) => {
@@ -76,6 +78,17 @@ pub async fn proxy(config: ProxyServeConfig) -> Exit {
             Exit::NothingChanged
         }
     }
+}
+
+/// What `proxy serve` answers in a build without the proxy server.
+#[cfg(not(feature = "proxy-server"))]
+pub const WITHOUT_PROXY_SERVER: &str = "docker-flow proxy serve: this docker-flow was built without the proxy server (cargo feature `proxy-server`); build it with `--features proxy-server` (on by default), or run a docker-flow that has it";
+
+/// Refuses: this build has no proxy server (see [`WITHOUT_PROXY_SERVER`]).
+#[cfg(not(feature = "proxy-server"))]
+pub async fn proxy(_config: ProxyServeConfig) -> Exit {
+    eprintln!("{WITHOUT_PROXY_SERVER}");
+    Exit::BadInput
 }
 
 /// Runs the registrator until SIGINT or SIGTERM.
@@ -155,5 +168,30 @@ async fn stop_signal() {
         Err(_) => {
             let _ = tokio::signal::ctrl_c().await;
         }
+    }
+}
+
+#[cfg(all(test, not(feature = "proxy-server")))]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn proxy_serve_without_the_proxy_server_is_refused_as_bad_input() {
+        let config = ProxyServeConfig {
+            api_addr: "127.0.0.1:8080".parse().unwrap(),
+            binds: vec!["127.0.0.1:80".parse().unwrap()],
+            https_binds: Vec::new(),
+            certs_dir: None,
+            state_dir: PathBuf::from("/nonexistent/state"),
+            haproxy: PathBuf::from("haproxy"),
+            api_token: None,
+            stop_haproxy: None,
+            registry: None,
+            secrets_dir: PathBuf::from("/nonexistent/secrets"),
+        };
+        assert_eq!(proxy(config).await, Exit::BadInput);
+        assert!(WITHOUT_PROXY_SERVER.contains("proxy-server"));
     }
 }

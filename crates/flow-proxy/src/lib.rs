@@ -1,6 +1,11 @@
 //! docker-flow's reverse proxy: HAProxy driven through its Runtime API, behind a Docker Flow
-//! compatible HTTP API, and [`HttpProxy`], the client that implements the
-//! [`flow_core::Proxy`] port against that API.
+//! compatible HTTP API.
+//!
+//! [`HttpProxy`], the client that implements the [`flow_core::Proxy`] port against that API,
+//! lives in `flow-proxy-client` with the API's wire types ([`api::wire`]), the route model
+//! ([`table::Destination`], [`RouteEntry`], …) and [`validate`]: a release needs only those,
+//! so a tool that drives a proxy depends on that crate and links no server. They are
+//! re-exported here under their former paths.
 //!
 //! # Design
 //!
@@ -78,12 +83,12 @@
 //!
 //! * [`serve`] runs the proxy until SIGINT/SIGTERM (the CLI's `docker-flow proxy serve`);
 //!   [`start`] starts it and hands back a [`RunningProxy`] for embedding and tests.
-//! * [`HttpProxy::new`] builds the client adapter used by the release engine.
+//! * [`HttpProxy::new`] (from `flow-proxy-client`) builds the client adapter used by the
+//!   release engine.
 
 #![deny(missing_docs)]
 
 pub mod api;
-pub mod client;
 mod endpoints;
 pub mod haproxy;
 mod metrics;
@@ -92,10 +97,14 @@ mod process;
 mod render;
 pub mod table;
 pub mod tls;
-pub mod validate;
+
+/// [`HttpProxy`], the client of the API (from `flow-proxy-client`).
+pub use flow_proxy_client::client;
+/// The checks every value passes before it reaches HAProxy (from `flow-proxy-client`).
+pub use flow_proxy_client::validate;
 
 pub use api::{serve, start, RunningProxy, ServeConfig, ServeError};
-pub use client::HttpProxy;
+pub use flow_proxy_client::HttpProxy;
+pub use flow_proxy_client::InvalidInput;
 pub use haproxy::{Applied, Haproxy, HaproxyError, HaproxyOptions, ServerState};
 pub use table::{RouteEntry, RouteTable, StateError};
-pub use validate::InvalidInput;

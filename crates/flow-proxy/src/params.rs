@@ -16,6 +16,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 
 use flow_core::PathType;
+use flow_proxy_client::wire::KEEP_ROUTE_OPTIONS;
 
 use crate::table::{Destination, HeaderAction, HeaderRule, Mode, PathRewrite, RouteOptions, User};
 use crate::validate::InvalidInput;
@@ -76,10 +77,6 @@ const fn refused(name: &'static str, indexed: bool, reason: &'static str) -> Par
         support: Support::Refused(reason),
     }
 }
-
-/// docker-flow's own parameter that makes a `reconfigure` keep the route's other settings
-/// (see [`check_kept`]); releases send it.
-pub(crate) const KEEP_ROUTE_OPTIONS: &str = "keepRouteOptions";
 
 /// What a release states about a route; with [`KEEP_ROUTE_OPTIONS`] these are the only
 /// parameters taken, and everything else of the route is kept as it is.

@@ -10,7 +10,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use flow_core::{PathType, Route};
 
-use crate::table::{Destination, HeaderRule, Mode, PathRewrite, RouteEntry, RouteOptions, User};
+use crate::route::{Destination, HeaderRule, Mode, PathRewrite, RouteEntry, RouteOptions, User};
 
 /// The longest path accepted (HAProxy's own line limit is a few kilobytes for a whole line).
 const MAX_PATH_LEN: usize = 1024;
@@ -393,9 +393,9 @@ fn check_user(user: &User) -> Result<(), InvalidInput> {
 /// Checks a header rule: a token for the name, literal printable text for the value.
 fn check_header(kind: &str, rule: &HeaderRule) -> Result<(), InvalidInput> {
     let parameter = match rule.action {
-        crate::table::HeaderAction::Add => format!("add{kind}"),
-        crate::table::HeaderAction::Set => format!("set{kind}"),
-        crate::table::HeaderAction::Del => format!("del{kind}"),
+        crate::route::HeaderAction::Add => format!("add{kind}"),
+        crate::route::HeaderAction::Set => format!("set{kind}"),
+        crate::route::HeaderAction::Del => format!("del{kind}"),
     };
     let name = &rule.name;
     if rule.name.is_empty()
@@ -411,7 +411,7 @@ fn check_header(kind: &str, rule: &HeaderRule) -> Result<(), InvalidInput> {
         ));
     }
     let value = &rule.value;
-    if value.is_empty() && rule.action != crate::table::HeaderAction::Del {
+    if value.is_empty() && rule.action != crate::route::HeaderAction::Del {
         return Err(invalid(
             &parameter,
             format!("{name} has no value: give `Name value` items"),
@@ -533,7 +533,7 @@ pub fn check_domain(domain: &str) -> Result<(), InvalidInput> {
 }
 
 /// `addresses` as a message lists them: `a, b`.
-pub(crate) fn list_addresses(addresses: &[SocketAddr]) -> String {
+pub fn list_addresses(addresses: &[SocketAddr]) -> String {
     addresses
         .iter()
         .map(ToString::to_string)
@@ -642,7 +642,7 @@ mod tests {
 
     #[test]
     fn header_rules_are_literal_single_lines() {
-        use crate::table::HeaderAction::{Add, Del};
+        use crate::route::HeaderAction::{Add, Del};
         let rule = |action, name: &str, value: &str| HeaderRule {
             action,
             name: name.into(),

@@ -28,9 +28,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 
-use crate::api::wire::{Answer, ErrorKind, RouteView};
-use crate::api::API_PREFIX;
-use crate::params::KEEP_ROUTE_OPTIONS;
+use crate::wire::{Answer, ErrorKind, RouteView, API_PREFIX, KEEP_ROUTE_OPTIONS};
 
 /// How long a request is retried while the proxy restarts (see the [module docs](self)).
 pub const RETRY_FOR: Duration = Duration::from_secs(10);

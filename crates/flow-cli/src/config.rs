@@ -986,52 +986,6 @@ fn valid_project(name: &str) -> bool {
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'))
 }
 
-/// `host:port` (or `[v6]:port`), with `default_port` when the port is left out.
-fn authority(text: &str, default_port: u16) -> Result<String, String> {
-    let text = text.trim().trim_end_matches('/');
-    if text.is_empty() {
-        return Err("the address is empty".into());
-    }
-    let (host, port) = if let Some(rest) = text.strip_prefix('[') {
-        let (v6, after) = rest
-            .split_once(']')
-            .ok_or_else(|| format!("{text:?} has no closing ']'"))?;
-        if v6.parse::<std::net::Ipv6Addr>().is_err() {
-            return Err(format!("{v6:?} is not an IPv6 address"));
-        }
-        let port = match after {
-            "" => None,
-            _ => Some(
-                after
-                    .strip_prefix(':')
-                    .ok_or_else(|| format!("unexpected {after:?} after the address"))?,
-            ),
-        };
-        (format!("[{v6}]"), port)
-    } else {
-        match text.split_once(':') {
-            Some((host, port)) => (host.to_string(), Some(port)),
-            None => (text.to_string(), None),
-        }
-    };
-    let host_ok = host.starts_with('[')
-        || (!host.is_empty()
-            && host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_')));
-    if !host_ok {
-        return Err(format!("{host:?} is not a host name or IP address"));
-    }
-    let port = match port {
-        None => default_port,
-        Some(port) => match port.parse::<u16>() {
-            Ok(port) if port > 0 => port,
-            _ => return Err(format!("{port:?} is not a port number from 1 to 65535")),
-        },
-    };
-    Ok(format!("{host}:{port}"))
-}
-
 /// Parses a registry URL; relative `file:` paths are resolved against `base`.
 fn parse_registry(text: &str, base: &Path) -> Result<RegistryLocation, String> {
     let text = text.trim();
@@ -1043,14 +997,12 @@ fn parse_registry(text: &str, base: &Path) -> Result<RegistryLocation, String> {
         Ok(RegistryLocation::File(absolute(base, path)))
     } else if let Some(rest) = text.strip_prefix("consul://") {
         Ok(RegistryLocation::Consul {
-            address: authority(rest, 8500)?,
+            address: flow_core::address::authority(rest, 8500)?,
         })
     } else if let Some(rest) = text.strip_prefix("etcd://") {
-        let endpoints = rest
-            .split(',')
-            .map(|member| authority(member, 2379))
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(RegistryLocation::Etcd { endpoints })
+        Ok(RegistryLocation::Etcd {
+            endpoints: flow_core::address::authority_list(rest, 2379)?,
+        })
     } else {
         Err("unknown form".into())
     }
@@ -1071,7 +1023,7 @@ fn consul_address(value: Value) -> Result<RegistryLocation, ConfigError> {
     let result = if rest.contains("://") {
         Err("only http:// is supported".to_string())
     } else {
-        authority(rest, 8500)
+        flow_core::address::authority(rest, 8500)
     };
     match result {
         Ok(address) => Ok(RegistryLocation::Consul { address }),

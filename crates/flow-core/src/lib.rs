@@ -99,6 +99,7 @@
 
 #![deny(missing_docs)]
 
+pub mod address;
 pub mod domain;
 pub mod kv;
 pub mod memory;

@@ -133,9 +133,12 @@ impl fmt::Display for EtcdRegistry {
     }
 }
 
+/// etcd's client port, taken for an endpoint written without one.
+const DEFAULT_CLIENT_PORT: u16 = 2379;
+
 impl EtcdRegistry {
     /// A registry on the etcd cluster at `endpoints`: `etcd://host:port[,host:port…]`
-    /// (`http://` per endpoint is accepted too).
+    /// (`http://` per endpoint is accepted too; a member without a port is at 2379).
     pub fn new(endpoints: &str) -> Result<Self, EtcdConfigError> {
         let invalid = |reason: String| EtcdConfigError::InvalidEndpoints {
             endpoints: endpoints.to_string(),
@@ -148,19 +151,13 @@ impl EtcdRegistry {
         let mut parsed = Vec::new();
         for endpoint in list.split(',').map(str::trim) {
             let host_port = endpoint.strip_prefix("http://").unwrap_or(endpoint);
-            let host_port = host_port.trim_end_matches('/');
             if host_port.contains("://") {
                 return Err(invalid(format!(
                     "{endpoint:?} has an unsupported scheme (only plain HTTP is built in)"
                 )));
             }
-            let valid = host_port
-                .rsplit_once(':')
-                .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok())
-                && !host_port.contains('/');
-            if !valid {
-                return Err(invalid(format!("{endpoint:?} is not host:port")));
-            }
+            let host_port = flow_core::address::authority(host_port, DEFAULT_CLIENT_PORT)
+                .map_err(|reason| invalid(format!("{endpoint:?}: {reason}")))?;
             parsed.push(format!("http://{host_port}"));
         }
         let client = reqwest::Client::builder()

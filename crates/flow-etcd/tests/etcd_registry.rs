@@ -194,10 +194,13 @@ fn endpoint_lists_are_validated() {
         registry.to_string(),
         "etcd at etcd://127.0.0.1:2379,127.0.0.2:2379"
     );
+    // A member without a port is at etcd's client port, as with --registry etcd://host.
+    let defaulted = EtcdRegistry::new("etcd://host,[::1]").unwrap();
+    assert_eq!(defaulted.address(), "etcd://host:2379,[::1]:2379");
     for bad in [
         "etcd://",
-        "etcd://host",
         "etcd://host:port",
+        "etcd://a b:1",
         "https://127.0.0.1:2379",
         "etcd://h:1/x",
     ] {

@@ -23,7 +23,7 @@ use flow_core::{DependencyFailure, OrchestratorError};
 
 use crate::compose::{ComposeError, Condition, Dependency};
 use crate::progress::DockerEvent;
-use crate::{DockerOrchestrator, LABEL_COMPOSE_SERVICE, LABEL_TARGET};
+use crate::{last_health_output, DockerOrchestrator, LABEL_COMPOSE_SERVICE, LABEL_TARGET};
 
 /// How often a dependency's state is read while waiting for it.
 const DEPENDENCY_POLL: Duration = Duration::from_millis(250);
@@ -247,14 +247,7 @@ impl DockerOrchestrator {
             Condition::CompletedSuccessfully => Readiness::Pending(format!("{name} still runs")),
             Condition::Healthy => {
                 let health = state.health.unwrap_or_default();
-                let last_output = health
-                    .log
-                    .as_ref()
-                    .and_then(|log| log.last())
-                    .and_then(|result| result.output.as_deref())
-                    .map(str::trim)
-                    .filter(|output| !output.is_empty())
-                    .map(str::to_string);
+                let last_output = last_health_output(&health).filter(|output| !output.is_empty());
                 match health.status {
                     Some(HealthStatusEnum::HEALTHY) => Readiness::Ready,
                     Some(HealthStatusEnum::UNHEALTHY) => Readiness::Failed(format!(

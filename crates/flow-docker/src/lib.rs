@@ -1346,12 +1346,7 @@ impl Orchestrator for DockerOrchestrator {
             return Ok(http_health(address, path).await);
         }
         if let Some(docker_health) = &state.health {
-            let last_output = docker_health
-                .log
-                .as_ref()
-                .and_then(|log| log.last())
-                .and_then(|result| result.output.clone())
-                .map(|output| output.trim().to_string());
+            let last_output = last_health_output(docker_health);
             match docker_health.status {
                 Some(HealthStatusEnum::HEALTHY) => return Ok(Health::Healthy),
                 Some(HealthStatusEnum::UNHEALTHY) => {
@@ -1392,9 +1387,8 @@ impl Orchestrator for DockerOrchestrator {
         let last_health_output = inspected
             .state
             .and_then(|s| s.health)
-            .and_then(|h| h.log)
-            .and_then(|log| log.last().and_then(|r| r.output.clone()))
-            .map(|output| output.trim().to_string());
+            .as_ref()
+            .and_then(last_health_output);
         let log_tail = self.log_tail(&instance.id, &instance.name).await?;
         Ok(Diagnosis {
             last_health_output,
@@ -1525,6 +1519,16 @@ fn build_failure(
         }
     }
     message
+}
+
+/// The output of the latest health check Docker kept, trimmed.
+pub(crate) fn last_health_output(health: &bollard::models::Health) -> Option<String> {
+    health
+        .log
+        .as_ref()
+        .and_then(|log| log.last())
+        .and_then(|result| result.output.as_deref())
+        .map(|output| output.trim().to_string())
 }
 
 fn status_of(error: &DockerError) -> Option<u16> {

@@ -68,6 +68,16 @@ impl HttpProxy {
         }
     }
 
+    /// The route of exactly `service` in the routes API's answer (`None`: it has none).
+    async fn route_of(&self, service: &ServiceName) -> Result<Option<RouteView>, ProxyError> {
+        let answer = self.call("/routes", &[]).await?;
+        Ok(answer
+            .routes
+            .unwrap_or_default()
+            .into_iter()
+            .find(|r| r.service_name == service.as_str()))
+    }
+
     /// Sends `GET <API_PREFIX><endpoint>?<params>` and reads the JSON answer, retrying while
     /// the proxy restarts (see the [module docs](self)); a `NOK` answer becomes the
     /// matching [`ProxyError`].
@@ -247,12 +257,10 @@ impl Proxy for HttpProxy {
         service: &ServiceName,
         servers: &[SocketAddr],
     ) -> Result<u64, ProxyError> {
-        let answer = self.call("/routes", &[]).await?;
-        let sessions = answer
-            .routes
-            .unwrap_or_default()
+        let sessions = self
+            .route_of(service)
+            .await?
             .iter()
-            .filter(|r| r.service_name == service.as_str())
             .flat_map(|r| r.servers.iter())
             .filter(|s| servers.contains(&s.address))
             .map(|s| s.sessions)
@@ -267,12 +275,8 @@ impl Proxy for HttpProxy {
     }
 
     async fn served_route(&self, service: &ServiceName) -> Result<Option<ServedRoute>, ProxyError> {
-        let answer = self.call("/routes", &[]).await?;
-        answer
-            .routes
-            .unwrap_or_default()
-            .into_iter()
-            .find(|r| r.service_name == service.as_str())
+        self.route_of(service)
+            .await?
             .map(|view| served(service, view))
             .transpose()
     }

@@ -451,10 +451,11 @@ fn served_names(certificate: &x509_parser::certificate::X509Certificate<'_>) -> 
         .collect()
 }
 
+/// A certificate time as the rest of docker-flow writes times ([`flow_core::time::rfc3339`]);
+/// X.509 times are whole seconds, so nothing is lost.
 fn rfc3339(time: ASN1Time) -> String {
-    time.to_datetime()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| time.to_string())
+    let seconds = u64::try_from(time.timestamp()).unwrap_or(0);
+    flow_core::time::rfc3339(std::time::UNIX_EPOCH + std::time::Duration::from_secs(seconds))
 }
 
 /// One certificate as a PEM block (64 base64 characters a line).

@@ -248,15 +248,16 @@ impl Engine {
                             options.target.clone(),
                             if options.blue_green { live_color } else { None },
                         );
-                        let old = if options.blue_green && live_color.is_none() {
-                            Vec::new()
-                        } else {
-                            running(list(live_group.clone()).await?)
-                        };
+                        let (old, stopped): (Vec<Instance>, Vec<Instance>) =
+                            if options.blue_green && live_color.is_none() {
+                                (Vec::new(), Vec::new())
+                            } else {
+                                list(live_group.clone())
+                                    .await?
+                                    .into_iter()
+                                    .partition(|i| i.running)
+                            };
                         if !options.blue_green {
-                            let all = list(live_group.clone()).await?;
-                            let stopped: Vec<Instance> =
-                                all.iter().filter(|i| !i.running).cloned().collect();
                             if !stopped.is_empty() {
                                 actions.push(PlannedAction::Remove {
                                     step,

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::{config, free_addr, processes, Backend, TestProxy};
+use common::{config, free_addr, processes, reserved_addr, Backend, TestProxy};
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
@@ -234,7 +234,7 @@ impl Serving {
         let authority = Authority::new("docker-flow test CA");
         let leaf = authority.leaf(&[name], &[]);
         let state = tempfile::tempdir().unwrap();
-        let https = free_addr();
+        let https = reserved_addr();
         let proxy = start_tls(state.path(), None, https).await;
         let web = Backend::start("web").await;
         let (status, json) = proxy.reconfigure("web", "/", &[web.addr], "").await;
@@ -265,7 +265,7 @@ async fn certificates_are_served_by_sni_from_the_certs_dir_and_uploads_and_resto
     // Not certificates: hidden files are skipped, as are directories.
     std::fs::create_dir(certs_dir.path().join("..data")).unwrap();
     std::fs::write(certs_dir.path().join(".hidden"), "not a certificate").unwrap();
-    let https = free_addr();
+    let https = reserved_addr();
     let web = Backend::start("web").await;
     let mut proxy = start_tls(state.path(), Some(certs_dir.path()), https).await;
     let (status, json) = proxy.reconfigure("web", "/", &[web.addr], "").await;
@@ -342,7 +342,7 @@ async fn https_only_redirects_plain_http_to_the_https_address() {
     let authority = Authority::new("docker-flow test CA");
     let leaf = authority.leaf(&["shop.test"], &[]);
     let state = tempfile::tempdir().unwrap();
-    let (https, second_https) = (free_addr(), free_addr());
+    let (https, second_https) = (reserved_addr(), reserved_addr());
     let mut config = config(state.path(), free_addr());
     config.https_binds = vec![https, second_https];
     let proxy = TestProxy::start_with(config).await;
@@ -473,7 +473,7 @@ async fn curl_verifies_the_chain_and_speaks_http2() {
             .arg("--cacert")
             .arg(&ca_file)
             .arg("--resolve")
-            .arg(format!("{name}:{}:127.0.0.1", https.port()))
+            .arg(format!("{name}:{}:{}", https.port(), https.ip()))
             .args(["--write-out", " %{http_version} %{http_code}"])
             .arg(format!("https://{name}:{}/", https.port()));
         async move {
@@ -571,7 +571,7 @@ async fn bad_certificates_are_refused_400_and_change_nothing() {
     let other_key = other.pem[other.pem.find("-----BEGIN PRIVATE KEY").unwrap()..].to_string();
     let expired = authority.expired_leaf("old.test");
     let state = tempfile::tempdir().unwrap();
-    let https = free_addr();
+    let https = reserved_addr();
     let proxy = start_tls(state.path(), None, https).await;
     let (status, json) = put_cert(&proxy, "certName=good.pem", &good.pem).await;
     assert_eq!(status, StatusCode::OK, "{json}");
@@ -651,7 +651,7 @@ async fn bad_certificates_are_refused_400_and_change_nothing() {
     std::fs::write(certs_dir.path().join("old.pem"), &expired).unwrap();
     let refused_state = tempfile::tempdir().unwrap();
     let mut config = config(refused_state.path(), free_addr());
-    config.https_binds = vec![free_addr()];
+    config.https_binds = vec![reserved_addr()];
     config.certs_dir = Some(certs_dir.path().to_path_buf());
     let error = flow_proxy::start(config).await.unwrap_err().to_string();
     assert!(
@@ -678,7 +678,7 @@ async fn a_stored_certificate_that_expired_is_served_with_a_warning_and_a_broken
     let authority = Authority::new("docker-flow test CA");
     let expired = authority.expired_leaf("old.test");
     let state = tempfile::tempdir().unwrap();
-    let https = free_addr();
+    let https = reserved_addr();
     // As an upload taken before it expired would lie in the state directory.
     std::fs::create_dir_all(state.path().join("certs")).unwrap();
     std::fs::write(state.path().join("certs/old.pem"), &expired).unwrap();

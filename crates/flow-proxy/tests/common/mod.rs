@@ -85,6 +85,21 @@ pub fn free_addr() -> SocketAddr {
     listener.local_addr().unwrap()
 }
 
+/// An address for a listener that opens only later (HTTPS listens once it has a
+/// certificate): a loopback IP of its own (127.0.0.N, N from 10 up, one per call) and a port
+/// free there. A port merely free on 127.0.0.1 could be taken by another test's listener in
+/// the meantime; nothing else binds these IPs.
+pub fn reserved_addr() -> SocketAddr {
+    static NEXT: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(10);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        n < 255,
+        "more reserved addresses than loopback IPs set aside"
+    );
+    let listener = std::net::TcpListener::bind((std::net::Ipv4Addr::new(127, 0, 0, n), 0)).unwrap();
+    listener.local_addr().unwrap()
+}
+
 /// A proxy on free loopback ports, its state in `state`.
 pub struct TestProxy {
     pub running: Option<RunningProxy>,
